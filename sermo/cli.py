@@ -1,0 +1,123 @@
+"""The ``sermo`` command line. Each sub-command has ``--help``.
+
+Errors that a user can act on (a missing file, a bad corpus folder, an unknown name) are
+printed as one line starting with ``sermo: error:`` and exit with status 2; nothing else
+is caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+DEMO_DIR = Path("runs/demo")
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from sermo.data.synth import synthesize_corpus
+
+    t0 = time.time()
+    res = synthesize_corpus(args.layout, args.out, utterances=args.utterances, seed=args.seed,
+                            incongruent_share=args.incongruent, workers=args.workers, progress=not args.quiet)
+    what = "already there, reused" if res.reused else f"written in {time.time() - t0:.1f} s"
+    print(f"{res.layout} corpus of {res.utterances} utterances ({res.hours * 60:.1f} min of speech) "
+          f"at {res.root}: {what}")
+    print(f"next: sermo prepare {res.layout} {res.root} --out {res.root}/manifest.parquet")
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from sermo.data.corpora import prepare
+    from sermo.evaluation.report import describe_manifest
+
+    options = {}
+    if args.layout == "table":
+        options["name"] = args.name
+        if args.scale:
+            lo, hi = (float(x) for x in args.scale.split(","))
+            options["scale"] = (lo, hi)
+    elif args.name or args.scale:
+        raise UsageError("--name and --scale apply to the table layout only")
+    manifest = prepare(args.layout, args.root, **options)
+    problems = manifest.problems()
+    manifest.save(args.out)
+    print(describe_manifest(manifest, title=f"{args.layout}: {args.root}"))
+    print(f"manifest written to {args.out}")
+    if problems:
+        print("problems found (the manifest keeps every row; fix the corpus or expect these rows to be skipped):",
+              file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1 if args.strict else 0
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from sermo.demo import run_demo
+
+    report = run_demo(Path(args.out), utterances=args.utterances, seed=args.seed)
+    print(f"demo report: {report}")
+    return 0
+
+
+class UsageError(ValueError):
+    """A command-line mistake; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every ``sermo`` sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="sermo", description="Speech emotion recognition from audio and transcripts.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write the built-in synthetic corpus in a real corpus layout",
+                       description="Synthesise an emotional speech corpus (espeak-ng voices, simulated "
+                                   "annotators) in the real IEMOCAP or MSP-Podcast layout.")
+    p.add_argument("--layout", choices=["iemocap", "msp-podcast"], default="iemocap")
+    p.add_argument("--out", required=True, help="corpus folder to create (new or empty)")
+    p.add_argument("--utterances", type=int, default=None, help="number of utterances (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
+    p.add_argument("--incongruent", type=float, default=0.15,
+                   help="share of utterances whose words disagree with their emotion (default 0.15)")
+    p.add_argument("--workers", type=int, default=None, help="synthesis processes (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("prepare", help="read a corpus folder into a manifest",
+                       description="Read IEMOCAP, MSP-Podcast or a CSV/JSONL table into a manifest "
+                                   "(parquet, JSONL or CSV by the --out suffix).")
+    p.add_argument("layout", choices=["iemocap", "msp-podcast", "table"])
+    p.add_argument("root", help="IEMOCAP_full_release/, the MSP-Podcast folder, or the table file")
+    p.add_argument("--out", required=True, help="manifest file: .parquet, .jsonl or .csv")
+    p.add_argument("--name", default=None, help="table layout: corpus name (default: the file name)")
+    p.add_argument("--scale", default=None, help="table layout: MIN,MAX of the dimensional labels")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when problems are found")
+    p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("demo", help="synthesise the built-in corpus and run every system on it",
+                       description="The main job on a fresh machine: write the built-in corpus if absent, "
+                                   "run every registered system's demo profile, gather REPORT.md.")
+    p.add_argument("--out", default=str(DEMO_DIR), help=f"demo folder (default {DEMO_DIR})")
+    p.add_argument("--utterances", type=int, default=1000, help="size of the built-in corpus (default 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sermo`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from sermo.errors import USER_ERRORS
+
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, *USER_ERRORS) as exc:
+        print(f"sermo: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

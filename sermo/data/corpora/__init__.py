@@ -1,0 +1,44 @@
+"""Corpus loaders: each knows one on-disk layout and turns it into a :class:`Manifest`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sermo.data.corpora.iemocap import prepare_iemocap
+from sermo.data.corpora.msp_podcast import prepare_msp_podcast
+from sermo.data.corpora.table import prepare_table
+from sermo.data.manifest import Manifest
+
+LOADERS = {"iemocap": prepare_iemocap, "msp-podcast": prepare_msp_podcast, "table": prepare_table}
+"""Loader per corpus layout name (the names ``sermo prepare`` takes)."""
+
+
+def prepare(layout: str, root: str | Path, **options) -> Manifest:
+    """Build the manifest of the corpus at ``root`` with the loader for ``layout``.
+
+    Raises:
+        ValueError: unknown layout; the message lists the known ones.
+    """
+    try:
+        loader = LOADERS[layout]
+    except KeyError:
+        raise ValueError(f"unknown corpus layout {layout!r}; known: {', '.join(LOADERS)}") from None
+    return loader(root, **options)
+
+
+def detect_layout(root: str | Path) -> str:
+    """Guess the layout of ``root``: a folder of IEMOCAP or MSP-Podcast, or a table file.
+
+    Raises:
+        ValueError: nothing recognisable; says which layouts were looked for.
+    """
+    p = Path(root)
+    if p.is_file() and p.suffix.lower() in (".csv", ".jsonl", ".json"):
+        return "table"
+    if p.is_dir():
+        if any((s / "dialog" / "EmoEvaluation").is_dir() for s in p.glob("Session*")):
+            return "iemocap"
+        if (p / "Labels").is_dir():
+            return "msp-podcast"
+    raise ValueError(f"{p}: not an IEMOCAP folder (Session*/dialog/EmoEvaluation), an MSP-Podcast folder "
+                     "(Labels/labels_consensus.csv) or a corpus table (.csv/.jsonl)")

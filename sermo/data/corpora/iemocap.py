@@ -1,0 +1,170 @@
+"""IEMOCAP (``IEMOCAP_full_release/``): the only code in sermo that knows its layout.
+
+Layout read::
+
+    Session{1..5}/sentences/wav/<dialog>/<utt>.wav
+    Session{1..5}/dialog/EmoEvaluation/<dialog>.txt
+    Session{1..5}/dialog/transcriptions/<dialog>.txt
+
+An EmoEvaluation block starts with a tab-separated line
+``[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]`` (note the
+order: valence, activation, dominance) followed by per-evaluator lines such as
+``C-E2:<TAB>Neutral;<TAB>()`` (categorical) and ``A-E3:<TAB>val 3; act 2; dom  2;<TAB>()``
+(dimensional). All of them are kept in ``ratings``. Transcription lines read
+``Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.``; lines that are not utterances of the
+EmoEvaluation file are ignored, and utterances missing from it get no transcript.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from sermo.data.audio import AudioError, audio_info
+from sermo.data.manifest import Manifest
+
+SCALE = (1.0, 5.0)
+_TURN = re.compile(
+    r"^\[\s*(?P<start>[\d.]+)\s*-\s*(?P<end>[\d.]+)\s*\]\s+(?P<id>\S+)\s+(?P<cat>\S+)\s+"
+    r"\[\s*(?P<v>[-\d.]+)\s*,\s*(?P<a>[-\d.]+)\s*,\s*(?P<d>[-\d.]+)\s*\]"
+)
+_EVAL = re.compile(r"^(?P<rater>[A-Z]-[A-Z]+\d*)\s*:\s*(?P<body>[^\t(]*)\t?\s*(?:\((?P<comment>.*)\))?\s*$")
+_DIM = re.compile(r"(val|act|dom)\s+([-\d.]+)")
+_TRANSCRIPT = re.compile(r"^(?P<id>\S+)\s+\[(?P<start>[\d.]+)\s*-\s*(?P<end>[\d.]+)\]\s*:\s?(?P<text>.*)$")
+_SUFFIX = re.compile(r"_(?P<gender>[FM])\d+$")
+_SESSION = re.compile(r"^Ses(?P<n>\d+)")
+
+
+class IemocapLayoutError(ValueError):
+    """The folder does not look like IEMOCAP_full_release; the message says what is missing."""
+
+
+def prepare_iemocap(root: str | Path) -> Manifest:
+    """Read an IEMOCAP release folder into a manifest (one row per evaluated utterance).
+
+    Args:
+        root: the ``IEMOCAP_full_release`` folder (or a folder with the same layout).
+
+    Returns:
+        A manifest with corpus ``iemocap``, speakers ``Ses01_F`` ... ``Ses05_M``, sessions
+        ``Ses01`` ... ``Ses05``, dialogs, turn indices, oracle transcripts, V/A/D on the 1-5
+        scale, the category code and every evaluator's rating.
+
+    Raises:
+        IemocapLayoutError: no ``Session*/dialog/EmoEvaluation`` folder under ``root``.
+    """
+    root = Path(root)
+    sessions = sorted(p for p in root.glob("Session*") if (p / "dialog" / "EmoEvaluation").is_dir())
+    if not sessions:
+        raise IemocapLayoutError(
+            f"{root}: no Session*/dialog/EmoEvaluation/ folders; point sermo at IEMOCAP_full_release/"
+        )
+    rows: list[dict] = []
+    for session_dir in sessions:
+        for eval_file in sorted((session_dir / "dialog" / "EmoEvaluation").glob("*.txt")):
+            dialog = eval_file.stem
+            turns = parse_emo_evaluation(eval_file)
+            words = parse_transcriptions(session_dir / "dialog" / "transcriptions" / f"{dialog}.txt")
+            turns.sort(key=lambda t: (t["dialog_start"], t["id"]))
+            for index, turn in enumerate(turns):
+                rows.append(_row(session_dir, dialog, index, turn, words.get(turn["id"])))
+    df = pd.DataFrame(rows)
+    return Manifest(df)
+
+
+def _row(session_dir: Path, dialog: str, turn_index: int, turn: dict, text: str | None) -> dict:
+    utt = turn["id"]
+    gender = _SUFFIX.search(utt)
+    ses = _SESSION.match(utt)
+    session = f"Ses{int(ses['n']):02d}" if ses else session_dir.name
+    wav = session_dir / "sentences" / "wav" / dialog / f"{utt}.wav"
+    try:
+        duration = audio_info(wav).duration
+    except AudioError:
+        duration = float("nan")  # reported by Manifest.problems(); the row itself is kept
+    return {
+        "id": utt,
+        "corpus": "iemocap",
+        "audio": str(wav.resolve()),
+        "duration": duration,
+        "speaker": f"{session}_{gender['gender']}" if gender else None,
+        "gender": {"F": "female", "M": "male"}[gender["gender"]] if gender else None,
+        "session": session,
+        "dialog": dialog,
+        "turn_index": turn_index,
+        "dialog_start": turn["dialog_start"],
+        "dialog_end": turn["dialog_end"],
+        "transcript": text,
+        "transcript_source": "oracle" if text is not None else None,
+        "arousal": turn["arousal"],
+        "valence": turn["valence"],
+        "dominance": turn["dominance"],
+        "category": turn["category"],
+        "scale_min": SCALE[0],
+        "scale_max": SCALE[1],
+        "ratings": json.dumps(turn["ratings"], ensure_ascii=False),
+    }
+
+
+def parse_emo_evaluation(path: str | Path) -> list[dict]:
+    """Parse one EmoEvaluation file into turns with consensus labels and evaluator ratings.
+
+    Returns:
+        One dict per turn: ``id, dialog_start, dialog_end, category, valence, arousal,
+        dominance, ratings`` where ``ratings`` is a list of
+        ``{"rater": "C-E2", "categories": [...], "comment": ...}`` and
+        ``{"rater": "A-E3", "valence": 3.0, "arousal": 2.0, "dominance": 2.0, "comment": ...}``.
+    """
+    turns: list[dict] = []
+    current: dict | None = None
+    for raw in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("%"):
+            continue
+        m = _TURN.match(line)
+        if m:
+            current = {
+                "id": m["id"],
+                "dialog_start": float(m["start"]),
+                "dialog_end": float(m["end"]),
+                "category": m["cat"],
+                "valence": float(m["v"]),
+                "arousal": float(m["a"]),
+                "dominance": float(m["d"]),
+                "ratings": [],
+            }
+            turns.append(current)
+            continue
+        e = _EVAL.match(raw.rstrip())
+        if e and current is not None:
+            current["ratings"].append(_rating(e["rater"], e["body"], e["comment"]))
+    return turns
+
+
+def _rating(rater: str, body: str, comment: str | None) -> dict:
+    rating: dict = {"rater": rater}
+    dims = dict(_DIM.findall(body))
+    if rater.startswith("A-") or dims:
+        names = {"val": "valence", "act": "arousal", "dom": "dominance"}
+        for short, name in names.items():
+            rating[name] = float(dims[short]) if short in dims else None
+    else:
+        rating["categories"] = [c.strip() for c in body.split(";") if c.strip()]
+    rating["comment"] = (comment or "").strip()
+    return rating
+
+
+def parse_transcriptions(path: str | Path) -> dict[str, str]:
+    """Map utterance id -> words for one dialog's transcription file (missing file: empty)."""
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    out: dict[str, str] = {}
+    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = _TRANSCRIPT.match(line.strip())
+        if m:
+            out[m["id"]] = m["text"].strip()
+    return out

@@ -1,0 +1,113 @@
+"""Label spaces: which emotion categories a run uses and how corpus codes map onto them.
+
+Manifests keep each corpus's own category codes (IEMOCAP ``neu hap exc ang sad fru sur
+fea dis oth xxx``, MSP-Podcast ``A S H U F D C N O X``). A :class:`LabelSpace` maps codes
+to class names; a code it does not map (``xxx``, ``fru`` in the 4-class set, ...) is left
+out of training and evaluation for that space, never silently relabelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+IEMOCAP_CODES = ("neu", "hap", "exc", "ang", "sad", "fru", "sur", "fea", "dis", "oth", "xxx")
+"""Every category code of IEMOCAP's EmoEvaluation files; ``xxx`` = no majority."""
+
+MSP_CODES = ("A", "S", "H", "U", "F", "D", "C", "N", "O", "X")
+"""MSP-Podcast EmoClass codes; ``O`` = other, ``X`` = no agreement."""
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """An ordered set of class names and the corpus codes that map onto each.
+
+    Attributes:
+        name: the space's registry name.
+        classes: class names in output order (logit index = position).
+        mapping: corpus code -> class name; codes not in it are excluded.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    mapping: dict[str, str] = field(hash=False)
+
+    def __post_init__(self) -> None:
+        unknown = sorted({c for c in self.mapping.values()} - set(self.classes))
+        if unknown:
+            raise ValueError(f"label space {self.name!r} maps codes to unknown classes {unknown}")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    def class_of(self, code: object) -> str | None:
+        """The class a corpus code maps to, or ``None`` when the space leaves it out."""
+        if code is None or (isinstance(code, float) and np.isnan(code)):
+            return None
+        return self.mapping.get(str(code))
+
+    def index_of(self, code: object) -> int:
+        """Class index of a code; -1 when the space leaves it out (the masking convention)."""
+        cls = self.class_of(code)
+        return -1 if cls is None else self.classes.index(cls)
+
+    def indices(self, codes) -> np.ndarray:
+        """Vectorised :meth:`index_of`: ``(n,)`` int64 with -1 for excluded codes."""
+        return np.array([self.index_of(c) for c in codes], dtype=np.int64)
+
+    def to_dict(self) -> dict:
+        """JSON-ready description, saved with every run and bundle."""
+        return {"name": self.name, "classes": list(self.classes), "mapping": dict(self.mapping)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LabelSpace":
+        """Inverse of :meth:`to_dict`."""
+        return cls(d["name"], tuple(d["classes"]), dict(d["mapping"]))
+
+    @classmethod
+    def from_codes(cls, codes, *, name: str = "observed") -> "LabelSpace":
+        """A space with one class per distinct code (for generic ``table`` corpora)."""
+        present = sorted({str(c) for c in codes if c is not None and not (isinstance(c, float) and np.isnan(c))})
+        return cls(name, tuple(present), {c: c for c in present})
+
+
+def _space(name: str, classes: tuple[str, ...], groups: dict[str, tuple[str, ...]]) -> LabelSpace:
+    return LabelSpace(name, classes, {code: cls for cls, codes in groups.items() for code in codes})
+
+
+# IEMOCAP and MSP-Podcast codes never collide, so one space can serve both corpora: this is
+# what lets the hierarchical system train on the two with one classifier.
+_FOUR = {"neutral": ("neu", "N"), "happy": ("hap", "exc", "H"), "angry": ("ang", "A"), "sad": ("sad", "S")}
+_FIVE = {**_FOUR, "disgust": ("dis", "D")}
+_MSP8 = {
+    "angry": ("A",), "sad": ("S",), "happy": ("H",), "surprise": ("U",),
+    "fear": ("F",), "disgust": ("D",), "contempt": ("C",), "neutral": ("N",),
+}
+
+LABEL_SPACES: dict[str, LabelSpace] = {
+    "iemocap-4": _space("iemocap-4", ("neutral", "happy", "angry", "sad"), _FOUR),
+    "iemocap-5": _space("iemocap-5", ("neutral", "angry", "happy", "sad", "disgust"), _FIVE),
+    "msp-4": _space("msp-4", ("neutral", "happy", "angry", "sad"), _FOUR),
+    "msp-5": _space("msp-5", ("neutral", "angry", "happy", "sad", "disgust"), _FIVE),
+    "msp-8": _space("msp-8", tuple(_MSP8), _MSP8),
+}
+"""Named label spaces. ``iemocap-4``: neutral, happy (= hap + exc), angry, sad (the common
+4-class set; excited merged into happy). ``iemocap-5``: the 5-class set of paper 002
+(neutral, angry, happy, sad, disgust). The ``msp-*`` spaces are the same classes read from
+MSP-Podcast codes; ``msp-8`` is its eight primary emotions. Each space maps the other
+corpus's codes too, so mixed-corpus runs share one classifier."""
+
+
+def get_label_space(name: str) -> LabelSpace:
+    """Look up a named label space.
+
+    Raises:
+        ValueError: unknown name; the message lists the known ones.
+    """
+    try:
+        return LABEL_SPACES[name]
+    except KeyError:
+        raise ValueError(f"unknown label space {name!r}; known: {', '.join(LABEL_SPACES)}") from None

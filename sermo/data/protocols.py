@@ -1,0 +1,203 @@
+"""Evaluation protocols: named, speaker-independent train / validation / test folds.
+
+``iemocap-loso``
+    5 folds over IEMOCAP's sessions in order: fold k tests on session k, validates on session
+    k+1 (mod 5) and trains on the other three (paper 000's protocol).
+``msp-partitions``
+    one fold from MSP-Podcast's own partitions: Train, Development, and every test set the
+    manifest has (``test1``, ``test2``, ``test3``), each reported separately.
+``speaker-folds`` / ``speaker-folds(k)``
+    k speaker-disjoint folds for any corpus (default 5): speakers are dealt to k groups,
+    fold i tests on group i, validates on group i+1 and trains on the rest.
+
+A fold that puts one speaker in two of its parts raises :class:`ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sermo.data.manifest import Manifest
+
+MSP_TESTS = {"Test1": "test1", "Test2": "test2", "Test3": "test3"}
+
+
+class ProtocolError(ValueError):
+    """A protocol that cannot be built or breaks speaker independence."""
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One split of a manifest.
+
+    Attributes:
+        name: ``fold1`` ... or the partition set's name.
+        train, valid: utterance ids.
+        tests: named test sets (``{"test": ids}``, or MSP's ``test1``/``test2``/...).
+        description: the fold in words, for reports (e.g. "test Ses01, validation Ses02").
+    """
+
+    name: str
+    train: tuple[str, ...]
+    valid: tuple[str, ...]
+    tests: dict[str, tuple[str, ...]] = field(hash=False)
+    description: str = ""
+
+    @property
+    def test(self) -> tuple[str, ...]:
+        """The primary test set: ``test`` or, for MSP-Podcast, ``test1``."""
+        return self.tests.get("test") or self.tests[next(iter(self.tests))]
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (ids included), saved with every run."""
+        return {"name": self.name, "description": self.description, "train": list(self.train),
+                "valid": list(self.valid), "tests": {k: list(v) for k, v in self.tests.items()}}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named list of folds; ``spec`` is the name it was built from (saved with runs)."""
+
+    spec: str
+    folds: tuple[Fold, ...]
+    description: str
+
+    def select(self, numbers) -> "Protocol":
+        """Only the folds with the given 1-based numbers (``--folds 1,3``).
+
+        Raises:
+            ProtocolError: a number outside 1..len(folds).
+        """
+        numbers = list(numbers)
+        bad = [n for n in numbers if not 1 <= n <= len(self.folds)]
+        if bad:
+            raise ProtocolError(f"protocol {self.spec} has folds 1..{len(self.folds)}; asked for {bad}")
+        return Protocol(self.spec, tuple(self.folds[n - 1] for n in numbers), self.description)
+
+
+def iemocap_loso(manifest: Manifest) -> Protocol:
+    """Leave-one-session-out over the manifest's sessions (5 for IEMOCAP)."""
+    df = manifest.df
+    sessions = sorted(s for s in df["session"].dropna().unique())
+    if len(sessions) < 3:
+        raise ProtocolError(f"iemocap-loso needs at least 3 sessions; the manifest has {sessions}")
+    folds = []
+    for k, test_s in enumerate(sessions):
+        valid_s = sessions[(k + 1) % len(sessions)]
+        train_s = [s for s in sessions if s not in (test_s, valid_s)]
+        fold = Fold(
+            name=f"fold{k + 1}",
+            train=_ids(df, df["session"].isin(train_s)),
+            valid=_ids(df, df["session"] == valid_s),
+            tests={"test": _ids(df, df["session"] == test_s)},
+            description=f"test {test_s}, validation {valid_s}, training {', '.join(train_s)}",
+        )
+        check_speaker_independence(fold, manifest)
+        folds.append(fold)
+    return Protocol("iemocap-loso", tuple(folds),
+                    f"leave-one-session-out over {len(sessions)} sessions: fold k tests on session k, "
+                    "validates on session k+1 (mod n) and trains on the others")
+
+
+def msp_partitions(manifest: Manifest) -> Protocol:
+    """MSP-Podcast's own partitions as one fold with every test set present."""
+    df = manifest.df
+    part = df["partition"]
+    tests = {short: _ids(df, part == split) for split, short in MSP_TESTS.items() if (part == split).any()}
+    if not (part == "Train").any() or not (part == "Development").any() or not tests:
+        found = sorted(part.dropna().unique())
+        raise ProtocolError(f"msp-partitions needs Train, Development and a Test set; the manifest has {found}")
+    fold = Fold("partitions", _ids(df, part == "Train"), _ids(df, part == "Development"), tests,
+                description="train Train, validation Development, test " + ", ".join(
+                    s for s in MSP_TESTS if (part == s).any()))
+    check_speaker_independence(fold, manifest)
+    return Protocol("msp-partitions", (fold,),
+                    "the corpus partitions: Train for training, Development for model selection, "
+                    "each Test set reported separately")
+
+
+def speaker_folds(manifest: Manifest, k: int = 5, *, seed: int = 0) -> Protocol:
+    """k speaker-disjoint folds; rows without a speaker stay in training only.
+
+    Speakers are shuffled with ``seed`` and dealt to the group with the fewest utterances,
+    which balances fold sizes.
+    """
+    if k < 3:
+        raise ProtocolError("speaker-folds needs k >= 3 (a test and a validation group and training)")
+    df = manifest.df
+    counts = df["speaker"].dropna().value_counts()
+    if len(counts) < k:
+        raise ProtocolError(f"speaker-folds({k}) needs at least {k} speakers; the manifest has {len(counts)}")
+    rng = np.random.default_rng(seed)
+    speakers = list(counts.index)
+    rng.shuffle(speakers)
+    speakers.sort(key=lambda s: -counts[s])  # largest first, ties in shuffled order
+    groups: list[list[str]] = [[] for _ in range(k)]
+    sizes = [0] * k
+    for spk in speakers:
+        g = int(np.argmin(sizes))
+        groups[g].append(spk)
+        sizes[g] += counts[spk]
+    folds = []
+    for i in range(k):
+        test_g, valid_g = groups[i], groups[(i + 1) % k]
+        held = set(test_g) | set(valid_g)
+        fold = Fold(
+            name=f"fold{i + 1}",
+            train=_ids(df, ~df["speaker"].isin(held)),
+            valid=_ids(df, df["speaker"].isin(valid_g)),
+            tests={"test": _ids(df, df["speaker"].isin(test_g))},
+            description=f"test speakers {', '.join(sorted(test_g))}; validation {', '.join(sorted(valid_g))}",
+        )
+        check_speaker_independence(fold, manifest)
+        folds.append(fold)
+    return Protocol(f"speaker-folds({k})", tuple(folds),
+                    f"{k} speaker-disjoint folds: fold i tests on speaker group i, validates on group i+1")
+
+
+def build_protocol(spec: str, manifest: Manifest, *, seed: int = 0) -> Protocol:
+    """Build a protocol from its name: ``iemocap-loso``, ``msp-partitions``, ``speaker-folds(k)``.
+
+    Raises:
+        ProtocolError: unknown name (the message lists the known ones) or unusable manifest.
+    """
+    m = re.fullmatch(r"speaker-folds(?:\((\d+)\)|:(\d+))?", spec.strip())
+    if m:
+        return speaker_folds(manifest, int(m[1] or m[2] or 5), seed=seed)
+    if spec == "iemocap-loso":
+        return iemocap_loso(manifest)
+    if spec == "msp-partitions":
+        return msp_partitions(manifest)
+    raise ProtocolError(f"unknown protocol {spec!r}; known: iemocap-loso, msp-partitions, speaker-folds(k)")
+
+
+def default_protocol(manifest: Manifest) -> str:
+    """The protocol a corpus is evaluated with unless a recipe says otherwise."""
+    corpora = set(manifest.df["corpus"].dropna())
+    if corpora == {"iemocap"}:
+        return "iemocap-loso"
+    if corpora == {"msp-podcast"}:
+        return "msp-partitions"
+    return "speaker-folds(5)"
+
+
+def check_speaker_independence(fold: Fold, manifest: Manifest) -> None:
+    """Raise :class:`ProtocolError` when a speaker occurs in two parts of ``fold``."""
+    spk = dict(zip(manifest.df["id"], manifest.df["speaker"]))
+    # Test sets are one part: MSP-Podcast's test sets may share speakers with each other,
+    # never with training or validation.
+    parts = {"train": fold.train, "valid": fold.valid, "test": tuple(i for t in fold.tests.values() for i in t)}
+    seen: dict[str, str] = {}
+    for part, ids in parts.items():
+        for s in {spk.get(i) for i in ids} - {None}:
+            if s in seen and seen[s] != part:
+                raise ProtocolError(f"{fold.name}: speaker {s} is in both {seen[s]} and {part}; "
+                                    "folds must be speaker-independent")
+            seen.setdefault(s, part)
+
+
+def _ids(df, mask) -> tuple[str, ...]:
+    return tuple(df.loc[mask, "id"].tolist())

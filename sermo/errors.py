@@ -1,0 +1,14 @@
+"""The errors a user can act on; the CLI prints them as one line instead of a traceback."""
+
+from sermo.data.audio import AudioError
+from sermo.data.corpora.iemocap import IemocapLayoutError
+from sermo.data.corpora.msp_podcast import MspLayoutError
+from sermo.data.corpora.table import TableLayoutError
+from sermo.data.manifest import ManifestError
+from sermo.data.protocols import ProtocolError
+from sermo.data.synth.corpus import SynthError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    AudioError, IemocapLayoutError, MspLayoutError, TableLayoutError, ManifestError, ProtocolError,
+    SynthError, FileNotFoundError,
+)

@@ -1,0 +1,101 @@
+"""IEMOCAP loader on hand-written files in the real formats."""
+
+import json
+
+import pytest
+
+from sermo.data.corpora import detect_layout
+from sermo.data.corpora.iemocap import IemocapLayoutError, parse_emo_evaluation, prepare_iemocap
+from tests.conftest import write_tone
+
+EVAL = """% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]
+
+[6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 2.5000, 2.5000]
+C-E2:\tNeutral;\t()
+C-E3:\tNeutral;\t()
+C-E4:\tNeutral;\t()
+C-F1:\tNeutral;\t(curious)
+A-E3:\tval 3; act 2; dom  2;\t()
+A-E4:\tval 2; act 3; dom  3;\t(mildly aggravated but staying polite, attitude)
+A-F1:\tval 3; act 2; dom  1;\t()
+
+[10.0100 - 11.3925]\tSes01F_impro01_M000\txxx\t[2.0000, 3.5000, 3.5000]
+C-E1:\tFrustration; Anger;\t()
+C-E2:\tSadness;\t()
+C-E4:\tNeutral;\t()
+A-E1:\tval 2; act 4; dom  4;\t()
+A-E2:\tval 2; act 3; dom  3;\t()
+
+[1.5000 - 4.2000]\tSes01F_impro01_M001\tfru\t[1.5000, 3.0000, 4.0000]
+C-E1:\tFrustration;\t()
+C-E2:\tFrustration;\t()
+A-E1:\tval 1; act 3; dom  4;\t()
+"""
+WORDS = """Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.
+Ses01F_impro01_MXX0 [009.0000-009.5000]: [LAUGHTER]
+M: this line is not an utterance
+Ses01F_impro01_M001 [001.5000-004.2000]: Yeah.
+"""
+
+
+def make_iemocap(root):
+    """A one-dialog IEMOCAP tree: the F-led dialog holds a male speaker's turns too."""
+    s = root / "Session1"
+    (s / "dialog" / "EmoEvaluation").mkdir(parents=True)
+    (s / "dialog" / "transcriptions").mkdir(parents=True)
+    (s / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt").write_text(EVAL)
+    (s / "dialog" / "transcriptions" / "Ses01F_impro01.txt").write_text(WORDS)
+    for utt in ("Ses01F_impro01_F000", "Ses01F_impro01_M000", "Ses01F_impro01_M001"):
+        write_tone(s / "sentences" / "wav" / "Ses01F_impro01" / f"{utt}.wav", seconds=1.5)
+    return root
+
+
+def test_parse_evaluation_keeps_every_rater(tmp_path):
+    p = tmp_path / "e.txt"
+    p.write_text(EVAL)
+    turns = parse_emo_evaluation(p)
+    assert [t["id"] for t in turns] == ["Ses01F_impro01_F000", "Ses01F_impro01_M000", "Ses01F_impro01_M001"]
+    first = turns[0]
+    # [V, A, D] order in the file
+    assert (first["valence"], first["arousal"], first["dominance"]) == (2.5, 2.5, 2.5)
+    raters = [r["rater"] for r in first["ratings"]]
+    assert raters == ["C-E2", "C-E3", "C-E4", "C-F1", "A-E3", "A-E4", "A-F1"]
+    assert first["ratings"][3] == {"rater": "C-F1", "categories": ["Neutral"], "comment": "curious"}
+    assert first["ratings"][5]["valence"] == 2.0 and first["ratings"][5]["dominance"] == 3.0
+    assert "aggravated" in first["ratings"][5]["comment"]
+    assert turns[1]["ratings"][0]["categories"] == ["Frustration", "Anger"]
+
+
+def test_prepare_iemocap(tmp_path):
+    m = prepare_iemocap(make_iemocap(tmp_path / "IEMOCAP_full_release"))
+    df = m.df.set_index("id")
+    assert len(df) == 3 and m.problems() == []
+    # the speaker comes from the utterance's own suffix, not the dialog name
+    assert df.loc["Ses01F_impro01_M000", "speaker"] == "Ses01_M"
+    assert df.loc["Ses01F_impro01_F000", "speaker"] == "Ses01_F"
+    assert df.loc["Ses01F_impro01_M000", "category"] == "xxx"  # kept in the manifest
+    assert df.loc["Ses01F_impro01_F000", "transcript"] == "Excuse me."
+    assert df.loc["Ses01F_impro01_F000", "transcript_source"] == "oracle"
+    assert df.loc["Ses01F_impro01_M000", "transcript"] is None  # missing from the transcription file
+    assert df.loc["Ses01F_impro01_M000", "transcript_source"] is None
+    # turn order follows time in the dialog, not file order
+    assert df.loc["Ses01F_impro01_M001", "turn_index"] == 0
+    assert df.loc["Ses01F_impro01_F000", "turn_index"] == 1
+    assert df.loc["Ses01F_impro01_M001", "valence"] == 1.5 and df.loc["Ses01F_impro01_M001", "arousal"] == 3.0
+    assert df.loc["Ses01F_impro01_F000", "duration"] == pytest.approx(1.5)
+    assert len(json.loads(df.loc["Ses01F_impro01_F000", "ratings"])) == 7
+    assert set(df["session"]) == {"Ses01"} and set(df["scale_max"]) == {5.0}
+    assert detect_layout(tmp_path / "IEMOCAP_full_release") == "iemocap"
+
+
+def test_missing_audio_is_kept_and_reported(tmp_path):
+    root = make_iemocap(tmp_path / "r")
+    (root / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_M001.wav").unlink()
+    m = prepare_iemocap(root)
+    assert len(m) == 3
+    assert any("do not exist" in p and "Ses01F_impro01_M001" in p for p in m.problems())
+
+
+def test_not_iemocap(tmp_path):
+    with pytest.raises(IemocapLayoutError, match="IEMOCAP_full_release"):
+        prepare_iemocap(tmp_path)

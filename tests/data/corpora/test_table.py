@@ -1,0 +1,36 @@
+import pytest
+
+from sermo.data.corpora import detect_layout, prepare
+from sermo.data.corpora.table import TableLayoutError
+from tests.conftest import write_tone
+
+
+def test_table_csv(tmp_path):
+    write_tone(tmp_path / "audio" / "x.wav", seconds=2.0)
+    write_tone(tmp_path / "audio" / "y.wav", seconds=1.0)
+    t = tmp_path / "mine.csv"
+    t.write_text("path,speaker,category,valence,transcript,start,end\n"
+                 "audio/x.wav,s1,angry,2.0,hello there,0.5,1.5\n"
+                 "audio/y.wav,s2,happy,,,,\n")
+    assert detect_layout(t) == "table"
+    m = prepare("table", t, scale=(1, 5))
+    df = m.df.set_index("id")
+    assert m.problems() == []
+    assert df.loc["x", "corpus"] == "mine" and df.loc["x", "duration"] == pytest.approx(1.0)
+    assert df.loc["x", "transcript_source"] == "oracle" and df.loc["y", "transcript_source"] is None
+    assert df.loc["y", "audio"].endswith("audio/y.wav")
+
+
+def test_table_errors(tmp_path):
+    t = tmp_path / "t.csv"
+    t.write_text("path,category\na.wav,angry\n")
+    with pytest.raises(TableLayoutError, match="speaker"):
+        prepare("table", t)
+    t.write_text("path,speaker,valence\na.wav,s,3\n")
+    with pytest.raises(TableLayoutError, match="--scale"):
+        prepare("table", t)
+    t.write_text("path,speaker,valance\na.wav,s,3\n")
+    with pytest.raises(TableLayoutError, match="unknown column"):
+        prepare("table", t)
+    with pytest.raises(ValueError, match="known: iemocap, msp-podcast, table"):
+        prepare("crema", t)

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sermo.data.audio import AudioError, audio_info, load_audio, prepare_waveform
+from tests.conftest import write_tone
+
+
+@pytest.mark.parametrize("suffix,fmt", [(".wav", None), (".flac", None), (".ogg", "OGG"), (".mp3", "MP3")])
+def test_formats_load_as_16k_mono(tmp_path, suffix, fmt):
+    path = write_tone(tmp_path / f"a{suffix}", seconds=1.0, sr=16000, **({"format": fmt} if fmt else {}))
+    x = load_audio(path)
+    assert x.dtype == np.float32 and x.ndim == 1
+    assert abs(len(x) - 16000) < 1200  # mp3 and ogg pad a little
+
+
+def test_8k_stereo_mp3_is_resampled_and_averaged(tmp_path):
+    path = write_tone(tmp_path / "b.mp3", seconds=2.0, sr=8000, channels=2, format="MP3")
+    x = load_audio(path)
+    assert abs(len(x) - 32000) < 2400
+    assert 0.15 < np.abs(x).max() < 0.45  # averaged equal channels keep the amplitude
+
+
+def test_stereo_channels_are_averaged(tmp_path):
+    sr = 16000
+    left = np.full(sr, 0.5, np.float32)
+    path = tmp_path / "c.wav"
+    sf.write(path, np.stack([left, -left], axis=1), sr, subtype="FLOAT")
+    assert np.allclose(load_audio(path), 0.0)
+
+
+def test_segment_and_resampling(tmp_path):
+    path = write_tone(tmp_path / "d.wav", seconds=3.0, sr=44100)
+    seg = load_audio(path, start=1.0, end=2.5)
+    assert len(seg) == 24000
+    assert audio_info(path).duration == pytest.approx(3.0)
+
+
+def test_segment_outside_file_is_an_error(tmp_path):
+    path = write_tone(tmp_path / "e.wav", seconds=1.0)
+    with pytest.raises(AudioError, match="outside the file"):
+        load_audio(path, start=0.5, end=3.0)
+    with pytest.raises(AudioError, match="not after its start"):
+        load_audio(path, start=0.5, end=0.2)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(AudioError, match="does not exist") as e:
+        load_audio(tmp_path / "nope.wav")
+    assert str(tmp_path / "nope.wav") in str(e.value)
+
+
+def test_empty_file(tmp_path):
+    p = tmp_path / "empty.wav"
+    p.write_bytes(b"")
+    with pytest.raises(AudioError, match="empty"):
+        load_audio(p)
+
+
+def test_truncated_header(tmp_path):
+    good = write_tone(tmp_path / "good.wav")
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(good.read_bytes()[:20])
+    with pytest.raises(AudioError, match="cannot be read as audio") as e:
+        load_audio(bad)
+    assert e.value.path == str(bad)
+
+
+def test_not_audio(tmp_path):
+    p = tmp_path / "text.wav"
+    p.write_text("this is not audio at all " * 20)
+    with pytest.raises(AudioError, match="cannot be read as audio"):
+        load_audio(p)
+
+
+def test_nan_samples(tmp_path):
+    x = np.zeros(1600, np.float32)
+    x[100] = np.nan
+    p = tmp_path / "nan.wav"
+    sf.write(p, x, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN"):
+        load_audio(p)
+
+
+def test_zero_length(tmp_path):
+    p = tmp_path / "zero.wav"
+    sf.write(p, np.zeros(0, np.float32), 16000)
+    with pytest.raises(AudioError, match="no samples"):
+        load_audio(p)
+
+
+def test_prepare_waveform_checks_and_resamples():
+    x = prepare_waveform(np.ones((8000, 2), np.float32) * 0.1, 8000)
+    assert len(x) == 16000
+    with pytest.raises(AudioError, match="no samples"):
+        prepare_waveform(np.zeros(0), 16000)
+    with pytest.raises(AudioError, match="NaN"):
+        prepare_waveform(np.array([0.0, np.inf]), 16000)

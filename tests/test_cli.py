@@ -1,0 +1,32 @@
+import json
+
+import pytest
+
+from sermo.cli import build_parser, main
+from sermo.data.manifest import Manifest
+
+
+def test_every_command_has_help(capsys):
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name in commands:
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+        assert "usage: sermo " + name in capsys.readouterr().out
+
+
+def test_synth_then_prepare(tmp_path, capsys):
+    out = tmp_path / "D"
+    assert main(["synth", "--layout", "iemocap", "--out", str(out), "--utterances", "40", "--seed", "1",
+                 "--quiet"]) == 0
+    assert main(["prepare", "iemocap", str(out), "--out", str(tmp_path / "m.jsonl")]) == 0
+    m = Manifest.load(tmp_path / "m.jsonl")
+    assert len(m) == 40 and m.df["speaker"].nunique() == 10
+    assert "manifest written" in capsys.readouterr().out
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    assert main(["prepare", "iemocap", str(tmp_path), "--out", str(tmp_path / "m.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sermo: error:") and "EmoEvaluation" in err and "Traceback" not in err
