@@ -62,6 +62,33 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from sermo.data.corpora import load_corpus, parse_corpus_arg
+    from sermo.encoders import get_encoder
+    from sermo.features import FeatureStore, extract
+
+    store = FeatureStore(args.store)
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    status = 0
+    for corpus in args.corpus:
+        name, path = parse_corpus_arg(corpus)
+        manifest = load_corpus(path)
+        for enc_name in args.encoder:
+            encoder = get_encoder(enc_name, layers=layers, dtype=args.dtype, device=args.device)
+            rep = extract(manifest, encoder, store, verify=not args.no_verify, progress=not args.quiet)
+            speed = rep.audio_seconds / rep.wall_seconds if rep.wall_seconds else 0.0
+            print(f"{name} / {enc_name}: {rep.computed} computed, {rep.cached} cached, {rep.damaged} damaged "
+                  f"and recomputed, {len(rep.skipped)} skipped; {rep.wall_seconds:.1f} s"
+                  + (f" ({speed:.0f} s of audio per second)" if encoder.modality == "audio" and rep.computed else ""))
+            for uid, why in rep.skipped[:20]:
+                print(f"  skipped {uid}: {why}", file=sys.stderr)
+            if len(rep.skipped) > 20:
+                print(f"  ... and {len(rep.skipped) - 20} more", file=sys.stderr)
+            status = status or (1 if rep.skipped and args.strict else 0)
+    print(f"feature store: {store.root}")
+    return status
+
+
 class UsageError(ValueError):
     """A command-line mistake; printed without a traceback."""
 
@@ -95,6 +122,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default=None, help="table layout: MIN,MAX of the dimensional labels")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when problems are found")
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("extract", help="run frozen encoders over a corpus into the feature store",
+                       description="Encode every utterance once (batched, sorted by length) into the "
+                                   "content-addressed feature store; an interrupted run resumes, a damaged "
+                                   "entry is recomputed, a second run computes nothing.")
+    p.add_argument("--corpus", action="append", required=True, metavar="NAME=PATH",
+                   help="corpus folder, table or manifest (repeatable)")
+    p.add_argument("--encoder", action="append", required=True,
+                   help="registry name (hubert-base, minilm, logmel, ...), Hub id or model folder (repeatable)")
+    p.add_argument("--layers", default=None, help="hidden-state indices to keep, e.g. 0,6,12 (default all)")
+    p.add_argument("--store", default=None, help="store folder (default $SERMO_FEATURES or ~/.cache/sermo/features)")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-verify", action="store_true", help="skip checksum verification of existing entries")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when any utterance is skipped")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_extract)
 
     p = sub.add_parser("demo", help="synthesise the built-in corpus and run every system on it",
                        description="The main job on a fresh machine: write the built-in corpus if absent, "

@@ -7,8 +7,9 @@ from sermo.data.corpora.table import TableLayoutError
 from sermo.data.manifest import ManifestError
 from sermo.data.protocols import ProtocolError
 from sermo.data.synth.corpus import SynthError
+from sermo.encoders.base import EncoderError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     AudioError, IemocapLayoutError, MspLayoutError, TableLayoutError, ManifestError, ProtocolError,
-    SynthError, FileNotFoundError,
+    SynthError, EncoderError, FileNotFoundError,
 )

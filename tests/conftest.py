@@ -34,3 +34,38 @@ def write_tone(path, seconds=1.0, sr=16000, channels=1, freq=220.0, **kw):
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, x, sr, **kw)
     return path
+
+
+TINY_SPEECH = dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=24,
+                   conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=8,
+                   num_conv_pos_embedding_groups=2)
+
+
+def tiny_speech_model(folder, *, kind="hubert", attention_mask=False, seed=0):
+    """Save a randomly initialised tiny HF speech model (frame rate 800 Hz) with its feature
+    extractor to ``folder``, as a real checkpoint folder would look."""
+    import torch
+    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    torch.manual_seed(seed)
+    cfg_cls, model_cls = (HubertConfig, HubertModel) if kind == "hubert" else (Wav2Vec2Config, Wav2Vec2Model)
+    extra = {"feat_extract_norm": "layer", "do_stable_layer_norm": True} if attention_mask else {}
+    model = model_cls(cfg_cls(**TINY_SPEECH, **extra)).eval()
+    model.save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(return_attention_mask=attention_mask, do_normalize=True).save_pretrained(folder)
+    return str(folder)
+
+
+def tiny_text_model(folder, *, seed=0):
+    """Save a randomly initialised tiny BERT with a small word-piece vocabulary to ``folder``."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    torch.manual_seed(seed)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "i", "am", "so", "glad", "the", "dinner", "was",
+             "terrible", "okay", ".", ",", "!", "won", "##der", "##ful", "you", "hate", "this"]
+    folder.mkdir(parents=True, exist_ok=True)
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}).save_pretrained(folder)
+    BertModel(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=24, max_position_embeddings=64)).eval().save_pretrained(folder)
+    return str(folder)

@@ -42,3 +42,31 @@ def detect_layout(root: str | Path) -> str:
             return "msp-podcast"
     raise ValueError(f"{p}: not an IEMOCAP folder (Session*/dialog/EmoEvaluation), an MSP-Podcast folder "
                      "(Labels/labels_consensus.csv) or a corpus table (.csv/.jsonl)")
+
+
+def load_corpus(path: str | Path) -> Manifest:
+    """A manifest from a manifest file, or from a corpus folder / table prepared on the fly.
+
+    A ``.parquet``/``.jsonl``/``.csv`` file with ``id`` and ``audio`` columns is read as a
+    manifest; anything else goes through :func:`detect_layout` and its loader.
+    """
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() in (".parquet", ".jsonl", ".json", ".csv"):
+        if p.suffix.lower() == ".parquet":
+            return Manifest.load(p)
+        import pandas as pd
+
+        head = pd.read_json(p, lines=True, nrows=1) if p.suffix.lower() != ".csv" else pd.read_csv(p, nrows=1)
+        if {"id", "audio"} <= set(head.columns):
+            return Manifest.load(p)
+    return prepare(detect_layout(p), p)
+
+
+def parse_corpus_arg(text: str) -> tuple[str, Path]:
+    """``NAME=PATH`` (or a bare PATH, named after its folder) from ``--corpus``."""
+    name, sep, path = text.partition("=")
+    if not sep:
+        path, name = text, Path(text).name
+    if not name or not path:
+        raise ValueError(f"--corpus takes NAME=PATH, got {text!r}")
+    return name, Path(path)

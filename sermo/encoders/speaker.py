@@ -1,0 +1,85 @@
+"""Speaker embeddings: Resemblyzer (its weights ship in the package)."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+
+from sermo.encoders.base import Encoder, EncoderOutput, file_digest
+
+
+def _pkg_resources_shim() -> None:
+    """webrtcvad (a Resemblyzer dependency) imports pkg_resources, which setuptools >= 77
+    no longer ships; give it the one function it uses."""
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:
+        from importlib import metadata
+
+        shim = types.ModuleType("pkg_resources")
+        shim.get_distribution = lambda name: types.SimpleNamespace(version=metadata.version(name))  # type: ignore[attr-defined]
+        sys.modules["pkg_resources"] = shim
+
+
+class ResemblyzerEncoder(Encoder):
+    """256-dim utterance embedding of Resemblyzer's GE2E voice encoder: one layer, one frame."""
+
+    name = "resemblyzer"
+    modality = "audio"
+    num_layers = 1
+    dim = 256
+    frame_rate = None
+
+    def __init__(self, *, layers=None, dtype: str = "float16", device: str = "cpu"):
+        super().__init__(layers=layers, dtype=dtype)
+        _pkg_resources_shim()
+        import resemblyzer
+
+        self._resemblyzer = resemblyzer
+        self._model = resemblyzer.VoiceEncoder(device=device, verbose=False)
+        self._hash = file_digest([Path(resemblyzer.__file__).parent / "pretrained.pt"])
+
+    def weights_hash(self) -> str:
+        return self._hash
+
+    def _encode_batch(self, items: list) -> list[EncoderOutput]:
+        outs = []
+        for x in items:
+            wav = self._resemblyzer.preprocess_wav(np.asarray(x, dtype=np.float32), source_sr=16000)
+            if len(wav) < 1600:  # all trimmed away as silence: embed the raw signal
+                wav = np.asarray(x, dtype=np.float32)
+            emb = self._model.embed_utterance(wav)
+            outs.append(EncoderOutput(emb[None, None].astype(np.float32), None))
+        return outs
+
+
+def speaker_embeddings(embeddings: dict[str, np.ndarray], speakers: dict[str, str], *,
+                       max_utterances: int = 100, seed: int = 0) -> dict[str, np.ndarray]:
+    """Per-speaker embedding: the mean over up to ``max_utterances`` random utterances of the
+    speaker (paper 004), L2-normalised like Resemblyzer's own.
+
+    Args:
+        embeddings: utterance id -> ``(256,)`` utterance embedding.
+        speakers: utterance id -> speaker (utterances without a speaker are skipped).
+    """
+    rng = np.random.default_rng(seed)
+    by_speaker: dict[str, list[str]] = {}
+    for uid, spk in speakers.items():
+        if spk is not None and uid in embeddings:
+            by_speaker.setdefault(spk, []).append(uid)
+    out = {}
+    for spk, ids in sorted(by_speaker.items()):
+        ids = sorted(ids)
+        chosen = rng.choice(len(ids), min(max_utterances, len(ids)), replace=False)
+        mean = np.mean([np.asarray(embeddings[ids[i]], dtype=np.float32).ravel() for i in chosen], axis=0)
+        out[spk] = mean / (np.linalg.norm(mean) + 1e-9)
+    return out
+
+
+def speaker_hash(ids) -> str:
+    """A short hash of a set of utterance ids (keys cached per-speaker embeddings)."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]

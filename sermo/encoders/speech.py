@@ -1,0 +1,151 @@
+"""Self-supervised speech encoders (HuBERT, wav2vec 2.0, WavLM, DistilHuBERT) via transformers."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from sermo.encoders.base import Encoder, EncoderError, EncoderOutput, file_digest
+from sermo.encoders.hub import resolve_checkpoint, weight_files
+
+
+class SpeechSSL(nn.Module):
+    """A transformers speech model returning every hidden state; usable frozen or fine-tuned.
+
+    ``forward(waveforms [B, samples], attention_mask [B, samples] | None)`` returns
+    ``(hidden [B, layers, frames, dim], frame_lengths [B])``. The CNN front end is always
+    frozen; :meth:`set_trainable_layers` unfreezes the top k transformer layers (paper 000
+    fine-tunes the top 6; paper 001 all of them).
+    """
+
+    def __init__(self, folder: str):
+        super().__init__()
+        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+
+        self.config = AutoConfig.from_pretrained(folder)
+        self.model = AutoModel.from_pretrained(folder)
+        try:
+            fe = AutoFeatureExtractor.from_pretrained(folder)
+            self.use_attention_mask = bool(getattr(fe, "return_attention_mask", False))
+            self.normalize = bool(getattr(fe, "do_normalize", True))
+        except (OSError, ValueError):  # no preprocessor_config.json: wav2vec2 defaults
+            self.use_attention_mask, self.normalize = False, True
+        self.model.eval()
+        self.set_trainable_layers(0)
+
+    @property
+    def num_hidden_states(self) -> int:
+        """Transformer layers + 1 (index 0 is the CNN / feature projection output)."""
+        return int(self.config.num_hidden_layers) + 1
+
+    @property
+    def frame_rate(self) -> float:
+        """Output frames per second at 16 kHz."""
+        return 16000.0 / float(np.prod(self.config.conv_stride))
+
+    def transformer_layers(self) -> nn.ModuleList:
+        """The transformer blocks, bottom first."""
+        enc = self.model.encoder
+        return enc.layers
+
+    def set_trainable_layers(self, k: int | str) -> None:
+        """Freeze everything, then unfreeze the top ``k`` transformer layers (``"all"``: every
+        layer above the CNN front end, including the feature projection)."""
+        for p in self.model.parameters():
+            p.requires_grad = False
+        layers = self.transformer_layers()
+        if k == "all":
+            for name, module in self.model.named_children():
+                if name not in ("feature_extractor", "masked_spec_embed"):
+                    for p in module.parameters():
+                        p.requires_grad = True
+            return
+        k = int(k)
+        if not 0 <= k <= len(layers):
+            raise EncoderError(f"the model has {len(layers)} transformer layers; cannot train the top {k}")
+        for layer in list(layers)[len(layers) - k:]:
+            for p in layer.parameters():
+                p.requires_grad = True
+
+    def prepare(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Per-utterance zero-mean unit-variance normalisation over the valid samples, when the
+        checkpoint's feature extractor asks for it."""
+        if not self.normalize:
+            return waveforms
+        mask = torch.arange(waveforms.shape[1], device=waveforms.device)[None] < lengths[:, None]
+        n = lengths.clamp(min=1).to(waveforms.dtype)[:, None]
+        mean = (waveforms * mask).sum(1, keepdim=True) / n
+        var = (((waveforms - mean) * mask) ** 2).sum(1, keepdim=True) / n
+        return ((waveforms - mean) / torch.sqrt(var + 1e-7)) * mask
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.prepare(waveforms, lengths)  # (batch, samples)
+        mask = None
+        if self.use_attention_mask:
+            mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).long()
+        elif int(lengths.min()) != x.shape[1]:
+            raise EncoderError("this checkpoint takes no attention mask: batch inputs of equal length only")
+        out = self.model(x, attention_mask=mask, output_hidden_states=True)
+        hidden = torch.stack(out.hidden_states, dim=1)  # (batch, layers, frames, dim)
+        frames = self.model._get_feat_extract_output_lengths(lengths).clamp(max=hidden.shape[2])
+        return hidden, frames
+
+
+class HFSpeechEncoder(Encoder):
+    """Frozen speech SSL encoder for feature extraction.
+
+    Checkpoints whose feature extractor says ``return_attention_mask=False`` (HuBERT base,
+    wav2vec 2.0 base) get no padding mask: they are batched only with inputs of exactly
+    the same length, never padded.
+    """
+
+    modality = "audio"
+
+    def __init__(self, source: str, *, name: str | None = None, layers=None, dtype: str = "float16",
+                 device: str = "cpu", max_batch_seconds: float = 120.0):
+        super().__init__(layers=layers, dtype=dtype)
+        self.folder = resolve_checkpoint(source)
+        self.name = name or source
+        self.module = SpeechSSL(self.folder).to(device)
+        self.device = device
+        self.num_layers = self.module.num_hidden_states
+        self.dim = int(self.module.config.hidden_size)
+        self.frame_rate = self.module.frame_rate
+        self.max_batch_samples = int(max_batch_seconds * 16000)
+        self._hash = file_digest(weight_files(self.folder))
+
+    def weights_hash(self) -> str:
+        return self._hash
+
+    def batches(self, lengths: list[int]) -> list[list[int]]:
+        """Indices grouped into batches: sorted by length, padded only where the model masks."""
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        out: list[list[int]] = []
+        for i in order:
+            if out:
+                cur = out[-1]
+                same = lengths[cur[0]] == lengths[i]
+                fits = (len(cur) + 1) * lengths[i] <= self.max_batch_samples
+                if fits and (self.module.use_attention_mask or same):
+                    cur.append(i)
+                    continue
+            out.append([i])
+        return out
+
+    @torch.inference_mode()
+    def _encode_batch(self, items: list) -> list[EncoderOutput]:
+        lengths = [len(x) for x in items]
+        results: list[EncoderOutput | None] = [None] * len(items)
+        keep = list(self.layers)
+        for group in self.batches(lengths):
+            longest = max(lengths[i] for i in group)
+            wav = torch.zeros(len(group), longest)
+            for row, i in enumerate(group):
+                wav[row, : lengths[i]] = torch.from_numpy(np.asarray(items[i], dtype=np.float32))
+            lens = torch.tensor([lengths[i] for i in group])
+            hidden, frames = self.module(wav.to(self.device), lens.to(self.device))
+            hidden = hidden[:, keep].float().cpu().numpy()
+            for row, i in enumerate(group):
+                results[i] = EncoderOutput(hidden[row, :, : int(frames[row])], self.frame_rate)
+        return results  # type: ignore[return-value]

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+
+from sermo.encoders import EncoderError, get_encoder
+from sermo.encoders.speech import SpeechSSL
+from tests.conftest import tiny_speech_model
+
+
+@pytest.fixture(scope="module")
+def hubert_dir(tmp_path_factory):
+    return tiny_speech_model(tmp_path_factory.mktemp("m") / "hubert", attention_mask=False)
+
+
+@pytest.fixture(scope="module")
+def w2v_masked_dir(tmp_path_factory):
+    return tiny_speech_model(tmp_path_factory.mktemp("m") / "w2v", kind="wav2vec2", attention_mask=True)
+
+
+def waves(*seconds, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0, 0.1, int(s * 16000)).astype(np.float32) for s in seconds]
+
+
+def test_every_hidden_state_and_frame_rate(hubert_dir):
+    enc = get_encoder(hubert_dir)
+    assert enc.modality == "audio" and enc.num_layers == 4 and enc.frame_rate == 800.0
+    (out,) = enc.encode_batch(waves(0.5))
+    assert out.hidden.shape == (4, 398, 16) and out.hidden.dtype == np.float16
+    assert enc.identity.layers is None and len(enc.identity.weights) == 16
+
+
+def test_no_attention_mask_means_no_padding(hubert_dir):
+    enc = get_encoder(hubert_dir)
+    assert enc.module.use_attention_mask is False
+    assert enc.batches([8000, 4000, 8000, 4000, 6000]) == [[1, 3], [4], [0, 2]]  # equal lengths only
+    a, b = waves(0.5, 0.25)
+    together = enc.encode_batch([a, b])
+    alone = [enc.encode(a), enc.encode(b)]
+    for x, y in zip(together, alone):
+        np.testing.assert_array_equal(x.hidden, y.hidden)
+
+
+def test_attention_mask_models_pad_and_trim(w2v_masked_dir):
+    enc = get_encoder(w2v_masked_dir, layers=[0, -1], dtype="float32")
+    assert enc.module.use_attention_mask is True
+    assert enc.batches([8000, 4000, 6000]) == [[1, 2, 0]]
+    a, b = waves(0.5, 0.25)
+    together = enc.encode_batch([a, b])
+    assert together[1].hidden.shape == (2, 198, 16)
+    np.testing.assert_allclose(together[1].hidden, enc.encode(b).hidden, atol=1e-4)
+    assert enc.identity.layers == (0, 3)
+
+
+def test_fine_tuning_touches_only_top_k(hubert_dir):
+    m = SpeechSSL(hubert_dir)
+    m.set_trainable_layers(2)
+    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("model.encoder.layers.1.", "model.encoder.layers.2.")) for n in trainable)
+    m.set_trainable_layers("all")
+    names = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert not any("feature_extractor" in n for n in names) and any("layers.0." in n for n in names)
+    x = torch.randn(2, 8000, requires_grad=False)
+    hidden, frames = m(x, torch.tensor([8000, 8000]))
+    hidden[:, -1].sum().backward()
+    assert all(p.grad is None for n, p in m.named_parameters() if "feature_extractor" in n)
+    with pytest.raises(EncoderError, match="3 transformer layers"):
+        m.set_trainable_layers(5)
+
+
+def test_unknown_and_unavailable(monkeypatch):
+    with pytest.raises(EncoderError, match="unknown encoder 'huber'; known: hubert-base"):
+        get_encoder("huber")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(EncoderError, match="local folder"):
+        get_encoder("hubert-base")
