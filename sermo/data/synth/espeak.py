@@ -47,6 +47,12 @@ class Prosody:
 class Espeak:
     """One espeak-ng engine in synchronous mode; synthesises text to int16 samples."""
 
+    def _seed(self, seed: int) -> None:
+        value = ctypes.c_long(int(seed) % (2**31 - 1))
+        if hasattr(self._lib, "espeak_ng_SetRandSeed"):
+            self._lib.espeak_ng_SetRandSeed(value)
+        ctypes.CDLL(None).srand(ctypes.c_uint(value.value))
+
     _lock = threading.Lock()
 
     def __init__(self) -> None:
@@ -71,8 +77,12 @@ class Espeak:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
         return 0
 
-    def synthesize(self, text: str, prosody: Prosody) -> np.ndarray:
+    def synthesize(self, text: str, prosody: Prosody, *, seed: int | None = None) -> np.ndarray:
         """Speak ``text`` with ``prosody``.
+
+        ``seed`` seeds espeak-ng's random source (and the C library's ``rand``, which older
+        builds use), so the same text, prosody and seed give the same samples from a fresh
+        engine whatever else the process did before.
 
         Returns:
             ``(samples,)`` int16 at :attr:`sample_rate` (22,050 Hz).
@@ -88,6 +98,8 @@ class Espeak:
             for param, value in ((_RATE, prosody.rate), (_PITCH, prosody.pitch),
                                  (_RANGE, prosody.pitch_range), (_WORDGAP, prosody.word_gap), (_VOLUME, 100)):
                 self._lib.espeak_SetParameter(param, int(value), 0)
+            if seed is not None:
+                self._seed(seed)
             self._chunks = []
             data = text.encode("utf-8")
             self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)

@@ -36,7 +36,7 @@ def render_utterance(u: Utterance, seed: int, engine: Espeak) -> np.ndarray:
     so that no file is digital silence.
     """
     rng = utterance_rng(seed, u.index, 1)
-    raw = engine.synthesize(u.text, u.prosody).astype(np.float32) / 32768.0
+    raw = engine.synthesize(u.text, u.prosody, seed=seed * 1_000_003 + u.index).astype(np.float32) / 32768.0
     speech = resample(raw, engine.sample_rate, SAMPLE_RATE)
     rms = float(np.sqrt(np.mean(speech**2))) + 1e-9
     target = 10 ** ((REFERENCE_DB + min(u.gain_db, 12.0)) / 20)
