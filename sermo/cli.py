@@ -89,6 +89,25 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    from sermo.data.corpora import load_corpus, parse_corpus_arg
+    from sermo.features import FeatureStore
+    from sermo.features.transcripts import transcribe_manifest
+
+    store = FeatureStore(args.store)
+    name, path = parse_corpus_arg(args.corpus)
+    manifest, rep = transcribe_manifest(load_corpus(path), store, engine=args.engine, workers=args.workers,
+                                        progress=not args.quiet)
+    out = args.out or f"{name}.asr-{args.engine}.parquet"
+    manifest.save(out)
+    wer = f"WER {rep.wer:.1%} against the oracle transcripts" if rep.wer is not None else "no oracle transcripts"
+    print(f"{name}: {rep.transcribed} transcribed, {rep.cached} cached, {len(rep.skipped)} skipped; {wer}")
+    for uid, why in rep.skipped[:20]:
+        print(f"  skipped {uid}: {why}", file=sys.stderr)
+    print(f"manifest with asr:{args.engine} transcripts written to {out}")
+    return 0
+
+
 class UsageError(ValueError):
     """A command-line mistake; printed without a traceback."""
 
@@ -139,6 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit with status 1 when any utterance is skipped")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("transcribe", help="ASR transcripts for a corpus, with WER against the oracle",
+                       description="Transcribe every utterance with an ASR engine (cached in the feature "
+                                   "store) and write a manifest whose transcripts have source asr:<engine>; "
+                                   "the oracle transcripts stay in the column transcript_oracle.")
+    p.add_argument("--corpus", required=True, metavar="NAME=PATH", help="corpus folder, table or manifest")
+    p.add_argument("--engine", default="pocketsphinx", help="ASR engine: pocketsphinx (offline)")
+    p.add_argument("--out", default=None, help="manifest to write (default NAME.asr-ENGINE.parquet)")
+    p.add_argument("--store", default=None, help="feature store folder (caches transcripts)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_transcribe)
 
     p = sub.add_parser("demo", help="synthesise the built-in corpus and run every system on it",
                        description="The main job on a fresh machine: write the built-in corpus if absent, "

@@ -1,0 +1,107 @@
+"""``sermo transcribe``: ASR transcripts for a corpus, cached in the feature store, with WER."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sermo.data.audio import AudioError, load_audio
+from sermo.data.manifest import Manifest
+from sermo.features.store import FeatureStore, _none
+
+ENGINES = ("pocketsphinx",)
+_engine = None
+
+
+def _init(engine: str) -> None:
+    global _engine
+    from sermo.encoders.asr import PocketsphinxASR
+
+    if engine != "pocketsphinx":  # pragma: no cover - guarded by transcribe_manifest
+        raise ValueError(engine)
+    _engine = PocketsphinxASR()
+
+
+def _run(job: tuple[str, str, float | None, float | None]) -> tuple[str, str | None, str | None]:
+    uid, audio, start, end = job
+    try:
+        samples = load_audio(audio, start=start, end=end)
+    except AudioError as exc:
+        return uid, None, str(exc)
+    return uid, _engine.transcribe(samples), None
+
+
+@dataclass
+class TranscribeReport:
+    """Outcome of one transcription run; ``wer`` against the oracle transcripts where present."""
+
+    engine: str
+    transcribed: int = 0
+    cached: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    wer: float | None = None
+
+
+def transcribe_manifest(manifest: Manifest, store: FeatureStore, *, engine: str = "pocketsphinx",
+                        workers: int | None = None, progress: bool = True) -> tuple[Manifest, TranscribeReport]:
+    """Replace each transcript with the engine's, source ``asr:<engine>``.
+
+    The oracle transcript is kept in the column ``transcript_oracle`` (nothing is dropped).
+    Results are cached in the store per audio content, so a rerun or an interrupted run
+    transcribes only what is missing.
+
+    Raises:
+        ValueError: unknown engine (the message lists the known ones).
+    """
+    from tqdm import tqdm
+
+    if engine not in ENGINES:
+        raise ValueError(f"unknown ASR engine {engine!r}; known: {', '.join(ENGINES)}")
+    store._db.execute("CREATE TABLE IF NOT EXISTS asr (engine TEXT, key TEXT, text TEXT, PRIMARY KEY (engine, key))")
+    df = manifest.df.copy()
+    report = TranscribeReport(engine)
+    keys: dict[str, str] = {}
+    texts: dict[str, str] = {}
+    jobs = []
+    for uid, audio, start, end in zip(df["id"], df["audio"], df["start"], df["end"]):
+        try:
+            key = store.audio_key(str(audio), start, end)
+        except (AudioError, OSError) as exc:
+            report.skipped.append((uid, str(exc)))
+            continue
+        keys[uid] = key
+        row = store._db.execute("SELECT text FROM asr WHERE engine=? AND key=?", (engine, key)).fetchone()
+        if row is not None:
+            texts[uid] = row[0]
+            report.cached += 1
+        else:
+            jobs.append((uid, str(audio), _none(start), _none(end)))
+    if jobs:
+        workers = workers or max(1, min(os.cpu_count() or 1, len(jobs)))
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(engine,)) as pool:
+            bar = tqdm(total=len(jobs), desc=f"transcribing ({engine})", unit="utt", disable=not progress)
+            for uid, text, error in pool.map(_run, jobs, chunksize=4):
+                bar.update()
+                if error is not None:
+                    report.skipped.append((uid, error))
+                    continue
+                texts[uid] = text
+                store._db.execute("INSERT OR REPLACE INTO asr VALUES (?,?,?)", (engine, keys[uid], text))
+                store._db.commit()
+                report.transcribed += 1
+            bar.close()
+    if "transcript_oracle" not in df.columns:
+        df["transcript_oracle"] = df["transcript"].where(df["transcript_source"] == "oracle", None)
+    df["transcript"] = [texts.get(u) for u in df["id"]]
+    df["transcript_source"] = [f"asr:{engine}" if u in texts else None for u in df["id"]]
+    pairs = [(r, h) for r, h in zip(df["transcript_oracle"], df["transcript"]) if r is not None and h is not None]
+    if pairs:
+        from sermo.encoders.asr import word_error_rate
+
+        report.wer = word_error_rate([r for r, _ in pairs], [h for _, h in pairs])
+    return Manifest(df), report
