@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "store) and write a manifest whose transcripts have source asr:<engine>; "
                                    "the oracle transcripts stay in the column transcript_oracle.")
     p.add_argument("--corpus", required=True, metavar="NAME=PATH", help="corpus folder, table or manifest")
-    p.add_argument("--engine", default="pocketsphinx", help="ASR engine: pocketsphinx (offline)")
+    p.add_argument("--engine", default="pocketsphinx", help="ASR engine: pocketsphinx (offline), whisper-tiny, whisper-base, or a Whisper folder")
     p.add_argument("--out", default=None, help="manifest to write (default NAME.asr-ENGINE.parquet)")
     p.add_argument("--store", default=None, help="feature store folder (caches transcripts)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")

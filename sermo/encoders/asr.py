@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -93,6 +94,66 @@ class PocketsphinxASR:
 
 class AlignmentError(RuntimeError):
     """Forced alignment failed for one utterance (its transcript does not fit its audio)."""
+
+
+WHISPER_MODELS = {"whisper-tiny": "openai/whisper-tiny", "whisper-base": "openai/whisper-base",
+                  "whisper-small": "openai/whisper-small"}
+
+
+class WhisperASR:
+    """Whisper through transformers, from a registry name (``whisper-tiny``, ``whisper-base``),
+    a Hub id or a local checkpoint folder. English transcription, greedy decoding."""
+
+    def __init__(self, source: str = "whisper-base", *, device: str = "cpu", batch_size: int = 8,
+                 max_new_tokens: int = 128):
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        from sermo.encoders.hub import resolve_checkpoint
+
+        folder = resolve_checkpoint(WHISPER_MODELS.get(source, source))
+        self.engine = source if source in WHISPER_MODELS else Path(folder).name
+        self.processor = WhisperProcessor.from_pretrained(folder)
+        self.model = WhisperForConditionalGeneration.from_pretrained(folder).to(device).eval()
+        # prompt tokens (start, language, task, no-timestamps) count against the decoder's positions
+        limit = int(self.model.config.max_target_positions) - 4
+        self.device, self.batch_size, self.max_new_tokens = device, batch_size, min(max_new_tokens, limit)
+        gen = self.model.generation_config
+        self._lang = {"language": "en", "task": "transcribe"} if getattr(gen, "is_multilingual", False) else {}
+
+    def transcribe(self, samples: np.ndarray) -> str:
+        """Words heard in 16 kHz mono ``samples``."""
+        return self.transcribe_batch([samples])[0]
+
+    def transcribe_batch(self, batch: list[np.ndarray]) -> list[str]:
+        """Transcribe several signals (each up to 30 s, Whisper's window)."""
+        import torch
+
+        out: list[str] = []
+        for i in range(0, len(batch), self.batch_size):
+            chunk = [np.asarray(x, dtype=np.float32) for x in batch[i:i + self.batch_size]]
+            feats = self.processor(chunk, sampling_rate=16000, return_tensors="pt").input_features
+            with torch.inference_mode():
+                ids = self.model.generate(feats.to(self.device), max_new_tokens=self.max_new_tokens, **self._lang)
+            out += [t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
+        return out
+
+
+ASR_ENGINES = ("pocketsphinx", *WHISPER_MODELS)
+"""Named ASR engines; any Whisper Hub id or checkpoint folder works too."""
+
+
+def get_asr(engine: str, *, device: str = "cpu"):
+    """An ASR engine by name (``pocketsphinx``, ``whisper-tiny``, ...), Whisper Hub id or folder.
+
+    Raises:
+        ValueError: unknown engine; the message lists the known ones.
+    """
+    if engine == "pocketsphinx":
+        return PocketsphinxASR()
+    if engine in WHISPER_MODELS or "whisper" in engine.lower() or Path(engine).is_dir():
+        return WhisperASR(engine, device=device)
+    raise ValueError(f"unknown ASR engine {engine!r}; known: {', '.join(ASR_ENGINES)} "
+                     "(or a Whisper Hub id or checkpoint folder)")
 
 
 @dataclass(frozen=True)

@@ -7,23 +7,18 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from sermo.data.audio import AudioError, load_audio
 from sermo.data.manifest import Manifest
 from sermo.features.store import FeatureStore, _none
 
-ENGINES = ("pocketsphinx",)
 _engine = None
 
 
 def _init(engine: str) -> None:
     global _engine
-    from sermo.encoders.asr import PocketsphinxASR
+    from sermo.encoders.asr import get_asr
 
-    if engine != "pocketsphinx":  # pragma: no cover - guarded by transcribe_manifest
-        raise ValueError(engine)
-    _engine = PocketsphinxASR()
+    _engine = get_asr(engine)
 
 
 def _run(job: tuple[str, str, float | None, float | None]) -> tuple[str, str | None, str | None]:
@@ -59,8 +54,10 @@ def transcribe_manifest(manifest: Manifest, store: FeatureStore, *, engine: str 
     """
     from tqdm import tqdm
 
-    if engine not in ENGINES:
-        raise ValueError(f"unknown ASR engine {engine!r}; known: {', '.join(ENGINES)}")
+    from sermo.encoders.asr import get_asr
+
+    asr = get_asr(engine)  # fails early on an unknown or unavailable engine
+    engine = asr.engine
     store._db.execute("CREATE TABLE IF NOT EXISTS asr (engine TEXT, key TEXT, text TEXT, PRIMARY KEY (engine, key))")
     df = manifest.df.copy()
     report = TranscribeReport(engine)
@@ -80,20 +77,36 @@ def transcribe_manifest(manifest: Manifest, store: FeatureStore, *, engine: str 
             report.cached += 1
         else:
             jobs.append((uid, str(audio), _none(start), _none(end)))
-    if jobs:
+    def record(uid: str, text: str | None, error: str | None) -> None:
+        if error is not None:
+            report.skipped.append((uid, error))
+            return
+        texts[uid] = text
+        store._db.execute("INSERT OR REPLACE INTO asr VALUES (?,?,?)", (engine, keys[uid], text))
+        store._db.commit()
+        report.transcribed += 1
+
+    if jobs and engine != "pocketsphinx":  # a neural engine: batched in this process, torch uses the cores
+        bar = tqdm(total=len(jobs), desc=f"transcribing ({engine})", unit="utt", disable=not progress)
+        for start in range(0, len(jobs), 32):
+            loaded = []
+            for uid, audio, s, e in jobs[start:start + 32]:
+                try:
+                    loaded.append((uid, load_audio(audio, start=s, end=e)))
+                except AudioError as exc:
+                    record(uid, None, str(exc))
+            for (uid, _), text in zip(loaded, asr.transcribe_batch([x for _, x in loaded])):
+                record(uid, text, None)
+            bar.update(len(jobs[start:start + 32]))
+        bar.close()
+    elif jobs:  # pocketsphinx is single-threaded: one decoder per process
         workers = workers or max(1, min(os.cpu_count() or 1, len(jobs)))
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(engine,)) as pool:
             bar = tqdm(total=len(jobs), desc=f"transcribing ({engine})", unit="utt", disable=not progress)
             for uid, text, error in pool.map(_run, jobs, chunksize=4):
                 bar.update()
-                if error is not None:
-                    report.skipped.append((uid, error))
-                    continue
-                texts[uid] = text
-                store._db.execute("INSERT OR REPLACE INTO asr VALUES (?,?,?)", (engine, keys[uid], text))
-                store._db.commit()
-                report.transcribed += 1
+                record(uid, text, error)
             bar.close()
     if "transcript_oracle" not in df.columns:
         df["transcript_oracle"] = df["transcript"].where(df["transcript_source"] == "oracle", None)

@@ -66,5 +66,20 @@ def test_transcribe_caches_and_reports_wer(iemocap_synth, tmp_path):
     again, rep2 = transcribe_manifest(m, store, progress=False)
     assert rep2.cached == 6 and rep2.transcribed == 0
     assert again.df["transcript"].tolist() == out.df["transcript"].tolist()
-    with pytest.raises(ValueError, match="known: pocketsphinx"):
+    with pytest.raises(ValueError, match="known: pocketsphinx, whisper-tiny"):
         transcribe_manifest(m, store, engine="kaldi")
+
+
+def test_whisper_from_a_checkpoint_folder(iemocap_synth, tmp_path):
+    from sermo.encoders.asr import WhisperASR, get_asr
+    from tests.conftest import tiny_whisper_model
+
+    folder = tiny_whisper_model(tmp_path / "tiny-whisper")
+    asr = get_asr(folder)
+    assert isinstance(asr, WhisperASR) and asr.engine == "tiny-whisper"
+    m = prepare("iemocap", iemocap_synth)
+    m = m.subset(m.ids[:3])
+    out, rep = transcribe_manifest(m, FeatureStore(tmp_path / "s"), engine=folder, progress=False)
+    assert rep.transcribed == 3 and rep.wer is not None
+    assert set(out.df["transcript_source"]) == {"asr:tiny-whisper"}
+    assert all(isinstance(t, str) for t in out.df["transcript"])
