@@ -69,13 +69,22 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
     store = FeatureStore(args.store)
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
-    status = 0
+    status, rank_zero = 0, True
     for corpus in args.corpus:
         name, path = parse_corpus_arg(corpus)
         manifest = load_corpus(path)
         for enc_name in args.encoder:
             encoder = get_encoder(enc_name, layers=layers, dtype=args.dtype, device=args.device)
-            rep = extract(manifest, encoder, store, verify=not args.no_verify, progress=not args.quiet)
+            if args.devices > 1 or args.num_nodes > 1:
+                from sermo.features.sharded import extract_sharded
+
+                rep = extract_sharded(manifest, encoder, store, devices=args.devices, num_nodes=args.num_nodes,
+                                      accelerator=args.accelerator, progress=not args.quiet)
+                if rep is None:  # not global rank 0: rank 0 reports
+                    rank_zero = False
+                    continue
+            else:
+                rep = extract(manifest, encoder, store, verify=not args.no_verify, progress=not args.quiet)
             speed = rep.audio_seconds / rep.wall_seconds if rep.wall_seconds else 0.0
             print(f"{name} / {enc_name}: {rep.computed} computed, {rep.cached} cached, {rep.damaged} damaged "
                   f"and recomputed, {len(rep.skipped)} skipped; {rep.wall_seconds:.1f} s"
@@ -85,7 +94,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
             if len(rep.skipped) > 20:
                 print(f"  ... and {len(rep.skipped) - 20} more", file=sys.stderr)
             status = status or (1 if rep.skipped and args.strict else 0)
-    print(f"feature store: {store.root}")
+    if rank_zero:
+        print(f"feature store: {store.root}")
     return status
 
 
@@ -155,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-verify", action="store_true", help="skip checksum verification of existing entries")
+    p.add_argument("--devices", type=int, default=1,
+                   help="shard over this many processes/GPUs with Lightning DDP (default 1: no sharding)")
+    p.add_argument("--num-nodes", type=int, default=1, help="nodes for sharded extraction (torchrun / SLURM)")
+    p.add_argument("--accelerator", default="cpu", help="Lightning accelerator for sharded extraction: cpu, gpu, auto")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when any utterance is skipped")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_extract)

@@ -125,3 +125,26 @@ def test_cli_extract(tmp_path, iemocap_synth, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "200 computed" in out and "0 computed, 200 cached" in out
+
+
+def test_sharded_extraction_with_two_processes(tmp_path, manifest):
+    """`sermo extract --devices 2` runs Lightning DDP on CPU (gloo) and fills the store exactly
+    as a single process does."""
+    import os
+    import subprocess
+    import sys
+
+    small = tmp_path / "m.jsonl"
+    manifest.save(small)
+    cmd = [sys.executable, "-m", "sermo.cli", "extract", "--corpus", f"c={small}", "--encoder", "logmel",
+           "--store", str(tmp_path / "sharded"), "--devices", "2", "--quiet"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "24 computed" in done.stdout
+    enc = get_encoder("logmel")
+    single = FeatureStore(tmp_path / "single")
+    extract(manifest, enc, single, progress=False)
+    a = all_entries(FeatureStore(tmp_path / "sharded"), enc, manifest)
+    b = all_entries(single, enc, manifest)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
