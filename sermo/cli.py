@@ -118,6 +118,17 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "extract":
+        from sermo.bench.extract import run_extract_bench
+
+        report = run_extract_bench(Path(args.out), utterances=args.utterances,
+                                   corpus=Path(args.corpus) if args.corpus else None)
+    print(report.read_text())
+    print(f"written to {report}")
+    return 0
+
+
 class UsageError(ValueError):
     """A command-line mistake; printed without a traceback."""
 
@@ -184,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_transcribe)
+
+    p = sub.add_parser("bench", help="measure speed: feature extraction",
+                       description="Benchmarks whose figures go in issue notes; nothing here asserts a time.")
+    p.add_argument("what", choices=["extract"], help="extract: encoders' first vs cached runs, batched vs plain loop")
+    p.add_argument("--utterances", type=int, default=60, help="utterances of the built-in corpus (default 60)")
+    p.add_argument("--corpus", default=None, help="an IEMOCAP-layout corpus to use instead of a fresh built-in one")
+    p.add_argument("--out", default="runs/bench", help="folder for the report (default runs/bench)")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("demo", help="synthesise the built-in corpus and run every system on it",
                        description="The main job on a fresh machine: write the built-in corpus if absent, "

@@ -30,3 +30,16 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert main(["prepare", "iemocap", str(tmp_path), "--out", str(tmp_path / "m.parquet")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sermo: error:") and "EmoEvaluation" in err and "Traceback" not in err
+
+
+def test_transcribe_cli(tmp_path, iemocap_synth, capsys):
+    from sermo.data.corpora import prepare
+
+    m = prepare("iemocap", iemocap_synth)
+    m.subset(m.ids[:4]).save(tmp_path / "small.jsonl")
+    out = tmp_path / "asr.parquet"
+    assert main(["transcribe", "--corpus", f"c={tmp_path / 'small.jsonl'}", "--store", str(tmp_path / "s"),
+                 "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "4 transcribed" in text and "WER" in text
+    assert set(Manifest.load(out).df["transcript_source"]) == {"asr:pocketsphinx"}

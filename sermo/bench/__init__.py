@@ -1,0 +1,1 @@
+"""Benchmarks: `sermo bench extract` (and, with serving, `sermo bench predict`)."""

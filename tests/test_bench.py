@@ -1,0 +1,17 @@
+from sermo.bench.extract import run_extract_bench
+
+
+def test_bench_extract_writes_its_report(tmp_path, iemocap_synth, monkeypatch):
+    import sermo.bench.extract as bench
+
+    # a tiny speech model stands in for the HuBERT-base-sized one to keep the test fast
+    from tests.conftest import tiny_speech_model
+
+    monkeypatch.setattr(bench, "hubert_base_sized", lambda folder, seed=0: tiny_speech_model(folder))
+    report = run_extract_bench(tmp_path / "out", utterances=8, corpus=iemocap_synth, encoders=("logmel",))
+    text = report.read_text()
+    assert "| logmel |" in text and "hubert-base-sized" in text and "plain per-utterance" in text
+    import json
+
+    facts = json.loads((tmp_path / "out" / "extract.json").read_text())
+    assert facts["utterances"] == 8 and facts["plain_loop_s"] > 0 and facts["sermo_s"] > 0
