@@ -129,6 +129,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from sermo.data.corpora import parse_corpus_arg
+    from sermo.features import FeatureStore
+    from sermo.training.runner import run_system
+
+    folds = [int(x) for x in args.folds.split(",")] if args.folds else None
+    out = run_system(args.system, [parse_corpus_arg(c) for c in args.corpus], profile=args.profile, folds=folds,
+                     out=Path(args.out) if args.out else None, overrides=args.set,
+                     store=FeatureStore(args.store) if args.store else None, devices=args.devices,
+                     num_nodes=args.num_nodes, progress=not args.quiet)
+    print(f"results: {out / 'results.json'}\nreport:  {out / 'REPORT.md'}")
+    return 0
+
+
 class UsageError(ValueError):
     """A command-line mistake; printed without a traceback."""
 
@@ -195,6 +209,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_transcribe)
+
+    p = sub.add_parser("run", help="train and evaluate a system under its paper's protocol",
+                       description="Run a system's recipe over every fold of its protocol and write results.json, "
+                                   "REPORT.md, plots, predictions and model bundles to the run folder. Rerunning "
+                                   "the same command resumes an interrupted run.")
+    p.add_argument("system", help="baselines, teacher_student, distilled, hierarchical, label_embedding, "
+                                  "cross_representation")
+    p.add_argument("--corpus", action="append", required=True, metavar="NAME=PATH",
+                   help="corpus folder, table or manifest (repeatable)")
+    p.add_argument("--profile", default="demo", help="recipe profile: demo or paper (default demo)")
+    p.add_argument("--folds", default=None, help="only these folds, e.g. 1,3")
+    p.add_argument("--out", default=None, help="run folder (default runs/SYSTEM/CORPUS-PROFILE)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a recipe value, e.g. train.epochs=5 (repeatable)")
+    p.add_argument("--store", default=None, help="feature store folder")
+    p.add_argument("--devices", type=int, default=None, help="train on this many devices with Lightning DDP")
+    p.add_argument("--num-nodes", type=int, default=None, help="nodes for multi-node training")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("bench", help="measure speed: feature extraction",
                        description="Benchmarks whose figures go in issue notes; nothing here asserts a time.")

@@ -8,8 +8,9 @@ from sermo.data.manifest import ManifestError
 from sermo.data.protocols import ProtocolError
 from sermo.data.synth.corpus import SynthError
 from sermo.encoders.base import EncoderError
+from sermo.training.config import ConfigError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     AudioError, IemocapLayoutError, MspLayoutError, TableLayoutError, ManifestError, ProtocolError,
-    SynthError, EncoderError, FileNotFoundError,
+    SynthError, EncoderError, ConfigError, FileNotFoundError,
 )

@@ -48,3 +48,79 @@ def describe_manifest(manifest: Manifest, *, title: str | None = None) -> str:
         counts = df["partition"].value_counts()
         out.append("\nPartitions: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "\n")
     return "".join(out)
+
+
+COLUMNS = {
+    "ccc_mean": "CCC", "ccc_arousal": "CCC A", "ccc_valence": "CCC V", "ccc_dominance": "CCC D",
+    "pearson_arousal": "r A", "pearson_valence": "r V", "pearson_dominance": "r D",
+    "ua": "UA", "wa": "WA", "macro_f1": "F1",
+}
+METRIC_NOTE = ("CCC: concordance correlation per dimension (A arousal, V valence, D dominance) and their mean; "
+               "r: Pearson. UA: unweighted accuracy, the mean of per-class recalls over the classes present; "
+               "WA: weighted accuracy, the share of utterances classified correctly (paper 004 swaps these two "
+               "names; sermo does not). Values are the mean ± standard deviation over folds.")
+
+
+def results_table(rows: list[dict], key: str = "mean") -> str:
+    """The paper-style table: one line per row, mean ± std over folds of each metric it has."""
+    cols = [c for c in COLUMNS if any(c in r.get(key, {}) for r in rows)]
+    lines = []
+    for r in rows:
+        line = {"row": r["name"], "modalities": "+".join(r["modalities"]), "#params": f"{r['trainable_params']:,}"}
+        for c in cols:
+            if c in r[key]:
+                line[COLUMNS[c]] = f"{r[key][c]:.3f} ± {r['std'][c]:.3f}"
+        lines.append(line)
+    return markdown_table(lines, ["row", "modalities", "#params"] + [COLUMNS[c] for c in cols])
+
+
+def is_builtin_corpus(path) -> bool:
+    """Whether a corpus path (folder, table or manifest) is sermo's synthetic corpus."""
+    from pathlib import Path
+
+    p = Path(path)
+    candidates = [p, *p.parents] if p.exists() else []
+    if p.is_file() and p.suffix == ".parquet":
+        try:
+            audio = pd.read_parquet(p, columns=["audio"])["audio"].iloc[0]
+            candidates += list(Path(audio).parents)
+        except Exception:  # a broken manifest is reported elsewhere
+            pass
+    return any((c / "SERMO_SYNTH.json").is_file() for c in candidates)
+
+
+def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str = "") -> str:
+    """REPORT.md of a run."""
+    out = [f"# {results['system']} on {results['corpus']} ({results['profile']} profile)\n\n"]
+    if sysdef.title:
+        out.append(f"{sysdef.title}.\n\n")
+    if any(is_builtin_corpus(p) for _, p in corpora):
+        out.append("**This ran on sermo's built-in synthetic corpus** (espeak-ng speech, simulated annotators). "
+                   "Its numbers show the method works end to end; they say nothing about IEMOCAP or MSP-Podcast "
+                   "and are not comparable with the paper's.\n\n")
+    out.append(f"Protocol `{protocol.spec}`: {protocol.description}. Label space `{results['label_space']}`.\n\n")
+    for f in protocol.folds:
+        out.append(f"- {f.name}: {f.description} ({len(f.train)} / {len(f.valid)} / "
+                   f"{sum(len(t) for t in f.tests.values())} utterances)\n")
+    rows = results["rows"]
+    test = rows[0]["test_set"] if rows else "test"
+    out.append(f"\n## Results ({test})\n\n")
+    out.append(results_table(rows))
+    extra_tests = sorted({t for r in rows for t in r.get("tests", {})})
+    for t in extra_tests:
+        sub = [{**r["tests"][t], "name": r["name"], "modalities": r["modalities"],
+                "trainable_params": r["trainable_params"]} for r in rows if t in r.get("tests", {})]
+        out.append(f"\n## Results ({t})\n\n")
+        out.append(results_table(sub))
+    out.append(f"\n{METRIC_NOTE}\n")
+    paper = sysdef.paper.get(results["corpus"].split("+")[0], {}) if sysdef.paper else {}
+    if paper and not any(is_builtin_corpus(p) for _, p in corpora):
+        lines = [{"row": name, **{COLUMNS.get(k, k): v for k, v in vals.items()}} for name, vals in paper.items()]
+        out.append("\n## The paper's numbers\n\n" + markdown_table(lines))
+    if extra:
+        out.append("\n" + extra.strip() + "\n")
+    pics = [p for paths in plots.values() for p in paths]
+    if pics:
+        out.append("\n## Plots\n\n" + "".join(f"- [{p.name}](plots/{p.name})\n" for p in pics))
+    out.append(f"\nRun time: {results.get('seconds', 0):.0f} s.\n")
+    return "".join(out)

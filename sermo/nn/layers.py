@@ -1,0 +1,82 @@
+"""Layers shared by systems: the learned weighted sum over encoder layers, sequence encoders."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sermo.nn.pooling import last_valid
+
+
+class LayerWeighting(nn.Module):
+    """Learned weighted sum of encoder layers: ``(B, L, T, D) -> (B, T, D)``.
+
+    ``mode="softmax"``: weights are a softmax of free parameters (s3prl's featurizer, paper
+    001's layer importance). ``mode="normalized"``: non-negative weights divided by their sum
+    (paper 004, Eq. 1). Both start uniform. With one layer it is the identity.
+    """
+
+    def __init__(self, num_layers: int, mode: str = "softmax"):
+        super().__init__()
+        if mode not in ("softmax", "normalized"):
+            raise ValueError(f"unknown layer weighting {mode!r}; known: softmax, normalized")
+        self.mode = mode
+        self.raw = nn.Parameter(torch.zeros(num_layers) if mode == "softmax" else torch.ones(num_layers))
+
+    def weights(self) -> torch.Tensor:
+        """The normalised layer weights ``(L,)``, summing to one."""
+        if self.mode == "softmax":
+            return torch.softmax(self.raw, dim=0)
+        w = self.raw.abs()
+        return w / w.sum().clamp(min=1e-8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            return x[:, 0]
+        return torch.einsum("l,bltd->btd", self.weights(), x)
+
+
+class GRUEncoder(nn.Module):
+    """Stacked GRU over masked frames; returns the last real frame's output ``(B, H)`` and all
+    outputs ``(B, T, H)`` (paper 000: 2 layers of 128, last output)."""
+
+    def __init__(self, dim: int, hidden: int = 128, layers: int = 2, dropout: float = 0.0):
+        super().__init__()
+        self.gru = nn.GRU(dim, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        self.out_dim = hidden
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = mask.long().sum(1).clamp(min=1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.gru(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return last_valid(out, mask), out
+
+
+def mlp(dims: list[int], *, dropout: float = 0.0, activation=nn.ReLU) -> nn.Sequential:
+    """Linear layers through ``dims`` with an activation and dropout between them."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2:
+            layers += [activation(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+class Standardize(nn.Module):
+    """Per-feature standardisation with statistics of the training data, kept in the state
+    dict (so a bundle normalises exactly as training did): ``(B, L, T, D)`` with stats ``(L, D)``."""
+
+    def __init__(self, num_layers: int, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(num_layers, dim))
+        self.register_buffer("std", torch.ones(num_layers, dim))
+
+    def set(self, mean, std) -> None:
+        """Install statistics ``(L, D)`` (std floored at 1e-5)."""
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp(min=1e-5))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        y = (x - self.mean[None, :, None]) / self.std[None, :, None]
+        return y if mask is None else y * mask[:, None, :, None]

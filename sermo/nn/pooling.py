@@ -1,0 +1,51 @@
+"""Mask-aware pooling over time: padding never enters a mean, a max or an attention softmax."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over dim 1 of ``x (B, T, D)`` counting only ``mask (B, T)`` frames -> ``(B, D)``."""
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Max over dim 1 of ``x (B, T, D)`` among ``mask`` frames -> ``(B, D)`` (0 for empty rows)."""
+    filled = x.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+    out = filled.max(dim=1).values
+    return torch.where(torch.isfinite(out), out, torch.zeros_like(out))
+
+
+class MeanMaxPool(nn.Module):
+    """Concatenated masked mean and max over time: ``(B, T, D) -> (B, 2D)`` (paper 001)."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.cat([masked_mean(x, mask), masked_max(x, mask)], dim=-1)
+
+
+class SelfAttentivePool(nn.Module):
+    """Self-attentive pooling: softmax of a learned score per frame, masked, then a weighted sum.
+
+    ``(B, T, D) -> (B, D)``; ``attention`` holds the last weights ``(B, T)`` for inspection.
+    """
+
+    def __init__(self, dim: int, hidden: int = 64):
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        self.attention: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        s = self.score(x).squeeze(-1).masked_fill(~mask, float("-inf"))  # (B, T)
+        w = torch.softmax(s, dim=1)
+        w = torch.nan_to_num(w, nan=0.0)  # rows without frames
+        self.attention = w.detach()
+        return torch.einsum("bt,btd->bd", w, x)
+
+
+def last_valid(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The output at each sequence's last real frame: ``(B, T, D) -> (B, D)``."""
+    idx = (mask.long().sum(1) - 1).clamp(min=0)
+    return x[torch.arange(x.shape[0], device=x.device), idx]

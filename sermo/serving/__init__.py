@@ -1,0 +1,1 @@
+"""Serving trained systems: bundles (and, with the prediction issue, the Predictor and HTTP service)."""

@@ -1,0 +1,210 @@
+"""Baseline systems: audio-only, text-only and concatenation fusion.
+
+Each row encodes its modalities with a learned layer weighting, then either a GRU (last
+real frame, paper 000's branches) or mask-aware mean+max pooling (paper 001's), projects to
+an embedding and predicts arousal/valence/dominance, categories, or both. They are rows of
+several papers' tables (000 Table 2 rows 6-9, 001 Table 1, 003 A1/B1, 004's unimodal
+models); the systems reuse :class:`ModalityEncoder` and :class:`BaselineModel` rather than
+copy them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from sermo.data.batch import Batch
+from sermo.nn.layers import GRUEncoder, LayerWeighting, Standardize, mlp
+from sermo.nn.losses import ccc_loss, masked_cross_entropy
+from sermo.nn.pooling import MeanMaxPool
+from sermo.systems import register
+from sermo.systems.base import Output, SystemDef
+
+ROWS = {"audio": ("audio",), "text": ("text",), "fusion": ("audio", "text")}
+
+
+@dataclass
+class BaselinesConfig:
+    """Model section of the baselines recipe.
+
+    Attributes:
+        rows: which of ``audio``, ``text``, ``fusion`` to train.
+        head: ``gru`` (2-layer GRU, last output) or ``pool`` (mean + max over time).
+        hidden: GRU / pooling MLP width.
+        gru_layers: GRU depth.
+        embedding: size of each modality's embedding.
+        dropout: dropout before the output heads.
+        tasks: ``dims`` (A/V/D regression, CCC loss), ``category`` (cross-entropy), or both.
+        ccc_weight, ce_weight: loss weights.
+        modality_dropout: fusion only: during training, the share of utterances whose audio or
+            text embedding (one of the two, at random) is zeroed, so that neither modality can
+            drown the other and the joint head learns to lean on the stronger one per output.
+        fusion_init: ``scratch`` (train the fusion model end to end) or ``unimodal`` (start its
+            audio and text branches from this fold's trained ``audio`` and ``text`` rows: the
+            "unimodal models, then fusion" stages).
+        freeze_branches: with ``unimodal`` init, keep the branches fixed and train only the
+            joint head.
+    """
+
+    rows: list[str] = field(default_factory=lambda: ["audio", "text", "fusion"])
+    head: str = "gru"
+    hidden: int = 128
+    gru_layers: int = 2
+    embedding: int = 128
+    dropout: float = 0.2
+    tasks: list[str] = field(default_factory=lambda: ["dims", "category"])
+    ccc_weight: float = 1.0
+    ce_weight: float = 1.0
+    modality_dropout: float = 0.0
+    fusion_init: str = "scratch"
+    freeze_branches: bool = False
+
+
+class ModalityEncoder(nn.Module):
+    """``(B, L, T, D)`` features + ``(B, T)`` mask -> ``(B, E)`` embedding."""
+
+    def __init__(self, num_layers: int, dim: int, *, head: str, hidden: int, embedding: int, gru_layers: int = 2,
+                 dropout: float = 0.0):
+        super().__init__()
+        if head not in ("gru", "pool"):
+            raise ValueError(f"unknown head {head!r}; known: gru, pool")
+        self.norm = Standardize(num_layers, dim)
+        self.layers = LayerWeighting(num_layers)
+        self.head = head
+        if head == "gru":
+            self.seq = GRUEncoder(dim, hidden, gru_layers)
+            self.proj = nn.Linear(hidden, embedding)
+        else:
+            self.pool = MeanMaxPool()
+            self.proj = mlp([2 * dim, hidden, embedding], dropout=dropout)
+        self.out_dim = embedding
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.layers(self.norm(x, mask))  # (B, T, D)
+        if self.head == "gru":
+            last, _ = self.seq(h, mask)
+            return self.proj(last)
+        return self.proj(self.pool(h, mask))
+
+
+class BaselineModel(nn.Module):
+    """One baseline row: the modalities' encoders, concatenated, then A/V/D and/or class heads."""
+
+    def __init__(self, *, audio: tuple[int, int] | None, text: tuple[int, int] | None, num_classes: int,
+                 cfg: BaselinesConfig):
+        super().__init__()
+        enc = dict(head=cfg.head, hidden=cfg.hidden, embedding=cfg.embedding, gru_layers=cfg.gru_layers,
+                   dropout=cfg.dropout)
+        self.audio = ModalityEncoder(*audio, **enc) if audio else None
+        self.text = ModalityEncoder(*text, **enc) if text else None
+        width = sum(e.out_dim for e in (self.audio, self.text) if e is not None)
+        self.fuse = nn.Sequential(nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(width, width), nn.ReLU(),
+                                  nn.Dropout(cfg.dropout))
+        self.dims_head = nn.Linear(width, 3) if "dims" in cfg.tasks else None
+        self.cls_head = nn.Linear(width, num_classes) if "category" in cfg.tasks else None
+        self.cfg = cfg
+
+    def forward(self, batch: Batch) -> Output:
+        parts = []
+        if self.audio is not None:
+            parts.append(self.audio(batch.audio, batch.audio_mask))
+        if self.text is not None:
+            parts.append(self.text(batch.text, batch.text_mask))
+        if self.training and len(parts) == 2 and self.cfg.modality_dropout > 0:
+            drop = torch.rand(parts[0].shape[0], device=parts[0].device) < self.cfg.modality_dropout
+            which = torch.rand(parts[0].shape[0], device=parts[0].device) < 0.5
+            parts = [parts[0] * ~(drop & which)[:, None], parts[1] * ~(drop & ~which)[:, None]]
+        emb = torch.cat(parts, dim=-1)  # (B, E)
+        h = self.fuse(emb)
+        return Output(dims=self.dims_head(h) if self.dims_head is not None else None,
+                      logits=self.cls_head(h) if self.cls_head is not None else None, embedding=emb)
+
+    def param_groups(self):
+        """Branches started from trained unimodal rows learn at ``encoder_lr_scale`` of the head's
+        rate (set by :func:`train_row`); everything else at the full rate."""
+        slow = getattr(self, "_pretrained_branches", set())
+        fast = [p for n, p in self.named_parameters() if n.split(".")[0] not in slow]
+        groups = [(fast, 1.0)]
+        for name in sorted(slow):
+            groups.append((list(getattr(self, name).parameters()), self._branch_lr_scale))
+        return groups
+
+    def losses(self, out: Output, batch: Batch) -> dict[str, torch.Tensor]:
+        parts = {}
+        if out.dims is not None:
+            parts["ccc"] = ccc_loss(out.dims, batch.dims)
+        if out.logits is not None:
+            parts["ce"] = masked_cross_entropy(out.logits, batch.category)
+        total = self.cfg.ccc_weight * parts.get("ccc", 0.0) + self.cfg.ce_weight * parts.get("ce", 0.0)
+        return {"loss": total, **parts}
+
+
+def build_model(row: str, cfg: BaselinesConfig, spec: dict) -> BaselineModel:
+    """A row's model from its input spec ``{"audio": (layers, dim) | None, "text": ..., "num_classes"}``."""
+    mods = ROWS[row]
+    return BaselineModel(audio=tuple(spec["audio"]) if "audio" in mods else None,
+                         text=tuple(spec["text"]) if "text" in mods else None,
+                         num_classes=int(spec["num_classes"]), cfg=cfg)
+
+
+def train_row(ctx, row: str, cfg: BaselinesConfig, *, stage: str | None = None, train_cfg=None,
+              branches: dict | None = None):
+    """Build, normalise, train and evaluate one baseline row in a fold; returns its RowResult.
+
+    ``branches`` (``{"audio": ModalityEncoder, "text": ...}``) start the row's encoders from
+    trained ones (frozen when ``cfg.freeze_branches``). Other systems call this for their
+    unimodal or fusion baselines.
+    """
+    mods = ROWS[row]
+    ctx.seed(stage or row)
+    model = build_model(row, cfg, ctx.input_spec())
+    if model.audio is not None:
+        model.audio.norm.set(*ctx.feature_stats("audio"))
+    if model.text is not None:
+        model.text.norm.set(*ctx.feature_stats("text"))
+    for name, trained in (branches or {}).items():
+        branch = getattr(model, name)
+        branch.load_state_dict(trained.state_dict())
+        if cfg.freeze_branches:
+            for p in branch.parameters():
+                p.requires_grad = False
+    model._pretrained_branches = set(branches or {})
+    model._branch_lr_scale = ctx.cfg.train.encoder_lr_scale
+
+    def data(split):
+        return ctx.dataset(split, audio="audio" in mods, text="text" in mods)
+
+    model = ctx.fit(model, stage or row, data("train"), data("valid"), train_cfg)
+    return ctx.row(row, mods, model, ctx.predict(model, data))
+
+
+def run_fold(ctx) -> list:
+    """Every configured row, one after another."""
+    cfg: BaselinesConfig = ctx.cfg.model
+    unknown = [r for r in cfg.rows if r not in ROWS]
+    if unknown:
+        raise ValueError(f"unknown baseline row(s) {unknown}; known: {', '.join(ROWS)}")
+    if cfg.fusion_init not in ("scratch", "unimodal"):
+        raise ValueError(f"unknown fusion_init {cfg.fusion_init!r}; known: scratch, unimodal")
+    done: dict = {}
+    results = []
+    for row in cfg.rows:
+        branches = None
+        if row == "fusion" and cfg.fusion_init == "unimodal":
+            missing = [m for m in ("audio", "text") if m not in done]
+            if missing:
+                raise ValueError(f"fusion_init unimodal needs the rows {missing} before fusion in model.rows")
+            branches = {m: getattr(done[m].model, m) for m in ("audio", "text")}
+        result = train_row(ctx, row, cfg, branches=branches)
+        done[row] = result
+        results.append(result)
+    return results
+
+
+register(SystemDef(
+    name="baselines", config_cls=BaselinesConfig, run_fold=run_fold,
+    build_model=lambda row, cfg, spec: build_model(row, cfg, spec),
+    title="Audio-only, text-only and concatenation-fusion baselines",
+))

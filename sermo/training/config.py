@@ -1,0 +1,201 @@
+"""Typed run configuration: YAML recipes only fill these dataclasses.
+
+A recipe (``sermo/recipes/<system>.yaml``) has profiles (``paper``, ``demo``); each profile
+gives ``data``, ``train`` and ``model`` sections. Every key is checked against the
+dataclass it fills: an unknown or misspelt key is an error naming it and listing the valid
+keys. ``--set section.key=value`` overrides a value (parsed as YAML: numbers, lists, null).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit the typed configuration."""
+
+
+@dataclass
+class DataConfig:
+    """What the systems read.
+
+    Attributes:
+        audio_encoder: speech features (registry name, Hub id or folder; ``None``: no audio).
+        audio_layers: hidden states of the audio encoder to load (``None``: all).
+        text_encoder: token features of the transcripts (``None``: no text).
+        text_layers: hidden states of the text encoder to load (``None``: all).
+        label_space: category classes (``iemocap-4`` ...).
+        protocol: fold scheme (``None``: the corpus default).
+        transcripts: ``oracle`` or an ASR engine (``pocketsphinx``, ``whisper-base``, ...).
+        max_frames: audio frames kept per utterance (longer ones are cut).
+        max_tokens: tokens kept per transcript.
+    """
+
+    audio_encoder: str | None = "logmel"
+    audio_layers: list[int] | None = None
+    text_encoder: str | None = "minilm"
+    text_layers: list[int] | None = None
+    label_space: str = "iemocap-4"
+    protocol: str | None = None
+    transcripts: str = "oracle"
+    max_frames: int = 3000
+    max_tokens: int = 128
+
+
+@dataclass
+class TrainConfig:
+    """How models are trained.
+
+    Attributes:
+        epochs, batch_size, lr, weight_decay: the usual.
+        scheduler: ``plateau`` (lr x ``plateau_factor`` after ``plateau_patience`` epochs without
+            improvement of the validation loss, paper 000), ``warmup`` (linear warm-up over
+            ``warmup_steps`` then constant, papers 002 and 003) or ``none``.
+        early_stopping: stop after this many epochs without improvement (``None``: never).
+        grad_clip: gradient norm clipping (``None``: off).
+        encoder_lr_scale: learning rate of fine-tuned encoder layers relative to the head.
+        seed: seeds everything; the same seed gives the same run.
+        select: what picks the best epoch on validation: ``loss``.
+        devices, num_nodes, accelerator, strategy: Lightning's; ``devices > 1`` trains with DDP.
+    """
+
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    scheduler: str = "plateau"
+    plateau_factor: float = 0.75
+    plateau_patience: int = 2
+    warmup_steps: int = 0
+    early_stopping: int | None = None
+    grad_clip: float | None = 1.0
+    encoder_lr_scale: float = 0.25
+    seed: int = 0
+    select: str = "loss"
+    devices: int = 1
+    num_nodes: int = 1
+    accelerator: str = "cpu"
+    strategy: str = "auto"
+
+
+@dataclass
+class RunConfig:
+    """A resolved recipe profile: ``model`` is the system's own config dataclass."""
+
+    system: str
+    profile: str
+    data: DataConfig
+    train: TrainConfig
+    model: typing.Any
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        """Plain dict (saved as ``config.yaml`` in the run folder)."""
+        return {"system": self.system, "profile": self.profile, "description": self.description,
+                "data": dataclasses.asdict(self.data), "train": dataclasses.asdict(self.train),
+                "model": dataclasses.asdict(self.model)}
+
+
+def build(cls, values: dict | None, where: str):
+    """Instantiate dataclass ``cls`` from ``values``, checking every key and type.
+
+    Raises:
+        ConfigError: unknown key (with the valid ones) or a value of the wrong type.
+    """
+    values = dict(values or {})
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(names)}")
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, value in values.items():
+        out[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return cls(**out)
+
+
+def _coerce(value, hint, where: str):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], where) for v in value] if args else list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is typing.Any:
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, str):
+        return value
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return build(hint, value, where)
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def recipe_path(system: str) -> Path:
+    """The YAML recipe of a system."""
+    return Path(__file__).resolve().parent.parent / "recipes" / f"{system}.yaml"
+
+
+def load_recipe(system: str, profile: str, model_cls, overrides: list[str] | None = None) -> RunConfig:
+    """Read a system's recipe, pick a profile, apply ``--set`` overrides, validate everything.
+
+    Raises:
+        ConfigError: missing recipe or profile, unknown keys, bad values or overrides.
+    """
+    path = recipe_path(system)
+    if not path.is_file():
+        raise ConfigError(f"no recipe for system {system!r} at {path}")
+    recipe = yaml.safe_load(path.read_text()) or {}
+    top = {"system", "description", "profiles"}
+    if set(recipe) - top:
+        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(set(recipe) - top)}; valid: {', '.join(sorted(top))}")
+    profiles = recipe.get("profiles") or {}
+    if profile not in profiles:
+        raise ConfigError(f"{path}: no profile {profile!r}; profiles: {', '.join(profiles)}")
+    chosen = {k: dict(v or {}) for k, v in (profiles[profile] or {}).items()}
+    sections = {"data", "train", "model"}
+    if set(chosen) - sections:
+        raise ConfigError(f"{path} profile {profile}: unknown section(s) {sorted(set(chosen) - sections)}; "
+                          f"valid: data, model, train")
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in sections:
+            raise ConfigError(f"--set takes section.key=value with section data, train or model; got {item!r}")
+        chosen.setdefault(section, {})[name] = yaml.safe_load(raw)
+    where = f"{system} recipe, profile {profile}"
+    return RunConfig(
+        system=system, profile=profile, description=str(recipe.get("description", "")),
+        data=build(DataConfig, chosen.get("data"), f"{where}: data"),
+        train=build(TrainConfig, chosen.get("train"), f"{where}: train"),
+        model=build(model_cls, chosen.get("model"), f"{where}: model"),
+    )
+
+
+__all__ = ["ConfigError", "DataConfig", "TrainConfig", "RunConfig", "build", "load_recipe", "field"]

@@ -1,0 +1,186 @@
+"""``sermo run``: a system's recipe over every fold of a protocol, into one run folder.
+
+Run folder::
+
+    config.yaml               the resolved recipe profile (after --set overrides)
+    protocol.json             the protocol, each fold's description and utterance ids
+    <fold>/<stage>/           Lightning checkpoints (last.ckpt resumes, best.ckpt), metrics.csv, DONE
+    <fold>/rows.json          the fold's finished rows with metrics (a rerun skips finished folds)
+    predictions/<row>.<fold>.<test>.parquet   per-utterance predictions with the truth
+    results.json              every row: per-fold metrics, mean and std over folds
+    REPORT.md                 the paper-style table, the protocol in words, the paper's numbers
+    plots/                    confusion matrices, predicted-vs-true scatter, training curves
+    bundles/<row>/            the first fold's model of each servable row (safetensors + config)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from sermo.data.corpora import load_corpus
+from sermo.data.io import atomic_path, write_text_atomic
+from sermo.data.labels import get_label_space
+from sermo.data.manifest import DIMENSIONS, Manifest
+from sermo.data.protocols import build_protocol, default_protocol
+from sermo.evaluation.metrics import METRIC_KEYS, classification_metrics, confusion_matrix, regression_metrics
+from sermo.features import FeatureStore
+from sermo.serving.bundle import save_bundle
+from sermo.systems import get_system
+from sermo.training.config import load_recipe
+from sermo.training.fold import FoldContext, RowResult, RunData
+
+
+def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "demo", folds=None,
+               out: Path | None = None, overrides: list[str] | None = None, store: FeatureStore | None = None,
+               devices: int | None = None, num_nodes: int | None = None, progress: bool = True) -> Path:
+    """Train and evaluate ``system`` on ``corpora`` (``[(name, path)]``); return the run folder."""
+    from tqdm import tqdm
+
+    t0 = time.time()
+    sysdef = get_system(system)
+    cfg = load_recipe(system, profile, sysdef.config_cls, overrides)
+    if devices:
+        cfg.train.devices = devices
+    if num_nodes:
+        cfg.train.num_nodes = num_nodes
+    store = store or FeatureStore()
+    names = [n for n, _ in corpora]
+    manifest = Manifest.concat([load_corpus(p) for _, p in corpora])
+    if cfg.data.transcripts != "oracle":
+        from sermo.features.transcripts import transcribe_manifest
+
+        manifest, _ = transcribe_manifest(manifest, store, engine=cfg.data.transcripts, progress=progress)
+    space = get_label_space(cfg.data.label_space)
+    protocol = build_protocol(cfg.data.protocol or default_protocol(manifest), manifest, seed=cfg.train.seed)
+    if folds:
+        protocol = protocol.select(folds)
+    out = Path(out or Path("runs") / system / f"{'+'.join(names)}-{profile}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_text_atomic(out / "protocol.json", json.dumps(
+        {"protocol": protocol.spec, "description": protocol.description,
+         "folds": [f.to_dict() for f in protocol.folds]}, indent=1))
+    run = RunData(cfg, manifest, space, store, progress=progress)
+    per_fold: dict[str, list[dict]] = {}
+    for k, fold in enumerate(tqdm(protocol.folds, desc=f"{system}: folds", unit="fold", disable=not progress)):
+        fdir = out / fold.name
+        done = fdir / "rows.json"
+        if done.is_file():
+            per_fold[fold.name] = json.loads(done.read_text())
+            continue
+        rows = sysdef.run_fold(FoldContext(run, fold, fdir))
+        records = [_evaluate_row(r, run, fold.name, out) for r in rows]
+        if k == 0:
+            for r in rows:
+                if r.bundle and r.model is not None:
+                    save_bundle(out / "bundles" / r.name, r.model, _bundle_config(system, r, cfg, run))
+        write_text_atomic(done, json.dumps(records, indent=1))
+        per_fold[fold.name] = records
+    results = aggregate(system, names, protocol, profile, cfg.data.label_space, per_fold)
+    results["seconds"] = round(time.time() - t0, 1)
+    write_text_atomic(out / "results.json", json.dumps(results, indent=1))
+    from sermo.evaluation.report import run_report
+    from sermo.evaluation.run_plots import plot_run
+
+    plots = plot_run(out, results, space.classes)
+    extra = sysdef.finish(out, results) if sysdef.finish else ""
+    write_text_atomic(out / "REPORT.md", run_report(results, protocol, sysdef, corpora, plots, extra))
+    return out
+
+
+def _evaluate_row(r: RowResult, run: RunData, fold: str, out: Path) -> dict:
+    df = run.manifest.df.set_index("id")
+    metrics: dict[str, dict] = {}
+    for test, pred in r.predictions.items():
+        ids = pred["ids"]
+        truth_dims = df.loc[ids, list(DIMENSIONS)].to_numpy(dtype=float)
+        truth_cls = np.array([run.labels.category[u] for u in ids])
+        m: dict[str, float] = {}
+        table = {"id": ids, "category_true": truth_cls}
+        if pred["dims"] is not None and np.isfinite(truth_dims).any():
+            m.update(regression_metrics(truth_dims, pred["dims"]))
+        if pred["dims"] is not None:
+            for j, d in enumerate(DIMENSIONS):
+                table[f"{d}_true"], table[f"{d}_pred"] = truth_dims[:, j], pred["dims"][:, j]
+        if pred["probs"] is not None:
+            guess = pred["probs"].argmax(1)
+            table["category_pred"] = guess
+            for c, name in enumerate(run.space.classes):
+                table[f"p_{name}"] = pred["probs"][:, c]
+            if (truth_cls >= 0).any():
+                m.update(classification_metrics(truth_cls, guess))
+                m["confusion"] = confusion_matrix(truth_cls, guess, run.space.num_classes).tolist()
+        metrics[test] = m
+        with atomic_path(out / "predictions" / f"{r.name}.{fold}.{test}.parquet") as tmp:
+            pd.DataFrame(table).to_parquet(tmp, index=False)
+    return {"name": r.name, "modalities": list(r.modalities), "trainable_params": r.trainable_params,
+            "metrics": metrics, "info": r.info}
+
+
+def aggregate(system: str, corpora: list[str], protocol, profile: str, label_space: str,
+              per_fold: dict[str, list[dict]]) -> dict:
+    """results.json: per row, per-fold metrics of the primary test set, mean and std; other test
+    sets under ``tests``."""
+    order: list[str] = []
+    by_row: dict[str, list[tuple[str, dict]]] = {}
+    for fold, records in per_fold.items():
+        for rec in records:
+            if rec["name"] not in by_row:
+                order.append(rec["name"])
+            by_row.setdefault(rec["name"], []).append((fold, rec))
+    rows = []
+    for name in order:
+        recs = by_row[name]
+        first = recs[0][1]
+        tests = list(first["metrics"])
+        entry = {"name": name, "modalities": first["modalities"], "trainable_params": first["trainable_params"]}
+        for t_i, test in enumerate(tests):
+            folds = [{"fold": f, **{k: v for k, v in r["metrics"].get(test, {}).items() if k in METRIC_KEYS}}
+                     for f, r in recs]
+            keys = [k for k in METRIC_KEYS if any(k in f for f in folds)]
+            summary = {"folds": folds,
+                       "mean": {k: float(np.mean([f[k] for f in folds if k in f])) for k in keys},
+                       "std": {k: float(np.std([f[k] for f in folds if k in f])) for k in keys}}
+            conf = [r["metrics"].get(test, {}).get("confusion") for _, r in recs]
+            if all(c is not None for c in conf) and conf:
+                summary["confusion"] = np.sum(np.array(conf), axis=0).tolist()
+            if t_i == 0:
+                entry.update(summary, test_set=test)
+            else:
+                entry.setdefault("tests", {})[test] = summary
+        infos = [r.get("info") for _, r in recs if r.get("info")]
+        if infos:
+            entry["info"] = infos
+        rows.append(entry)
+    return {"system": system, "corpus": "+".join(corpora), "protocol": protocol.spec, "profile": profile,
+            "label_space": label_space, "rows": rows}
+
+
+def _bundle_config(system: str, r: RowResult, cfg, run: RunData) -> dict:
+    import dataclasses
+
+    def enc(src):
+        if src is None:
+            return None
+        return {"name": src.name, "identity": dataclasses.asdict(src.identity), "layers": src.num_layers,
+                "dim": src.dim, "frame_rate": src.frame_rate}
+
+    scales = run.manifest.df[["scale_min", "scale_max"]].dropna()
+    return {
+        "system": system, "row": r.name, "modalities": list(r.modalities), "model": dataclasses.asdict(cfg.model),
+        "audio_encoder": enc(run.audio) if "audio" in r.modalities else None,
+        "text_encoder": enc(run.text) if "text" in r.modalities else None,
+        "label_space": run.space.to_dict(),
+        "label_scale": [float(scales["scale_min"].min()), float(scales["scale_max"].max())] if len(scales) else None,
+        "normalisation": "dims predicted on [0, 1] of the label scale, returned on the label scale",
+        "transcripts": cfg.data.transcripts, "max_frames": cfg.data.max_frames, "max_tokens": cfg.data.max_tokens,
+        "input_spec": {"audio": [run.audio.num_layers, run.audio.dim] if run.audio else None,
+                       "text": [run.text.num_layers, run.text.dim] if run.text else None,
+                       "num_classes": run.space.num_classes},
+    }

@@ -1,0 +1,107 @@
+"""The Lightning task that trains any system, and plain prediction over a dataset.
+
+A system is an ``nn.Module`` with ``forward(batch) -> Output`` and
+``losses(output, batch) -> {"loss": total, <name>: part, ...}``; it may define
+``param_groups() -> [(params, lr_scale), ...]`` to give fine-tuned encoder layers their own
+learning rate. The task adds the optimiser (Adam), the schedule (plateau or warm-up),
+logging of every named loss, and RNG state in checkpoints so a resumed run continues
+exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import random
+
+import lightning as L
+import numpy as np
+import torch
+
+from sermo.data.batch import Batch
+from sermo.training.config import TrainConfig
+
+
+class SystemTask(L.LightningModule):
+    """Trains ``model`` with ``cfg``; validation loss is ``val_loss``."""
+
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig):
+        super().__init__()
+        self.model, self.cfg = model, cfg
+
+    def forward(self, batch: Batch):
+        return self.model(batch)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch.to(device)
+
+    def _step(self, batch: Batch, stage: str) -> torch.Tensor:
+        losses = self.model.losses(self.model(batch), batch)
+        for name, value in losses.items():
+            key = f"{stage}_{name}" if name != "loss" else f"{stage}_loss"
+            self.log(key, value.detach(), on_step=False, on_epoch=True, batch_size=len(batch),
+                     prog_bar=name == "loss", sync_dist=self.trainer.world_size > 1)
+        return losses["loss"]
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self):
+        cfg = self.cfg
+        if hasattr(self.model, "param_groups"):
+            groups = [{"params": [p for p in ps if p.requires_grad], "lr": cfg.lr * scale}
+                      for ps, scale in self.model.param_groups()]
+            groups = [g for g in groups if g["params"]]
+        else:
+            groups = [{"params": [p for p in self.model.parameters() if p.requires_grad], "lr": cfg.lr}]
+        opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.scheduler == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.plateau_factor,
+                                                               patience=cfg.plateau_patience)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
+        if cfg.scheduler == "warmup":
+            steps = max(cfg.warmup_steps, 1)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / steps))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        if cfg.scheduler == "none":
+            return opt
+        raise ValueError(f"unknown scheduler {cfg.scheduler!r}; known: plateau, warmup, none")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["sermo_rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                                   "python": random.getstate()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("sermo_rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state(rng["numpy"])
+            random.setstate(rng["python"])
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data) -> dict[str, np.ndarray | list]:
+    """Run ``model`` over a DataLoader in eval mode.
+
+    Returns:
+        ``{"ids", "dims" (n, 3) in [0, 1] or None, "logits" (n, C) or None}``.
+    """
+    was = model.training
+    model.eval()
+    ids, dims, logits = [], [], []
+    for batch in data:
+        out = model(batch)
+        ids += batch.ids
+        if out.dims is not None:
+            dims.append(out.dims.float().cpu().numpy())
+        if out.logits is not None:
+            logits.append(out.logits.float().cpu().numpy())
+    model.train(was)
+    return {"ids": ids, "dims": np.concatenate(dims) if dims else None,
+            "logits": np.concatenate(logits) if logits else None}
+
+
+def count_trainable(model: torch.nn.Module) -> int:
+    """Trainable parameters of a model (the #Params column of the reports)."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))

@@ -1,0 +1,52 @@
+import torch
+
+from sermo.nn.layers import LayerWeighting, Standardize
+from sermo.nn.losses import ccc_loss, ccc_per_dim, masked_cross_entropy
+from sermo.nn.pooling import MeanMaxPool, SelfAttentivePool, last_valid, masked_max, masked_mean
+
+
+def test_pooling_ignores_padding():
+    x = torch.tensor([[[1.0], [3.0], [100.0]], [[-2.0], [-4.0], [-6.0]]])  # (B=2, T=3, D=1)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    assert masked_mean(x, mask).squeeze(-1).tolist() == [2.0, -4.0]
+    assert masked_max(x, mask).squeeze(-1).tolist() == [3.0, -2.0]
+    assert MeanMaxPool()(x, mask).shape == (2, 2)
+    assert last_valid(x, mask).squeeze(-1).tolist() == [3.0, -6.0]
+    torch.manual_seed(0)
+    pool = SelfAttentivePool(1, hidden=4)
+    a = pool(x, mask)
+    assert pool.attention[0, 2] == 0 and torch.allclose(pool.attention.sum(1), torch.ones(2))
+    x2 = x.clone()
+    x2[0, 2] = -999.0  # changing a padded frame changes nothing
+    assert torch.allclose(pool(x2, mask), a)
+
+
+def test_layer_weights_sum_to_one():
+    for mode in ("softmax", "normalized"):
+        lw = LayerWeighting(5, mode)
+        with torch.no_grad():
+            lw.raw.copy_(torch.tensor([0.1, 2.0, 0.5, 1.0, 3.0]))
+        assert torch.isclose(lw.weights().sum(), torch.tensor(1.0))
+        x = torch.randn(2, 5, 4, 3)
+        assert lw(x).shape == (2, 4, 3)
+
+
+def test_ccc_loss_masks_missing_labels():
+    pred = torch.tensor([[0.1, 0.5, 0.2], [0.4, 0.1, 0.9], [0.8, 0.7, 0.3]])
+    target = pred.clone()
+    target[:, 2] = float("nan")  # a corpus without dominance labels
+    assert torch.allclose(ccc_per_dim(pred, target)[:2], torch.ones(2), atol=1e-5)
+    assert ccc_loss(pred, target).item() < 1e-5
+    assert torch.isfinite(ccc_loss(pred, torch.full_like(pred, float("nan"))))
+    logits = torch.randn(3, 4, requires_grad=True)
+    loss = masked_cross_entropy(logits, torch.tensor([-1, 2, -1]))
+    loss.backward()
+    assert logits.grad[0].abs().sum() == 0 and logits.grad[1].abs().sum() > 0
+    assert masked_cross_entropy(logits, torch.tensor([-1, -1, -1])).item() == 0.0
+
+
+def test_standardize_uses_stats():
+    s = Standardize(1, 2)
+    s.set([[1.0, 2.0]], [[2.0, 4.0]])
+    x = torch.tensor([[[[3.0, 6.0]]]])
+    assert s(x).flatten().tolist() == [1.0, 1.0]
