@@ -138,10 +138,13 @@ def collate(items: list[dict]) -> Batch:
 
 class BucketBatchSampler(Sampler):
     """Batches of similar length: shuffle (seed + epoch), sort within pools of 50 batches, cut,
-    shuffle the batches. Under DDP each rank takes every world-th batch (padded to equal count)."""
+    shuffle the batches. With ``shard`` (training under DDP) each rank takes every world-th
+    batch, padded to an equal count; evaluation loaders see every batch on every rank."""
 
-    def __init__(self, lengths: list[int], batch_size: int, *, shuffle: bool = True, seed: int = 0):
+    def __init__(self, lengths: list[int], batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                 shard: bool = False):
         self.lengths, self.batch_size, self.shuffle, self.seed = lengths, batch_size, shuffle, seed
+        self.shard = shard
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -159,7 +162,7 @@ class BucketBatchSampler(Sampler):
             batches += [chunk[k:k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        world, rank = _world()
+        world, rank = _world() if self.shard else (1, 0)
         if world > 1:
             total = math.ceil(len(batches) / world) * world
             batches = (batches * 2)[:total][rank::world]
@@ -169,9 +172,14 @@ class BucketBatchSampler(Sampler):
         yield from self._batches()
 
     def __len__(self) -> int:
-        world, _ = _world()
+        world, _ = _world() if self.shard else (1, 0)
         n = math.ceil(len(self.lengths) / self.batch_size)
         return math.ceil(n / world) if world > 1 else n
+
+
+def is_rank_zero() -> bool:
+    """True in the process that writes results (global rank 0, or no distributed run)."""
+    return _world()[1] == 0
 
 
 def _world() -> tuple[int, int]:
@@ -181,7 +189,8 @@ def _world() -> tuple[int, int]:
 
 
 def loader(dataset: UtteranceDataset, batch_size: int, *, shuffle: bool, seed: int = 0) -> DataLoader:
-    """A DataLoader with length-bucketed batches and :func:`collate`."""
+    """A DataLoader with length-bucketed batches and :func:`collate`; shuffled loaders (training)
+    are sharded across DDP ranks."""
     lengths = [dataset.length(i) for i in range(len(dataset))]
-    sampler = BucketBatchSampler(lengths, batch_size, shuffle=shuffle, seed=seed)
+    sampler = BucketBatchSampler(lengths, batch_size, shuffle=shuffle, seed=seed, shard=shuffle)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=0)

@@ -163,7 +163,10 @@ class FoldContext:
             callbacks.append(EarlyStopping(monitor="val_loss", patience=cfg.early_stopping, mode="min"))
         trainer = L.Trainer(
             max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-            strategy="ddp" if cfg.devices * cfg.num_nodes > 1 and cfg.strategy == "auto" else cfg.strategy,
+            # systems leave some parameters out of some losses (a one-layer weighting, a
+            # head a stage does not train): DDP must look for them
+            strategy="ddp_find_unused_parameters_true" if cfg.devices * cfg.num_nodes > 1 and cfg.strategy == "auto"
+            else cfg.strategy,
             gradient_clip_val=cfg.grad_clip, callbacks=callbacks,
             logger=CSVLogger(str(stage_dir), name="", version=""), enable_progress_bar=self.run.progress,
             enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,

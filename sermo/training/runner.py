@@ -33,6 +33,7 @@ from sermo.features import FeatureStore
 from sermo.serving.bundle import save_bundle
 from sermo.systems import get_system
 from sermo.training.config import load_recipe
+from sermo.training.datamodule import is_rank_zero
 from sermo.training.fold import FoldContext, RowResult, RunData
 
 
@@ -43,6 +44,7 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
     from tqdm import tqdm
 
     t0 = time.time()
+    _quiet_lightning()
     sysdef = get_system(system)
     cfg = load_recipe(system, profile, sysdef.config_cls, overrides)
     if devices:
@@ -75,6 +77,8 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
             per_fold[fold.name] = json.loads(done.read_text())
             continue
         rows = sysdef.run_fold(FoldContext(run, fold, fdir))
+        if not is_rank_zero():  # under DDP every rank trains; rank 0 alone evaluates and writes
+            continue
         records = [_evaluate_row(r, run, fold.name, out) for r in rows]
         if k == 0:
             for r in rows:
@@ -82,6 +86,9 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
                     save_bundle(out / "bundles" / r.name, r.model, _bundle_config(system, r, cfg, run))
         write_text_atomic(done, json.dumps(records, indent=1))
         per_fold[fold.name] = records
+    _end_distributed()
+    if not is_rank_zero():
+        return out
     results = aggregate(system, names, protocol, profile, cfg.data.label_space, per_fold)
     results["seconds"] = round(time.time() - t0, 1)
     write_text_atomic(out / "results.json", json.dumps(results, indent=1))
@@ -92,6 +99,26 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
     extra = sysdef.finish(out, results) if sysdef.finish else ""
     write_text_atomic(out / "REPORT.md", run_report(results, protocol, sysdef, corpora, plots, extra))
     return out
+
+
+def _end_distributed() -> None:
+    """Take the DDP process group down on every rank (an undestroyed gloo group aborts at exit)."""
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+def _quiet_lightning() -> None:
+    import logging
+    import warnings
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 def _evaluate_row(r: RowResult, run: RunData, fold: str, out: Path) -> dict:

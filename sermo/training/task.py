@@ -69,15 +69,26 @@ class SystemTask(L.LightningModule):
         raise ValueError(f"unknown scheduler {cfg.scheduler!r}; known: plateau, warmup, none")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["sermo_rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                                   "python": random.getstate()}
+        # plain tensors and numbers only: Lightning reloads checkpoints with weights_only=True
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, state, gauss_next = random.getstate()
+        checkpoint["sermo_rng"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": {"version": int(version), "state": torch.tensor(state, dtype=torch.int64),
+                       "gauss_next": gauss_next},
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rng = checkpoint.get("sermo_rng")
         if rng:
             torch.set_rng_state(rng["torch"])
-            np.random.set_state(rng["numpy"])
-            random.setstate(rng["python"])
+            n = rng["numpy"]
+            np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                                 n["gauss"]))
+            p = rng["python"]
+            random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss_next"]))
 
 
 @torch.no_grad()

@@ -1,0 +1,108 @@
+"""The engine end to end on the built-in corpus: files, resume, DDP."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sermo.features import FeatureStore
+from sermo.serving.bundle import read_bundle
+from sermo.training.runner import run_system
+from sermo.training.task import SystemTask
+
+FAST = ["train.epochs=3", "train.batch_size=16", "model.hidden=32", "model.embedding=16"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return FeatureStore(tmp_path_factory.mktemp("store"))
+
+
+def test_baselines_run_writes_everything(iemocap_synth, store, tmp_path):
+    out = run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "run", overrides=FAST,
+                     store=store, progress=False)
+    results = json.loads((out / "results.json").read_text())
+    assert {k: results[k] for k in ("system", "corpus", "protocol", "profile", "label_space")} == {
+        "system": "baselines", "corpus": "iemocap", "protocol": "iemocap-loso", "profile": "demo",
+        "label_space": "iemocap-4"}
+    rows = {r["name"]: r for r in results["rows"]}
+    assert list(rows) == ["audio", "text", "fusion"]
+    for r in rows.values():
+        assert {"ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean", "pearson_valence", "ua", "wa",
+                "macro_f1"} <= set(r["mean"])
+        assert r["folds"][0]["fold"] == "fold1" and r["trainable_params"] > 0
+    assert rows["fusion"]["modalities"] == ["audio", "text"]
+    report = (out / "REPORT.md").read_text()
+    assert "built-in synthetic corpus" in report and "| fusion | audio+text |" in report
+    assert "test Ses01, validation Ses02" in report and "UA: unweighted accuracy" in report
+    for name in ("confusion_audio.png", "scatter_text.png", "curves_fusion.png"):
+        assert (out / "plots" / name).stat().st_size > 1000
+    pred = out / "predictions" / "fusion.fold1.test.parquet"
+    import pandas as pd
+
+    df = pd.read_parquet(pred)
+    assert len(df) == 40 and {"valence_true", "valence_pred", "p_neutral"} <= set(df.columns)
+    assert df["valence_pred"].between(-1, 7).all()  # on the corpus scale, not [0, 1]
+    cfg, weights = read_bundle(out / "bundles" / "fusion")
+    assert cfg["system"] == "baselines" and cfg["row"] == "fusion" and cfg["label_scale"] == [1.0, 5.0]
+    assert cfg["label_space"]["classes"] == ["neutral", "happy", "angry", "sad"] and weights
+    assert (out / "config.yaml").is_file() and json.loads((out / "protocol.json").read_text())["folds"]
+
+
+class Interrupt(BaseException):
+    """Stands in for a kill: not an Exception, so nothing on the way catches it."""
+
+
+def test_killed_run_resumes_to_the_same_metrics(iemocap_synth, store, tmp_path, monkeypatch):
+    overrides = FAST + ["model.rows=[audio]", "train.epochs=4"]
+    clean = run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "clean",
+                       overrides=overrides, store=store, progress=False)
+    original = SystemTask.on_train_epoch_end
+
+    def die_at_epoch_two(self):
+        if self.current_epoch == 2:
+            raise Interrupt
+        return original(self)
+
+    monkeypatch.setattr(SystemTask, "on_train_epoch_end", die_at_epoch_two, raising=False)
+    with pytest.raises(Interrupt):
+        run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "killed",
+                   overrides=overrides, store=store, progress=False)
+    assert (tmp_path / "killed" / "fold1" / "audio" / "last.ckpt").is_file()
+    assert not (tmp_path / "killed" / "fold1" / "audio" / "DONE").exists()
+    monkeypatch.undo()
+    resumed = run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "killed",
+                         overrides=overrides, store=store, progress=False)
+    a = json.loads((clean / "results.json").read_text())["rows"][0]["mean"]
+    b = json.loads((resumed / "results.json").read_text())["rows"][0]["mean"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k] == pytest.approx(b[k], abs=1e-6), k
+
+
+def test_finished_folds_are_not_trained_again(iemocap_synth, store, tmp_path, monkeypatch):
+    overrides = FAST + ["model.rows=[text]", "train.epochs=1"]
+    run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "r", overrides=overrides,
+               store=store, progress=False)
+    monkeypatch.setattr(SystemTask, "training_step", lambda *a: (_ for _ in ()).throw(AssertionError("trained")))
+    out = run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "r", overrides=overrides,
+                     store=store, progress=False)
+    assert json.loads((out / "results.json").read_text())["rows"][0]["name"] == "text"
+
+
+def test_ddp_training_with_two_cpu_processes(iemocap_synth, tmp_path):
+    """`sermo run --devices 2` trains with Lightning DDP (gloo) and rank 0 writes the results."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "sermo.cli", "run", "baselines", "--corpus", f"iemocap={iemocap_synth}",
+           "--devices", "2", "--folds", "1", "--out", str(tmp_path / "ddp"), "--store", str(tmp_path / "s"),
+           "--quiet", *[x for o in FAST + ["model.rows=[audio,text]", "train.epochs=2"] for x in ("--set", o)]]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert [r["name"] for r in results["rows"]] == ["audio", "text"]
+    preds = __import__("pandas").read_parquet(tmp_path / "ddp" / "predictions" / "audio.fold1.test.parquet")
+    assert len(preds) == 40  # every test utterance, not one rank's share
