@@ -57,7 +57,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from sermo.demo import run_demo
 
-    report = run_demo(Path(args.out), utterances=args.utterances, seed=args.seed)
+    systems = args.systems.split(",") if args.systems else None
+    report = run_demo(Path(args.out), utterances=args.utterances, seed=args.seed, systems=systems,
+                      progress=not args.quiet)
     print(f"demo report: {report}")
     return 0
 
@@ -243,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(DEMO_DIR), help=f"demo folder (default {DEMO_DIR})")
     p.add_argument("--utterances", type=int, default=1000, help="size of the built-in corpus (default 1000)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--systems", default=None, help="only these systems, e.g. baselines,distilled (default all)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -43,6 +43,7 @@ class SystemDef:
         paper: the paper's own numbers per corpus name and row, for REPORT.md.
         title: the paper, for reports.
         finish: optional ``(run_folder, results) -> markdown`` for analyses beyond the table.
+        demo_corpora: the built-in corpus layouts ``sermo demo`` runs it on, in order.
     """
 
     name: str
@@ -52,3 +53,4 @@ class SystemDef:
     paper: dict = field(default_factory=dict)
     title: str = ""
     finish: Callable[..., str] | None = None
+    demo_corpora: tuple[str, ...] = ("iemocap",)
