@@ -16,11 +16,11 @@ from sermo.evaluation.report import describe_manifest, markdown_table, results_t
 DEMO_CORPORA = {"iemocap": 0, "msp-podcast": 1}  # layout -> seed offset (different voices and words)
 
 
-def demo_corpus(out: Path, layout: str, *, utterances: int, seed: int) -> Path:
+def demo_corpus(out: Path, layout: str, *, utterances: int, seed: int, progress: bool = True) -> Path:
     """Synthesise (if absent) one built-in corpus of the demo and cache its manifest; returns
     the manifest path (what systems are run on)."""
     root = out / "corpus" / layout
-    synthesize_corpus(layout, root, utterances=utterances, seed=seed + DEMO_CORPORA[layout])
+    synthesize_corpus(layout, root, utterances=utterances, seed=seed + DEMO_CORPORA[layout], progress=progress)
     cached = root / "manifest.parquet"
     if not (cached.is_file() and cached.stat().st_mtime >= (root / "SERMO_SYNTH.json").stat().st_mtime):
         manifest = prepare(layout, root)
@@ -44,7 +44,8 @@ def run_demo(out: Path, *, utterances: int = 1000, seed: int = 0, systems: list[
                 "Everything below ran on the built-in synthetic corpus (`sermo synth`): espeak-ng speech "
                 "with simulated annotators. It is not IEMOCAP or MSP-Podcast, and its numbers say nothing "
                 "about the papers' results.\n"]
-    corpora = {layout: demo_corpus(out, layout, utterances=utterances, seed=seed) for layout in DEMO_CORPORA}
+    corpora = {layout: demo_corpus(out, layout, utterances=utterances, seed=seed, progress=progress)
+               for layout in DEMO_CORPORA}
     registry = load_all()
     chosen = systems or list(registry)
     unknown = [s for s in chosen if s not in registry]

@@ -46,6 +46,9 @@ class BaselinesConfig:
             "unimodal models, then fusion" stages).
         freeze_branches: with ``unimodal`` init, keep the branches fixed and train only the
             joint head.
+        aux_weight: fusion only: weight of auxiliary losses of per-modality heads on each
+            branch's own embedding, which keep every branch as predictive as a unimodal model
+            (the joint head still makes the predictions).
     """
 
     rows: list[str] = field(default_factory=lambda: ["audio", "text", "fusion"])
@@ -60,6 +63,7 @@ class BaselinesConfig:
     modality_dropout: float = 0.0
     fusion_init: str = "scratch"
     freeze_branches: bool = False
+    aux_weight: float = 0.0
 
 
 class ModalityEncoder(nn.Module):
@@ -104,6 +108,11 @@ class BaselineModel(nn.Module):
                                   nn.Dropout(cfg.dropout))
         self.dims_head = nn.Linear(width, 3) if "dims" in cfg.tasks else None
         self.cls_head = nn.Linear(width, num_classes) if "category" in cfg.tasks else None
+        self.aux = nn.ModuleDict()
+        if cfg.aux_weight > 0 and audio and text:
+            for name in ("audio", "text"):
+                self.aux[name] = nn.Linear(cfg.embedding, (3 if "dims" in cfg.tasks else 0)
+                                           + (num_classes if "category" in cfg.tasks else 0))
         self.cfg = cfg
 
     def forward(self, batch: Batch) -> Output:
@@ -112,6 +121,9 @@ class BaselineModel(nn.Module):
             parts.append(self.audio(batch.audio, batch.audio_mask))
         if self.text is not None:
             parts.append(self.text(batch.text, batch.text_mask))
+        extras = {}
+        if len(self.aux) and self.training:  # auxiliary per-branch predictions, before modality dropout
+            extras = {f"aux_{n}": head(torch.relu(e)) for (n, head), e in zip(self.aux.items(), parts)}
         if self.training and len(parts) == 2 and self.cfg.modality_dropout > 0:
             drop = torch.rand(parts[0].shape[0], device=parts[0].device) < self.cfg.modality_dropout
             which = torch.rand(parts[0].shape[0], device=parts[0].device) < 0.5
@@ -119,7 +131,8 @@ class BaselineModel(nn.Module):
         emb = torch.cat(parts, dim=-1)  # (B, E)
         h = self.fuse(emb)
         return Output(dims=self.dims_head(h) if self.dims_head is not None else None,
-                      logits=self.cls_head(h) if self.cls_head is not None else None, embedding=emb)
+                      logits=self.cls_head(h) if self.cls_head is not None else None, embedding=emb,
+                      extras=extras)
 
     def param_groups(self):
         """Branches started from trained unimodal rows learn at ``encoder_lr_scale`` of the head's
@@ -138,6 +151,17 @@ class BaselineModel(nn.Module):
         if out.logits is not None:
             parts["ce"] = masked_cross_entropy(out.logits, batch.category)
         total = self.cfg.ccc_weight * parts.get("ccc", 0.0) + self.cfg.ce_weight * parts.get("ce", 0.0)
+        for name in self.aux:
+            if f"aux_{name}" not in out.extras:
+                continue
+            pred = out.extras[f"aux_{name}"]
+            aux = 0.0
+            if out.dims is not None:
+                aux = aux + self.cfg.ccc_weight * ccc_loss(pred[:, :3], batch.dims)
+            if out.logits is not None:
+                aux = aux + self.cfg.ce_weight * masked_cross_entropy(pred[:, -out.logits.shape[1]:], batch.category)
+            parts[f"aux_{name}"] = aux
+            total = total + self.cfg.aux_weight * aux
         return {"loss": total, **parts}
 
 

@@ -60,7 +60,8 @@ class TrainConfig:
         grad_clip: gradient norm clipping (``None``: off).
         encoder_lr_scale: learning rate of fine-tuned encoder layers relative to the head.
         seed: seeds everything; the same seed gives the same run.
-        select: what picks the best epoch on validation: ``loss``.
+        select: what picks the best epoch on validation: ``loss`` (the mean validation loss) or
+            ``metrics`` ((1 - CCC mean) + (1 - UA) over the whole validation set).
         devices, num_nodes, accelerator, strategy: Lightning's; ``devices > 1`` trains with DDP.
     """
 
@@ -76,7 +77,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     encoder_lr_scale: float = 0.25
     seed: int = 0
-    select: str = "loss"
+    select: str = "metrics"
     devices: int = 1
     num_nodes: int = 1
     accelerator: str = "cpu"

@@ -157,10 +157,13 @@ class FoldContext:
             task.load_state_dict(state)
             return task.model
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        callbacks = [ModelCheckpoint(dirpath=stage_dir, filename="best", monitor="val_loss", mode="min",
+        monitor = {"loss": "val_loss", "metrics": "val_select"}.get(cfg.select)
+        if monitor is None:
+            raise ValueError(f"unknown train.select {cfg.select!r}; known: loss, metrics")
+        callbacks = [ModelCheckpoint(dirpath=stage_dir, filename="best", monitor=monitor, mode="min",
                                      save_last=True, save_top_k=1, enable_version_counter=False)]
         if cfg.early_stopping:
-            callbacks.append(EarlyStopping(monitor="val_loss", patience=cfg.early_stopping, mode="min"))
+            callbacks.append(EarlyStopping(monitor=monitor, patience=cfg.early_stopping, mode="min"))
         trainer = L.Trainer(
             max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
             # systems leave some parameters out of some losses (a one-layer weighting, a

@@ -26,6 +26,7 @@ class SystemTask(L.LightningModule):
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig):
         super().__init__()
         self.model, self.cfg = model, cfg
+        self._val: list[tuple] = []
 
     def forward(self, batch: Batch):
         return self.model(batch)
@@ -45,7 +46,35 @@ class SystemTask(L.LightningModule):
         return self._step(batch, "train")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._step(batch, "val")
+        out = self.model(batch)
+        losses = self.model.losses(out, batch)
+        for name, value in losses.items():
+            key = f"val_{name}" if name != "loss" else "val_loss"
+            self.log(key, value.detach(), on_step=False, on_epoch=True, batch_size=len(batch),
+                     prog_bar=name == "loss", sync_dist=self.trainer.world_size > 1)
+        self._val.append(tuple(None if t is None else t.detach().float().cpu() for t in
+                               (out.dims, batch.dims, out.logits, batch.category.float())))
+
+    def on_validation_epoch_end(self) -> None:
+        """``val_select``: (1 - CCC mean) + (1 - UA) over the whole validation set (each where the
+        system predicts it) -- steadier for picking the best epoch than a mean of batch losses."""
+        from sermo.evaluation.metrics import ccc, unweighted_accuracy
+
+        parts, score = self._val, 0.0
+        self._val = []
+        if not parts:
+            return
+        if parts[0][0] is not None:
+            pred = torch.cat([p[0] for p in parts]).numpy()
+            true = torch.cat([p[1] for p in parts]).numpy()
+            cccs = [ccc(true[:, j], pred[:, j]) for j in range(true.shape[1]) if np.isfinite(true[:, j]).sum() > 1]
+            score += 1.0 - float(np.mean(cccs)) if cccs else 0.0
+        if parts[0][2] is not None:
+            guess = torch.cat([p[2] for p in parts]).argmax(1).numpy()
+            truth = torch.cat([p[3] for p in parts]).long().numpy()
+            if (truth >= 0).any():
+                score += 1.0 - unweighted_accuracy(truth, guess)
+        self.log("val_select", score, sync_dist=self.trainer.world_size > 1)
 
     def configure_optimizers(self):
         cfg = self.cfg
