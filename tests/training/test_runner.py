@@ -106,3 +106,12 @@ def test_ddp_training_with_two_cpu_processes(iemocap_synth, tmp_path):
     assert [r["name"] for r in results["rows"]] == ["audio", "text"]
     preds = __import__("pandas").read_parquet(tmp_path / "ddp" / "predictions" / "audio.fold1.test.parquet")
     assert len(preds) == 40  # every test utterance, not one rank's share
+
+
+def test_gru_head_and_classification_only(iemocap_synth, store, tmp_path):
+    out = run_system("baselines", [("iemocap", iemocap_synth)], folds=[2], out=tmp_path / "gru", store=store,
+                     overrides=FAST + ["model.head=gru", "model.rows=[audio]", "train.epochs=1",
+                                       "model.tasks=[category]"], progress=False)
+    row = json.loads((out / "results.json").read_text())["rows"][0]
+    assert set(row["mean"]) == {"ua", "wa", "macro_f1"}  # only what the row predicts
+    assert row["folds"][0]["fold"] == "fold2"
