@@ -14,7 +14,8 @@ class SpeechSSL(nn.Module):
     """A transformers speech model returning every hidden state; usable frozen or fine-tuned.
 
     ``forward(waveforms [B, samples], attention_mask [B, samples] | None)`` returns
-    ``(hidden [B, layers, frames, dim], frame_lengths [B])``. The CNN front end is always
+    ``(hidden [B, layers, frames, dim], frame_lengths [B])``; checkpoints that take no attention
+    mask see each utterance unpadded. The CNN front end is always
     frozen; :meth:`set_trainable_layers` unfreezes the top k transformer layers (paper 000
     fine-tunes the top 6; paper 001 all of them).
     """
@@ -85,7 +86,15 @@ class SpeechSSL(nn.Module):
         if self.use_attention_mask:
             mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).long()
         elif int(lengths.min()) != x.shape[1]:
-            raise EncoderError("this checkpoint takes no attention mask: batch inputs of equal length only")
+            # no attention mask: padding would leak into every frame, so each utterance runs on
+            # its own samples and the outputs are padded afterwards
+            outs = [self.forward(x[i:i + 1, : int(n)], lengths[i:i + 1]) for i, n in enumerate(lengths)]
+            frames = torch.cat([f for _, f in outs])
+            hidden = torch.zeros(x.shape[0], outs[0][0].shape[1], int(frames.max()), outs[0][0].shape[3],
+                                 dtype=outs[0][0].dtype, device=x.device)
+            for i, (h, f) in enumerate(outs):
+                hidden[i, :, : int(f)] = h[0, :, : int(f)]
+            return hidden, frames
         out = self.model(x, attention_mask=mask, output_hidden_states=True)
         hidden = torch.stack(out.hidden_states, dim=1)  # (batch, layers, frames, dim)
         frames = self.model._get_feat_extract_output_lengths(lengths).clamp(max=hidden.shape[2])

@@ -66,6 +66,10 @@ def results_table(rows: list[dict], key: str = "mean") -> str:
     cols = [c for c in COLUMNS if any(c in r.get(key, {}) for r in rows)]
     lines = []
     for r in rows:
+        if r.get("skipped"):
+            lines.append({"row": f"{r['name']} (skipped: {r['skipped']})", "modalities": "+".join(r["modalities"]),
+                          "#params": ""})
+            continue
         line = {"row": r["name"], "modalities": "+".join(r["modalities"]), "#params": f"{r['trainable_params']:,}"}
         for c in cols:
             if c in r[key]:
@@ -103,7 +107,7 @@ def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str
         out.append(f"- {f.name}: {f.description} ({len(f.train)} / {len(f.valid)} / "
                    f"{sum(len(t) for t in f.tests.values())} utterances)\n")
     rows = results["rows"]
-    test = rows[0]["test_set"] if rows else "test"
+    test = next((r["test_set"] for r in rows if r.get("test_set")), "test")
     out.append(f"\n## Results ({test})\n\n")
     out.append(results_table(rows))
     extra_tests = sorted({t for r in rows for t in r.get("tests", {})})

@@ -16,7 +16,9 @@ def plot_run(out: Path, results: dict, classes) -> dict[str, list[Path]]:
     over folds, primary test set), and training curves per stage. Returns row -> plot paths."""
     plots: dict[str, list[Path]] = {}
     for row in results["rows"]:
-        name, test = row["name"], row["test_set"]
+        name, test = row["name"], row.get("test_set")
+        if test is None:  # a skipped row
+            continue
         paths = plots.setdefault(name, [])
         if "confusion" in row:
             paths.append(confusion_plot(np.array(row["confusion"]), list(classes),

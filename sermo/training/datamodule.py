@@ -112,6 +112,10 @@ class UtteranceDataset(Dataset):
         return item
 
 
+SEQUENCES = {"wave", "phones"}
+"""Extras that are sequences even when a batch happens to hold equal lengths."""
+
+
 def collate(items: list[dict]) -> Batch:
     """Stack items into a :class:`Batch` (padding audio frames and text tokens)."""
     batch = Batch(ids=[it["id"] for it in items],
@@ -125,14 +129,15 @@ def collate(items: list[dict]) -> Batch:
         if key in ("id", "dims", "category", "audio", "text"):
             continue
         values = [np.asarray(it[key]) for it in items]
-        if all(v.shape == values[0].shape for v in values):
+        if key not in SEQUENCES and all(v.shape == values[0].shape for v in values):
             batch.extras[key] = torch.from_numpy(np.stack(values))
-        else:  # variable-length 1-D sequences: pad with zeros, mask alongside
+        else:  # sequences: pad with zeros along the first axis, lengths in <key>_len
             n = max(len(v) for v in values)
             padded = np.zeros((len(values), n) + values[0].shape[1:], dtype=values[0].dtype)
             for j, v in enumerate(values):
                 padded[j, : len(v)] = v
             batch.extras[key] = torch.from_numpy(padded)
+            batch.extras[f"{key}_len"] = torch.tensor([len(v) for v in values], dtype=torch.long)
     return batch
 
 

@@ -39,6 +39,7 @@ class RowResult:
     model: torch.nn.Module | None = None
     bundle: bool = True
     info: dict = field(default_factory=dict)
+    skipped: str = ""
 
 
 class RunData:
@@ -92,6 +93,39 @@ class FoldContext:
 
         L.seed_everything((self.cfg.train.seed * 1_000_003 + zlib.crc32(f"{self.fold.name}/{stage}".encode()))
                           % (2**31), verbose=False)
+
+    def waveforms(self, max_seconds: float = 20.0) -> dict:
+        """Dataset extras that load each utterance's 16 kHz waveform (for models that fine-tune a
+        speech encoder): ``wave``, padded in the batch, with its lengths in ``wave_len``."""
+        from sermo.data.audio import load_audio
+
+        df = self.run.manifest.df.set_index("id")
+        cap = int(max_seconds * 16000)
+
+        def wave(uid: str):
+            row = df.loc[uid]
+            start = None if row["start"] != row["start"] else float(row["start"])
+            end = None if row["end"] != row["end"] else float(row["end"])
+            return load_audio(row["audio"], start=start, end=end)[:cap]
+
+        return {"wave": wave}
+
+    def trainable_speech_encoder(self):
+        """A fine-tunable copy of the recipe's speech encoder (``SpeechSSL``), or ``None`` with the
+        reason when the audio encoder is not a transformers speech model (log-mel, eGeMAPS)."""
+        from sermo.encoders.base import EncoderError
+        from sermo.encoders.hub import resolve_checkpoint
+        from sermo.encoders.registry import REGISTRY
+        from sermo.encoders.speech import SpeechSSL
+
+        name = self.cfg.data.audio_encoder
+        spec = REGISTRY.get(name)
+        if spec is not None and spec.kind != "speech":
+            return None, f"the audio encoder {name!r} is not a trainable speech model"
+        try:
+            return SpeechSSL(resolve_checkpoint(spec.source if spec else name)), ""
+        except (EncoderError, OSError, ValueError) as exc:
+            return None, f"no trainable copy of {name!r}: {exc}"
 
     def input_spec(self) -> dict:
         """What a model's inputs look like: ``{"audio": (layers, dim) | None, "text": ..., "num_classes"}``."""
@@ -200,6 +234,14 @@ class FoldContext:
             probs = None if raw["logits"] is None else _softmax(raw["logits"])
             out[name] = {"ids": raw["ids"], "dims": dims, "probs": probs}
         return out
+
+    def batches(self, dataset: UtteranceDataset, batch_size: int = 64):
+        """Batches of a dataset in a fixed order (for a system's own passes over data)."""
+        return loader(dataset, batch_size, shuffle=False)
+
+    def skipped_row(self, name: str, modalities, reason: str) -> RowResult:
+        """A row that could not run here, reported with its reason instead of numbers."""
+        return RowResult(name, tuple(modalities), 0, {}, bundle=False, skipped=reason)
 
     def row(self, name: str, modalities, model: torch.nn.Module, predictions: dict, **kw) -> RowResult:
         """A :class:`RowResult` with the model's trainable parameter count."""

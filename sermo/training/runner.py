@@ -86,8 +86,9 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
                     save_bundle(out / "bundles" / r.name, r.model, _bundle_config(system, r, cfg, run))
         write_text_atomic(done, json.dumps(records, indent=1))
         per_fold[fold.name] = records
+    writer = is_rank_zero()  # asked before the process group goes: afterwards every rank looks like rank 0
     _end_distributed()
-    if not is_rank_zero():
+    if not writer:
         return out
     results = aggregate(system, names, protocol, profile, cfg.data.label_space, per_fold)
     results["seconds"] = round(time.time() - t0, 1)
@@ -122,6 +123,9 @@ def _quiet_lightning() -> None:
 
 
 def _evaluate_row(r: RowResult, run: RunData, fold: str, out: Path) -> dict:
+    if r.skipped:
+        return {"name": r.name, "modalities": list(r.modalities), "trainable_params": 0, "metrics": {},
+                "info": {}, "skipped": r.skipped}
     df = run.manifest.df.set_index("id")
     metrics: dict[str, dict] = {}
     for test, pred in r.predictions.items():
@@ -167,6 +171,10 @@ def aggregate(system: str, corpora: list[str], protocol, profile: str, label_spa
         first = recs[0][1]
         tests = list(first["metrics"])
         entry = {"name": name, "modalities": first["modalities"], "trainable_params": first["trainable_params"]}
+        if first.get("skipped"):
+            entry.update(skipped=first["skipped"], folds=[], mean={}, std={}, test_set=None)
+            rows.append(entry)
+            continue
         for t_i, test in enumerate(tests):
             folds = [{"fold": f, **{k: v for k, v in r["metrics"].get(test, {}).items() if k in METRIC_KEYS}}
                      for f, r in recs]

@@ -64,6 +64,8 @@ def test_fine_tuning_touches_only_top_k(hubert_dir):
     hidden, frames = m(x, torch.tensor([8000, 8000]))
     hidden[:, -1].sum().backward()
     assert all(p.grad is None for n, p in m.named_parameters() if "feature_extractor" in n)
+    short, frames = m(torch.randn(2, 8000), torch.tensor([8000, 4000]))  # unequal: run one by one
+    assert frames.tolist() == [398, 198] and short.shape[2] == 398
     with pytest.raises(EncoderError, match="3 transformer layers"):
         m.set_trainable_layers(5)
 

@@ -50,3 +50,16 @@ def test_standardize_uses_stats():
     s.set([[1.0, 2.0]], [[2.0, 4.0]])
     x = torch.tensor([[[[3.0, 6.0]]]])
     assert s(x).flatten().tolist() == [1.0, 1.0]
+
+
+def test_gru_last_output_ignores_right_padding():
+    from sermo.nn.layers import GRUEncoder
+
+    torch.manual_seed(0)
+    gru = GRUEncoder(3, hidden=5, layers=2)
+    x = torch.randn(1, 4, 3)
+    alone, _ = gru(x, torch.ones(1, 4, dtype=torch.bool))
+    padded = torch.cat([x, torch.randn(1, 6, 3) * 100], dim=1)
+    mask = torch.tensor([[True] * 4 + [False] * 6])
+    with_pad, _ = gru(padded, mask)
+    assert torch.allclose(alone, with_pad, atol=1e-6)

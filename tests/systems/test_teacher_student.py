@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sermo.data.batch import Batch
+from sermo.data.corpora import prepare
+from sermo.features import FeatureStore
+from sermo.nn.losses import ccc_loss
+from sermo.systems.teacher_student import TeacherStudentConfig, TSModel, residual_mask, student_l2
+from sermo.training.runner import run_system
+from tests.conftest import tiny_speech_model, tiny_text_model
+
+
+def test_residual_mask_drops_the_known_outliers():
+    rng = np.random.default_rng(0)
+    pred = rng.normal(size=(200, 3))
+    labels = 2.0 * pred + 1.0 + rng.normal(0, 0.1, size=(200, 3))  # a good linear fit...
+    labels[7, 0] += 5.0  # ...with one outlier in arousal
+    labels[42, 2] -= 5.0  # and one in dominance
+    labels[99, 1] = np.nan  # a missing label never drops an utterance
+    keep, info = residual_mask(pred, labels, 2.0)
+    dropped = set(np.flatnonzero(~keep))
+    assert {7, 42} <= dropped and 99 not in dropped
+    assert info["w"][0] == pytest.approx(2.0, abs=0.1)
+    # 2 sigma of normal residuals drops about 5% per dimension; the union over dimensions more
+    assert 0.05 < (~keep).mean() < 0.2
+    keep3, _ = residual_mask(pred, labels, 3.0)
+    assert keep3.sum() > keep.sum()
+
+
+def make_batch(n=6, frames=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Batch(ids=[str(i) for i in range(n)], dims=torch.rand(n, 3, generator=g),
+                 category=torch.zeros(n, dtype=torch.long), audio=torch.randn(n, 1, frames, 8, generator=g),
+                 audio_mask=torch.ones(n, frames, dtype=torch.bool))
+
+
+def test_l2_term_is_zero_for_masked_utterances_and_spares_the_teacher():
+    student = torch.randn(4, 5, requires_grad=True)
+    teacher = torch.randn(4, 5, requires_grad=True)
+    keep = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    loss = student_l2(student, teacher, keep)
+    loss.backward()
+    assert teacher.grad is None  # no gradient reaches the teacher
+    assert student.grad[1].abs().sum() == 0 and student.grad[3].abs().sum() == 0
+    assert student.grad[0].abs().sum() > 0
+    assert student_l2(student, teacher, torch.zeros(4)).item() == 0.0
+
+
+def test_lambda_zero_is_the_audio_baseline_objective():
+    cfg = TeacherStudentConfig(hidden=8, gru_layers=1, embedding=6)
+    torch.manual_seed(0)
+    student = TSModel(audio=(1, 8), text=None, cfg=cfg, lam=0.0)
+    batch = make_batch()
+    plain = student.losses(student(batch), batch)["loss"]
+    batch.extras = {"teacher_emb": torch.randn(6, 6), "ts_keep": torch.ones(6)}
+    out = student(batch)
+    losses = student.losses(out, batch)
+    assert torch.isclose(losses["loss"], ccc_loss(out.dims, batch.dims)) and torch.isclose(losses["loss"], plain)
+    student.lam = 30.0
+    assert student.losses(out, batch)["loss"] > losses["loss"]
+
+
+def test_fine_tuning_touches_only_the_top_layers(tmp_path):
+    from sermo.encoders.speech import SpeechSSL
+
+    speech = SpeechSSL(tiny_speech_model(tmp_path / "hubert"))
+    speech.set_trainable_layers(1)
+    model = TSModel(audio=None, text=None, cfg=TeacherStudentConfig(hidden=8, gru_layers=1, embedding=6),
+                    speech=speech)
+    trainable = [n for n, p in model.speech.named_parameters() if p.requires_grad]
+    assert trainable and all(n.startswith("model.encoder.layers.2.") for n in trainable)
+    groups = model.param_groups()
+    assert groups[1][1] == 0.25 and len(groups[1][0]) == len(list(speech.parameters()))
+
+
+@pytest.mark.slow
+def test_every_stage_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path):
+    manifest = prepare("iemocap", iemocap_synth)
+    df = manifest.df.groupby("speaker").head(6)  # 60 utterances, 5 sessions
+    small = tmp_path / "small.parquet"
+    manifest.subset(df["id"].tolist()).save(small)
+    speech, text = tiny_speech_model(tmp_path / "hubert"), tiny_text_model(tmp_path / "bert")
+    out = run_system("teacher_student", [("iemocap", small)], folds=[1], out=tmp_path / "run",
+                     store=FeatureStore(tmp_path / "store"), progress=False, overrides=[
+                         f"data.audio_encoder={speech}", f"data.text_encoder={text}", "data.audio_layers=[-1]",
+                         "data.text_layers=[-1]", "train.epochs=1", "train.batch_size=8", "model.hidden=8",
+                         "model.gru_layers=1", "model.embedding=8", "model.subsample=16", "model.finetune_layers=1",
+                         "model.student_finetune=true"])
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["name"]: r for r in results["rows"]}
+    assert list(rows) == ["audio", "text", "multimodal", "audio_ft", "ts", "cts"]
+    assert not any(r.get("skipped") for r in rows.values())
+    assert all("ccc_valence" in r["mean"] for r in rows.values())
+    assert rows["audio_ft"]["trainable_params"] > rows["audio"]["trainable_params"]
+    report = (out / "REPORT.md").read_text()
+    assert "left out of the L2 term" in report and "Pearson" in report
+    share = rows["cts"]["info"][0]["discarded_share"]
+    assert 0.0 <= share < 0.5
