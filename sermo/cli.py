@@ -216,8 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run a system's recipe over every fold of its protocol and write results.json, "
                                    "REPORT.md, plots, predictions and model bundles to the run folder. Rerunning "
                                    "the same command resumes an interrupted run.")
-    p.add_argument("system", help="baselines, teacher_student, distilled, hierarchical, label_embedding, "
-                                  "cross_representation")
+    from sermo.systems import available
+
+    p.add_argument("system", help=", ".join(available()))
     p.add_argument("--corpus", action="append", required=True, metavar="NAME=PATH",
                    help="corpus folder, table or manifest (repeatable)")
     p.add_argument("--profile", default="demo", help="recipe profile: demo or paper (default demo)")

@@ -20,6 +20,13 @@ def register(system: SystemDef) -> SystemDef:
     return system
 
 
+def available() -> list[str]:
+    """Names of the systems whose modules exist, without importing them (for --help)."""
+    from importlib.util import find_spec
+
+    return [name for name in MODULES if find_spec(f"sermo.systems.{name}") is not None]
+
+
 def load_all() -> dict[str, SystemDef]:
     """Import every system module that exists and return the registry."""
     for name in MODULES:
