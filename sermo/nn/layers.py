@@ -80,3 +80,67 @@ class Standardize(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         y = (x - self.mean[None, :, None]) / self.std[None, :, None]
         return y if mask is None else y * mask[:, None, :, None]
+
+
+class ConformerBlock(nn.Module):
+    """One conformer block (Gulati et al. 2020): half-step feed-forward, masked multi-head
+    self-attention, convolution module, half-step feed-forward, layer norm. ``(B, T, D) -> (B, T, D)``."""
+
+    def __init__(self, dim: int, heads: int = 4, kernel: int = 15, ff_mult: int = 4, dropout: float = 0.1):
+        super().__init__()
+
+        def ffn() -> nn.Sequential:
+            return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, ff_mult * dim), nn.SiLU(), nn.Dropout(dropout),
+                                 nn.Linear(ff_mult * dim, dim), nn.Dropout(dropout))
+
+        self.ff1, self.ff2 = ffn(), ffn()
+        self.attn_norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.conv_norm = nn.LayerNorm(dim)
+        self.pointwise_in = nn.Conv1d(dim, 2 * dim, 1)
+        self.depthwise = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim)
+        self.conv_act = nn.Sequential(nn.GroupNorm(1, dim), nn.SiLU())
+        self.pointwise_out = nn.Conv1d(dim, dim, 1)
+        self.dropout = nn.Dropout(dropout)
+        self.out_norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        keep = mask.unsqueeze(-1).to(x.dtype)
+        x = x + 0.5 * self.ff1(x)
+        h = self.attn_norm(x)
+        a, _ = self.attn(h, h, h, key_padding_mask=~mask, need_weights=False)
+        x = x + self.dropout(a)
+        h = (self.conv_norm(x) * keep).transpose(1, 2)  # (B, D, T); padding zeroed before convolving
+        h = nn.functional.glu(self.pointwise_in(h), dim=1)
+        h = self.pointwise_out(self.conv_act(self.depthwise(h) * keep.transpose(1, 2)))
+        x = x + self.dropout(h.transpose(1, 2))
+        x = x + 0.5 * self.ff2(x)
+        return self.out_norm(x) * keep
+
+
+class Conformer(nn.Module):
+    """Input projection to ``hidden`` then ``layers`` conformer blocks: ``(B, T, D_in) -> (B, T, hidden)``."""
+
+    def __init__(self, dim_in: int, hidden: int = 64, layers: int = 4, heads: int = 4, kernel: int = 15,
+                 dropout: float = 0.1):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, hidden)
+        self.blocks = nn.ModuleList(ConformerBlock(hidden, heads, kernel, dropout=dropout) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x) * mask.unsqueeze(-1).to(x.dtype)
+        for block in self.blocks:
+            h = block(h, mask)
+        return h
+
+
+def average_frames(x: torch.Tensor, mask: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of every ``factor`` consecutive real frames: ``(B, T, D) -> (B, ceil(T/f), D)`` with its mask."""
+    if factor <= 1:
+        return x, mask
+    t = (x.shape[1] + factor - 1) // factor * factor
+    x = nn.functional.pad(x, (0, 0, 0, t - x.shape[1]))
+    m = nn.functional.pad(mask, (0, t - mask.shape[1])).to(x.dtype)
+    summed = (x.view(x.shape[0], -1, factor, x.shape[2]) * m.view(m.shape[0], -1, factor, 1)).sum(2)
+    counts = m.view(m.shape[0], -1, factor).sum(2)
+    return summed / counts.clamp(min=1.0).unsqueeze(-1), counts > 0

@@ -21,7 +21,7 @@ from torch import nn
 
 from sermo.data.batch import Batch
 from sermo.evaluation.metrics import DIMENSIONS, ccc, pearson
-from sermo.nn.layers import GRUEncoder, LayerWeighting, Standardize
+from sermo.nn.layers import GRUEncoder, LayerWeighting, Standardize, average_frames
 from sermo.nn.losses import ccc_loss
 from sermo.systems import register
 from sermo.systems.base import Output, SystemDef
@@ -71,15 +71,7 @@ class Branch(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.layers(self.norm(x, mask))  # (B, T, D)
-        if self.subsample > 1:
-            s = self.subsample
-            t = (h.shape[1] + s - 1) // s * s
-            h = nn.functional.pad(h, (0, 0, 0, t - h.shape[1]))
-            m = nn.functional.pad(mask, (0, t - mask.shape[1])).float()
-            h = (h.view(h.shape[0], -1, s, h.shape[2]) * m.view(m.shape[0], -1, s, 1)).sum(2)
-            counts = m.view(m.shape[0], -1, s).sum(2)
-            h = h / counts.clamp(min=1.0).unsqueeze(-1)  # (B, T/s, D): means of real frames
-            mask = counts > 0
+        h, mask = average_frames(h, mask, self.subsample)  # (B, T/s, D): means of real frames
         last, _ = self.gru(h, mask)
         return last  # (B, hidden)
 

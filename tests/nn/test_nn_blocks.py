@@ -63,3 +63,20 @@ def test_gru_last_output_ignores_right_padding():
     mask = torch.tensor([[True] * 4 + [False] * 6])
     with_pad, _ = gru(padded, mask)
     assert torch.allclose(alone, with_pad, atol=1e-6)
+
+
+def test_conformer_and_frame_averaging_ignore_padding():
+    from sermo.nn.layers import Conformer, average_frames
+
+    torch.manual_seed(0)
+    conf = Conformer(5, hidden=8, layers=2, heads=2, kernel=3).eval()
+    x = torch.randn(2, 10, 5)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 6:] = False
+    y = conf(x, mask)
+    x2 = x.clone()
+    x2[1, 6:] = 99.0
+    assert torch.allclose(conf(x2, mask)[1, :6], y[1, :6], atol=1e-5) and y[1, 6:].abs().sum() == 0
+    avg, m = average_frames(x, mask, 4)
+    assert avg.shape == (2, 3, 5) and m[1].tolist() == [True, True, False]
+    assert torch.allclose(avg[1, 1], x[1, 4:6].mean(0))
