@@ -115,3 +115,16 @@ def test_gru_head_and_classification_only(iemocap_synth, store, tmp_path):
     row = json.loads((out / "results.json").read_text())["rows"][0]
     assert set(row["mean"]) == {"ua", "wa", "macro_f1"}  # only what the row predicts
     assert row["folds"][0]["fold"] == "fold2"
+
+
+def test_fusion_from_frozen_unimodal_branches_with_auxiliary_heads(iemocap_synth, store, tmp_path):
+    out = run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "fz", store=store,
+                     overrides=FAST + ["train.epochs=1", "model.fusion_init=unimodal", "model.freeze_branches=true",
+                                       "model.aux_weight=0.5"], progress=False)
+    rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    # frozen branches: only the joint and auxiliary heads train
+    assert rows["fusion"]["trainable_params"] < rows["audio"]["trainable_params"] + rows["text"]["trainable_params"]
+    assert "ccc_valence" in rows["fusion"]["mean"]
+    with pytest.raises(ValueError, match="needs the rows"):
+        run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "bad", store=store,
+                   overrides=FAST + ["model.rows=[fusion]", "model.fusion_init=unimodal"], progress=False)
