@@ -36,6 +36,7 @@ class FeatureSource:
         self.frame_rate = encoder.frame_rate
         self.keys = feature_keys(manifest, encoder.modality, store)
         self.store = store
+        self._lengths: dict[str, int] = {}
 
     def has(self, uid: str) -> bool:
         """Whether the utterance has features (readable audio / a transcript)."""
@@ -44,6 +45,12 @@ class FeatureSource:
     def get(self, uid: str) -> np.ndarray:
         """``(layers, frames, dim)`` features of one utterance (memory-mapped float16)."""
         return self.store.get(self.identity, self.keys[uid]).hidden
+
+    def length(self, uid: str) -> int:
+        """Frames (or tokens) of one utterance; read from the store once, then remembered."""
+        if uid not in self._lengths:
+            self._lengths[uid] = int(self.get(uid).shape[1])
+        return self._lengths[uid]
 
 
 @dataclass
@@ -98,7 +105,7 @@ class UtteranceDataset(Dataset):
         """Sequence length of item ``i`` (frames, else tokens), for bucketing."""
         uid = self.ids[i]
         src = self.audio or self.text
-        return 1 if src is None else int(src.store.get(src.identity, src.keys[uid]).hidden.shape[1])
+        return 1 if src is None else src.length(uid)
 
     def __getitem__(self, i: int) -> dict:
         uid = self.ids[i]

@@ -34,8 +34,8 @@ class SystemTask(L.LightningModule):
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch.to(device)
 
-    def _step(self, batch: Batch, stage: str) -> torch.Tensor:
-        losses = self.model.losses(self.model(batch), batch)
+    def _step(self, batch: Batch, stage: str, out=None) -> torch.Tensor:
+        losses = self.model.losses(out if out is not None else self.model(batch), batch)
         for name, value in losses.items():
             key = f"{stage}_{name}" if name != "loss" else f"{stage}_loss"
             self.log(key, value.detach(), on_step=False, on_epoch=True, batch_size=len(batch),
@@ -47,11 +47,7 @@ class SystemTask(L.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         out = self.model(batch)
-        losses = self.model.losses(out, batch)
-        for name, value in losses.items():
-            key = f"val_{name}" if name != "loss" else "val_loss"
-            self.log(key, value.detach(), on_step=False, on_epoch=True, batch_size=len(batch),
-                     prog_bar=name == "loss", sync_dist=self.trainer.world_size > 1)
+        self._step(batch, "val", out)
         self._val.append(tuple(None if t is None else t.detach().float().cpu() for t in
                                (out.dims, batch.dims, out.logits, batch.category.float())))
 
