@@ -104,3 +104,21 @@ def get_encoder(name: str, *, layers=None, dtype: str = "float16", device: str =
         source = spec.source or minilm_path()
         return HFTextEncoder(source, name=name, layers=layers, dtype=dtype, device=device)
     return HFSpeechEncoder(spec.source, name=name, layers=layers, dtype=dtype, device=device)
+
+
+def checkpoint_folder(name: str) -> tuple[str, str]:
+    """``(kind, local folder)`` of a transformers encoder that can be fine-tuned: kind is
+    ``speech`` or ``text``.
+
+    Raises:
+        EncoderError: the encoder is not a transformers model (log-mel, eGeMAPS, Resemblyzer)
+            or is not available offline.
+    """
+    from sermo.encoders.hub import resolve_checkpoint
+
+    spec = REGISTRY.get(name)
+    if spec is None:
+        return ("speech" if encoder_modality(name) == "audio" else "text"), resolve_checkpoint(name)
+    if spec.kind not in ("speech", "text"):
+        raise EncoderError(f"the encoder {name!r} ({spec.kind}) is not a trainable transformers model")
+    return spec.kind, resolve_checkpoint(spec.source or minilm_path())

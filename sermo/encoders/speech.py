@@ -25,7 +25,11 @@ class SpeechSSL(nn.Module):
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
         self.config = AutoConfig.from_pretrained(folder)
-        self.model = AutoModel.from_pretrained(folder)
+        # LayerDrop skips random layers in training: every forward must return every hidden
+        # state (the layer weightings and the selections index them)
+        if hasattr(self.config, "layerdrop"):
+            self.config.layerdrop = 0.0
+        self.model = AutoModel.from_pretrained(folder, config=self.config)
         try:
             fe = AutoFeatureExtractor.from_pretrained(folder)
             self.use_attention_mask = bool(getattr(fe, "return_attention_mask", False))

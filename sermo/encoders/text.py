@@ -65,3 +65,72 @@ class HFTextEncoder(Encoder):
         for o in outs:
             o.hidden = np.ascontiguousarray(o.hidden)
         return outs
+
+
+class TextSSL(torch.nn.Module):
+    """A transformers text model returning every hidden state; usable frozen or fine-tuned.
+
+    :meth:`tokenize` turns a transcript into token ids (the same word splitting as
+    :class:`HFTextEncoder`); ``forward(ids [B, T], lengths [B])`` returns
+    ``(hidden [B, layers, T, dim], mask [B, T])``. :meth:`set_trainable_layers` unfreezes the
+    top k transformer layers (``"all"``: every layer and the embeddings).
+    """
+
+    def __init__(self, folder: str, *, max_tokens: int = 128):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        self.config = AutoConfig.from_pretrained(folder)
+        bpe = self.config.model_type in ("roberta", "gpt2", "bart", "longformer", "deberta")
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, **({"add_prefix_space": True} if bpe else {}))
+        self.model = AutoModel.from_pretrained(folder)
+        self.max_tokens = min(max_tokens, int(getattr(self.config, "max_position_embeddings", max_tokens)))
+        self.model.train()  # from_pretrained leaves eval mode; the trainer switches modes
+        self.set_trainable_layers(0)
+
+    @property
+    def num_hidden_states(self) -> int:
+        """Transformer layers + 1 (index 0 is the embedding output)."""
+        return int(self.config.num_hidden_layers) + 1
+
+    @property
+    def dim(self) -> int:
+        return int(self.config.hidden_size)
+
+    def set_trainable_layers(self, k: int | str) -> None:
+        """Freeze everything, then unfreeze the top ``k`` transformer layers (``"all"``: all of
+        them and the embeddings)."""
+        for p in self.model.parameters():
+            p.requires_grad = k == "all"
+        if k == "all":
+            return
+        layers = list(self.model.encoder.layer)
+        k = int(k)
+        if not 0 <= k <= len(layers):
+            raise ValueError(f"the model has {len(layers)} transformer layers; cannot train the top {k}")
+        for layer in layers[len(layers) - k:]:
+            for p in layer.parameters():
+                p.requires_grad = True
+
+    def tokenize(self, text: str) -> np.ndarray:
+        """Token ids (with the model's special tokens) of one transcript, int64."""
+        enc = self.tokenizer(str(text).split(), is_split_into_words=True, truncation=True,
+                             max_length=self.max_tokens)
+        return np.asarray(enc["input_ids"], dtype=np.int64)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]
+        out = self.model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
+        return torch.stack(out.hidden_states, dim=1), mask  # (B, L, T, D), (B, T)
+
+    def forward_top(self, hidden: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+        """Run only the top ``k`` transformer layers on ``hidden`` ``(B, T, D)``, the hidden state
+        just below them (e.g. read from the feature store): ``(B, k + 1, T, D)``, the input
+        first. The frozen layers underneath need not run again (BERT-style encoders)."""
+        layers = list(self.model.encoder.layer)
+        ext = (1.0 - mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+        states = [hidden]
+        for layer in layers[len(layers) - k:]:
+            out = layer(states[-1], attention_mask=ext)
+            states.append(out[0] if isinstance(out, tuple) else out)
+        return torch.stack(states, dim=1)

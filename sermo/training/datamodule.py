@@ -119,7 +119,7 @@ class UtteranceDataset(Dataset):
         return item
 
 
-SEQUENCES = {"wave", "phones"}
+SEQUENCES = {"wave", "phones", "tokens"}
 """Extras that are sequences even when a batch happens to hold equal lengths."""
 
 

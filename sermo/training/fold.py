@@ -30,6 +30,11 @@ class RowResult:
         model: the trained module (for the bundle), or ``None``.
         bundle: whether the row's model is worth serving.
         info: anything else the row reports (shares, weights, ...), JSON-ready.
+        skipped: why the row could not run here (then it has no predictions).
+        inputs: what the row's model reads when it differs from the recipe's ``data`` section:
+            ``{"audio": FeatureSource | None, "text": FeatureSource | None}`` for stored
+            features, ``"speech_model"`` / ``"text_model"``: the encoder names the model embeds
+            (fine-tuned, fed waveforms / token ids), for the bundle.
     """
 
     name: str
@@ -40,6 +45,7 @@ class RowResult:
     bundle: bool = True
     info: dict = field(default_factory=dict)
     skipped: str = ""
+    inputs: dict = field(default_factory=dict)
 
 
 class RunData:
@@ -110,22 +116,43 @@ class FoldContext:
 
         return {"wave": wave}
 
-    def trainable_speech_encoder(self):
-        """A fine-tunable copy of the recipe's speech encoder (``SpeechSSL``), or ``None`` with the
-        reason when the audio encoder is not a transformers speech model (log-mel, eGeMAPS)."""
+    def trainable_speech_encoder(self, name: str | None = None):
+        """A fine-tunable copy of a speech encoder (``SpeechSSL``; default: the recipe's), or
+        ``None`` with the reason when it is not a transformers speech model (log-mel, eGeMAPS)."""
         from sermo.encoders.base import EncoderError
-        from sermo.encoders.hub import resolve_checkpoint
-        from sermo.encoders.registry import REGISTRY
+        from sermo.encoders.registry import checkpoint_folder
         from sermo.encoders.speech import SpeechSSL
 
-        name = self.cfg.data.audio_encoder
-        spec = REGISTRY.get(name)
-        if spec is not None and spec.kind != "speech":
-            return None, f"the audio encoder {name!r} is not a trainable speech model"
+        name = name or self.cfg.data.audio_encoder
         try:
-            return SpeechSSL(resolve_checkpoint(spec.source if spec else name)), ""
+            kind, folder = checkpoint_folder(name)
+            if kind != "speech":
+                return None, f"the audio encoder {name!r} is not a speech model"
+            return SpeechSSL(folder), ""
         except (EncoderError, OSError, ValueError) as exc:
             return None, f"no trainable copy of {name!r}: {exc}"
+
+    def trainable_text_encoder(self, name: str | None = None):
+        """A fine-tunable copy of a text encoder (``TextSSL``; default: the recipe's), or ``None``
+        with the reason."""
+        from sermo.encoders.base import EncoderError
+        from sermo.encoders.registry import checkpoint_folder
+        from sermo.encoders.text import TextSSL
+
+        name = name or self.cfg.data.text_encoder
+        try:
+            kind, folder = checkpoint_folder(name)
+            if kind != "text":
+                return None, f"the text encoder {name!r} is not a text model"
+            return TextSSL(folder, max_tokens=self.cfg.data.max_tokens), ""
+        except (EncoderError, OSError, ValueError) as exc:
+            return None, f"no trainable copy of {name!r}: {exc}"
+
+    def transcripts(self, manifest=None) -> dict[str, str]:
+        """Each utterance's transcript by id (``manifest``: another transcript source, such as
+        an ASR-transcribed copy of the run's manifest)."""
+        df = (manifest or self.run.manifest).df
+        return dict(zip(df["id"], df["transcript"]))
 
     def input_spec(self) -> dict:
         """What a model's inputs look like: ``{"audio": (layers, dim) | None, "text": ..., "num_classes"}``."""
@@ -162,10 +189,11 @@ class FoldContext:
 
     def dataset(self, split: str, *, audio: bool = False, text: bool = False,
                 audio_source: FeatureSource | None = None, text_source: FeatureSource | None = None,
-                extras: dict | None = None) -> UtteranceDataset:
-        """The utterances of a split with the requested inputs (utterances lacking one are left out)."""
+                extras: dict | None = None, ids=None) -> UtteranceDataset:
+        """The utterances of a split (or ``ids``, a subset of it) with the requested inputs
+        (utterances lacking one are left out)."""
         d = self.cfg.data
-        return UtteranceDataset(self.ids(split), self.run.labels,
+        return UtteranceDataset(self.ids(split) if ids is None else list(ids), self.run.labels,
                                 audio=audio_source or (self.run.audio if audio else None),
                                 text=text_source or (self.run.text if text else None),
                                 max_frames=d.max_frames, max_tokens=d.max_tokens, extras=extras)

@@ -206,16 +206,20 @@ def _bundle_config(system: str, r: RowResult, cfg, run: RunData) -> dict:
         return {"name": src.name, "identity": dataclasses.asdict(src.identity), "layers": src.num_layers,
                 "dim": src.dim, "frame_rate": src.frame_rate}
 
+    audio = r.inputs.get("audio", run.audio) if "audio" in r.modalities else None
+    text = r.inputs.get("text", run.text) if "text" in r.modalities else None
     scales = run.manifest.df[["scale_min", "scale_max"]].dropna()
     return {
         "system": system, "row": r.name, "modalities": list(r.modalities), "model": dataclasses.asdict(cfg.model),
-        "audio_encoder": enc(run.audio) if "audio" in r.modalities else None,
-        "text_encoder": enc(run.text) if "text" in r.modalities else None,
+        "audio_encoder": enc(audio), "text_encoder": enc(text),
+        "speech_model": r.inputs.get("speech_model"), "text_model": r.inputs.get("text_model"),
         "label_space": run.space.to_dict(),
         "label_scale": [float(scales["scale_min"].min()), float(scales["scale_max"].max())] if len(scales) else None,
         "normalisation": "dims predicted on [0, 1] of the label scale, returned on the label scale",
         "transcripts": cfg.data.transcripts, "max_frames": cfg.data.max_frames, "max_tokens": cfg.data.max_tokens,
-        "input_spec": {"audio": [run.audio.num_layers, run.audio.dim] if run.audio else None,
-                       "text": [run.text.num_layers, run.text.dim] if run.text else None,
-                       "num_classes": run.space.num_classes},
+        "input_spec": {"audio": [audio.num_layers, audio.dim] if audio else None,
+                       "text": [text.num_layers, text.dim] if text else None,
+                       "num_classes": run.space.num_classes,
+                       **{k: r.inputs[k] for k in ("speech_model", "text_model", "text_top")
+                          if r.inputs.get(k) is not None}},
     }

@@ -63,6 +63,8 @@ class SystemTask(L.LightningModule):
         if parts[0][0] is not None:
             pred = torch.cat([p[0] for p in parts]).numpy()
             true = torch.cat([p[1] for p in parts]).numpy()
+            if pred.shape[1] != true.shape[1]:  # a model that learns some dimensions names them
+                true = true[:, list(getattr(self.model, "targets", range(pred.shape[1])))]
             cccs = [ccc(true[:, j], pred[:, j]) for j in range(true.shape[1]) if np.isfinite(true[:, j]).sum() > 1]
             score += 1.0 - float(np.mean(cccs)) if cccs else 0.0
         if parts[0][2] is not None:

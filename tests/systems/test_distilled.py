@@ -1,0 +1,133 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sermo.data.batch import Batch
+from sermo.data.corpora import prepare
+from sermo.data.labels import get_label_space
+from sermo.features import FeatureStore
+from sermo.nn.pooling import MeanMaxPool
+from sermo.systems.distilled import DistilledConfig, DistilledModel, Stream, freeze
+from sermo.training.datamodule import Labels
+from sermo.training.runner import run_system
+from tests.conftest import tiny_speech_model, tiny_text_model
+
+
+def test_mean_max_pooling_never_sees_padding():
+    x = torch.randn(2, 5, 3)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    padded = x.clone()
+    padded[0, 3:] = 1e6  # huge values in the padding: neither the mean nor the max may see them
+    pooled = MeanMaxPool()(padded, mask)
+    assert torch.allclose(pooled[0, :3], x[0, :3].mean(0)) and torch.allclose(pooled[0, 3:], x[0, :3].max(0).values)
+    assert torch.allclose(pooled[1], MeanMaxPool()(x, mask)[1])
+    negative = -torch.rand(1, 4, 2) - 1.0  # every real value below the zero padding
+    assert (MeanMaxPool()(negative, torch.tensor([[1, 1, 0, 0]], dtype=torch.bool)) < -0.5).all()
+
+
+def test_labels_normalise_to_unit_interval_and_back(iemocap_synth):
+    manifest = prepare("iemocap", iemocap_synth)
+    labels = Labels.from_manifest(manifest, get_label_space("iemocap-4"))
+    ids = manifest.df["id"].tolist()[:50]
+    unit = np.stack([labels.dims[u] for u in ids])
+    assert np.nanmin(unit) >= 0.0 and np.nanmax(unit) <= 1.0
+    back = labels.to_corpus_scale(ids, unit)
+    truth = manifest.df.set_index("id").loc[ids, ["arousal", "valence", "dominance"]].to_numpy(float)
+    assert np.allclose(back, truth, equal_nan=True)
+
+
+def test_layer_weights_are_a_softmax_that_sums_to_one():
+    stream = Stream(5, 4)
+    with torch.no_grad():
+        stream.layers.raw.copy_(torch.tensor([3.0, -1.0, 0.5, 0.0, 2.0]))
+    w = stream.layers.weights()
+    assert torch.isclose(w.sum(), torch.tensor(1.0)) and (w > 0).all() and int(w.argmax()) == 0
+
+
+def make_batch(n=4, frames=12, tokens=6):
+    g = torch.Generator().manual_seed(0)
+    return Batch(ids=[str(i) for i in range(n)], dims=torch.rand(n, 3, generator=g),
+                 category=torch.zeros(n, dtype=torch.long), audio=torch.randn(n, 1, frames, 8, generator=g),
+                 audio_mask=torch.ones(n, frames, dtype=torch.bool), text=torch.randn(n, 1, tokens, 6, generator=g),
+                 text_mask=torch.ones(n, tokens, dtype=torch.bool))
+
+
+def test_model_predicts_three_dimensions_and_a_single_dimension_model_learns_one():
+    cfg = DistilledConfig(hidden=8)
+    batch = make_batch()
+    model = DistilledModel(audio=(1, 8), text=(1, 6), cfg=cfg)
+    out = model(batch)
+    assert out.dims.shape == (4, 3) and out.embedding.shape == (4, 2 * 8 + 2 * 6)
+    single = DistilledModel(audio=(1, 8), text=None, cfg=cfg, targets=(1,))
+    out = single(batch)
+    assert out.dims.shape == (4, 1)
+    loss = single.losses(out, batch)["loss"]
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_ft_frz_freezes_the_fine_tuned_speech_stream_and_the_text_encoder(tmp_path):
+    from sermo.encoders.speech import SpeechSSL
+    from sermo.encoders.text import TextSSL
+
+    cfg = DistilledConfig(hidden=8, speech_layers=[-1])
+    speech = SpeechSSL(tiny_speech_model(tmp_path / "hubert"))
+    speech.set_trainable_layers("all")
+    audio_only = DistilledModel(audio=None, text=None, cfg=cfg, speech=speech)
+    assert any(p.requires_grad for p in audio_only.audio.encoder.parameters())
+    # second stage: the fine-tuned stream and the text stream fixed, a new head trained
+    model = DistilledModel(audio=(1, 8), text=(1, 6), cfg=cfg)
+    model.audio = freeze(audio_only.audio)
+    freeze(model.text)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("ffn.") for n in trainable)
+    # a text encoder fine-tuned on its top layer from the stored state below it
+    text = TextSSL(tiny_text_model(tmp_path / "bert"))
+    text.set_trainable_layers(1)
+    assert {n.split(".")[3] for n, p in text.named_parameters() if p.requires_grad} == {"1"}
+    text.eval()  # no dropout: the two paths must agree
+    ids = torch.from_numpy(np.stack([text.tokenize("i am so glad"), text.tokenize("the dinner was okay")]))
+    lengths = torch.tensor([ids.shape[1], ids.shape[1]])
+    full, mask = text(ids, lengths)
+    top = text.forward_top(full[:, 1], mask, 1)
+    assert torch.allclose(top[:, -1], full[:, -1], atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["ft", "frozen", "ft_frz"])
+def test_each_mode_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path, mode):
+    manifest = prepare("iemocap", iemocap_synth)
+    df = manifest.df.groupby("speaker").head(5)  # 50 utterances, 5 sessions
+    small = tmp_path / "small.parquet"
+    manifest.subset(df["id"].tolist()).save(small)
+    speech, text = tiny_speech_model(tmp_path / "hubert"), tiny_text_model(tmp_path / "bert")
+    out = run_system("distilled", [("iemocap", small)], folds=[1], out=tmp_path / "run",
+                     store=FeatureStore(tmp_path / "store"), progress=False, overrides=[
+                         f"data.text_encoder={text}", "data.text_layers=[-1]", "train.epochs=1",
+                         "train.batch_size=8", f"model.speech_encoders=[{speech}]", "model.hidden=8",
+                         f"model.mode={mode}", "model.text_finetune_layers=1", "model.importance_epochs=1",
+                         "model.transcript_engines=[whisper-tiny]"]
+                     # the analyses once (with ft) are enough
+                     + ([] if mode == "ft" else ["model.layer_importance=false", "model.transcript_engines=[]"]))
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["name"]: r for r in results["rows"]}
+    folder, speech = speech, "hubert"  # rows are named by the folder's last part
+    names = [speech, speech + "+text"] + ([speech + "+text@ft_frz"] if mode == "ft" else [])
+    assert list(rows) == names
+    assert all("ccc_valence" in r["mean"] for r in rows.values())
+    if mode == "ft":  # the fine-tuned speech encoder's parameters are trained
+        assert rows[speech]["trainable_params"] > rows[speech + "+text@ft_frz"]["trainable_params"]
+    if mode != "ft":
+        return
+    importance = json.loads((out / "fold1" / "analysis" / "layer_importance.json").read_text())
+    weights = importance[speech]["weights"]
+    assert set(weights) == {"arousal", "valence", "dominance"}
+    assert all(abs(sum(w) - 1.0) < 1e-5 and len(w) == 4 for w in weights.values())  # CNN + 3 layers
+    robust = json.loads((out / "fold1" / "analysis" / "transcripts.json").read_text())
+    assert robust["rows"][0]["transcripts"] == "oracle" and "ccc_valence" in robust["rows"][0]
+    report = (out / "REPORT.md").read_text()
+    assert "Layer importance" in report and "Transcript robustness" in report
+    config = json.loads((out / "bundles" / (speech + "+text") / "config.json").read_text())
+    assert config["audio_encoder"]["name"] == folder
