@@ -126,6 +126,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         report = run_extract_bench(Path(args.out), utterances=args.utterances,
                                    corpus=Path(args.corpus) if args.corpus else None)
+    else:
+        from sermo.bench.predict import run_predict_bench
+
+        report = run_predict_bench(Path(args.out))
     print(report.read_text())
     print(f"written to {report}")
     return 0
@@ -142,6 +146,63 @@ def _cmd_run(args: argparse.Namespace) -> int:
                      store=FeatureStore(args.store) if args.store else None, devices=args.devices,
                      num_nodes=args.num_nodes, progress=not args.quiet)
     print(f"results: {out / 'results.json'}\nreport:  {out / 'REPORT.md'}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    import pandas as pd
+
+    from sermo.data.audio import AudioError
+    from sermo.serving.predictor import Predictor, audio_files
+
+    predictor = Predictor.from_pretrained(args.bundle, asr=args.asr)
+    files = audio_files(args.inputs)
+    if not files:
+        raise UsageError(f"no audio files in {' '.join(args.inputs)} (looked for .wav .flac .ogg .mp3 .opus .aif)")
+    rows, skipped, summaries = [], 0, {}
+    for path in files:
+        try:
+            if args.segment:
+                preds, summary = predictor.predict_long(path, max_seconds=args.max_seconds)
+                summaries[str(path)] = summary
+            else:
+                preds = [predictor.predict(str(path), transcript=args.transcript)]
+        except AudioError as exc:  # a broken file is reported; the others still get results
+            print(f"sermo: skipped {exc}", file=sys.stderr)
+            skipped += 1
+            continue
+        rows += preds
+    if args.format == "json":
+        out = {"bundle": str(args.bundle), "predictions": [p.to_dict() for p in rows]}
+        if args.segment:
+            out["summaries"] = summaries
+        print(json.dumps(out, indent=1))
+    else:
+        table = pd.DataFrame([p.flat() for p in rows])
+        if args.format == "csv":
+            print(table.to_csv(index=False), end="")
+        else:
+            cols = [c for c in ("source", "start", "end", "arousal", "valence", "dominance", "category",
+                                "transcript_source") if c in table and table[c].notna().any()]
+            cols += [c for c in table if c.startswith("p_")]
+            with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60):
+                print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(table) else "")
+            if rows and rows[0].scale:
+                print(f"dimensions on the scale {rows[0].scale[0]:g}-{rows[0].scale[1]:g} the model was trained on")
+            for src, summary in summaries.items():
+                print(f"{src}: {json.dumps(summary)}")
+    if skipped:
+        print(f"sermo: {skipped} of {len(files)} file(s) skipped", file=sys.stderr)
+    return 0 if rows or not files else 1
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from sermo.serving.service import serve
+
+    serve(args.bundle, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+          max_seconds=args.max_seconds)
     return 0
 
 
@@ -232,9 +293,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("bench", help="measure speed: feature extraction",
+    p = sub.add_parser("predict", help="predict emotion for audio files with a trained model bundle",
+                       description="Predict arousal, valence, dominance (on the scale the model was trained on) and "
+                                   "category probabilities for audio files or folders of them. A file that cannot "
+                                   "be read is reported and skipped.")
+    p.add_argument("bundle", help="a bundle folder, e.g. runs/baselines/iemocap-demo/bundles/fusion")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders")
+    p.add_argument("--transcript", default=None,
+                   help="the words spoken (models that read text otherwise transcribe with their ASR engine)")
+    p.add_argument("--asr", default=None, help="ASR engine for text models (default: the bundle's, else pocketsphinx)")
+    p.add_argument("--segment", action="store_true",
+                   help="long recordings: cut by voice activity into segments, one result per segment + a summary")
+    p.add_argument("--max-seconds", type=float, default=10.0, help="longest segment with --segment (default 10)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("serve", help="HTTP service and web page for a model bundle",
+                       description="POST /predict (multipart: file, optional transcript), GET /health, the OpenAPI "
+                                   "schema at /docs, and a web page at / to upload or record audio.")
+    p.add_argument("bundle", help="a bundle folder")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload (default 20 MB)")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="longest accepted audio (default 60 s)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("bench", help="measure speed: feature extraction, prediction",
                        description="Benchmarks whose figures go in issue notes; nothing here asserts a time.")
-    p.add_argument("what", choices=["extract"], help="extract: encoders' first vs cached runs, batched vs plain loop")
+    p.add_argument("what", choices=["extract", "predict"],
+                   help="extract: encoders' first vs cached runs, batched vs plain loop; predict: latency, throughput "
+                        "and the service's requests per second")
     p.add_argument("--utterances", type=int, default=60, help="utterances of the built-in corpus (default 60)")
     p.add_argument("--corpus", default=None, help="an IEMOCAP-layout corpus to use instead of a fresh built-in one")
     p.add_argument("--out", default="runs/bench", help="folder for the report (default runs/bench)")

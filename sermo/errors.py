@@ -8,9 +8,10 @@ from sermo.data.manifest import ManifestError
 from sermo.data.protocols import ProtocolError
 from sermo.data.synth.corpus import SynthError
 from sermo.encoders.base import EncoderError
+from sermo.serving.predictor import BundleError
 from sermo.training.config import ConfigError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     AudioError, IemocapLayoutError, MspLayoutError, TableLayoutError, ManifestError, ProtocolError,
-    SynthError, EncoderError, ConfigError, FileNotFoundError,
+    SynthError, EncoderError, ConfigError, FileNotFoundError, BundleError,
 )

@@ -1,0 +1,327 @@
+"""Predictions for new audio from a model bundle: ``Predictor.from_pretrained(path).predict(...)``.
+
+A bundle names the system, the row, the encoders its model reads and the label space and
+scale (see :mod:`sermo.serving.bundle`). The predictor rebuilds the encoders and the model
+(from the system's code, never from the bundle), turns audio (and a transcript, or the
+configured ASR engine's) into the model's inputs, and returns typed results on the label
+scale the model was trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sermo.data.audio import SAMPLE_RATE, load_audio, prepare_waveform
+from sermo.data.batch import Batch, pad_sequences
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
+
+
+class BundleError(ValueError):
+    """A folder that is not a usable sermo bundle (the message says what is wrong)."""
+
+
+@dataclass
+class Prediction:
+    """Emotion predicted for one input (a file, an array, or a segment of a recording).
+
+    Attributes:
+        source: the file path, or ``array[i]`` for arrays.
+        arousal, valence, dominance: on ``scale`` (``None`` when the model predicts no dimensions);
+            a model output beyond the scale is clipped to its ends.
+        scale: ``(min, max)`` of the label scale the model was trained on (the corpus's).
+        categories: class -> probability (``None`` when the model predicts no categories).
+        category: the most probable class.
+        modalities: what the model read (``audio``, ``text``).
+        transcript: the transcript used (``None`` for audio-only models).
+        transcript_source: ``given`` or ``asr:<engine>`` (``None`` for audio-only models).
+        start, end: seconds within the recording for segments (``None`` for whole inputs).
+        duration: seconds of audio.
+    """
+
+    source: str
+    arousal: float | None = None
+    valence: float | None = None
+    dominance: float | None = None
+    scale: tuple[float, float] | None = None
+    categories: dict[str, float] | None = None
+    category: str | None = None
+    modalities: list[str] = field(default_factory=list)
+    transcript: str | None = None
+    transcript_source: str | None = None
+    start: float | None = None
+    end: float | None = None
+    duration: float = 0.0
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["scale"] = list(self.scale) if self.scale else None
+        return d
+
+    def flat(self) -> dict:
+        """One flat row (categories as ``p_<class>`` columns) for tables and CSV."""
+        d = self.to_dict()
+        cats = d.pop("categories") or {}
+        d["scale"] = f"{self.scale[0]:g}-{self.scale[1]:g}" if self.scale else None
+        d["modalities"] = "+".join(self.modalities)
+        d.update({f"p_{k}": v for k, v in cats.items()})
+        return d
+
+
+class Predictor:
+    """A trained sermo model ready to predict emotion for any audio.
+
+    >>> p = Predictor.from_pretrained("runs/baselines/iemocap-demo/bundles/fusion")  # doctest: +SKIP
+    >>> p.predict("speech.wav").valence  # doctest: +SKIP
+    """
+
+    def __init__(self, config: dict, weights: dict[str, torch.Tensor], *, asr: str | None = None,
+                 folder: str | None = None):
+        from sermo.data.labels import LabelSpace
+        from sermo.systems import get_system
+        from sermo.training.config import build
+
+        self.config, self.folder = config, folder
+        where = folder or "bundle"
+        try:
+            sysdef = get_system(config["system"])
+            model_cfg = build(sysdef.config_cls, config["model"], f"{where}: model")
+            self.model = sysdef.build_model(config["row"], model_cfg, config["input_spec"])
+        except (KeyError, ValueError) as exc:
+            raise BundleError(f"{where}: the config does not describe a model sermo can build ({exc})") from exc
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        if missing or unexpected:
+            raise BundleError(f"{where}: the weights do not fit the model (missing {list(missing)[:3]}, "
+                              f"unexpected {list(unexpected)[:3]}); was the bundle edited?")
+        self.model.eval()
+        self.space = LabelSpace.from_dict(config["label_space"])
+        self.scale = tuple(config["label_scale"]) if config.get("label_scale") else None
+        self.modalities = list(config["modalities"])
+        spec = config["input_spec"]
+        self.wave_input = bool(spec.get("speech_model"))
+        self.token_input = bool(spec.get("text_model")) and spec.get("text_top") is None
+        self.audio_encoder = self._encoder(config.get("audio_encoder")) if "audio" in self.modalities \
+            and not self.wave_input else None
+        self.text_encoder = self._encoder(config.get("text_encoder")) if "text" in self.modalities \
+            and not self.token_input else None
+        engine = config.get("transcripts") or "oracle"
+        self.asr_engine = asr or (engine if engine != "oracle" else "pocketsphinx")
+        self._asr = None
+        self.max_frames = int(config.get("max_frames") or 3000)
+        self.max_tokens = int(config.get("max_tokens") or 128)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, asr: str | None = None) -> "Predictor":
+        """Load a bundle folder (``<run>/bundles/<row>``); nothing in it is executed or unpickled.
+
+        Args:
+            path: the bundle folder.
+            asr: the ASR engine for models that read text when no transcript is given
+                (default: the one the model was trained with, pocketsphinx for oracle transcripts).
+
+        Raises:
+            BundleError: not a bundle, or a config / weights that do not fit together.
+        """
+        from sermo.serving.bundle import read_bundle
+
+        try:
+            config, weights = read_bundle(path)
+        except FileNotFoundError as exc:
+            raise BundleError(str(exc)) from exc
+        except Exception as exc:  # a corrupt safetensors or JSON file
+            raise BundleError(f"{path}: unreadable bundle ({exc})") from exc
+        return cls(config, weights, asr=asr, folder=str(path))
+
+    @staticmethod
+    def _encoder(entry: dict | None):
+        from sermo.encoders import get_encoder
+
+        if entry is None:
+            return None
+        ident = entry["identity"]
+        enc = get_encoder(entry["name"], layers=ident.get("layers"), dtype=ident.get("dtype", "float16"))
+        if enc.identity.weights != ident["weights"]:
+            import warnings
+
+            warnings.warn(f"the encoder {entry['name']!r} here has other weights than the one the model was "
+                          "trained with: predictions may be off", stacklevel=3)
+        return enc
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def _transcribe(self, wave: np.ndarray) -> str:
+        if self._asr is None:
+            from sermo.encoders.asr import get_asr
+
+            self._asr = get_asr(self.asr_engine)
+        return self._asr.transcribe(wave)
+
+    def _as_waves(self, audio, sampling_rate) -> list[tuple[str, np.ndarray]]:
+        items = audio if isinstance(audio, (list, tuple)) else [audio]
+        out = []
+        for i, item in enumerate(items):
+            if isinstance(item, (str, Path)):
+                out.append((str(item), load_audio(item)))
+                continue
+            if sampling_rate is None:
+                raise ValueError("predict() got an array without sampling_rate: pass sampling_rate=16000 (or "
+                                 "the array's rate)")
+            out.append((f"array[{i}]", prepare_waveform(item, int(sampling_rate), name=f"array[{i}]")))
+        return out
+
+    @torch.inference_mode()
+    def _run(self, waves: list[np.ndarray], transcripts: list[str | None]) -> tuple[list[dict], list[tuple]]:
+        """Model outputs for 16 kHz waveforms; returns per-item dicts and the transcripts used."""
+        n = len(waves)
+        batch = Batch(ids=[str(i) for i in range(n)], dims=torch.full((n, 3), float("nan")),
+                      category=torch.full((n,), -1, dtype=torch.long))
+        used: list[tuple] = [(None, None)] * n
+        if "text" in self.modalities:
+            used = []
+            for w, t in zip(waves, transcripts):
+                used.append((t, "given") if t is not None else (self._transcribe(w), f"asr:{self.asr_engine}"))
+        if self.audio_encoder is not None:
+            outs = self.audio_encoder.encode_batch(list(waves))
+            feats = [torch.from_numpy(o.hidden[:, : self.max_frames].astype(np.float32)) for o in outs]
+            batch.audio, batch.audio_mask = pad_sequences(feats)
+        if self.wave_input:
+            lengths = torch.tensor([len(w) for w in waves])
+            padded = torch.zeros(n, int(lengths.max()))
+            for i, w in enumerate(waves):
+                padded[i, : len(w)] = torch.from_numpy(w)
+            batch.extras.update(wave=padded, wave_len=lengths)
+        if self.text_encoder is not None:
+            outs = self.text_encoder.encode_batch([t or "" for t, _ in used])
+            feats = [torch.from_numpy(o.hidden[:, : self.max_tokens].astype(np.float32)) for o in outs]
+            batch.text, batch.text_mask = pad_sequences(feats)
+        if self.token_input:
+            from sermo.encoders.text import TextSSL
+
+            tok = next(m for m in self.model.modules() if isinstance(m, TextSSL))
+            ids = [tok.tokenize(t or "") for t, _ in used]
+            lengths = torch.tensor([len(x) for x in ids])
+            padded = torch.zeros(n, int(lengths.max()), dtype=torch.long)
+            for i, x in enumerate(ids):
+                padded[i, : len(x)] = torch.from_numpy(x)
+            batch.extras.update(tokens=padded, tokens_len=lengths)
+        out = self.model(batch)
+        results = []
+        for i in range(n):
+            r: dict = {}
+            if out.dims is not None and out.dims.shape[1] == 3:
+                d = out.dims[i].float().clamp(0.0, 1.0).cpu().numpy()  # never off the stated scale
+                lo, hi = self.scale or (0.0, 1.0)
+                r.update(zip(("arousal", "valence", "dominance"), (float(lo + v * (hi - lo)) for v in d)))
+            if out.logits is not None:
+                p = torch.softmax(out.logits[i].float(), dim=-1).cpu().numpy()
+                r["categories"] = {c: float(v) for c, v in zip(self.space.classes, p)}
+                r["category"] = self.space.classes[int(p.argmax())]
+            results.append(r)
+        return results, used
+
+    # -- public ---------------------------------------------------------------------------
+
+    def predict(self, audio, sampling_rate: int | None = None, transcript=None, *, batch_size: int = 8):
+        """Emotion for a path, an array, or a list of them.
+
+        Args:
+            audio: a file path, a waveform array (with ``sampling_rate``), or a list of either.
+            sampling_rate: the arrays' rate (files carry their own).
+            transcript: the words spoken (a string, or a list matching ``audio``); models that
+                read text transcribe with their ASR engine when it is missing.
+            batch_size: inputs per model call.
+
+        Returns:
+            One :class:`Prediction` for a single input; a pandas DataFrame (one row per input)
+            for a list.
+
+        Raises:
+            AudioError: an unreadable file or a bad array (the message names it).
+        """
+        single = not isinstance(audio, (list, tuple))
+        items = self._as_waves(audio, sampling_rate)
+        texts = transcript if isinstance(transcript, (list, tuple)) else [transcript] * len(items)
+        if len(texts) != len(items):
+            raise ValueError(f"{len(texts)} transcripts for {len(items)} inputs")
+        preds = []
+        for k in range(0, len(items), batch_size):
+            chunk = items[k:k + batch_size]
+            preds += self._predictions([s for s, _ in chunk], [w for _, w in chunk], texts[k:k + batch_size])
+        if single:
+            return preds[0]
+        import pandas as pd
+
+        return pd.DataFrame([p.flat() for p in preds])
+
+    def _predictions(self, sources, waves, texts, spans=None) -> list[Prediction]:
+        results, used = self._run(waves, list(texts))
+        out = []
+        for j, (src, w, r, (t, ts)) in enumerate(zip(sources, waves, results, used)):
+            start, end = spans[j] if spans else (None, None)
+            out.append(Prediction(source=src, scale=self.scale, modalities=self.modalities, transcript=t,
+                                  transcript_source=ts, start=start, end=end, duration=len(w) / SAMPLE_RATE,
+                                  **r))
+        return out
+
+    def predict_long(self, path: str | Path, *, max_seconds: float = 10.0, batch_size: int = 8,
+                     aggressiveness: int = 2) -> tuple[list[Prediction], dict]:
+        """A long recording, segmented by voice activity into utterances of at most
+        ``max_seconds``; memory stays bounded by the segment length, not the file's.
+
+        Returns:
+            ``(per-segment predictions with start and end, summary)``; the summary holds the
+            duration-weighted means of the dimensions and category probabilities, the
+            dominant category, the number of segments and the speech seconds.
+        """
+        from sermo.serving.segment import speech_segments
+
+        preds: list[Prediction] = []
+        pending: list[tuple[float, float, np.ndarray]] = []
+        for seg in speech_segments(path, max_seconds=max_seconds, aggressiveness=aggressiveness):
+            pending.append(seg)
+            if len(pending) == batch_size:
+                preds += self._segment_batch(str(path), pending)
+                pending = []
+        if pending:
+            preds += self._segment_batch(str(path), pending)
+        return preds, summarise(preds)
+
+    def _segment_batch(self, source: str, segs) -> list[Prediction]:
+        return self._predictions([source] * len(segs), [w for _, _, w in segs], [None] * len(segs),
+                                 spans=[(round(s, 3), round(e, 3)) for s, e, _ in segs])
+
+
+def summarise(preds: list[Prediction]) -> dict:
+    """Duration-weighted means over segments, the dominant category, counts."""
+    if not preds:
+        return {"segments": 0, "speech_seconds": 0.0}
+    w = np.array([p.duration for p in preds])
+    out: dict = {"segments": len(preds), "speech_seconds": round(float(w.sum()), 2)}
+    for d in ("arousal", "valence", "dominance"):
+        vals = [getattr(p, d) for p in preds]
+        if all(v is not None for v in vals):
+            out[d] = float(np.average(vals, weights=w))
+    if preds[0].categories:
+        classes = list(preds[0].categories)
+        probs = np.average([[p.categories[c] for c in classes] for p in preds], axis=0, weights=w)
+        out["categories"] = {c: float(v) for c, v in zip(classes, probs)}
+        out["category"] = classes[int(np.argmax(probs))]
+    out["scale"] = list(preds[0].scale) if preds[0].scale else None
+    return out
+
+
+def audio_files(inputs: list[str]) -> list[Path]:
+    """Files named, and the audio files inside folders named (recursively, sorted)."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+        else:
+            out.append(p)
+    return out

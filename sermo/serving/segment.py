@@ -1,0 +1,105 @@
+"""Voice-activity segmentation of long recordings, streamed so memory does not grow with the file.
+
+The file is read in blocks, resampled to 16 kHz as a stream (soxr), and cut by webrtcvad on
+30 ms frames into speech segments: voiced runs, closed after ``min_pause`` seconds of
+silence, at most ``max_seconds`` long (a longer run is cut), each padded by ``pad`` seconds
+of context. Only the current segment and one block are ever held.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from sermo.data.audio import SAMPLE_RATE, AudioError
+
+FRAME = 480  # 30 ms at 16 kHz, one of webrtcvad's frame sizes
+
+
+def _stream_16k(path: str | Path, block_seconds: float = 20.0) -> Iterator[np.ndarray]:
+    """Mono float32 16 kHz blocks of a file of any rate and channel count."""
+    import soundfile as sf
+    import soxr
+
+    try:
+        f = sf.SoundFile(str(path))
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise AudioError(path, f"not readable as audio ({str(exc).strip().splitlines()[-1]})") from exc
+    with f:
+        rate = f.samplerate
+        stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32") if rate != SAMPLE_RATE else None
+        block = max(1, int(block_seconds * rate))
+        while True:
+            x = f.read(block, dtype="float32", always_2d=True)
+            last = len(x) < block
+            x = x.mean(axis=1)
+            if not np.isfinite(x).all():
+                raise AudioError(path, "contains NaN or infinite samples")
+            y = stream.resample_chunk(x, last=last) if stream is not None else x
+            if len(y):
+                yield np.asarray(y, dtype=np.float32)
+            if last:
+                return
+
+
+def speech_segments(path: str | Path, *, max_seconds: float = 10.0, min_seconds: float = 0.5,
+                    min_pause: float = 0.3, pad: float = 0.15, aggressiveness: int = 2
+                    ) -> Iterator[tuple[float, float, np.ndarray]]:
+    """``(start s, end s, 16 kHz samples)`` of each speech segment of a recording, in order.
+
+    Raises:
+        AudioError: the file is not readable audio.
+    """
+    from sermo.encoders.speaker import _pkg_resources_shim
+
+    _pkg_resources_shim()  # webrtcvad imports pkg_resources
+    import webrtcvad
+
+    vad = webrtcvad.Vad(aggressiveness)
+    max_frames = max(1, int(max_seconds * SAMPLE_RATE / FRAME))
+    pause_frames = max(1, int(min_pause * SAMPLE_RATE / FRAME))
+    pad_frames = int(pad * SAMPLE_RATE / FRAME)
+    before: deque = deque(maxlen=pad_frames)  # the unvoiced frames before a segment (context)
+    seg: list[np.ndarray] = []
+    seg_start = 0
+    silent = 0
+    index = 0  # frame index in the recording
+    rest = np.zeros(0, dtype=np.float32)
+
+    def emit(frames: list[np.ndarray], start: int):
+        samples = np.concatenate(frames)
+        if len(samples) >= min_seconds * SAMPLE_RATE:
+            yield start * FRAME / SAMPLE_RATE, (start * FRAME + len(samples)) / SAMPLE_RATE, samples
+
+    for block in _stream_16k(path):
+        x = np.concatenate([rest, block])
+        usable = len(x) // FRAME * FRAME
+        rest = x[usable:]
+        for k in range(0, usable, FRAME):
+            frame = x[k:k + FRAME]
+            pcm = (np.clip(frame, -1, 1) * 32767).astype("<i2").tobytes()
+            voiced = vad.is_speech(pcm, SAMPLE_RATE)
+            if seg:
+                seg.append(frame)
+                silent = 0 if voiced else silent + 1
+                if silent >= pause_frames or len(seg) >= max_frames:
+                    # end of the utterance: drop trailing silence beyond the padding
+                    keep = len(seg) - max(0, silent - pad_frames)
+                    yield from emit(seg[:keep], seg_start)
+                    seg, silent = [], 0
+                    before.clear()
+            elif voiced:
+                seg = list(before) + [frame]
+                seg_start = index - len(before)
+                silent = 0
+            else:
+                before.append(frame)
+            index += 1
+    if seg:
+        keep = len(seg) - max(0, silent - pad_frames)
+        yield from emit(seg[:keep], seg_start)
+    if index == 0:
+        raise AudioError(path, "has no samples (0 s of audio)")

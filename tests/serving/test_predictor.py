@@ -1,0 +1,145 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+import sermo
+from sermo.data.audio import AudioError, load_audio
+from sermo.data.corpora import prepare
+from sermo.serving import BundleError, Prediction, Predictor
+
+
+def test_fusion_bundle_reproduces_the_runs_own_predictions(baselines_run, iemocap_synth):
+    preds = pd.read_parquet(baselines_run / "predictions" / "fusion.fold1.test.parquet")
+    manifest = prepare("iemocap", iemocap_synth).df.set_index("id")
+    predictor = sermo.Predictor.from_pretrained(baselines_run / "bundles" / "fusion")
+    ids = preds["id"].tolist()[:4]
+    table = predictor.predict([manifest.loc[u, "audio"] for u in ids],
+                              transcript=[manifest.loc[u, "transcript"] for u in ids])
+    assert isinstance(table, pd.DataFrame) and len(table) == 4
+    stored = preds.set_index("id").loc[ids]
+    for d in ("arousal", "valence", "dominance"):
+        # the predictor keeps predictions on the scale; the run's files keep the raw values
+        assert np.allclose(table[d].to_numpy(), np.clip(stored[f"{d}_pred"].to_numpy(), 1, 5), atol=1e-4)
+    one = predictor.predict(manifest.loc[ids[0], "audio"], transcript=manifest.loc[ids[0], "transcript"])
+    assert isinstance(one, Prediction) and one.scale == (1.0, 5.0)
+    assert one.transcript_source == "given" and one.modalities == ["audio", "text"]
+    assert abs(sum(one.categories.values()) - 1.0) < 1e-5 and one.category in one.categories
+
+
+def test_arrays_and_resampling_and_audio_only_models(baselines_run, iemocap_synth):
+    manifest = prepare("iemocap", iemocap_synth).df
+    path = manifest["audio"].iloc[0]
+    predictor = Predictor.from_pretrained(baselines_run / "bundles" / "audio")
+    from_file = predictor.predict(path)
+    wave = load_audio(path)
+    from_array = predictor.predict(wave, sampling_rate=16000)
+    assert from_file.transcript is None and from_file.transcript_source is None  # audio-only: no ASR
+    assert from_array.arousal == pytest.approx(from_file.arousal, abs=1e-4)
+    stereo = np.stack([wave, wave], axis=1)
+    assert predictor.predict(stereo, sampling_rate=16000).arousal == pytest.approx(from_file.arousal, abs=1e-4)
+    import soxr
+
+    upsampled = soxr.resample(wave, 16000, 44100)
+    assert predictor.predict(upsampled, sampling_rate=44100).arousal == pytest.approx(from_file.arousal, abs=0.1)
+    assert 1.0 <= from_file.arousal <= 5.0  # always on the stated scale
+    with pytest.raises(ValueError, match="sampling_rate"):
+        predictor.predict(wave)
+    with pytest.raises(AudioError, match="NaN"):
+        predictor.predict(np.full(1600, np.nan), sampling_rate=16000)
+
+
+def test_text_model_transcribes_when_no_transcript_is_given(baselines_run, iemocap_synth):
+    path = prepare("iemocap", iemocap_synth).df["audio"].iloc[0]
+    result = Predictor.from_pretrained(baselines_run / "bundles" / "text").predict(path)
+    assert result.transcript_source == "asr:pocketsphinx" and isinstance(result.transcript, str)
+
+
+def test_cli_json_matches_the_python_api_and_skips_a_corrupt_file(baselines_run, iemocap_synth, tmp_path):
+    manifest = prepare("iemocap", iemocap_synth).df
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for i in range(2):
+        Path(folder / f"u{i}.wav").write_bytes(Path(manifest["audio"].iloc[i]).read_bytes())
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
+    bundle = baselines_run / "bundles" / "audio"
+    proc = subprocess.run([sys.executable, "-m", "sermo.cli", "predict", str(bundle), str(folder), "--format", "json"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [Path(p["source"]).name for p in out["predictions"]] == ["u0.wav", "u1.wav"]
+    assert "broken.wav" in proc.stderr and "skipped" in proc.stderr
+    api = Predictor.from_pretrained(bundle).predict(str(folder / "u0.wav"))
+    assert out["predictions"][0]["valence"] == pytest.approx(api.valence, abs=1e-6)
+    assert out["predictions"][0]["categories"] == pytest.approx(api.categories, abs=1e-6)
+
+
+def test_tampered_bundles_execute_nothing(baselines_run, tmp_path):
+    import pickle
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(baselines_run / "bundles" / "audio", bundle)
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    for name in ("pytorch_model.bin", "model.pkl", "extra.pt"):
+        (bundle / name).write_bytes(pickle.dumps(Evil()))
+    Predictor.from_pretrained(bundle)  # the dropped pickles are never opened
+    assert not marker.exists()
+    (bundle / "model.safetensors").write_bytes(pickle.dumps(Evil()))  # weights replaced by a pickle
+    with pytest.raises(BundleError, match="unreadable"):
+        Predictor.from_pretrained(bundle)
+    assert not marker.exists()
+    config = json.loads((bundle / "config.json").read_text())
+    config["system"] = "os.system"
+    (bundle / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError):
+        Predictor.from_pretrained(bundle)
+    with pytest.raises(BundleError, match="not a sermo bundle"):
+        Predictor.from_pretrained(tmp_path)
+
+
+def test_long_recording_is_segmented(baselines_run, iemocap_synth, tmp_path):
+    manifest = prepare("iemocap", iemocap_synth).df
+    parts = []
+    for path in manifest["audio"].iloc[:6]:
+        parts += [load_audio(path), np.zeros(16000, dtype=np.float32)]  # 1 s pauses
+    long = tmp_path / "long.wav"
+    sf.write(long, np.concatenate(parts), 16000)
+    preds, summary = Predictor.from_pretrained(baselines_run / "bundles" / "audio").predict_long(long, max_seconds=4)
+    assert 4 <= len(preds) <= 12 and summary["segments"] == len(preds)
+    assert all(p.end - p.start <= 4.5 and p.start < p.end for p in preds)
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(preds, preds[1:]))
+    assert summary["category"] in summary["categories"] and 1.0 <= summary["valence"] <= 5.0
+
+
+def test_ten_minute_recording_is_predicted_with_bounded_memory(baselines_run, iemocap_synth, tmp_path):
+    import tracemalloc
+
+    manifest = prepare("iemocap", iemocap_synth).df
+    long = tmp_path / "ten_minutes.wav"
+    seconds = 0.0
+    with sf.SoundFile(long, "w", samplerate=16000, channels=1, subtype="PCM_16") as f:
+        k = 0
+        while seconds < 600:
+            x = load_audio(manifest["audio"].iloc[k % len(manifest)])
+            f.write(np.concatenate([x, np.zeros(8000, dtype=np.float32)]))
+            seconds += len(x) / 16000 + 0.5
+            k += 1
+    predictor = Predictor.from_pretrained(baselines_run / "bundles" / "audio")
+    whole_file = 600 * 16000 * 4  # the recording as float32
+    tracemalloc.start()
+    preds, summary = predictor.predict_long(long, max_seconds=8)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert summary["segments"] > 100 and summary["speech_seconds"] > 400
+    assert peak < whole_file / 4, f"peak {peak / 1e6:.1f} MB of arrays for a {whole_file / 1e6:.0f} MB recording"

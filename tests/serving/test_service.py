@@ -1,0 +1,134 @@
+"""The HTTP service over real loopback requests, and its web page in headless Chromium."""
+
+import shutil
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from sermo.data.corpora import prepare
+from sermo.serving import Predictor
+from sermo.serving.service import create_app
+
+
+@pytest.fixture(scope="module")
+def server(baselines_run):
+    import uvicorn
+
+    app = create_app(Predictor.from_pretrained(baselines_run / "bundles" / "fusion"), max_upload_mb=1.0,
+                     max_seconds=20.0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if srv.started:
+            break
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def wav(iemocap_synth):
+    return Path(prepare("iemocap", iemocap_synth).df["audio"].iloc[0])
+
+
+def test_health_and_schema(server):
+    h = httpx.get(f"{server}/health").json()
+    assert h["status"] == "ok" and h["system"] == "baselines" and h["row"] == "fusion"
+    schema = httpx.get(f"{server}/openapi.json").json()
+    assert "/predict" in schema["paths"] and "/health" in schema["paths"]
+
+
+def test_predict_a_real_wav(server, wav):
+    r = httpx.post(f"{server}/predict", files={"file": (wav.name, wav.read_bytes(), "audio/wav")},
+                   data={"transcript": "i am so glad"}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["source"] == wav.name and body["transcript_source"] == "given" and body["scale"] == [1.0, 5.0]
+    assert 1.0 <= body["valence"] <= 5.0 and abs(sum(body["categories"].values()) - 1) < 1e-5
+
+
+def test_rejections_are_4xx_with_a_message(server, wav, tmp_path):
+    big = np.random.default_rng(0).integers(0, 255, 2 * 1024 * 1024, dtype=np.uint8).tobytes()
+    r = httpx.post(f"{server}/predict", files={"file": ("big.wav", big, "audio/wav")}, timeout=60)
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    r = httpx.post(f"{server}/predict", files={"file": ("notes.txt", b"hello", "text/plain")})
+    assert r.status_code == 415 and "not audio" in r.json()["detail"]
+    r = httpx.post(f"{server}/predict", files={"file": ("fake.wav", b"RIFF....WAVEjunk" * 10, "audio/wav")})
+    assert r.status_code == 422 and "fake.wav" in r.json()["detail"]
+    import soundfile as sf
+
+    long = tmp_path / "long.wav"
+    sf.write(long, np.zeros(16000 * 25, dtype=np.int16), 16000)  # 25 s of silence: 0.8 MB, over 20 s
+    r = httpx.post(f"{server}/predict", files={"file": ("long.wav", long.read_bytes(), "audio/wav")})
+    assert r.status_code == 413 and "25.0 s" in r.json()["detail"]
+    r = httpx.post(f"{server}/predict")
+    assert r.status_code == 422
+
+
+def test_concurrent_requests_get_their_own_answers(server, baselines_run, iemocap_synth):
+    df = prepare("iemocap", iemocap_synth).df
+    paths = [Path(p) for p in df["audio"].iloc[:6]]
+    texts = df["transcript"].iloc[:6].tolist()
+    expected = Predictor.from_pretrained(baselines_run / "bundles" / "fusion").predict(
+        [str(p) for p in paths], transcript=texts)
+
+    def ask(i):
+        return httpx.post(f"{server}/predict", files={"file": (paths[i].name, paths[i].read_bytes(), "audio/wav")},
+                          data={"transcript": texts[i]}, timeout=120).json()
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(ask, range(6)))
+    for i, a in enumerate(answers):
+        assert a["source"] == paths[i].name
+        assert a["valence"] == pytest.approx(expected["valence"].iloc[i], abs=1e-4)
+
+
+def _browser():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("headless Chromium not found: install Debian's chromium and chromium-driver "
+                    "(`make test` does it with apt-get when run as root) to run the web page test")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def test_web_page_shows_a_prediction_in_headless_chromium(server, wav):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = _browser()
+    try:
+        browser.get(server + "/")
+        WebDriverWait(browser, 20).until(EC.text_to_be_present_in_element((By.ID, "model"), "baselines"))
+        browser.find_element(By.ID, "file").send_keys(str(wav.resolve()))
+        browser.find_element(By.ID, "transcript").send_keys("i am so glad")
+        browser.find_element(By.ID, "send").click()
+        WebDriverWait(browser, 60).until(EC.visibility_of_element_located((By.ID, "value-valence")))
+        valence = float(browser.find_element(By.ID, "value-valence").text)
+        assert 1.0 <= valence <= 5.0
+        bars = browser.find_elements(By.CSS_SELECTOR, "#cats .bar")
+        assert len(bars) == 4
+        plotted = browser.find_element(By.ID, "va").get_attribute("data-valence")
+        assert float(plotted) == pytest.approx(valence, abs=1e-3)
+        assert browser.find_element(By.ID, "error").text == ""
+    finally:
+        browser.quit()
