@@ -1,0 +1,158 @@
+"""``sermo bench predict``: prediction latency, throughput and the service's requests per second.
+
+A HuBERT-base-sized speech encoder (the real ``hubert-base`` when cached, random weights
+otherwise) with an audio-only baselines head is saved as a bundle and loaded through
+:class:`~sermo.serving.Predictor`, exactly as a user would. Measured in one run on this
+machine: the latency (p50, p95) of one 5-second utterance against the encoder's own forward
+time on the same audio (target: within 1.2x), the throughput over a batch of files, and the
+HTTP service's requests per second with concurrent clients on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from sermo.data.io import write_text_atomic
+from sermo.evaluation.report import markdown_table
+
+
+def _bundle(folder: Path, encoder_folder: str) -> Path:
+    """An audio-only baselines bundle over the encoder's last hidden state (random head)."""
+    import dataclasses
+
+    import torch
+
+    from sermo.data.labels import get_label_space
+    from sermo.encoders import get_encoder
+    from sermo.serving.bundle import save_bundle
+    from sermo.systems.baselines import BaselinesConfig, build_model
+
+    enc = get_encoder(encoder_folder, layers=[-1])
+    cfg = BaselinesConfig(head="pool", hidden=128, embedding=64)
+    spec = {"audio": [1, enc.dim], "text": None, "num_classes": 4}
+    torch.manual_seed(0)
+    model = build_model("audio", cfg, spec)
+    space = get_label_space("iemocap-4")
+    config = {"system": "baselines", "row": "audio", "modalities": ["audio"], "model": dataclasses.asdict(cfg),
+              "audio_encoder": {"name": encoder_folder, "identity": dataclasses.asdict(enc.identity),
+                                "layers": 1, "dim": enc.dim, "frame_rate": enc.frame_rate},
+              "text_encoder": None, "label_space": space.to_dict(), "label_scale": [1.0, 5.0],
+              "transcripts": "oracle", "max_frames": 3000, "max_tokens": 128, "input_spec": spec}
+    return save_bundle(folder, model, config)
+
+
+def _percentiles(times: list[float]) -> tuple[float, float]:
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+
+
+def _service_rps(predictor, wav: Path, *, clients: int = 4, requests: int = 24) -> dict:
+    import httpx
+    import uvicorn
+
+    from sermo.serving.service import create_app
+
+    app = create_app(predictor, max_upload_mb=20, max_seconds=60)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    data = wav.read_bytes()
+    url = f"http://127.0.0.1:{port}/predict"
+
+    def one(_):
+        t = time.perf_counter()
+        r = httpx.post(url, files={"file": ("u.wav", data, "audio/wav")}, timeout=300)
+        r.raise_for_status()
+        return time.perf_counter() - t
+
+    one(0)  # warm
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        lat = list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - t0
+    server.should_exit = True
+    thread.join(timeout=10)
+    p50, p95 = _percentiles(lat)
+    return {"clients": clients, "requests": requests, "rps": requests / wall, "p50_s": p50, "p95_s": p95}
+
+
+def run_predict_bench(out_dir: Path, *, repeats: int = 15, batch_files: int = 16) -> Path:
+    """Run the benchmark and write ``predict.md`` and ``predict.json`` to ``out_dir``."""
+    import soundfile as sf
+    import torch
+
+    from sermo.bench.extract import hubert_base_sized
+    from sermo.encoders.speech import SpeechSSL
+    from sermo.serving import Predictor
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="sermo-bench-"))
+    folder = hubert_base_sized(tmp / "hubert")
+    predictor = Predictor.from_pretrained(_bundle(tmp / "bundle", folder))
+    rng = np.random.default_rng(0)
+    t = np.arange(5 * 16000) / 16000
+    wave = (0.1 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+            + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    wav = tmp / "five_seconds.wav"
+    sf.write(wav, wave, 16000)
+
+    ssl = SpeechSSL(folder).eval()
+    x = torch.from_numpy(wave)[None]
+    lengths = torch.tensor([x.shape[1]])
+    with torch.inference_mode():
+        ssl(x, lengths)  # warm
+    forward, latency = [], []
+    for _ in range(repeats):  # interleaved, so both see the same machine state
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            ssl(x, lengths)
+            forward.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        predictor.predict(wave, sampling_rate=16000)
+        latency.append(time.perf_counter() - t0)
+    f50, f95 = _percentiles(forward)
+    l50, l95 = _percentiles(latency)
+    files = []
+    for i in range(batch_files):
+        n = int(16000 * rng.uniform(2, 6))
+        path = tmp / f"file{i}.wav"
+        sf.write(path, wave[:n] if n <= len(wave) else np.tile(wave, 2)[:n], 16000)
+        files.append(str(path))
+    t0 = time.perf_counter()
+    predictor.predict(files)
+    batch_wall = time.perf_counter() - t0
+    audio_seconds = sum(sf.info(f).duration for f in files)
+    service = _service_rps(predictor, wav)
+    rows = [
+        {"measure": "encoder forward, 5 s utterance", "p50 s": f50, "p95 s": f95},
+        {"measure": "Predictor.predict, 5 s utterance", "p50 s": l50, "p95 s": l95},
+        {"measure": f"HTTP /predict, {service['clients']} concurrent clients", "p50 s": service["p50_s"],
+         "p95 s": service["p95_s"]},
+    ]
+    facts = {"encoder": folder, "ratio_p50": l50 / f50, "throughput_files_per_s": batch_files / batch_wall,
+             "throughput_audio_s_per_s": audio_seconds / batch_wall, "service_rps": service["rps"],
+             "torch_threads": torch.get_num_threads()}
+    text = ["# sermo bench predict\n\n",
+            f"Encoder: HuBERT-base-sized (`{folder}`), audio-only head; CPU, {torch.get_num_threads()} threads.\n\n",
+            markdown_table(rows),
+            f"\nPrediction / encoder forward (p50): **{facts['ratio_p50']:.2f}x** (target: at most 1.2x).\n\n"
+            f"Throughput over {batch_files} files ({audio_seconds:.0f} s of audio): "
+            f"{facts['throughput_files_per_s']:.2f} files/s, {facts['throughput_audio_s_per_s']:.1f} s of audio/s.\n\n"
+            f"Service on loopback: {service['rps']:.2f} requests/s with {service['clients']} concurrent clients "
+            f"({service['requests']} requests of 5 s audio).\n"]
+    report = out_dir / "predict.md"
+    write_text_atomic(report, "".join(text))
+    write_text_atomic(out_dir / "predict.json", json.dumps({"rows": rows, **facts}, indent=2))
+    return report
