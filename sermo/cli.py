@@ -141,8 +141,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from sermo.training.runner import run_system
 
     folds = [int(x) for x in args.folds.split(",")] if args.folds else None
+    overrides = list(args.set or [])
+    if args.labels:
+        pairs = [p.split("=", 1) for p in args.labels.split(",")]
+        if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+            raise UsageError(f"--labels {args.labels!r}: expected CORPUS=TYPE[,CORPUS=TYPE], e.g. "
+                             "iemocap=continuous,msp=discrete")
+        overrides.append("model.labels={" + ", ".join(f"{k.strip()}: {v.strip()}" for k, v in pairs) + "}")
     out = run_system(args.system, [parse_corpus_arg(c) for c in args.corpus], profile=args.profile, folds=folds,
-                     out=Path(args.out) if args.out else None, overrides=args.set,
+                     out=Path(args.out) if args.out else None, overrides=overrides,
                      store=FeatureStore(args.store) if args.store else None, devices=args.devices,
                      num_nodes=args.num_nodes, progress=not args.quiet)
     print(f"results: {out / 'results.json'}\nreport:  {out / 'REPORT.md'}")
@@ -288,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a recipe value, e.g. train.epochs=5 (repeatable)")
     p.add_argument("--store", default=None, help="feature store folder")
+    p.add_argument("--labels", default=None, metavar="CORPUS=TYPE,...",
+                   help="with two corpora: the label type each contributes to training (continuous, discrete "
+                        "or none), e.g. iemocap=continuous,msp=discrete (systems with a model.labels setting)")
     p.add_argument("--devices", type=int, default=None, help="train on this many devices with Lightning DDP")
     p.add_argument("--num-nodes", type=int, default=None, help="nodes for multi-node training")
     p.add_argument("--quiet", action="store_true")

@@ -55,11 +55,14 @@ def run_demo(out: Path, *, utterances: int = 1000, seed: int = 0, systems: list[
     for name in chosen:
         t1 = time.time()
         sysdef = registry[name]
-        run_dir = run_system(name, [(layout, corpora[layout]) for layout in sysdef.demo_corpora], profile="demo",
-                             out=out / name, progress=progress)
-        results = json.loads((run_dir / "results.json").read_text())
-        sections.append(f"\n## {name}\n\n{sysdef.title}. Full report: [{name}/REPORT.md]({name}/REPORT.md)\n\n")
-        sections.append(results_table(results["rows"]))
+        runs = [(name, sysdef.demo_corpora)] + [(f"{name}-{'+'.join(ls)}", ls) for ls in sysdef.demo_extra]
+        for folder, layouts in runs:
+            run_dir = run_system(name, [(layout, corpora[layout]) for layout in layouts], profile="demo",
+                                 out=out / folder, progress=progress)
+            results = json.loads((run_dir / "results.json").read_text())
+            sections.append(f"\n## {folder}\n\n{sysdef.title}, on {' + '.join(layouts)}. Full report: "
+                            f"[{folder}/REPORT.md]({folder}/REPORT.md)\n\n")
+            sections.append(results_table(results["rows"]))
         timings.append({"system": name, "seconds": round(time.time() - t1, 1)})
     for layout, path in corpora.items():
         manifest = Manifest.load(path)

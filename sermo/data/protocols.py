@@ -158,8 +158,41 @@ def speaker_folds(manifest: Manifest, k: int = 5, *, seed: int = 0) -> Protocol:
                     f"{k} speaker-disjoint folds: fold i tests on speaker group i, validates on group i+1")
 
 
+def corpus_transfer(manifest: Manifest, *, seed: int = 0) -> Protocol:
+    """IEMOCAP and MSP-Podcast in one fold (paper 002, Table 2): IEMOCAP tests on its last
+    session and validates on its first; MSP-Podcast trains on a random subset of Train as large
+    as IEMOCAP's training part, validates on Development, tests on Test1. Each corpus's test
+    set is reported separately (``iemocap``, ``msp-test1``)."""
+    df = manifest.df
+    iem, msp = df["corpus"] == "iemocap", df["corpus"] == "msp-podcast"
+    sessions = sorted(df.loc[iem, "session"].dropna().unique())
+    if len(sessions) < 3 or not msp.any():
+        raise ProtocolError("corpus-transfer needs an IEMOCAP corpus (3+ sessions) and an MSP-Podcast corpus; "
+                            f"the manifest has {sorted(df['corpus'].dropna().unique())} with sessions {sessions}")
+    test_s, valid_s = sessions[-1], sessions[0]
+    iem_train = _ids(df, iem & ~df["session"].isin([test_s, valid_s]))
+    pool = list(_ids(df, msp & (df["partition"] == "Train")))
+    rng = np.random.default_rng(seed)
+    take = min(len(iem_train), len(pool))
+    msp_train = tuple(sorted(rng.choice(pool, take, replace=False).tolist())) if take else ()
+    tests = {"iemocap": _ids(df, iem & (df["session"] == test_s)),
+             "msp-test1": _ids(df, msp & (df["partition"] == "Test1"))}
+    if not msp_train or not tests["msp-test1"] or not (msp & (df["partition"] == "Development")).any():
+        raise ProtocolError("corpus-transfer needs MSP-Podcast Train, Development and Test1 partitions")
+    fold = Fold("transfer", iem_train + msp_train,
+                _ids(df, iem & (df["session"] == valid_s)) + _ids(df, msp & (df["partition"] == "Development")),
+                tests, description=f"IEMOCAP: train {len(iem_train)} utterances, validation {valid_s}, test {test_s}; "
+                                   f"MSP-Podcast: a random {len(msp_train)} of {len(pool)} Train utterances (IEMOCAP's "
+                                   "training size), validation Development, test Test1")
+    check_speaker_independence(fold, manifest)
+    return Protocol("corpus-transfer", (fold,),
+                    "IEMOCAP and MSP-Podcast together, the MSP-Podcast training subset drawn to the size of "
+                    "IEMOCAP's training part; each corpus tested on its own test set")
+
+
 def build_protocol(spec: str, manifest: Manifest, *, seed: int = 0) -> Protocol:
-    """Build a protocol from its name: ``iemocap-loso``, ``msp-partitions``, ``speaker-folds(k)``.
+    """Build a protocol from its name: ``iemocap-loso``, ``msp-partitions``, ``speaker-folds(k)``,
+    ``corpus-transfer`` (IEMOCAP + MSP-Podcast together).
 
     Raises:
         ProtocolError: unknown name (the message lists the known ones) or unusable manifest.
@@ -171,7 +204,10 @@ def build_protocol(spec: str, manifest: Manifest, *, seed: int = 0) -> Protocol:
         return iemocap_loso(manifest)
     if spec == "msp-partitions":
         return msp_partitions(manifest)
-    raise ProtocolError(f"unknown protocol {spec!r}; known: iemocap-loso, msp-partitions, speaker-folds(k)")
+    if spec == "corpus-transfer":
+        return corpus_transfer(manifest, seed=seed)
+    raise ProtocolError(f"unknown protocol {spec!r}; known: iemocap-loso, msp-partitions, speaker-folds(k), "
+                        "corpus-transfer")
 
 
 def default_protocol(manifest: Manifest) -> str:
@@ -181,6 +217,8 @@ def default_protocol(manifest: Manifest) -> str:
         return "iemocap-loso"
     if corpora == {"msp-podcast"}:
         return "msp-partitions"
+    if corpora == {"iemocap", "msp-podcast"}:
+        return "corpus-transfer"
     return "speaker-folds(5)"
 
 

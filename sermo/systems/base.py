@@ -44,6 +44,8 @@ class SystemDef:
         title: the paper, for reports.
         finish: optional ``(run_folder, results) -> markdown`` for analyses beyond the table.
         demo_corpora: the built-in corpus layouts ``sermo demo`` runs it on, in order.
+        demo_extra: further demo runs, each on the layouts given together (e.g. both corpora
+            for a cross-corpus experiment); their folders are ``<system>-<layouts>``.
     """
 
     name: str
@@ -54,3 +56,4 @@ class SystemDef:
     title: str = ""
     finish: Callable[..., str] | None = None
     demo_corpora: tuple[str, ...] = ("iemocap",)
+    demo_extra: tuple[tuple[str, ...], ...] = ()

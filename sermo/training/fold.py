@@ -189,11 +189,12 @@ class FoldContext:
 
     def dataset(self, split: str, *, audio: bool = False, text: bool = False,
                 audio_source: FeatureSource | None = None, text_source: FeatureSource | None = None,
-                extras: dict | None = None, ids=None) -> UtteranceDataset:
+                extras: dict | None = None, ids=None, labels: Labels | None = None) -> UtteranceDataset:
         """The utterances of a split (or ``ids``, a subset of it) with the requested inputs
-        (utterances lacking one are left out)."""
+        (utterances lacking one are left out); ``labels``: other targets (e.g. with some
+        label types masked)."""
         d = self.cfg.data
-        return UtteranceDataset(self.ids(split) if ids is None else list(ids), self.run.labels,
+        return UtteranceDataset(self.ids(split) if ids is None else list(ids), labels or self.run.labels,
                                 audio=audio_source or (self.run.audio if audio else None),
                                 text=text_source or (self.run.text if text else None),
                                 max_frames=d.max_frames, max_tokens=d.max_tokens, extras=extras)

@@ -1,0 +1,310 @@
+"""``hierarchical``: joint discrete and continuous emotion, hierarchical multi-task (paper 002).
+
+Sharma, Dhamyal, Raj, Singh: frozen SSL features -> 4-layer conformer (hidden 64) -> frames H;
+each decoder branch has its own self-attentive pooling and an MLP (64 -> 32, LeakyReLU,
+dropout 0.2) giving E_C (continuous) or E_D (discrete). Continuous output: 3 values through
+a ReLU; discrete output: class logits. Rows: ``baseline_c``, ``baseline_d``, ``multitask``
+(independent branches), ``hier_dc`` (continuous predicted from [E_D, E_C]) and ``hier_cd``
+(discrete predicted from [E_C, E_D]). Loss: alpha * sum over V, A, D of (1 - CCC) + beta * CE.
+Missing labels are masked, so utterances with only one label type train their own head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from sermo.data.batch import Batch
+from sermo.nn.layers import Conformer, LayerWeighting, Standardize, average_frames
+from sermo.nn.losses import ccc_per_dim, masked_cross_entropy
+from sermo.nn.pooling import SelfAttentivePool
+from sermo.systems import register
+from sermo.systems.base import Output, SystemDef
+
+ROWS = {
+    "baseline_c": ("continuous",),
+    "baseline_d": ("discrete",),
+    "multitask": ("continuous", "discrete"),
+    "hier_dc": ("continuous", "discrete"),
+    "hier_cd": ("continuous", "discrete"),
+}
+
+LABEL_TYPES = ("continuous", "discrete", "none")
+
+TABLE2 = [  # paper 002, Table 2: (ID, IEMOCAP training labels, MSP-Podcast training labels)
+    (1, "none", "continuous"), (2, "continuous", "none"), (3, "none", "discrete"), (4, "discrete", "none"),
+    (5, "continuous", "continuous"), (6, "discrete", "discrete"), (7, "continuous", "discrete"),
+    (8, "discrete", "continuous"),
+]
+
+
+@dataclass
+class HierarchicalConfig:
+    """Model section of the hierarchical recipe.
+
+    Attributes:
+        rows: which of ``baseline_c baseline_d multitask hier_dc hier_cd`` to train.
+        conformer_layers, hidden, heads, kernel: the encoder (paper: 4 layers, 64 hidden).
+        mlp: the branch MLP widths after pooling (paper: 64, 32).
+        dropout: decoder dropout (paper: 0.2).
+        subsample: average every n input frames before the conformer (1 = none).
+        alpha, beta: weights of the CCC sum and the cross-entropy (paper: 1, 1).
+        labels: with two corpora (protocol ``corpus-transfer``): the label type each corpus
+            contributes to training, ``{"iemocap": "continuous", "msp-podcast": "discrete"}``
+            (``none``: the corpus is left out of training); the other type is masked. Unset:
+            all eight combinations of Table 2 are trained, one row each.
+    """
+
+    rows: list[str] = field(default_factory=lambda: list(ROWS))
+    conformer_layers: int = 4
+    hidden: int = 64
+    heads: int = 4
+    kernel: int = 15
+    mlp: list[int] = field(default_factory=lambda: [64, 32])
+    dropout: float = 0.2
+    subsample: int = 1
+    alpha: float = 1.0
+    beta: float = 1.0
+    labels: dict[str, str] | None = None
+
+
+class Branch(nn.Module):
+    """Self-attentive pooling over H, then the MLP: ``(B, T, hidden) -> (B, mlp[-1])``."""
+
+    def __init__(self, hidden: int, widths: list[int], dropout: float):
+        super().__init__()
+        self.pool = SelfAttentivePool(hidden)
+        layers: list[nn.Module] = []
+        dims = [hidden, *widths]
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.LeakyReLU(), nn.Dropout(dropout)]
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.pool(h, mask))
+
+
+class HierarchicalModel(nn.Module):
+    """One row of paper 002: shared conformer encoder, one or two branches, hierarchical heads."""
+
+    def __init__(self, row: str, *, audio: tuple[int, int], num_classes: int, cfg: HierarchicalConfig):
+        super().__init__()
+        if row not in ROWS:
+            raise ValueError(f"unknown hierarchical row {row!r}; known: {', '.join(ROWS)}")
+        self.row, self.cfg = row, cfg
+        layers, dim = audio
+        self.norm = Standardize(layers, dim)
+        self.layers = LayerWeighting(layers)
+        self.encoder = Conformer(dim, cfg.hidden, cfg.conformer_layers, cfg.heads, cfg.kernel, dropout=0.1)
+        tasks = ROWS[row]
+        width = cfg.mlp[-1] if cfg.mlp else cfg.hidden
+        self.cont = Branch(cfg.hidden, cfg.mlp, cfg.dropout) if "continuous" in tasks else None
+        self.disc = Branch(cfg.hidden, cfg.mlp, cfg.dropout) if "discrete" in tasks else None
+        self.dims_head = nn.Linear(2 * width if row == "hier_dc" else width, 3) if self.cont is not None else None
+        self.cls_head = nn.Linear(2 * width if row == "hier_cd" else width, num_classes) if self.disc else None
+        if self.dims_head is not None:
+            # the ReLU output starts in the middle of the [0, 1] targets: a ReLU that starts at or
+            # below zero for most inputs never gets a gradient and the branch dies
+            nn.init.constant_(self.dims_head.bias, 0.5)
+
+    def forward(self, batch: Batch) -> Output:
+        x = self.layers(self.norm(batch.audio, batch.audio_mask))  # (B, T, D)
+        x, mask = average_frames(x, batch.audio_mask, self.cfg.subsample)
+        h = self.encoder(x, mask)  # (B, T', hidden): H
+        e_c = self.cont(h, mask) if self.cont is not None else None  # E_C
+        e_d = self.disc(h, mask) if self.disc is not None else None  # E_D
+        dims = logits = None
+        if e_c is not None:
+            dims = torch.relu(self.dims_head(torch.cat([e_d, e_c], -1) if self.row == "hier_dc" else e_c))
+        if e_d is not None:
+            logits = self.cls_head(torch.cat([e_c, e_d], -1) if self.row == "hier_cd" else e_d)
+        return Output(dims=dims, logits=logits, extras={"e_c": e_c, "e_d": e_d})
+
+    def losses(self, out: Output, batch: Batch) -> dict[str, torch.Tensor]:
+        parts: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=batch.dims.device)
+        if out.dims is not None:
+            c = ccc_per_dim(out.dims, batch.dims)
+            present = torch.isfinite(c)
+            ccc_sum = (1 - c[present]).sum() if present.any() else out.dims.sum() * 0.0
+            parts["ccc"] = ccc_sum
+            total = total + self.cfg.alpha * ccc_sum
+        if out.logits is not None:
+            parts["ce"] = masked_cross_entropy(out.logits, batch.category)
+            total = total + self.cfg.beta * parts["ce"]
+        return {"loss": total, **parts}
+
+
+def build_model(row: str, cfg: HierarchicalConfig, spec: dict) -> HierarchicalModel:
+    """A row's model from the input spec (for bundles); a Table 2 row (``t7_iemocap-cont_msp-disc``)
+    is the model its label types need."""
+    if row not in ROWS:
+        parts = row.split("_")
+        cont, disc = any(p.endswith("-cont") for p in parts), any(p.endswith("-disc") for p in parts)
+        row = "multitask" if cont and disc else ("baseline_c" if cont else "baseline_d")
+    return HierarchicalModel(row, audio=tuple(spec["audio"]), num_classes=int(spec["num_classes"]), cfg=cfg)
+
+
+def run_fold(ctx) -> list:
+    """The five models of Table 1 on one corpus; with two corpora (protocol ``corpus-transfer``)
+    the mismatched-label models of Table 2."""
+    cfg: HierarchicalConfig = ctx.cfg.model
+    unknown = [r for r in cfg.rows if r not in ROWS]
+    if unknown:
+        raise ValueError(f"unknown hierarchical row(s) {unknown}; known: {', '.join(ROWS)}")
+    if ctx.fold.name == "transfer":
+        return run_transfer(ctx)
+    spec = ctx.input_spec()
+    stats = ctx.feature_stats("audio")
+    results = []
+    for row in cfg.rows:
+        ctx.seed(row)
+        model = build_model(row, cfg, spec)
+        model.norm.set(*stats)
+
+        def data(split):
+            return ctx.dataset(split, audio=True)
+
+        model = ctx.fit(model, row, data("train"), data("valid"))
+        results.append(ctx.row(row, ("audio",), model, ctx.predict(model, data)))
+    return results
+
+
+def resolve_labels(given: dict[str, str], corpora: list[str]) -> dict[str, str]:
+    """Map ``--labels`` keys (a corpus name or a prefix of one: ``msp`` for ``msp-podcast``) to the
+    manifest's corpus names; every corpus gets a type (unnamed ones: ``none``).
+
+    Raises:
+        ValueError: an unknown corpus or label type.
+    """
+    out = {c: "none" for c in corpora}
+    for key, kind in given.items():
+        if kind not in LABEL_TYPES:
+            raise ValueError(f"label type {kind!r} for {key!r}; known: {', '.join(LABEL_TYPES)}")
+        match = [c for c in corpora if c == key] or [c for c in corpora if c.startswith(key)]
+        if len(match) != 1:
+            raise ValueError(f"--labels names {key!r}, which is not one of the run's corpora {corpora}")
+        out[match[0]] = kind
+    return out
+
+
+def masked_labels(labels, corpus_of: dict[str, str], kinds: dict[str, str]):
+    """A copy of ``labels`` where each corpus keeps only its training label type: ``continuous``
+    masks the category (-1), ``discrete`` the dimensions (NaN)."""
+    dims, cats = dict(labels.dims), dict(labels.category)
+    nan = np.full(3, np.nan, dtype=np.float32)
+    for u, c in corpus_of.items():
+        kind = kinds.get(c, "none")
+        if kind != "discrete" and u in cats:
+            cats[u] = -1
+        if kind != "continuous" and u in dims:
+            dims[u] = nan
+    return dataclasses.replace(labels, dims=dims, category=cats)
+
+
+def run_transfer(ctx) -> list:
+    """One model per label combination: the continuous, discrete or multi-task model as the
+    combination needs, trained on both corpora with each contributing its chosen label type."""
+    cfg: HierarchicalConfig = ctx.cfg.model
+    df = ctx.run.manifest.df
+    corpus_of = dict(zip(df["id"], df["corpus"]))
+    corpora = sorted(set(corpus_of.values()))
+    if cfg.labels:
+        kinds = resolve_labels(cfg.labels, corpora)
+        plans = [(None, kinds)]
+    else:
+        if set(corpora) != {"iemocap", "msp-podcast"}:
+            raise ValueError(f"the Table 2 experiment needs IEMOCAP and MSP-Podcast; the run has {corpora}")
+        plans = [(i, {"iemocap": a, "msp-podcast": b}) for i, a, b in TABLE2]
+    spec = ctx.input_spec()
+    stats = ctx.feature_stats("audio")
+    results = []
+    for table_id, kinds in plans:
+        trained = {k for k in kinds.values() if k != "none"}
+        if not trained:
+            raise ValueError("--labels gives every corpus the type none: nothing to train on")
+        arch = "multitask" if trained == {"continuous", "discrete"} else \
+            ("baseline_c" if trained == {"continuous"} else "baseline_d")
+        short = {"continuous": "cont", "discrete": "disc", "none": "none"}
+        name = "_".join(f"{c.split('-')[0]}-{short[kinds[c]]}" for c in sorted(kinds))
+        if table_id is not None:
+            name = f"t{table_id}_{name}"
+        labels = masked_labels(ctx.run.labels, corpus_of, kinds)
+        keep = {u for u, c in corpus_of.items() if kinds.get(c, "none") != "none"}
+        ctx.seed(name)
+        model = build_model(arch, cfg, spec)
+        model.norm.set(*stats)
+
+        def data(split, labels=labels, keep=keep):
+            if split in ("train", "valid"):  # training sees each corpus's chosen labels only
+                return ctx.dataset(split, audio=True, labels=labels, ids=[u for u in ctx.ids(split) if u in keep])
+            return ctx.dataset(split, audio=True)
+
+        model = ctx.fit(model, name, data("train"), data("valid"))
+        results.append(ctx.row(name, ("audio",), model, ctx.predict(model, data),
+                               info={"table2_id": table_id, "labels": kinds, "model": arch}))
+    return results
+
+
+def finish(out, results: dict) -> str:
+    """Table 2 (IEMOCAP CCC and UA, MSP-Podcast CCC and macro-F1 per label combination)."""
+    from sermo.evaluation.report import markdown_table
+
+    rows = [r for r in results["rows"] if r.get("info") and "labels" in r["info"][0]]
+    if not rows:
+        return ""
+
+    def metric(r, test, key):
+        m = r["mean"] if r.get("test_set") == test else r.get("tests", {}).get(test, {}).get("mean", {})
+        v = m.get(key)
+        return "-" if v is None else f"{v:.3f}"
+
+    short = {"continuous": "Cont.", "discrete": "Disc.", "none": "-"}
+    lines = []
+    for r in rows:
+        info = r["info"][0]
+        kinds = info["labels"]
+        lines.append({"ID": info["table2_id"] or "", "IEMOCAP train": short[kinds.get("iemocap", "none")],
+                      "MSP-Podcast train": short[kinds.get("msp-podcast", "none")], "model": info["model"],
+                      "IEMOCAP CCC": metric(r, "iemocap", "ccc_mean"), "IEMOCAP UA": metric(r, "iemocap", "ua"),
+                      "MSP-Podcast CCC": metric(r, "msp-test1", "ccc_mean"),
+                      "MSP-Podcast F1": metric(r, "msp-test1", "macro_f1")})
+    return ("## Mismatched labels across corpora (Table 2)\n\nOne model per row, trained on IEMOCAP and an "
+            "MSP-Podcast subset of the same size, each corpus contributing only the label type named (the other "
+            "is masked); CCC is the mean over arousal, valence and dominance, UA on IEMOCAP's test session, "
+            "macro-F1 on MSP-Podcast Test1.\n\n" + markdown_table(lines))
+
+
+PAPER = {
+    "iemocap": {  # Table 1 (HuBERT large, 5-fold, 5 classes)
+        "baseline_c": {"ccc_mean": 0.580, "ccc_valence": 0.548, "ccc_arousal": 0.606, "ccc_dominance": 0.566},
+        "baseline_d": {"ua": 0.737},
+        "multitask": {"ccc_mean": 0.603, "ccc_valence": 0.571, "ccc_arousal": 0.669, "ccc_dominance": 0.567,
+                      "ua": 0.723},
+        "hier_dc": {"ccc_mean": 0.667, "ccc_valence": 0.660, "ccc_arousal": 0.717, "ccc_dominance": 0.625,
+                    "ua": 0.744},
+        "hier_cd": {"ccc_mean": 0.648, "ccc_valence": 0.651, "ccc_arousal": 0.694, "ccc_dominance": 0.599,
+                    "ua": 0.749},
+    },
+    "msp-podcast": {  # Table 3 (Test1)
+        "baseline_c": {"ccc_mean": 0.593, "ccc_valence": 0.597, "ccc_arousal": 0.646, "ccc_dominance": 0.538},
+        "baseline_d": {"macro_f1": 0.368},
+        "multitask": {"ccc_mean": 0.587, "ccc_valence": 0.591, "ccc_arousal": 0.637, "ccc_dominance": 0.533,
+                      "macro_f1": 0.393},
+        "hier_dc": {"ccc_mean": 0.617, "ccc_valence": 0.588, "ccc_arousal": 0.675, "ccc_dominance": 0.584,
+                    "macro_f1": 0.404},
+        "hier_cd": {"ccc_mean": 0.605, "ccc_valence": 0.554, "ccc_arousal": 0.661, "ccc_dominance": 0.569,
+                    "macro_f1": 0.411},
+    },
+}
+
+register(SystemDef(
+    name="hierarchical", config_cls=HierarchicalConfig, run_fold=run_fold, build_model=build_model, paper=PAPER,
+    finish=finish, demo_corpora=("iemocap",), demo_extra=(("iemocap", "msp-podcast"),),
+    title="Unifying discrete and continuous emotion labels: hierarchical multi-task models "
+          "(Sharma, Dhamyal, Raj, Singh)",
+))
