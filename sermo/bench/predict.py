@@ -11,9 +11,7 @@ HTTP service's requests per second with concurrent clients on loopback.
 from __future__ import annotations
 
 import json
-import socket
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,35 +53,22 @@ def _percentiles(times: list[float]) -> tuple[float, float]:
 
 def _service_rps(predictor, wav: Path, *, clients: int = 4, requests: int = 24) -> dict:
     import httpx
-    import uvicorn
 
-    from sermo.serving.service import create_app
+    from sermo.serving.service import create_app, serve_in_background
 
-    app = create_app(predictor, max_upload_mb=20, max_seconds=60)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
     data = wav.read_bytes()
-    url = f"http://127.0.0.1:{port}/predict"
+    with serve_in_background(create_app(predictor, max_upload_mb=20, max_seconds=60)) as base:
+        def one(_):
+            t = time.perf_counter()
+            r = httpx.post(f"{base}/predict", files={"file": ("u.wav", data, "audio/wav")}, timeout=300)
+            r.raise_for_status()
+            return time.perf_counter() - t
 
-    def one(_):
-        t = time.perf_counter()
-        r = httpx.post(url, files={"file": ("u.wav", data, "audio/wav")}, timeout=300)
-        r.raise_for_status()
-        return time.perf_counter() - t
-
-    one(0)  # warm
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        lat = list(pool.map(one, range(requests)))
-    wall = time.perf_counter() - t0
-    server.should_exit = True
-    thread.join(timeout=10)
+        one(0)  # warm
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            lat = list(pool.map(one, range(requests)))
+        wall = time.perf_counter() - t0
     p50, p95 = _percentiles(lat)
     return {"clients": clients, "requests": requests, "rps": requests / wall, "p50_s": p50, "p95_s": p95}
 

@@ -29,7 +29,7 @@ def confusion_plot(matrix: np.ndarray, classes: list[str], title: str, path: Pat
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def scatter_plot(truth: np.ndarray, pred: np.ndarray, title: str, path: Path) -> Path:
@@ -45,7 +45,7 @@ def scatter_plot(truth: np.ndarray, pred: np.ndarray, title: str, path: Path) ->
         ax.set_xlabel(f"true {dim}")
         ax.set_ylabel(f"predicted {dim}")
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def curves_plot(curves: dict[str, pd.DataFrame], title: str, path: Path) -> Path:
@@ -61,12 +61,16 @@ def curves_plot(curves: dict[str, pd.DataFrame], title: str, path: Path) -> Path
     ax.set_title(title)
     if curves:
         ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write atomically as PNG, close; returns ``path``."""
+    from sermo.data.io import atomic_path
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path

@@ -13,6 +13,7 @@ reading), audio longer than ``max_seconds`` gets 413, a content type that is not
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -94,6 +95,33 @@ def create_app(predictor, *, max_upload_mb: float = 20.0, max_seconds: float = 6
             Path(tmp).unlink(missing_ok=True)
 
     return app
+
+
+@contextlib.contextmanager
+def serve_in_background(app, host: str = "127.0.0.1"):
+    """Run ``app`` with uvicorn on a free port in a thread; yields its base URL, stops on exit
+    (benchmarks and tests talk to it over real HTTP)."""
+    import socket
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the service did not start on {host}:{port}")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def serve(bundle: str, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20.0,

@@ -521,12 +521,9 @@ def ft_frz_gains(results: dict) -> list[dict]:
 
 def plot_layer_importance(importance: list[dict], path: Path) -> Path | None:
     """One panel per encoder: the mean layer weight per dimension over the analysed folds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sermo.data.io import atomic_path
+    from sermo.evaluation.plots import save_figure
 
     names = [n for n, e in importance[0].items() if "skipped" not in e]
     if not names:
@@ -540,22 +537,14 @@ def plot_layer_importance(importance: list[dict], path: Path) -> Path | None:
         ax.set_xlabel("hidden state (0 = CNN / embeddings)")
         ax.set_ylabel("normalised weight")
         ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_gains(gains: list[dict], path: Path) -> Path | None:
     """Bars of the relative valence gain per encoder, one colour per mode, a panel per test set."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sermo.data.io import atomic_path
+    from sermo.evaluation.plots import save_figure
 
     tests = sorted({g["test"] for g in gains})
     modes = sorted({g["mode"] for g in gains})
@@ -571,12 +560,7 @@ def plot_gains(gains: list[dict], path: Path) -> Path | None:
         ax.set_ylabel("valence CCC gain (%)")
         ax.set_title(test)
         ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def build_model(row: str, cfg: DistilledConfig, spec: dict) -> DistilledModel:

@@ -1,9 +1,6 @@
 """The HTTP service over real loopback requests, and its web page in headless Chromium."""
 
 import shutil
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,28 +10,15 @@ import pytest
 
 from sermo.data.corpora import prepare
 from sermo.serving import Predictor
-from sermo.serving.service import create_app
+from sermo.serving.service import create_app, serve_in_background
 
 
 @pytest.fixture(scope="module")
 def server(baselines_run):
-    import uvicorn
-
     app = create_app(Predictor.from_pretrained(baselines_run / "bundles" / "fusion"), max_upload_mb=1.0,
                      max_seconds=20.0)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if srv.started:
-            break
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_background(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
