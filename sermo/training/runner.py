@@ -208,13 +208,17 @@ def _bundle_config(system: str, r: RowResult, cfg, run: RunData) -> dict:
 
     audio = r.inputs.get("audio", run.audio) if "audio" in r.modalities else None
     text = r.inputs.get("text", run.text) if "text" in r.modalities else None
-    scales = run.manifest.df[["scale_min", "scale_max"]].dropna()
+    df = run.manifest.df
+    per_corpus = {c: [float(g["scale_min"].min()), float(g["scale_max"].max())]
+                  for c, g in df[["corpus", "scale_min", "scale_max"]].dropna().groupby("corpus", sort=False)}
     return {
         "system": system, "row": r.name, "modalities": list(r.modalities), "model": dataclasses.asdict(cfg.model),
         "audio_encoder": enc(audio), "text_encoder": enc(text),
         "speech_model": r.inputs.get("speech_model"), "text_model": r.inputs.get("text_model"),
         "label_space": run.space.to_dict(),
-        "label_scale": [float(scales["scale_min"].min()), float(scales["scale_max"].max())] if len(scales) else None,
+        # dimensions are learned on [0, 1] of each corpus's own scale; a model trained on several
+        # corpora answers on the first one's (all of them are listed)
+        "label_scale": next(iter(per_corpus.values()), None), "label_scales": per_corpus,
         "normalisation": "dims predicted on [0, 1] of the label scale, returned on the label scale",
         "transcripts": cfg.data.transcripts, "max_frames": cfg.data.max_frames, "max_tokens": cfg.data.max_tokens,
         "input_spec": {"audio": [audio.num_layers, audio.dim] if audio else None,

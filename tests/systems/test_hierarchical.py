@@ -137,6 +137,9 @@ def test_every_model_and_the_mismatched_setup_run_one_step(iemocap_synth, msp_sy
     assert [r["info"][0]["table2_id"] for r in rows] == list(range(1, 9))
     report = (out / "REPORT.md").read_text()
     assert "Table 2" in report and report.count("| Cont. |") >= 2
+    bundle = json.loads((out / "bundles" / rows[6]["name"] / "config.json").read_text())
+    assert bundle["label_scale"] == [1.0, 5.0]  # the first corpus's scale; every corpus's listed
+    assert bundle["label_scales"] == {"iemocap": [1.0, 5.0], "msp-podcast": [1.0, 7.0]}
     out = run_system("hierarchical", [("iemocap", small), ("msp-podcast", msp_synth)], out=tmp_path / "three",
                      store=store, progress=False, overrides=fast + ["model.labels={iemocap: continuous, msp: discrete}"])
     rows = json.loads((out / "results.json").read_text())["rows"]
