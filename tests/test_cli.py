@@ -43,3 +43,24 @@ def test_transcribe_cli(tmp_path, iemocap_synth, capsys):
     text = capsys.readouterr().out
     assert "4 transcribed" in text and "WER" in text
     assert set(Manifest.load(out).df["transcript_source"]) == {"asr:pocketsphinx"}
+
+
+def test_labels_option_is_checked_and_becomes_an_override(tmp_path, capsys, monkeypatch):
+    assert main(["run", "hierarchical", "--corpus", f"iemocap={tmp_path}", "--labels", "iemocap"]) == 2
+    assert "expected CORPUS=TYPE" in capsys.readouterr().err
+    seen = {}
+
+    def fake_run(system, corpora, **kw):
+        seen.update(kw)
+        return tmp_path
+
+    monkeypatch.setattr("sermo.training.runner.run_system", fake_run)
+    main(["run", "hierarchical", "--corpus", f"iemocap={tmp_path}", "--corpus", f"msp={tmp_path}",
+          "--labels", "iemocap=continuous,msp=discrete"])
+    assert seen["overrides"] == ["model.labels={iemocap: continuous, msp: discrete}"]
+
+
+def test_predict_names_a_folder_that_is_not_a_bundle(tmp_path, capsys):
+    (tmp_path / "bundle").mkdir()
+    assert main(["predict", str(tmp_path / "bundle"), str(tmp_path)]) == 2
+    assert "not a sermo bundle" in capsys.readouterr().err
