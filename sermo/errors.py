@@ -8,8 +8,12 @@ from sermo.data.manifest import ManifestError
 from sermo.data.protocols import ProtocolError
 from sermo.data.synth.corpus import SynthError
 from sermo.encoders.base import EncoderError
-from sermo.serving.predictor import BundleError
 from sermo.training.config import ConfigError
+
+
+class BundleError(ValueError):
+    """A folder that is not a usable sermo bundle (the message says what is wrong)."""
+
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     AudioError, IemocapLayoutError, MspLayoutError, TableLayoutError, ManifestError, ProtocolError,

@@ -17,12 +17,9 @@ import torch
 
 from sermo.data.audio import SAMPLE_RATE, load_audio, prepare_waveform
 from sermo.data.batch import Batch, pad_sequences
+from sermo.errors import BundleError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
-
-
-class BundleError(ValueError):
-    """A folder that is not a usable sermo bundle (the message says what is wrong)."""
 
 
 @dataclass
