@@ -106,3 +106,13 @@ def tiny_whisper_model(folder, *, seed=0):
     model.save_pretrained(folder)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
     return str(folder)
+
+
+def small_iemocap(root, out, per_speaker: int = 5):
+    """A manifest of the first ``per_speaker`` utterances of each speaker of an IEMOCAP-layout
+    corpus (all 5 sessions, a few dozen utterances) saved to ``out``, for smoke runs."""
+    from sermo.data.corpora import prepare
+
+    manifest = prepare("iemocap", root)
+    manifest.subset(manifest.df.groupby("speaker").head(per_speaker)["id"].tolist()).save(out)
+    return out

@@ -83,6 +83,7 @@ class FoldContext:
     def __init__(self, run: RunData, fold: Fold, folder: Path):
         self.run, self.fold, self.folder = run, fold, folder
         self.cfg = run.cfg
+        self._stats: dict[tuple, tuple] = {}
         folder.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -161,8 +162,15 @@ class FoldContext:
                 "num_classes": self.num_classes}
 
     def feature_stats(self, kind: str, source: FeatureSource | None = None, max_items: int = 400):
-        """Per-layer, per-dimension mean and std ``(L, D)`` of the training split's frames."""
+        """Per-layer, per-dimension mean and std ``(L, D)`` of the training split's frames; computed
+        once per source and fold (every row of a fold normalises with the same statistics)."""
         src = source or (self.run.audio if kind == "audio" else self.run.text)
+        key = (id(src), max_items)
+        if key not in self._stats:  # the source is kept with its statistics, so its id stays its own
+            self._stats[key] = (src, self._compute_stats(src, max_items))
+        return self._stats[key][1]
+
+    def _compute_stats(self, src: FeatureSource, max_items: int):
         ids = [u for u in self.fold.train if src.has(u)]
         rng = np.random.default_rng(0)
         if len(ids) > max_items:

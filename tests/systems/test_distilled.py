@@ -12,7 +12,7 @@ from sermo.nn.pooling import MeanMaxPool
 from sermo.systems.distilled import DistilledConfig, DistilledModel, Stream, freeze
 from sermo.training.datamodule import Labels
 from sermo.training.runner import run_system
-from tests.conftest import tiny_speech_model, tiny_text_model
+from tests.conftest import small_iemocap, tiny_speech_model, tiny_text_model
 
 
 def test_mean_max_pooling_never_sees_padding():
@@ -98,10 +98,7 @@ def test_ft_frz_freezes_the_fine_tuned_speech_stream_and_the_text_encoder(tmp_pa
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ft", "frozen", "ft_frz"])
 def test_each_mode_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path, mode):
-    manifest = prepare("iemocap", iemocap_synth)
-    df = manifest.df.groupby("speaker").head(5)  # 50 utterances, 5 sessions
-    small = tmp_path / "small.parquet"
-    manifest.subset(df["id"].tolist()).save(small)
+    small = small_iemocap(iemocap_synth, tmp_path / "small.parquet", 5)  # 50 utterances, 5 sessions
     speech, text = tiny_speech_model(tmp_path / "hubert"), tiny_text_model(tmp_path / "bert")
     out = run_system("distilled", [("iemocap", small)], folds=[1], out=tmp_path / "run",
                      store=FeatureStore(tmp_path / "store"), progress=False, overrides=[

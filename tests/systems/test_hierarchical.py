@@ -12,6 +12,7 @@ from sermo.features import FeatureStore
 from sermo.nn.pooling import SelfAttentivePool
 from sermo.systems.hierarchical import HierarchicalConfig, HierarchicalModel, masked_labels, resolve_labels
 from sermo.training.runner import run_system
+from tests.conftest import small_iemocap
 
 CFG = HierarchicalConfig(conformer_layers=1, hidden=16, heads=2, kernel=3, mlp=[16, 8], dropout=0.0)
 
@@ -119,9 +120,7 @@ def test_masked_labels_keep_only_the_chosen_type(iemocap_synth, msp_synth):
 
 @pytest.mark.slow
 def test_every_model_and_the_mismatched_setup_run_one_step(iemocap_synth, msp_synth, tmp_path):
-    iem = prepare("iemocap", iemocap_synth)
-    small = tmp_path / "iem.parquet"
-    iem.subset(iem.df.groupby("speaker").head(5)["id"].tolist()).save(small)
+    small = small_iemocap(iemocap_synth, tmp_path / "iem.parquet", 5)
     store = FeatureStore(tmp_path / "store")
     fast = ["train.epochs=1", "train.batch_size=16", "model.conformer_layers=1", "model.hidden=16",
             "model.mlp=[16, 8]", "model.subsample=16"]

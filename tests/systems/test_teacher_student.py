@@ -5,12 +5,11 @@ import pytest
 import torch
 
 from sermo.data.batch import Batch
-from sermo.data.corpora import prepare
 from sermo.features import FeatureStore
 from sermo.nn.losses import ccc_loss
 from sermo.systems.teacher_student import TeacherStudentConfig, TSModel, residual_mask, student_l2
 from sermo.training.runner import run_system
-from tests.conftest import tiny_speech_model, tiny_text_model
+from tests.conftest import small_iemocap, tiny_speech_model, tiny_text_model
 
 
 def test_residual_mask_drops_the_known_outliers():
@@ -78,10 +77,7 @@ def test_fine_tuning_touches_only_the_top_layers(tmp_path):
 
 @pytest.mark.slow
 def test_every_stage_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path):
-    manifest = prepare("iemocap", iemocap_synth)
-    df = manifest.df.groupby("speaker").head(6)  # 60 utterances, 5 sessions
-    small = tmp_path / "small.parquet"
-    manifest.subset(df["id"].tolist()).save(small)
+    small = small_iemocap(iemocap_synth, tmp_path / "small.parquet", 6)  # 60 utterances, 5 sessions
     speech, text = tiny_speech_model(tmp_path / "hubert"), tiny_text_model(tmp_path / "bert")
     out = run_system("teacher_student", [("iemocap", small)], folds=[1], out=tmp_path / "run",
                      store=FeatureStore(tmp_path / "store"), progress=False, overrides=[
