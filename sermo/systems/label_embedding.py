@@ -162,13 +162,13 @@ class Modality(nn.Module):
 
 
 def own_tokens(mask: torch.Tensor, current: torch.Tensor | None) -> torch.Tensor:
-    """Which tokens belong to the utterance itself: its ``current`` tokens before the final
-    special token (the context comes first); all real tokens when ``current`` is unknown."""
+    """Which tokens belong to the utterance itself: the last ``current`` real tokens (the
+    context comes first); all real tokens when ``current`` is unknown."""
     if current is None:
         return mask
     length = mask.sum(1, keepdim=True)
     pos = torch.arange(mask.shape[1], device=mask.device)[None]
-    return mask & (pos >= length - 1 - current.view(-1, 1))
+    return mask & (pos >= length - current.view(-1, 1))
 
 
 def label_scores(h: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -207,13 +207,12 @@ class LEMER(nn.Module):
         self.text = Modality(text[1], cfg.dim, labels=text_labels, **mk) if text else None
         self.speech = Modality(speech[1], cfg.dim, subsample=cfg.speech_subsample, labels=speech_labels,
                                **mk) if speech else None
-        # frozen token features cannot tell the utterance from its context: a learned segment
-        # embedding marks the utterance's own tokens (BERT fine-tuned learns this by itself)
-        self.segment = nn.Embedding(2, cfg.dim) if text else None
         self.fusion = fusion
         if fusion is not None:
             self.w = nn.Parameter(torch.eye(cfg.dim) + 0.01 * torch.randn(cfg.dim, cfg.dim))
-        width = cfg.dim * (2 if fusion else 1)
+        # frozen token features cannot tell the utterance from its context (a fine-tuned BERT
+        # learns to): the utterance's own tokens and its context are max-pooled separately
+        width = cfg.dim * (2 if fusion else 1) + (cfg.dim if text else 0)
         self.head = nn.Linear(width, num_classes)
         self.mu = list(cfg.mu)
 
@@ -222,7 +221,7 @@ class LEMER(nn.Module):
         ht = hs = None
         if self.text is not None:
             ht, t_mask = self.text(batch.text, batch.text_mask)
-            ht = ht + self.segment(own_tokens(t_mask, batch.extras.get("t_current")).long()) * t_mask.unsqueeze(-1)
+            own = own_tokens(t_mask, batch.extras.get("t_current"))
             if self.text.labels is not None:
                 extras["g_t"] = label_scores(ht, t_mask, self.text.label_space())
         if self.speech is not None:
@@ -230,8 +229,7 @@ class LEMER(nn.Module):
             if self.speech.labels is not None:
                 extras["g_s"] = label_scores(hs, s_mask, self.speech.label_space())
         if self.fusion is None:
-            h, mask = (ht, t_mask) if ht is not None else (hs, s_mask)
-            v = masked_max(h, mask)
+            v = masked_max(ht, own) if ht is not None else masked_max(hs, s_mask)
         else:
             a_r = cross_attention(ht, hs, self.w, t_mask, s_mask) if self.fusion != "al" else None
             a_l = extras["g_t"] @ extras["g_s"].transpose(1, 2) if "g_t" in extras and "g_s" in extras else None
@@ -239,12 +237,14 @@ class LEMER(nn.Module):
                 raise ValueError(f"fusion {self.fusion!r} needs label embeddings for both modalities")
             attn = a_l if self.fusion == "al" else (a_r + a_l if self.fusion == "sum" else a_r)
             aligned = attn @ hs  # (B, Tt, d): H_s'
-            v = masked_max(torch.cat([ht, aligned], dim=-1), t_mask)
+            v = masked_max(torch.cat([ht, aligned], dim=-1), own)
             extras.update(a_r=a_r, a_l=a_l, t_mask=t_mask, s_mask=s_mask)
-        for key, mask in (("g_t", "t_mask"), ("g_s", "s_mask")):
-            if key in extras:
-                m = t_mask if key == "g_t" else s_mask
-                extras[f"p_{key}"] = masked_mean(extras[key], m)  # mean over the sequence: class scores
+        if ht is not None:
+            v = torch.cat([v, masked_max(ht, t_mask & ~own)], dim=-1)
+        if "g_t" in extras:  # mean over the sequence: class scores
+            extras["p_g_t"] = masked_mean(extras["g_t"], t_mask)
+        if "g_s" in extras:
+            extras["p_g_s"] = masked_mean(extras["g_s"], s_mask)
         return Output(logits=self.head(v), embedding=v, extras=extras)
 
     def losses(self, out: Output, batch: Batch) -> dict[str, torch.Tensor]:
@@ -267,24 +267,55 @@ class LEMER(nn.Module):
 # -- running ------------------------------------------------------------------------------
 
 def context_manifest(manifest, n: int, max_tokens: int, tokenizer=None):
-    """A copy of ``manifest`` whose transcripts carry up to ``n`` previous utterances of the same
-    dialog (in turn order), oldest dropped first beyond ``max_tokens`` words (or tokens with a
-    tokenizer). Utterances without a dialog keep their own transcript."""
+    """A copy of ``manifest`` whose transcripts are the up to ``n`` previous utterances of the
+    same dialog (in turn order; the utterance itself not included), the oldest dropped first
+    while they and the utterance together exceed ``max_tokens`` words (tokens with a
+    ``tokenizer``). Utterances without a dialog or a previous turn get no transcript."""
+    import pandas as pd
+
     df = manifest.df.copy()
     count = (lambda s: len(tokenizer.tokenize(s))) if tokenizer is not None else (lambda s: len(s.split()))
-    out = df["transcript"].astype(object).copy()
+    out = pd.Series([None] * len(df), index=df.index, dtype=object)
     has = df["dialog"].notna() & df["turn_index"].notna() & df["transcript"].notna()
     for _, g in df[has].sort_values("turn_index").groupby("dialog", sort=False):
         texts = g["transcript"].astype(str).tolist()
         for j, idx in enumerate(g.index):
-            parts = [texts[j]]
+            budget = max_tokens - count(texts[j])
+            parts: list[str] = []
             for prev in reversed(texts[max(0, j - n):j]):
-                if count(" ".join([prev] + parts)) > max_tokens:
+                if count(" ".join([prev] + parts)) > budget:
                     break
                 parts.insert(0, prev)
-            out[idx] = " ".join(parts)
+            out[idx] = " ".join(parts) if parts else None
     df["transcript"] = out
     return type(manifest)(df)
+
+
+class ContextSource:
+    """Token features of the previous turns followed by the utterance's own (each encoded on its
+    own by the frozen encoder, so the utterance's tokens stay what they are without context);
+    the same interface as :class:`~sermo.training.datamodule.FeatureSource`."""
+
+    def __init__(self, own, previous):
+        self.own, self.previous = own, previous
+        for attr in ("name", "modality", "identity", "num_layers", "dim", "frame_rate", "report"):
+            setattr(self, attr, getattr(own, attr))
+
+    def has(self, uid: str) -> bool:
+        return self.own.has(uid)
+
+    def get(self, uid: str) -> np.ndarray:
+        own = self.own.get(uid)
+        if not self.previous.has(uid):
+            return own
+        return np.concatenate([self.previous.get(uid), own], axis=1)
+
+    def length(self, uid: str) -> int:
+        return self.own.length(uid) + (self.previous.length(uid) if self.previous.has(uid) else 0)
+
+    def own_length(self, uid: str) -> np.int64:
+        """Tokens of the utterance itself (the last ones of :meth:`get`)."""
+        return np.int64(self.own.length(uid))
 
 
 class _Fold:
@@ -301,21 +332,17 @@ class _Fold:
 
         if self._context is None:
             d = self.ctx.cfg.data
-            manifest = context_manifest(self.ctx.run.manifest, self.cfg.context, self.cfg.context_tokens)
-            self._context = FeatureSource(d.text_encoder, d.text_layers, manifest, self.ctx.run.store,
-                                          progress=self.ctx.run.progress)
-            self._context_manifest = manifest
-        return self._context
-
-    def own_token_count(self, uid: str) -> np.ndarray:
-        """Tokens of the utterance's own transcript (without special tokens), for the segment marker."""
-        if not hasattr(self, "_own"):
             from sermo.encoders import get_encoder
 
-            tok = get_encoder(self.ctx.cfg.data.text_encoder).tokenizer
-            df = self.ctx.run.manifest.df
-            self._own = {u: len(tok.tokenize(str(t))) for u, t in zip(df["id"], df["transcript"])}
-        return np.int64(self._own.get(uid, 0))
+            # counted in the encoder's tokens, four kept for the special tokens of the two parts,
+            # so that the batch's max_tokens never cuts the utterance itself
+            manifest = context_manifest(self.ctx.run.manifest, self.cfg.context,
+                                        min(self.cfg.context_tokens, d.max_tokens) - 4,
+                                        get_encoder(d.text_encoder).tokenizer)
+            previous = FeatureSource(d.text_encoder, d.text_layers, manifest, self.ctx.run.store,
+                                     progress=self.ctx.run.progress)
+            self._context = ContextSource(self.ctx.run.text, previous)
+        return self._context
 
     def train_by_class(self) -> dict[int, list[str]]:
         labels = self.ctx.run.labels.category
@@ -431,7 +458,7 @@ def run_fold(ctx) -> list:
         if model.speech is not None:
             model.speech.norm.set(*[s[-1:] for s in ctx.feature_stats("audio", speech_src)])
 
-        extras = {"t_current": fold.own_token_count} if text_src is not None else None
+        extras = {"t_current": text_src.own_length} if isinstance(text_src, ContextSource) else None
 
         def data(split):
             return ctx.dataset(split, audio_source=speech_src, text_source=text_src, extras=extras)
