@@ -109,6 +109,9 @@ class Predictor:
         engine = config.get("transcripts") or "oracle"
         self.asr_engine = asr or (engine if engine != "oracle" else "pocketsphinx")
         self._asr = None
+        # models that read a speaker embedding get the utterance's own (no speaker is known)
+        self.speaker_encoder = self._encoder({"name": "resemblyzer", "identity": {"weights": None}}) \
+            if spec.get("speaker") else None
         self.max_frames = int(config.get("max_frames") or 3000)
         self.max_tokens = int(config.get("max_tokens") or 128)
 
@@ -142,7 +145,7 @@ class Predictor:
             return None
         ident = entry["identity"]
         enc = get_encoder(entry["name"], layers=ident.get("layers"), dtype=ident.get("dtype", "float16"))
-        if enc.identity.weights != ident["weights"]:
+        if ident.get("weights") is not None and enc.identity.weights != ident["weights"]:
             import warnings
 
             warnings.warn(f"the encoder {entry['name']!r} here has other weights than the one the model was "
@@ -186,6 +189,9 @@ class Predictor:
             outs = self.audio_encoder.encode_batch(list(waves))
             feats = [torch.from_numpy(o.hidden[:, : self.max_frames].astype(np.float32)) for o in outs]
             batch.audio, batch.audio_mask = pad_sequences(feats)
+        if self.speaker_encoder is not None:
+            outs = self.speaker_encoder.encode_batch(list(waves))
+            batch.extras["speaker"] = torch.from_numpy(np.stack([o.hidden.reshape(-1) for o in outs]).astype(np.float32))
         if self.wave_input:
             lengths = torch.tensor([len(w) for w in waves])
             padded = torch.zeros(n, int(lengths.max()))
