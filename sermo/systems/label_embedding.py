@@ -9,8 +9,15 @@ sequence is a classifier (``L_g``). Fusion: ``A_r = softmax(H_t W H_s^T)``, ``H_
 ``H_m = [H_t, H_s']``, max-pooled, linear; the label-guided map ``A_l = G_t G_s^T`` constrains
 ``A_r`` (``L_c``, mean squared error). ``L = mu1 L_m + mu2 L_c + mu3 L_g^t + mu4 L_g^s``.
 
-The encoders are frozen here (stored features); a trainable projection per modality maps
-them, and the label embeddings through the same projection, into the model's space.
+A trainable projection per modality maps the encoder's last hidden state, and the label
+embeddings through the same projection, into the model's space. The encoders are read frozen
+(stored features) or, with ``finetune`` (the paper profile), fine-tuned inside each row's
+model at their own learning rates; the stored features then still give the standardisation
+and the label embeddings' starting points. The dialog context of the text rows is the
+previous turns before the utterance: with frozen features each part is encoded on its own
+and their token features are joined (an encoder run over the joined text blurs the
+utterance's own words with its context); a fine-tuned encoder reads the joined text. Either
+way the utterance's own tokens are pooled apart from the context's.
 """
 
 from __future__ import annotations
@@ -49,7 +56,8 @@ class LabelEmbeddingConfig:
         speech_k: units per class for ``L_s`` (paper: 100).
         units: k-means units learned on the training frames.
         text_init, speech_init: how the label embeddings start (A5: ``tfidf``; B5: ``codebook``).
-        compare_inits: also train the other initialisations (A3-A4, B3-B4) as extra rows.
+        compare_inits: on the analysis folds, also train the other initialisations of the label
+            embeddings (A3-A4, B3-B4) and compare them with the rows' own.
         context: previous utterances of the dialog prepended to the text (paper: 10).
         context_tokens: tokens kept of the text with its context (paper: 150); the oldest go first.
         dim: the projection both modalities are mapped into.
@@ -58,6 +66,11 @@ class LabelEmbeddingConfig:
         dropout: dropout on the projections.
         k_grid: values of ``speech_k`` for the Figure 3 grid (first fold; empty: none).
         analysis_folds: the K grid and the attention plot run on this many folds.
+        finetune: fine-tune the encoders (transformers models) inside the rows' models; the
+            stored frozen features still give the standardisation and the label embeddings'
+            starting points. Encoders that are not transformers models stay frozen.
+        speech_lr_scale, text_lr_scale: the fine-tuned encoders' learning rates relative to
+            ``train.lr``.
     """
 
     rows: list[str] = field(default_factory=lambda: list(ROWS))
@@ -75,6 +88,9 @@ class LabelEmbeddingConfig:
     dropout: float = 0.1
     k_grid: list[int] = field(default_factory=lambda: [25, 50, 100, 200, 400])
     analysis_folds: int = 1
+    finetune: bool = False
+    speech_lr_scale: float = 0.02
+    text_lr_scale: float = 0.1
 
 
 # -- label embeddings ---------------------------------------------------------------------
@@ -136,12 +152,14 @@ def kmeans_units(frames: np.ndarray, units: int, seed: int = 0):
 # -- model -------------------------------------------------------------------------------
 
 class Modality(nn.Module):
-    """Stored features ``(B, 1, T, D)`` -> standardised, frame-averaged -> projection ``(B, T', d)``;
-    optional label embeddings ``L`` (c, D) in the input space, projected the same way."""
+    """Stored features ``(B, 1, T, D)`` (or the last hidden state of a fine-tuned ``encoder``)
+    -> standardised, frame-averaged -> projection ``(B, T', d)``; optional label embeddings
+    ``L`` (c, D) in the input space, projected the same way."""
 
     def __init__(self, dim_in: int, dim: int, *, num_classes: int, subsample: int = 1, dropout: float = 0.1,
-                 labels: torch.Tensor | None = None):
+                 labels: torch.Tensor | None = None, encoder: nn.Module | None = None):
         super().__init__()
+        self.encoder = encoder
         self.norm = Standardize(1, dim_in)
         self.subsample = subsample
         self.proj = nn.Sequential(nn.Linear(dim_in, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
@@ -152,8 +170,20 @@ class Modality(nn.Module):
         h = self.norm(x[:, -1:], mask)[:, 0]
         return average_frames(h, mask, self.subsample)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h, mask = self.frames(x, mask)
+    def inputs(self, batch: Batch, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, 1, T, D)`` and its mask: the stored features, or the fine-tuned encoder's last
+        hidden state from the batch's waveforms (``wave``) or token ids (``tokens``)."""
+        if self.encoder is None:
+            return (batch.audio, batch.audio_mask) if kind == "audio" else (batch.text, batch.text_mask)
+        if kind == "audio":
+            hidden, frames = self.encoder(batch.extras["wave"], batch.extras["wave_len"])
+            mask = torch.arange(hidden.shape[2], device=hidden.device)[None] < frames[:, None]
+        else:
+            hidden, mask = self.encoder(batch.extras["tokens"], batch.extras["tokens_len"])
+        return hidden[:, -1:], mask
+
+    def forward(self, batch: Batch, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        h, mask = self.frames(*self.inputs(batch, kind))
         return self.proj(h) * mask.unsqueeze(-1), mask
 
     def label_space(self) -> torch.Tensor:
@@ -201,12 +231,14 @@ class LEMER(nn.Module):
     """
 
     def __init__(self, *, text: tuple[int, int] | None, speech: tuple[int, int] | None, num_classes: int,
-                 cfg: LabelEmbeddingConfig, fusion: str | None = None, text_labels=None, speech_labels=None):
+                 cfg: LabelEmbeddingConfig, fusion: str | None = None, text_labels=None, speech_labels=None,
+                 text_model: nn.Module | None = None, speech_model: nn.Module | None = None):
         super().__init__()
         mk = dict(num_classes=num_classes, dropout=cfg.dropout)
-        self.text = Modality(text[1], cfg.dim, labels=text_labels, **mk) if text else None
+        self.text = Modality(text[1], cfg.dim, labels=text_labels, encoder=text_model, **mk) if text else None
         self.speech = Modality(speech[1], cfg.dim, subsample=cfg.speech_subsample, labels=speech_labels,
-                               **mk) if speech else None
+                               encoder=speech_model, **mk) if speech else None
+        self.lr_scales = {"text": cfg.text_lr_scale, "audio": cfg.speech_lr_scale}
         self.fusion = fusion
         if fusion is not None:
             self.w = nn.Parameter(torch.eye(cfg.dim) + 0.01 * torch.randn(cfg.dim, cfg.dim))
@@ -220,12 +252,12 @@ class LEMER(nn.Module):
         extras: dict = {}
         ht = hs = None
         if self.text is not None:
-            ht, t_mask = self.text(batch.text, batch.text_mask)
+            ht, t_mask = self.text(batch, "text")
             own = own_tokens(t_mask, batch.extras.get("t_current"))
             if self.text.labels is not None:
                 extras["g_t"] = label_scores(ht, t_mask, self.text.label_space())
         if self.speech is not None:
-            hs, s_mask = self.speech(batch.audio, batch.audio_mask)
+            hs, s_mask = self.speech(batch, "audio")
             if self.speech.labels is not None:
                 extras["g_s"] = label_scores(hs, s_mask, self.speech.label_space())
         if self.fusion is None:
@@ -246,6 +278,16 @@ class LEMER(nn.Module):
         if "g_s" in extras:
             extras["p_g_s"] = masked_mean(extras["g_s"], s_mask)
         return Output(logits=self.head(v), embedding=v, extras=extras)
+
+    def param_groups(self):
+        """Fine-tuned encoders learn at their own share of the rate (paper: speech 1e-6, text 5e-6)."""
+        groups, taken = [], set()
+        for kind, mod in (("text", self.text), ("audio", self.speech)):
+            if mod is not None and mod.encoder is not None:
+                params = list(mod.encoder.parameters())
+                groups.append((params, self.lr_scales[kind]))
+                taken |= {id(p) for p in params}
+        return [([p for p in self.parameters() if id(p) not in taken], 1.0)] + groups
 
     def losses(self, out: Output, batch: Batch) -> dict[str, torch.Tensor]:
         mu1, mu2, mu3, mu4 = self.mu
@@ -325,7 +367,9 @@ class _Fold:
         self.ctx, self.cfg = ctx, ctx.cfg.model
         self.space = ctx.run.space
         self._context = None
+        self._previous = None  # the manifest of the previous turns' text
         self._units = None
+        self._trainable: dict = {}
 
     def context_source(self):
         from sermo.training.datamodule import FeatureSource
@@ -341,8 +385,44 @@ class _Fold:
                                         get_encoder(d.text_encoder).tokenizer)
             previous = FeatureSource(d.text_encoder, d.text_layers, manifest, self.ctx.run.store,
                                      progress=self.ctx.run.progress)
+            self._previous = manifest
             self._context = ContextSource(self.ctx.run.text, previous)
         return self._context
+
+    def trainable(self, kind: str):
+        """A fresh fine-tunable copy of the recipe's speech or text encoder with ``finetune``
+        (``None`` when not fine-tuning or when the encoder is not a transformers model)."""
+        import copy
+
+        if not self.cfg.finetune:
+            return None
+        if kind not in self._trainable:
+            load = self.ctx.trainable_speech_encoder if kind == "audio" else self.ctx.trainable_text_encoder
+            self._trainable[kind] = load()
+        enc, _ = self._trainable[kind]
+        if enc is None:
+            return None
+        enc = copy.deepcopy(enc)
+        enc.set_trainable_layers("all")
+        return enc
+
+    def extras(self, text_src, text_model, speech_model) -> dict:
+        """Dataset extras of a row: waveforms and token ids for fine-tuned encoders, and how many
+        of the last tokens are the utterance's own when the text carries its dialog context."""
+        extras: dict = {}
+        if speech_model is not None:
+            extras.update(self.ctx.waveforms())
+        with_context = isinstance(text_src, ContextSource)
+        if text_model is not None:
+            own = self.ctx.transcripts()
+            previous = self.ctx.transcripts(self._previous) if with_context else {}
+            joined = {u: " ".join(t for t in (previous.get(u), own.get(u)) if t) for u in own}
+            extras["tokens"] = lambda u: text_model.tokenize(joined[u])
+            if with_context:  # the utterance's tokens and the final special token
+                extras["t_current"] = lambda u: np.int64(len(text_model.tokenize(str(own[u]))) - 1)
+        elif with_context:
+            extras["t_current"] = text_src.own_length
+        return extras
 
     def train_by_class(self) -> dict[int, list[str]]:
         labels = self.ctx.run.labels.category
@@ -450,18 +530,21 @@ def run_fold(ctx) -> list:
             info[f"{row}:speech_labels"] = desc
             if ls is None:
                 return None, desc["skipped"]
+        speech_model = fold.trainable("audio") if speech_src is not None else None
+        text_model = fold.trainable("text") if text_src is not None else None
         ctx.seed(row)
         model = LEMER(text=(1, text_src.dim) if text_src else None, speech=(1, speech_src.dim) if speech_src else None,
-                      num_classes=n, cfg=cfg, fusion=fusion, text_labels=lt, speech_labels=ls)
+                      num_classes=n, cfg=cfg, fusion=fusion, text_labels=lt, speech_labels=ls,
+                      text_model=text_model, speech_model=speech_model)
         if model.text is not None:
             model.text.norm.set(*[s[-1:] for s in ctx.feature_stats("text", text_src)])
         if model.speech is not None:
             model.speech.norm.set(*[s[-1:] for s in ctx.feature_stats("audio", speech_src)])
-
-        extras = {"t_current": text_src.own_length} if isinstance(text_src, ContextSource) else None
+        extras = fold.extras(text_src, text_model, speech_model)
 
         def data(split):
-            return ctx.dataset(split, audio_source=speech_src, text_source=text_src, extras=extras)
+            return ctx.dataset(split, audio_source=None if speech_model is not None else speech_src,
+                               text_source=None if text_model is not None else text_src, extras=extras)
 
         model = ctx.fit(model, re.sub(r"[^A-Za-z0-9_.-]", "_", row), data("train"), data("valid"))
         return (model, data), ""
@@ -474,16 +557,10 @@ def run_fold(ctx) -> list:
             plans.append((row, dict(text_src=context)))
         elif row == "text_context_le":
             plans.append((row, dict(text_src=context, t_init=cfg.text_init)))
-            if cfg.compare_inits:
-                plans += [(f"text_context_le_{i}", dict(text_src=context, t_init=i))
-                          for i in TEXT_INITS if i != cfg.text_init]
         elif row == "speech":
             plans.append((row, dict(speech_src=audio)))
         elif row == "speech_le":
             plans.append((row, dict(speech_src=audio, s_init=cfg.speech_init)))
-            if cfg.compare_inits:
-                plans += [(f"speech_le_{i}", dict(speech_src=audio, s_init=i))
-                          for i in SPEECH_INITS if i != cfg.speech_init]
         elif row in FUSION:
             plans.append((row, dict(text_src=context, speech_src=audio, fusion=FUSION[row], t_init=cfg.text_init,
                                     s_init=cfg.speech_init)))
@@ -496,8 +573,12 @@ def run_fold(ctx) -> list:
         model, data = trained
         models[row] = (model, data)
         extra = {k.split(":", 1)[1]: v for k, v in info.items() if k.startswith(row + ":")}
+        d = ctx.cfg.data
+        tuned = {"speech_model": d.audio_encoder if model.speech is not None and model.speech.encoder is not None
+                 else None, "text_model": d.text_encoder if model.text is not None and model.text.encoder is not None
+                 else None}
         results.append(ctx.row(row, mods, model, ctx.predict(model, data), info=extra,
-                               inputs={"text": kw.get("text_src"), "audio": kw.get("speech_src")}))
+                               inputs={"text": kw.get("text_src"), "audio": kw.get("speech_src"), **tuned}))
     if "score_fusion" in cfg.rows:
         parts = [models.get("text_context_le"), models.get("speech_le")]
         if any(p is None for p in parts):
@@ -519,24 +600,49 @@ def run_fold(ctx) -> list:
         analysis.mkdir(exist_ok=True)
         if cfg.k_grid and audio is not None:
             _write(analysis / "k_grid.json", k_grid(ctx, fold, train, audio))
+        if cfg.compare_inits:
+            _write(analysis / "inits.json", compare_inits(ctx, train, models, context, audio))
         if "le_mer" in models:
             _write(analysis / "attention.json", attention_example(ctx, *models["le_mer"], context))
     return results
 
 
-def k_grid(ctx, fold: _Fold, train, audio) -> list[dict]:
-    """Figure 3: ``speech_le`` with each K of the grid, UA and WA on the fold's test set."""
+def test_scores(ctx, model, data) -> dict:
+    """UA and WA of a model on the fold's first test set (for the analyses)."""
     from sermo.evaluation.metrics import classification_metrics
     from sermo.training.task import predict
 
+    raw = predict(model, ctx.batches(data(next(iter(ctx.fold.tests)))))
+    truth = np.array([ctx.run.labels.category[u] for u in raw["ids"]])
+    m = classification_metrics(truth, raw["logits"].argmax(1))
+    return {"ua": m["ua"], "wa": m["wa"]}
+
+
+def k_grid(ctx, fold: _Fold, train, audio) -> list[dict]:
+    """Figure 3: ``speech_le`` with each K of the grid, UA and WA on the fold's test set."""
     out = []
     for k in ctx.cfg.model.k_grid:
-        trained, why = train(f"kgrid_speech_le_k{k}", speech_src=audio, s_init="codebook", s_k=k)
-        model, data = trained
-        raw = predict(model, ctx.batches(data(next(iter(ctx.fold.tests)))))
-        truth = np.array([ctx.run.labels.category[u] for u in raw["ids"]])
-        m = classification_metrics(truth, raw["logits"].argmax(1))
-        out.append({"k": k, "ua": m["ua"], "wa": m["wa"]})
+        trained, _ = train(f"kgrid_speech_le_k{k}", speech_src=audio, s_init="codebook", s_k=k)
+        out.append({"k": k, **test_scores(ctx, *trained)})
+    return out
+
+
+def compare_inits(ctx, train, models: dict, context, audio) -> list[dict]:
+    """Table 1 A3-A5 and B3-B5: ``text_context_le`` and ``speech_le`` with each initialisation of
+    their label embedding (the rows' own initialisation is the row itself), on the fold's test set."""
+    cfg: LabelEmbeddingConfig = ctx.cfg.model
+    out = []
+    for row, inits, default, key in (("text_context_le", TEXT_INITS, cfg.text_init, "t_init"),
+                                     ("speech_le", SPEECH_INITS, cfg.speech_init, "s_init")):
+        src = dict(text_src=context) if key == "t_init" else dict(speech_src=audio)
+        if (src.get("text_src") or src.get("speech_src")) is None:
+            continue
+        for init in inits:
+            if init == default and row in models:
+                out.append({"row": row, "init": init, **test_scores(ctx, *models[row])})
+                continue
+            trained, why = train(f"init_{row}_{init}", **src, **{key: init})
+            out.append({"row": row, "init": init, **(test_scores(ctx, *trained) if trained else {"skipped": why})})
     return out
 
 
@@ -591,6 +697,20 @@ def finish(out: Path, results: dict) -> str:
                         f"set of the first fold(s).\n\n" + markdown_table([{"K": k, "UA": u, "WA": w} for k, u, w in
                                                                           zip(ks, ua, wa)])
                         + f"\n![K grid]({path.relative_to(out)})\n")
+    inits = [json.loads(p.read_text()) for p in sorted(out.glob("*/analysis/inits.json"))]
+    if inits:
+        names = {"tfidf": "TF-IDF keywords (A5)", "label_words": "label word (A4)", "random": "random (A3/B3)",
+                 "codebook": "speech units (B5)", "text": "text embedding of the label (B4)"}
+        table = []
+        for entry in inits[0]:
+            same = [e for run in inits for e in run if e["row"] == entry["row"] and e["init"] == entry["init"]]
+            scored = [e for e in same if "ua" in e]
+            table.append({"row": entry["row"], "initialisation": names.get(entry["init"], entry["init"]),
+                          "UA": float(np.mean([e["ua"] for e in scored])) if scored else "-",
+                          "WA": float(np.mean([e["wa"] for e in scored])) if scored else "-",
+                          "note": "" if scored else entry.get("skipped", "")})
+        sections.append("## Label embedding initialisations (Table 1, A3-A5 and B3-B5)\n\nOn the test set of the "
+                        "first fold(s).\n\n" + markdown_table(table))
     att = sorted(out.glob("*/analysis/attention.json"))
     if att:
         ex = json.loads(att[0].read_text())
@@ -625,8 +745,14 @@ def build_model(row: str, cfg: LabelEmbeddingConfig, spec: dict) -> LEMER:
     le_t = base.endswith("_le") and base.startswith("text") or base in FUSION
     le_s = base.endswith("_le") and base.startswith("speech") or base in FUSION
     c = int(spec["num_classes"])
+    from sermo.encoders.registry import checkpoint_folder
+    from sermo.encoders.speech import SpeechSSL
+    from sermo.encoders.text import TextSSL
+
+    speech_model = SpeechSSL(checkpoint_folder(spec["speech_model"])[1]) if speech and spec.get("speech_model") else None
+    text_model = TextSSL(checkpoint_folder(spec["text_model"])[1]) if text and spec.get("text_model") else None
     return LEMER(text=tuple(text) if text else None, speech=tuple(speech) if speech else None, num_classes=c,
-                 cfg=cfg, fusion=FUSION.get(base),
+                 cfg=cfg, fusion=FUSION.get(base), speech_model=speech_model, text_model=text_model,
                  text_labels=torch.zeros(c, text[1]) if le_t and text else None,
                  speech_labels=torch.zeros(c, speech[1]) if le_s and speech else None)
 

@@ -1,6 +1,12 @@
+import json
+
+import pytest
 import torch
 
 from sermo.data.batch import Batch
+from sermo.features import FeatureStore
+from sermo.training.runner import run_system
+from tests.conftest import small_iemocap, tiny_speech_model, tiny_text_model
 from sermo.systems.label_embedding import (LEMER, LabelEmbeddingConfig, attention_constraint, cross_attention,
                                            label_scores, tfidf_top_k)
 
@@ -68,3 +74,69 @@ def test_cosine_scores_are_bounded():
     assert g.abs().max() <= 1.0 + 1e-6
     assert cross_attention(h, h, torch.eye(8), torch.ones(2, 4, dtype=torch.bool),
                            torch.ones(2, 4, dtype=torch.bool)).sum(-1).allclose(torch.ones(2, 4))
+
+
+
+class _Frame:
+    """The part of a Manifest that ``context_manifest`` uses: ``.df`` and the constructor."""
+
+    def __init__(self, df):
+        self.df = df
+
+
+def test_context_manifest_keeps_previous_turns_within_the_budget():
+    import pandas as pd
+
+    from sermo.systems.label_embedding import context_manifest
+
+    df = pd.DataFrame({"id": [f"u{i}" for i in range(5)], "dialog": ["d"] * 4 + [None],
+                       "turn_index": [3, 1, 2, 0, None], "transcript": ["g h", "c d e", "f", "a b", "x"]})
+    got = dict(zip(df["id"], context_manifest(_Frame(df), 10, 6).df["transcript"]))
+    assert got["u3"] is None  # the dialog's first turn has no context
+    assert got["u1"] == "a b" and got["u2"] == "a b c d e"
+    assert got["u0"] == "c d e f"  # "a b" as well would make 8 words with the utterance's own 2
+    assert got["u4"] is None  # no dialog
+    assert context_manifest(_Frame(df), 1, 100).df["transcript"][0] == "f"  # at most n turns
+
+
+def test_own_tokens_are_the_last_ones():
+    from sermo.systems.label_embedding import own_tokens
+
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    own = own_tokens(mask, torch.tensor([2, 3]))
+    assert own.tolist() == [[False, False, False, True, True, False], [True, True, True, False, False, False]]
+    assert torch.equal(own_tokens(mask, None), mask)
+
+
+@pytest.mark.slow
+def test_every_row_runs_one_step_with_tiny_hf_encoders(iemocap_synth, tmp_path):
+    small = small_iemocap(iemocap_synth, tmp_path / "small.parquet", 5)
+    speech, text = tiny_speech_model(tmp_path / "hubert"), tiny_text_model(tmp_path / "bert")
+    out = run_system("label_embedding", [("iemocap", small)], folds=[1], out=tmp_path / "run",
+                     store=FeatureStore(tmp_path / "store"), progress=False, overrides=[
+                         f"data.audio_encoder={speech}", "data.audio_layers=[-1]", f"data.text_encoder={text}",
+                         "data.text_layers=[-1]", "train.epochs=1", "train.batch_size=8", "model.dim=8",
+                         "model.units=6", "model.speech_k=3", "model.text_k=2", "model.k_grid=[2, 4]"])
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["name"]: r for r in results["rows"]}
+    assert list(rows) == ["text", "text_context", "text_context_le", "speech", "speech_le", "le_mer",
+                          "fusion_ar_plus_al", "fusion_al_only", "fusion_ar_only", "score_fusion"]
+    assert all({"ua", "wa"} <= set(r["mean"]) for r in rows.values())
+    keywords = rows["text_context_le"]["info"][0]["text_labels"]["keywords"]
+    assert set(keywords) == {"angry", "happy", "neutral", "sad"} and all(len(w) <= 2 for w in keywords.values())
+    assert rows["speech_le"]["info"][0]["speech_labels"]["units"].startswith("k-means")
+    analysis = out / "fold1" / "analysis"
+    assert [g["k"] for g in json.loads((analysis / "k_grid.json").read_text())] == [2, 4]
+    inits = json.loads((analysis / "inits.json").read_text())
+    assert {(e["row"], e["init"]) for e in inits} == {("text_context_le", i) for i in ("tfidf", "label_words", "random")} \
+        | {("speech_le", i) for i in ("codebook", "text", "random")}
+    att = json.loads((analysis / "attention.json").read_text())
+    assert len(att["g_t"]) > 0 and len(att["g_s"]) > 0
+    report = (out / "REPORT.md").read_text()
+    assert "k_grid.png" in report and "attention.png" in report and "Table 1" in report
+    # a bundle of the full model predicts for new audio and its transcript (no dialog context there)
+    from sermo.serving.predictor import Predictor
+
+    wav = next(iter(sorted(iemocap_synth.rglob("*.wav"))))
+    pred = Predictor.from_pretrained(out / "bundles" / "le_mer").predict(wav, transcript="I am so happy today")
+    assert abs(sum(pred.categories.values()) - 1) < 1e-4
