@@ -140,3 +140,34 @@ def test_every_row_runs_one_step_with_tiny_hf_encoders(iemocap_synth, tmp_path):
     wav = next(iter(sorted(iemocap_synth.rglob("*.wav"))))
     pred = Predictor.from_pretrained(out / "bundles" / "le_mer").predict(wav, transcript="I am so happy today")
     assert abs(sum(pred.categories.values()) - 1) < 1e-4
+
+
+@pytest.mark.slow
+def test_fine_tuned_encoders_train_inside_the_model(iemocap_synth, tmp_path):
+    small = small_iemocap(iemocap_synth, tmp_path / "small.parquet", 5)
+    speech, text = tiny_speech_model(tmp_path / "hubert"), tiny_text_model(tmp_path / "bert")
+    out = run_system("label_embedding", [("iemocap", small)], folds=[1], out=tmp_path / "run",
+                     store=FeatureStore(tmp_path / "store"), progress=False, overrides=[
+                         f"data.audio_encoder={speech}", "data.audio_layers=[-1]", f"data.text_encoder={text}",
+                         "data.text_layers=[-1]", "train.epochs=1", "train.batch_size=8", "model.dim=8",
+                         "model.units=6", "model.speech_k=3", "model.text_k=2", "model.k_grid=[]",
+                         "model.compare_inits=false", "model.finetune=true", "model.rows=[text_context_le, le_mer]"])
+    rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert list(rows) == ["text_context_le", "le_mer"]
+    config = json.loads((out / "bundles" / "le_mer" / "config.json").read_text())
+    assert config["input_spec"]["speech_model"] == speech and config["input_spec"]["text_model"] == text
+    # the encoders' parameters are trained with the rest (all but the speech model's CNN)
+    from sermo.systems.label_embedding import build_model
+    from sermo.training.config import build
+
+    cfg = build(LabelEmbeddingConfig, config["model"], "bundle")
+    frozen = build_model("le_mer", cfg, {**config["input_spec"], "speech_model": None, "text_model": None})
+    with_encoders = build_model("le_mer", cfg, config["input_spec"])
+    cnn = sum(p.numel() for p in with_encoders.speech.encoder.model.feature_extractor.parameters())
+    assert sum(p.numel() for p in frozen.parameters()) + 1000 < rows["le_mer"]["trainable_params"] \
+        <= sum(p.numel() for p in with_encoders.parameters()) - cnn
+    from sermo.serving.predictor import Predictor
+
+    wav = next(iter(sorted(iemocap_synth.rglob("*.wav"))))
+    pred = Predictor.from_pretrained(out / "bundles" / "le_mer").predict(wav, transcript="what a lovely day")
+    assert abs(sum(pred.categories.values()) - 1) < 1e-4
