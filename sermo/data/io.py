@@ -30,3 +30,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | os.PathLike, data, *, indent: int = 1) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (analyses, results)."""
+    import json
+
+    write_text_atomic(path, json.dumps(data, indent=indent))

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from sermo.data.batch import Batch
+from sermo.data.io import write_json_atomic
 from sermo.nn.layers import LayerWeighting, Standardize
 from sermo.nn.losses import masked_cross_entropy
 from sermo.nn.pooling import masked_max
@@ -510,7 +511,7 @@ def run_fold(ctx) -> list:
         if probes:
             analysis = ctx.folder / "analysis"
             analysis.mkdir(exist_ok=True)
-            _write(analysis / "probe.json", probes)
+            write_json_atomic(analysis / "probe.json", probes)
     return results
 
 
@@ -539,7 +540,7 @@ def score_fusion(ctx, models: dict, cfg: CrossRepresentationConfig):
     best = max(grid, key=lambda g: (round(g["ua"], 6), round(g["wa"], 6)))
     analysis = ctx.folder / "analysis"
     analysis.mkdir(exist_ok=True)
-    _write(analysis / "fusion_grid.json", {"speech": cfg.fusion_speech, "valid": grid, "best": best})
+    write_json_atomic(analysis / "fusion_grid.json", {"speech": cfg.fusion_speech, "valid": grid, "best": best})
     preds = {}
     for test in ctx.fold.tests:
         ids, p_s, p_t = probs(test)
@@ -618,11 +619,6 @@ def speaker_probe(ctx, model: CrossRepresentation, inputs: _Inputs, cfg: CrossRe
     return {"ua": m["ua"], "wa": m["wa"], "speakers": len(speakers), "chance": 1.0 / len(speakers),
             "train_utterances": len(train_ids), "test_utterances": len(utts), "code_dim": int(x_tr.shape[1])}
 
-
-def _write(path: Path, data) -> None:
-    from sermo.data.io import write_text_atomic
-
-    write_text_atomic(path, json.dumps(data, indent=1))
 
 
 def finish(out: Path, results: dict) -> str:

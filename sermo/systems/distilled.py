@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from sermo.data.batch import Batch
+from sermo.data.io import write_json_atomic
 from sermo.evaluation.metrics import DIMENSIONS, regression_metrics
 from sermo.nn.layers import LayerWeighting, Standardize
 from sermo.nn.losses import ccc_loss
@@ -302,9 +303,9 @@ def run_fold(ctx) -> list:
         analysis = ctx.folder / "analysis"
         analysis.mkdir(exist_ok=True)
         if cfg.layer_importance:
-            _write_json(analysis / "layer_importance.json", layer_importance(ctx, rows))
+            write_json_atomic(analysis / "layer_importance.json", layer_importance(ctx, rows))
         if cfg.text and cfg.transcript_engines:
-            _write_json(analysis / "transcripts.json", transcript_robustness(ctx, rows))
+            write_json_atomic(analysis / "transcripts.json", transcript_robustness(ctx, rows))
     return results
 
 
@@ -437,11 +438,6 @@ def transcript_robustness(ctx, rows: _Rows) -> dict:
         results["rows"].append(entry)
     return results
 
-
-def _write_json(path: Path, data) -> None:
-    from sermo.data.io import write_text_atomic
-
-    write_text_atomic(path, json.dumps(data, indent=1))
 
 
 def _fold_analyses(out: Path, name: str) -> list:

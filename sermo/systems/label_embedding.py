@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from sermo.data.batch import Batch
+from sermo.data.io import write_json_atomic
 from sermo.nn.layers import Standardize, average_frames
 from sermo.nn.losses import masked_cross_entropy
 from sermo.nn.pooling import masked_max, masked_mean
@@ -599,11 +600,11 @@ def run_fold(ctx) -> list:
         analysis = ctx.folder / "analysis"
         analysis.mkdir(exist_ok=True)
         if cfg.k_grid and audio is not None:
-            _write(analysis / "k_grid.json", k_grid(ctx, fold, train, audio))
+            write_json_atomic(analysis / "k_grid.json", k_grid(ctx, fold, train, audio))
         if cfg.compare_inits:
-            _write(analysis / "inits.json", compare_inits(ctx, train, models, context, audio))
+            write_json_atomic(analysis / "inits.json", compare_inits(ctx, train, models, context, audio))
         if "le_mer" in models:
-            _write(analysis / "attention.json", attention_example(ctx, *models["le_mer"], context))
+            write_json_atomic(analysis / "attention.json", attention_example(ctx, *models["le_mer"], context))
     return results
 
 
@@ -665,11 +666,6 @@ def attention_example(ctx, model: LEMER, data, context) -> dict:
     return {"id": uid, "transcript": " ".join(tokens) if tokens else None, "g_t": g_t, "g_s": g_s,
             "frame_seconds": model.speech.subsample / (ctx.run.audio.frame_rate or 100.0)}
 
-
-def _write(path: Path, data) -> None:
-    from sermo.data.io import write_text_atomic
-
-    write_text_atomic(path, json.dumps(data, indent=1))
 
 
 def finish(out: Path, results: dict) -> str:

@@ -108,15 +108,22 @@ def test_own_tokens_are_the_last_ones():
     assert torch.equal(own_tokens(mask, None), mask)
 
 
-@pytest.mark.slow
-def test_every_row_runs_one_step_with_tiny_hf_encoders(iemocap_synth, tmp_path):
-    small = small_iemocap(iemocap_synth, tmp_path / "small.parquet", 5)
+def _tiny_run(corpus, tmp_path, overrides):
+    """One fold on a 50-utterance corpus with tiny HF encoders, one epoch; returns the run folder
+    and the encoders' folders."""
+    small = small_iemocap(corpus, tmp_path / "small.parquet", 5)
     speech, text = tiny_speech_model(tmp_path / "hubert"), tiny_text_model(tmp_path / "bert")
     out = run_system("label_embedding", [("iemocap", small)], folds=[1], out=tmp_path / "run",
                      store=FeatureStore(tmp_path / "store"), progress=False, overrides=[
                          f"data.audio_encoder={speech}", "data.audio_layers=[-1]", f"data.text_encoder={text}",
                          "data.text_layers=[-1]", "train.epochs=1", "train.batch_size=8", "model.dim=8",
-                         "model.units=6", "model.speech_k=3", "model.text_k=2", "model.k_grid=[2, 4]"])
+                         "model.units=6", "model.speech_k=3", "model.text_k=2", *overrides])
+    return out, str(speech), str(text)
+
+
+@pytest.mark.slow
+def test_every_row_runs_one_step_with_tiny_hf_encoders(iemocap_synth, tmp_path):
+    out, _, _ = _tiny_run(iemocap_synth, tmp_path, ["model.k_grid=[2, 4]"])
     results = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in results["rows"]}
     assert list(rows) == ["text", "text_context", "text_context_le", "speech", "speech_le", "le_mer",
@@ -144,14 +151,8 @@ def test_every_row_runs_one_step_with_tiny_hf_encoders(iemocap_synth, tmp_path):
 
 @pytest.mark.slow
 def test_fine_tuned_encoders_train_inside_the_model(iemocap_synth, tmp_path):
-    small = small_iemocap(iemocap_synth, tmp_path / "small.parquet", 5)
-    speech, text = tiny_speech_model(tmp_path / "hubert"), tiny_text_model(tmp_path / "bert")
-    out = run_system("label_embedding", [("iemocap", small)], folds=[1], out=tmp_path / "run",
-                     store=FeatureStore(tmp_path / "store"), progress=False, overrides=[
-                         f"data.audio_encoder={speech}", "data.audio_layers=[-1]", f"data.text_encoder={text}",
-                         "data.text_layers=[-1]", "train.epochs=1", "train.batch_size=8", "model.dim=8",
-                         "model.units=6", "model.speech_k=3", "model.text_k=2", "model.k_grid=[]",
-                         "model.compare_inits=false", "model.finetune=true", "model.rows=[text_context_le, le_mer]"])
+    out, speech, text = _tiny_run(iemocap_synth, tmp_path, [
+        "model.k_grid=[]", "model.compare_inits=false", "model.finetune=true", "model.rows=[text_context_le, le_mer]"])
     rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert list(rows) == ["text_context_le", "le_mer"]
     config = json.loads((out / "bundles" / "le_mer" / "config.json").read_text())
