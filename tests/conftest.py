@@ -43,13 +43,19 @@ TINY_SPEECH = dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, i
 
 def tiny_speech_model(folder, *, kind="hubert", attention_mask=False, seed=0):
     """Save a randomly initialised tiny HF speech model (frame rate 800 Hz) with its feature
-    extractor to ``folder``, as a real checkpoint folder would look."""
+    extractor to ``folder``, as a real checkpoint folder would look. ``kind``: ``hubert``,
+    ``wav2vec2`` or ``wav2vec2-pretraining`` (with the quantizer)."""
     import torch
     from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    from transformers import Wav2Vec2ForPreTraining
 
     torch.manual_seed(seed)
     cfg_cls, model_cls = (HubertConfig, HubertModel) if kind == "hubert" else (Wav2Vec2Config, Wav2Vec2Model)
     extra = {"feat_extract_norm": "layer", "do_stable_layer_norm": True} if attention_mask else {}
+    if kind == "wav2vec2-pretraining":  # with its quantizer (2 groups of 8 codes), as pre-training checkpoints are
+        model_cls = Wav2Vec2ForPreTraining
+        extra.update(num_codevector_groups=2, num_codevectors_per_group=8, codevector_dim=8, proj_codevector_dim=6)
     model = model_cls(cfg_cls(**TINY_SPEECH, **extra)).eval()
     model.save_pretrained(folder)
     Wav2Vec2FeatureExtractor(return_attention_mask=attention_mask, do_normalize=True).save_pretrained(folder)

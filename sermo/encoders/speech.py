@@ -162,3 +162,61 @@ class HFSpeechEncoder(Encoder):
             for row, i in enumerate(group):
                 results[i] = EncoderOutput(hidden[row, :, : int(frames[row])], self.frame_rate)
         return results  # type: ignore[return-value]
+
+
+class SpeechQuantizer:
+    """The discrete units of a wav2vec 2.0 checkpoint's own quantizer (paper 003's speech units).
+
+    The Gumbel quantizer picks one of ``V`` entries in each of ``G`` groups per CNN frame; a
+    unit is that choice, ``sum_g idx_g * V**g``. A unit's embedding is its codevector (the
+    groups' entries concatenated) through the checkpoint's ``project_q``, the space the
+    contrastive pre-training compared with the context network's output.
+
+    Raises:
+        EncoderError: the checkpoint is not wav2vec 2.0 or holds no quantizer weights
+            (fine-tuned CTC checkpoints and HuBERT have none).
+    """
+
+    def __init__(self, folder: str):
+        from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2ForPreTraining
+
+        config = AutoConfig.from_pretrained(folder)
+        if getattr(config, "model_type", None) != "wav2vec2":
+            raise EncoderError(f"{folder}: a {getattr(config, 'model_type', '?')} model has no wav2vec 2.0 quantizer")
+        model, info = Wav2Vec2ForPreTraining.from_pretrained(folder, output_loading_info=True)
+        if any(k.startswith(("quantizer.", "project_q.")) for k in info["missing_keys"]):
+            raise EncoderError(f"{folder}: the checkpoint holds no quantizer weights (not a pre-training checkpoint)")
+        self.model = model.eval()
+        self.groups = int(config.num_codevector_groups)
+        self.entries = int(config.num_codevectors_per_group)
+        try:
+            self.normalize = bool(getattr(AutoFeatureExtractor.from_pretrained(folder), "do_normalize", True))
+        except (OSError, ValueError):
+            self.normalize = True
+
+    @property
+    def dim(self) -> int:
+        """Width of a unit's embedding."""
+        return int(self.model.config.proj_codevector_dim)
+
+    @torch.no_grad()
+    def units(self, samples: np.ndarray) -> np.ndarray:
+        """Unit ids ``(frames,)`` int64 of a 16 kHz waveform, one per CNN frame."""
+        x = torch.as_tensor(np.asarray(samples, dtype=np.float32))[None]
+        if self.normalize:
+            x = (x - x.mean()) / torch.sqrt(x.var() + 1e-7)
+        w2v = self.model.wav2vec2
+        feats = w2v.feature_extractor(x).transpose(1, 2)
+        _, feats = w2v.feature_projection(feats)  # the layer-normed CNN output the quantizer reads
+        logits = self.model.quantizer.weight_proj(feats)[0].view(feats.shape[1], self.groups, self.entries)
+        idx = logits.argmax(-1)  # (frames, groups)
+        base = torch.tensor([self.entries**g for g in range(self.groups)])
+        return (idx * base).sum(-1).numpy().astype(np.int64)
+
+    @torch.no_grad()
+    def vectors(self, units) -> np.ndarray:
+        """Embeddings ``(n, dim)`` of unit ids."""
+        u = torch.as_tensor(np.asarray(units, dtype=np.int64))
+        book = self.model.quantizer.codevectors[0]  # (G * V, dim / G)
+        parts = [book[g * self.entries + (u // self.entries**g) % self.entries] for g in range(self.groups)]
+        return self.model.project_q(torch.cat(parts, dim=-1)).numpy()

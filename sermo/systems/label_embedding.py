@@ -3,8 +3,9 @@
 Wang et al., Interspeech 2023. Each modality gets label embeddings: text ``L_t`` from the
 TF-IDF top-K words of each class's training transcripts, encoded by the text encoder;
 speech ``L_s`` from the TF-IDF top-K discrete speech units of each class, averaged over the
-units' embeddings (k-means centroids of the training frames: the encoders sermo runs here
-have no quantizer). ``G = cos(H, L)`` scores tokens and frames per class; its mean over the
+units' embeddings: the codes and codevectors of the wav2vec 2.0 quantizer where the speech
+encoder has one, else k-means units of the training frames and their centroids (the report
+says which). ``G = cos(H, L)`` scores tokens and frames per class; its mean over the
 sequence is a classifier (``L_g``). Fusion: ``A_r = softmax(H_t W H_s^T)``, ``H_s' = A_r H_s``,
 ``H_m = [H_t, H_s']``, max-pooled, linear; the label-guided map ``A_l = G_t G_s^T`` constrains
 ``A_r`` (``L_c``, mean squared error). ``L = mu1 L_m + mu2 L_c + mu3 L_g^t + mu4 L_g^s``.
@@ -67,6 +68,9 @@ class LabelEmbeddingConfig:
         dropout: dropout on the projections.
         k_grid: values of ``speech_k`` for the Figure 3 grid (first fold; empty: none).
         analysis_folds: the K grid and the attention plot run on this many folds.
+        speech_units: where the speech units come from: ``quantizer`` (the wav2vec 2.0 checkpoint's
+            own quantizer codes and codevectors), ``kmeans`` (k-means of the training frames,
+            ``units`` of them) or ``auto`` (the quantizer where the speech encoder has one).
         finetune: fine-tune the encoders (transformers models) inside the rows' models; the
             stored frozen features still give the standardisation and the label embeddings'
             starting points. Encoders that are not transformers models stay frozen.
@@ -89,6 +93,7 @@ class LabelEmbeddingConfig:
     dropout: float = 0.1
     k_grid: list[int] = field(default_factory=lambda: [25, 50, 100, 200, 400])
     analysis_folds: int = 1
+    speech_units: str = "auto"
     finetune: bool = False
     speech_lr_scale: float = 0.02
     text_lr_scale: float = 0.1
@@ -165,6 +170,9 @@ class Modality(nn.Module):
         self.subsample = subsample
         self.proj = nn.Sequential(nn.Linear(dim_in, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
         self.labels = nn.Parameter(labels.clone().float()) if labels is not None else None
+        # label embeddings of another width (wav2vec 2.0 codevectors) are mapped into the input space first
+        self.label_in = nn.Linear(labels.shape[1], dim_in) if labels is not None and labels.shape[1] != dim_in \
+            else None
 
     def frames(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardised, averaged input frames ``(B, T', D)`` (what the units are learned on)."""
@@ -189,7 +197,7 @@ class Modality(nn.Module):
 
     def label_space(self) -> torch.Tensor:
         """The projected label embeddings ``(c, d)``."""
-        return self.proj(self.labels)
+        return self.proj(self.labels if self.label_in is None else self.label_in(self.labels))
 
 
 def own_tokens(mask: torch.Tensor, current: torch.Tensor | None) -> torch.Tensor:
@@ -459,12 +467,26 @@ class _Fold:
         return torch.tensor(np.stack(rows)), {"init": init, "keywords": {c: list(map(str, ws)) for c, ws in
                                                                         zip(self.space.classes, terms)}}
 
-    def unit_sequences(self, src) -> tuple[object, dict[str, np.ndarray]]:
-        """k-means units of the training frames and each training utterance's unit sequence."""
+    def units(self, src):
+        """Each training utterance's speech unit sequence, a function from unit ids to their mean
+        embedding, and what the units are: the encoder's wav2vec 2.0 quantizer (``speech_units``
+        ``quantizer``, or ``auto`` where the encoder has one) or k-means of the training frames."""
         if self._units is not None:
             return self._units
+        why = "asked for" if self.cfg.speech_units == "kmeans" else None
+        if self.cfg.speech_units in ("auto", "quantizer"):
+            quantizer, why = self._quantizer()
+            if quantizer is not None:
+                seqs = {u: q for u, q in self._quantizer_units(quantizer).items() if u in set(self.ctx.fold.train)}
+                self._units = (seqs, lambda ids: quantizer.vectors(ids).mean(0),
+                               f"wav2vec 2.0 quantizer ({quantizer.groups} x {quantizer.entries} codes)")
+                return self._units
+            if self.cfg.speech_units == "quantizer":
+                raise ValueError(f"model.speech_units is quantizer but {why}")
+        elif self.cfg.speech_units != "kmeans":
+            raise ValueError(f"model.speech_units {self.cfg.speech_units!r}; known: auto, quantizer, kmeans")
         probe = Modality(src.dim, 8, num_classes=1, subsample=self.cfg.speech_subsample)
-        probe.norm.set(*self.ctx.feature_stats("audio", src))
+        probe.norm.set(*[s[-1:] for s in self.ctx.feature_stats("audio", src)])
         rng = np.random.default_rng(self.ctx.cfg.train.seed)
         frames: dict[str, np.ndarray] = {}
         for u in self.ctx.fold.train:
@@ -478,8 +500,43 @@ class _Fold:
             pool = pool[rng.choice(len(pool), 40000, replace=False)]
         km = kmeans_units(pool, self.cfg.units, seed=self.ctx.cfg.train.seed)
         seqs = {u: km.predict(f) for u, f in frames.items()}
-        self._units = (km, seqs)
+        self._units = (seqs, lambda ids: km.cluster_centers_[list(ids)].mean(0),
+                       f"k-means ({len(km.cluster_centers_)}) of the training frames ({why})")
         return self._units
+
+    def _quantizer(self):
+        """The speech encoder's quantizer, or ``None`` and why not."""
+        from sermo.encoders.base import EncoderError
+        from sermo.encoders.registry import checkpoint_folder
+        from sermo.encoders.speech import SpeechQuantizer
+
+        try:
+            kind, folder = checkpoint_folder(self.ctx.cfg.data.audio_encoder)
+            if kind != "speech":
+                return None, "the speech encoder is not a transformers speech model"
+            return SpeechQuantizer(folder), ""
+        except (EncoderError, OSError, ValueError) as exc:
+            return None, f"the speech encoder has no quantizer: {exc}"
+
+    def _quantizer_units(self, quantizer) -> dict[str, np.ndarray]:
+        """Unit sequences of every labelled utterance, computed once per run (audio only)."""
+        from tqdm import tqdm
+
+        from sermo.data.audio import AudioError
+
+        run = self.ctx.run
+        cached = getattr(run, "_le_quantizer_units", None)
+        if cached is None:
+            wave = self.ctx.waveforms(max_seconds=float(self.ctx.cfg.data.max_frames) / 50.0)["wave"]
+            cached = {}
+            ids = [u for u, c in run.labels.category.items() if c >= 0]
+            for u in tqdm(ids, desc="quantizer units", unit="utt", disable=not run.progress):
+                try:
+                    cached[u] = quantizer.units(wave(u))
+                except AudioError:
+                    continue  # unreadable audio: the feature extraction reported it already
+            run._le_quantizer_units = cached
+        return cached
 
     def speech_labels(self, init: str, src, k: int, text_labels: torch.Tensor | None = None):
         """``L_s``: ``(c, D)`` in the standardised speech feature space, and its description."""
@@ -491,13 +548,14 @@ class _Fold:
                               f"({None if text_labels is None else text_labels.shape[1]} vs {src.dim}): a text "
                               "embedding cannot start a speech label embedding"}
             return text_labels.clone(), {"init": "text"}
-        km, seqs = self.unit_sequences(src)
+        seqs, embed, what = self.units(src)
         docs = [[[int(x) for x in seqs[u]] for u in ids if u in seqs]
                 for _, ids in sorted(self.train_by_class().items())]
         top = tfidf_top_k(docs, k)
-        emb = np.stack([km.cluster_centers_[t].mean(0) if t else km.cluster_centers_.mean(0) for t in top])
-        return torch.tensor(emb, dtype=torch.float32), {"init": "codebook", "units": f"k-means ({len(km.cluster_centers_)})",
-                                                        "k": k, "top_units": [list(map(int, t[:10])) for t in top]}
+        everything = sorted({int(x) for d in docs for item in d for x in item})
+        emb = np.stack([embed(t if t else everything) for t in top])
+        return torch.tensor(emb, dtype=torch.float32), {"init": "codebook", "units": what, "k": k,
+                                                        "top_units": [list(map(int, t[:10])) for t in top]}
 
 
 def run_fold(ctx) -> list:
@@ -578,8 +636,11 @@ def run_fold(ctx) -> list:
         tuned = {"speech_model": d.audio_encoder if model.speech is not None and model.speech.encoder is not None
                  else None, "text_model": d.text_encoder if model.text is not None and model.text.encoder is not None
                  else None}
+        label_dims = {k: int(m.labels.shape[1]) for k, m in (("text", model.text), ("audio", model.speech))
+                      if m is not None and m.labels is not None}
         results.append(ctx.row(row, mods, model, ctx.predict(model, data), info=extra,
-                               inputs={"text": kw.get("text_src"), "audio": kw.get("speech_src"), **tuned}))
+                               inputs={"text": kw.get("text_src"), "audio": kw.get("speech_src"), **tuned,
+                                       "label_dims": label_dims or None}))
     if "score_fusion" in cfg.rows:
         parts = [models.get("text_context_le"), models.get("speech_le")]
         if any(p is None for p in parts):
@@ -728,8 +789,7 @@ def finish(out: Path, results: dict) -> str:
                         + "\n".join(f"- {c}: {', '.join(ws)}" for c, ws in kw.items()) + "\n")
     row = next((r for r in results["rows"] if r["name"] == "speech_le" and r.get("info")), None)
     if row and row["info"][0].get("speech_labels", {}).get("units"):
-        sections.append(f"Speech units: {row['info'][0]['speech_labels']['units']} of the training frames (the "
-                        "speech encoder here has no quantizer whose codes could serve).\n")
+        sections.append(f"Speech units (first fold): {row['info'][0]['speech_labels']['units']}.\n")
     return "\n".join(sections)
 
 
@@ -741,6 +801,7 @@ def build_model(row: str, cfg: LabelEmbeddingConfig, spec: dict) -> LEMER:
     le_t = base.endswith("_le") and base.startswith("text") or base in FUSION
     le_s = base.endswith("_le") and base.startswith("speech") or base in FUSION
     c = int(spec["num_classes"])
+    dims = spec.get("label_dims") or {}  # label embeddings of their own width (quantizer codevectors)
     from sermo.encoders.registry import checkpoint_folder
     from sermo.encoders.speech import SpeechSSL
     from sermo.encoders.text import TextSSL
@@ -749,8 +810,8 @@ def build_model(row: str, cfg: LabelEmbeddingConfig, spec: dict) -> LEMER:
     text_model = TextSSL(checkpoint_folder(spec["text_model"])[1]) if text and spec.get("text_model") else None
     return LEMER(text=tuple(text) if text else None, speech=tuple(speech) if speech else None, num_classes=c,
                  cfg=cfg, fusion=FUSION.get(base), speech_model=speech_model, text_model=text_model,
-                 text_labels=torch.zeros(c, text[1]) if le_t and text else None,
-                 speech_labels=torch.zeros(c, speech[1]) if le_s and speech else None)
+                 text_labels=torch.zeros(c, dims.get("text", text[1] if text else 0)) if le_t and text else None,
+                 speech_labels=torch.zeros(c, dims.get("audio", speech[1] if speech else 0)) if le_s and speech else None)
 
 
 PAPER = {

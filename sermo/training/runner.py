@@ -224,6 +224,6 @@ def _bundle_config(system: str, r: RowResult, cfg, run: RunData) -> dict:
         "input_spec": {"audio": [audio.num_layers, audio.dim] if audio else None,
                        "text": [text.num_layers, text.dim] if text else None,
                        "num_classes": run.space.num_classes,
-                       **{k: r.inputs[k] for k in ("speech_model", "text_model", "text_top", "speaker")
+                       **{k: r.inputs[k] for k in ("speech_model", "text_model", "text_top", "speaker", "label_dims")
                           if r.inputs.get(k) is not None}},
     }

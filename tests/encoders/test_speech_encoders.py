@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from sermo.encoders import EncoderError, get_encoder
-from sermo.encoders.speech import SpeechSSL
+from sermo.encoders.speech import SpeechQuantizer, SpeechSSL
 from tests.conftest import tiny_speech_model
 
 
@@ -76,3 +76,24 @@ def test_unknown_and_unavailable(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(EncoderError, match="local folder"):
         get_encoder("hubert-base")
+
+
+def test_wav2vec2_quantizer_units_and_codevectors(tmp_path):
+    folder = tiny_speech_model(tmp_path / "w2v", kind="wav2vec2-pretraining")
+    q = SpeechQuantizer(folder)
+    wave = np.random.default_rng(0).standard_normal(8000).astype(np.float32)
+    units = q.units(wave)
+    hidden, frames = SpeechSSL(folder)(torch.from_numpy(wave)[None], torch.tensor([8000]))
+    assert units.shape == (int(frames[0]),)  # one unit per frame of the encoder's hidden states
+    assert units.min() >= 0 and units.max() < 8 * 8
+    vec = q.vectors([int(units[0]), int(units[0])])
+    assert vec.shape == (2, q.dim) == (2, 6) and np.allclose(vec[0], vec[1])
+    # a unit's codevector is its groups' entries concatenated, through project_q
+    book = q.model.quantizer.codevectors[0]
+    u = int(units[0])
+    expect = q.model.project_q(torch.cat([book[u % 8], book[8 + u // 8]])).detach().numpy()
+    assert np.allclose(q.vectors([u])[0], expect, atol=1e-6)
+    with pytest.raises(EncoderError, match="hubert"):
+        SpeechQuantizer(tiny_speech_model(tmp_path / "hubert"))
+    with pytest.raises(EncoderError, match="no quantizer"):
+        SpeechQuantizer(tiny_speech_model(tmp_path / "w2v-plain", kind="wav2vec2"))

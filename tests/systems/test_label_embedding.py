@@ -108,11 +108,11 @@ def test_own_tokens_are_the_last_ones():
     assert torch.equal(own_tokens(mask, None), mask)
 
 
-def _tiny_run(corpus, tmp_path, overrides):
+def _tiny_run(corpus, tmp_path, overrides, speech_kind="hubert"):
     """One fold on a 50-utterance corpus with tiny HF encoders, one epoch; returns the run folder
     and the encoders' folders."""
     small = small_iemocap(corpus, tmp_path / "small.parquet", 5)
-    speech, text = tiny_speech_model(tmp_path / "hubert"), tiny_text_model(tmp_path / "bert")
+    speech, text = tiny_speech_model(tmp_path / "speech", kind=speech_kind), tiny_text_model(tmp_path / "bert")
     out = run_system("label_embedding", [("iemocap", small)], folds=[1], out=tmp_path / "run",
                      store=FeatureStore(tmp_path / "store"), progress=False, overrides=[
                          f"data.audio_encoder={speech}", "data.audio_layers=[-1]", f"data.text_encoder={text}",
@@ -123,7 +123,7 @@ def _tiny_run(corpus, tmp_path, overrides):
 
 @pytest.mark.slow
 def test_every_row_runs_one_step_with_tiny_hf_encoders(iemocap_synth, tmp_path):
-    out, _, _ = _tiny_run(iemocap_synth, tmp_path, ["model.k_grid=[2, 4]"])
+    out, _, _ = _tiny_run(iemocap_synth, tmp_path, ["model.k_grid=[2, 4]"], speech_kind="wav2vec2-pretraining")
     results = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in results["rows"]}
     assert list(rows) == ["text", "text_context", "text_context_le", "speech", "speech_le", "le_mer",
@@ -131,7 +131,7 @@ def test_every_row_runs_one_step_with_tiny_hf_encoders(iemocap_synth, tmp_path):
     assert all({"ua", "wa"} <= set(r["mean"]) for r in rows.values())
     keywords = rows["text_context_le"]["info"][0]["text_labels"]["keywords"]
     assert set(keywords) == {"angry", "happy", "neutral", "sad"} and all(len(w) <= 2 for w in keywords.values())
-    assert rows["speech_le"]["info"][0]["speech_labels"]["units"].startswith("k-means")
+    assert rows["speech_le"]["info"][0]["speech_labels"]["units"] == "wav2vec 2.0 quantizer (2 x 8 codes)"
     analysis = out / "fold1" / "analysis"
     assert [g["k"] for g in json.loads((analysis / "k_grid.json").read_text())] == [2, 4]
     inits = json.loads((analysis / "inits.json").read_text())
@@ -155,6 +155,7 @@ def test_fine_tuned_encoders_train_inside_the_model(iemocap_synth, tmp_path):
         "model.k_grid=[]", "model.compare_inits=false", "model.finetune=true", "model.rows=[text_context_le, le_mer]"])
     rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert list(rows) == ["text_context_le", "le_mer"]
+    assert rows["le_mer"]["info"][0]["speech_labels"]["units"].startswith("k-means (6) of the training frames")
     config = json.loads((out / "bundles" / "le_mer" / "config.json").read_text())
     assert config["input_spec"]["speech_model"] == speech and config["input_spec"]["text_model"] == text
     # the encoders' parameters are trained with the rest (all but the speech model's CNN)
