@@ -165,7 +165,8 @@ class HFSpeechEncoder(Encoder):
 
 
 class SpeechQuantizer:
-    """The discrete units of a wav2vec 2.0 checkpoint's own quantizer (paper 003's speech units).
+    """The discrete units of a wav2vec 2.0 (or wav2vec 2.0 conformer) checkpoint's own quantizer
+    (paper 003's speech units).
 
     The Gumbel quantizer picks one of ``V`` entries in each of ``G`` groups per CNN frame; a
     unit is that choice, ``sum_g idx_g * V**g``. A unit's embedding is its codevector (the
@@ -178,15 +179,17 @@ class SpeechQuantizer:
     """
 
     def __init__(self, folder: str):
-        from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2ForPreTraining
+        from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForPreTraining
 
         config = AutoConfig.from_pretrained(folder)
-        if getattr(config, "model_type", None) != "wav2vec2":
-            raise EncoderError(f"{folder}: a {getattr(config, 'model_type', '?')} model has no wav2vec 2.0 quantizer")
-        model, info = Wav2Vec2ForPreTraining.from_pretrained(folder, output_loading_info=True)
+        kind = getattr(config, "model_type", None)
+        if kind not in ("wav2vec2", "wav2vec2-conformer"):
+            raise EncoderError(f"{folder}: a {kind or '?'} model has no wav2vec 2.0 quantizer")
+        model, info = AutoModelForPreTraining.from_pretrained(folder, output_loading_info=True)
         if any(k.startswith(("quantizer.", "project_q.")) for k in info["missing_keys"]):
             raise EncoderError(f"{folder}: the checkpoint holds no quantizer weights (not a pre-training checkpoint)")
         self.model = model.eval()
+        self.base = getattr(model, model.base_model_prefix)  # wav2vec2 or wav2vec2_conformer
         self.groups = int(config.num_codevector_groups)
         self.entries = int(config.num_codevectors_per_group)
         try:
@@ -205,9 +208,8 @@ class SpeechQuantizer:
         x = torch.as_tensor(np.asarray(samples, dtype=np.float32))[None]
         if self.normalize:
             x = (x - x.mean()) / torch.sqrt(x.var() + 1e-7)
-        w2v = self.model.wav2vec2
-        feats = w2v.feature_extractor(x).transpose(1, 2)
-        _, feats = w2v.feature_projection(feats)  # the layer-normed CNN output the quantizer reads
+        feats = self.base.feature_extractor(x).transpose(1, 2)
+        _, feats = self.base.feature_projection(feats)  # the layer-normed CNN output the quantizer reads
         logits = self.model.quantizer.weight_proj(feats)[0].view(feats.shape[1], self.groups, self.entries)
         idx = logits.argmax(-1)  # (frames, groups)
         base = torch.tensor([self.entries**g for g in range(self.groups)])
@@ -220,3 +222,65 @@ class SpeechQuantizer:
         book = self.model.quantizer.codevectors[0]  # (G * V, dim / G)
         parts = [book[g * self.entries + (u // self.entries**g) % self.entries] for g in range(self.groups)]
         return self.model.project_q(torch.cat(parts, dim=-1)).numpy()
+
+
+def continue_pretraining(folder: str, waves, out, *, steps: int, lr: float = 5e-5, batch_size: int = 4,
+                         max_seconds: float = 5.0, seed: int = 0, progress: bool = True) -> str:
+    """Continue a wav2vec 2.0 checkpoint's self-supervised pre-training (contrastive and
+    diversity losses, the checkpoint's own masking settings) on ``waves`` for ``steps`` steps
+    and save the result to ``out`` (paper 003's "2nd stage", on the training audio).
+
+    Args:
+        folder: a pre-training checkpoint (with its quantizer).
+        waves: a list of functions, each returning one 16 kHz waveform (loaded when drawn).
+        out: where the continued checkpoint goes; written to a temporary folder first and
+            renamed, so an interrupted stage leaves nothing that looks finished.
+
+    Returns:
+        ``out`` as a string. An ``out`` that already exists is returned as it is (resume).
+
+    Raises:
+        EncoderError: the checkpoint has no quantizer to pre-train with.
+    """
+    import shutil
+    from pathlib import Path
+
+    from tqdm import tqdm
+    from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
+
+    out = Path(out)
+    if out.is_dir():
+        return str(out)
+    model = SpeechQuantizer(folder).model  # checks for the quantizer
+    cfg = model.config
+    model.train()
+    model.freeze_feature_encoder()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    cap = int(max_seconds * 16000)
+    for _ in tqdm(range(steps), desc="continued pre-training", unit="step", disable=not progress):
+        chosen = [np.asarray(waves[i](), dtype=np.float32) for i in rng.choice(len(waves), batch_size)]
+        crops = []
+        for w in chosen:
+            start = int(rng.integers(0, max(1, len(w) - cap + 1)))
+            w = w[start:start + cap]
+            crops.append((w - w.mean()) / np.sqrt(w.var() + 1e-7))
+        n = min(len(w) for w in crops)  # equal lengths: no padding enters the losses
+        x = torch.from_numpy(np.stack([w[:n] for w in crops]))
+        frames = int(model._get_feat_extract_output_lengths(torch.tensor(n)))
+        mask = _compute_mask_indices((len(crops), frames), cfg.mask_time_prob, cfg.mask_time_length, min_masks=2)
+        negatives = _sample_negative_indices((len(crops), frames), cfg.num_negatives, mask_time_indices=mask)
+        loss = model(x, mask_time_indices=torch.from_numpy(mask),
+                     sampled_negative_indices=torch.from_numpy(negatives)).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.eval().save_pretrained(tmp)
+    for name in ("preprocessor_config.json",):
+        if (Path(folder) / name).is_file():
+            shutil.copy(Path(folder) / name, tmp / name)
+    tmp.rename(out)
+    return str(out)

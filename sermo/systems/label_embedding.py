@@ -71,6 +71,10 @@ class LabelEmbeddingConfig:
         speech_units: where the speech units come from: ``quantizer`` (the wav2vec 2.0 checkpoint's
             own quantizer codes and codevectors), ``kmeans`` (k-means of the training frames,
             ``units`` of them) or ``auto`` (the quantizer where the speech encoder has one).
+        pretrain_steps: with ``finetune``, first continue the wav2vec 2.0 speech encoder's
+            self-supervised pre-training on the fold's training audio for this many steps (the
+            paper's "2nd stage"; 0: off), at ``pretrain_lr`` with ``pretrain_batch_size``
+            utterances (5-second crops) per step; the checkpoint is kept in the fold folder.
         finetune: fine-tune the encoders (transformers models) inside the rows' models; the
             stored frozen features still give the standardisation and the label embeddings'
             starting points. Encoders that are not transformers models stay frozen.
@@ -94,6 +98,9 @@ class LabelEmbeddingConfig:
     k_grid: list[int] = field(default_factory=lambda: [25, 50, 100, 200, 400])
     analysis_folds: int = 1
     speech_units: str = "auto"
+    pretrain_steps: int = 0
+    pretrain_lr: float = 5e-5
+    pretrain_batch_size: int = 4
     finetune: bool = False
     speech_lr_scale: float = 0.02
     text_lr_scale: float = 0.1
@@ -379,6 +386,7 @@ class _Fold:
         self._previous = None  # the manifest of the previous turns' text
         self._units = None
         self._trainable: dict = {}
+        self._checkpoint = None  # the continued pre-training's checkpoint folder
 
     def context_source(self):
         from sermo.training.datamodule import FeatureSource
@@ -406,14 +414,42 @@ class _Fold:
         if not self.cfg.finetune:
             return None
         if kind not in self._trainable:
-            load = self.ctx.trainable_speech_encoder if kind == "audio" else self.ctx.trainable_text_encoder
-            self._trainable[kind] = load()
+            if kind == "audio":
+                self._trainable[kind] = self.ctx.trainable_speech_encoder(self.speech_checkpoint())
+            else:
+                self._trainable[kind] = self.ctx.trainable_text_encoder()
         enc, _ = self._trainable[kind]
         if enc is None:
             return None
         enc = copy.deepcopy(enc)
         enc.set_trainable_layers("all")
         return enc
+
+    def speech_checkpoint(self) -> str:
+        """The speech encoder the rows fine-tune: the recipe's, or (``pretrain_steps``) its
+        continued pre-training on this fold's training audio."""
+        from sermo.encoders.registry import checkpoint_folder
+        from sermo.encoders.speech import continue_pretraining
+
+        name = self.ctx.cfg.data.audio_encoder
+        if self.cfg.pretrain_steps <= 0:
+            return name
+        if self._checkpoint is None:
+            import warnings
+
+            from sermo.encoders.base import EncoderError
+
+            wave = self.ctx.waveforms()["wave"]
+            waves = [(lambda u=u: wave(u)) for u in self.ctx.fold.train]
+            try:
+                self._checkpoint = continue_pretraining(
+                    checkpoint_folder(name)[1], waves, self.ctx.folder / "speech_2nd_stage",
+                    steps=self.cfg.pretrain_steps, lr=self.cfg.pretrain_lr, batch_size=self.cfg.pretrain_batch_size,
+                    seed=self.ctx.cfg.train.seed, progress=self.ctx.run.progress)
+            except EncoderError as exc:  # no pre-training head (HuBERT, a CTC checkpoint): the stage is optional
+                warnings.warn(f"continued pre-training skipped: {exc}", stacklevel=2)
+                self._checkpoint = name
+        return self._checkpoint
 
     def extras(self, text_src, text_model, speech_model) -> dict:
         """Dataset extras of a row: waveforms and token ids for fine-tuned encoders, and how many
@@ -633,8 +669,8 @@ def run_fold(ctx) -> list:
         models[row] = (model, data)
         extra = {k.split(":", 1)[1]: v for k, v in info.items() if k.startswith(row + ":")}
         d = ctx.cfg.data
-        tuned = {"speech_model": d.audio_encoder if model.speech is not None and model.speech.encoder is not None
-                 else None, "text_model": d.text_encoder if model.text is not None and model.text.encoder is not None
+        tuned = {"speech_model": fold.speech_checkpoint() if model.speech is not None
+                 and model.speech.encoder is not None else None, "text_model": d.text_encoder if model.text is not None and model.text.encoder is not None
                  else None}
         label_dims = {k: int(m.labels.shape[1]) for k, m in (("text", model.text), ("audio", model.speech))
                       if m is not None and m.labels is not None}

@@ -97,3 +97,24 @@ def test_wav2vec2_quantizer_units_and_codevectors(tmp_path):
         SpeechQuantizer(tiny_speech_model(tmp_path / "hubert"))
     with pytest.raises(EncoderError, match="no quantizer"):
         SpeechQuantizer(tiny_speech_model(tmp_path / "w2v-plain", kind="wav2vec2"))
+
+
+def test_continued_pretraining_trains_saves_and_resumes(tmp_path):
+    from safetensors.torch import load_file
+
+    from sermo.encoders.speech import continue_pretraining
+
+    folder = tiny_speech_model(tmp_path / "w2v", kind="wav2vec2-pretraining")
+    rng = np.random.default_rng(0)
+    waves = [lambda: rng.standard_normal(6000).astype(np.float32)] * 3
+    out = continue_pretraining(folder, waves, tmp_path / "continued", steps=2, batch_size=2, progress=False)
+    before, after = load_file(f"{folder}/model.safetensors"), load_file(f"{out}/model.safetensors")
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and not any(k.startswith("wav2vec2.feature_extractor.") for k in changed)  # the CNN stays
+    assert SpeechQuantizer(out).units(waves[0]()).ndim == 1  # a pre-training checkpoint again
+    assert not (tmp_path / "continued.partial").exists()
+    stamp = (tmp_path / "continued" / "model.safetensors").stat().st_mtime_ns
+    assert continue_pretraining(folder, waves, out, steps=50, progress=False) == out  # resumes: done already
+    assert (tmp_path / "continued" / "model.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(EncoderError):
+        continue_pretraining(tiny_speech_model(tmp_path / "hubert"), waves, tmp_path / "h", steps=1, progress=False)

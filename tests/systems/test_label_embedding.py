@@ -152,12 +152,20 @@ def test_every_row_runs_one_step_with_tiny_hf_encoders(iemocap_synth, tmp_path):
 @pytest.mark.slow
 def test_fine_tuned_encoders_train_inside_the_model(iemocap_synth, tmp_path):
     out, speech, text = _tiny_run(iemocap_synth, tmp_path, [
-        "model.k_grid=[]", "model.compare_inits=false", "model.finetune=true", "model.rows=[text_context_le, le_mer]"])
+        "model.k_grid=[]", "model.compare_inits=false", "model.finetune=true", "model.rows=[text_context_le, le_mer]",
+        "model.speech_units=kmeans", "model.pretrain_steps=2", "model.pretrain_batch_size=2"],
+        speech_kind="wav2vec2-pretraining")
     rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert list(rows) == ["text_context_le", "le_mer"]
-    assert rows["le_mer"]["info"][0]["speech_labels"]["units"].startswith("k-means (6) of the training frames")
+    assert rows["le_mer"]["info"][0]["speech_labels"]["units"] == "k-means (6) of the training frames (asked for)"
     config = json.loads((out / "bundles" / "le_mer" / "config.json").read_text())
-    assert config["input_spec"]["speech_model"] == speech and config["input_spec"]["text_model"] == text
+    # the speech encoder fine-tuned is the one whose pre-training continued on the fold's audio
+    second = out / "fold1" / "speech_2nd_stage"
+    assert config["input_spec"]["speech_model"] == str(second) and config["input_spec"]["text_model"] == text
+    from safetensors.torch import load_file
+
+    before, after = load_file(f"{speech}/model.safetensors"), load_file(f"{second}/model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before if "quantizer" in k or "encoder.layers" in k)
     # the encoders' parameters are trained with the rest (all but the speech model's CNN)
     from sermo.systems.label_embedding import build_model
     from sermo.training.config import build
