@@ -701,7 +701,7 @@ def run_fold(ctx) -> list:
         if cfg.compare_inits:
             write_json_atomic(analysis / "inits.json", compare_inits(ctx, train, models, context, audio))
         if "le_mer" in models:
-            write_json_atomic(analysis / "attention.json", attention_example(ctx, *models["le_mer"], context))
+            write_json_atomic(analysis / "attention.json", attention_example(ctx, *models["le_mer"], fold))
     return results
 
 
@@ -745,24 +745,33 @@ def compare_inits(ctx, train, models: dict, context, audio) -> list[dict]:
 
 
 @torch.no_grad()
-def attention_example(ctx, model: LEMER, data, context) -> dict:
-    """Figure 4 data: for one test utterance, the class-averaged ``G_t`` per token and ``G_s`` per frame."""
+def attention_example(ctx, model: LEMER, data, fold: _Fold) -> dict:
+    """Figure 4 data: for one test utterance (the first with dialog context), the class-averaged
+    ``G_t`` per token (with the token strings) and ``G_s`` per frame."""
+    from sermo.encoders import get_encoder
+    from sermo.training.datamodule import collate
+
     model.eval()
-    test = next(iter(ctx.fold.tests))
-    ds = data(test)
-    batch = next(iter(ctx.batches(ds, 1)))
+    ds = data(next(iter(ctx.fold.tests)))
+    own = ctx.transcripts()
+    previous = ctx.transcripts(fold._previous) if fold._previous is not None else {}
+    i = next((k for k, u in enumerate(ds.ids) if previous.get(u)), 0)
+    batch = collate([ds[i]])
     out = model(batch)
     uid = batch.ids[0]
-    tokens = None
-    manifest = getattr(ctx.run, "manifest", None)
-    if manifest is not None:
-        text = dict(zip(manifest.df["id"], manifest.df["transcript"])).get(uid)
-        tokens = str(text).split() if text is not None else None
     g_t = out.extras["g_t"][0][out.extras["t_mask"][0]].mean(-1).tolist()
     g_s = out.extras["g_s"][0][out.extras["s_mask"][0]].mean(-1).tolist()
-    return {"id": uid, "transcript": " ".join(tokens) if tokens else None, "g_t": g_t, "g_s": g_s,
-            "frame_seconds": model.speech.subsample / (ctx.run.audio.frame_rate or 100.0)}
+    tok = get_encoder(ctx.cfg.data.text_encoder).tokenizer
 
+    def pieces(text):
+        if not text:
+            return []
+        return tok.convert_ids_to_tokens(tok(str(text).split(), is_split_into_words=True)["input_ids"])
+
+    tokens = pieces(previous.get(uid)) + pieces(own.get(uid))
+    return {"id": uid, "transcript": own.get(uid), "context": previous.get(uid),
+            "tokens": tokens if len(tokens) == len(g_t) else None, "own_tokens": len(pieces(own.get(uid))),
+            "g_t": g_t, "g_s": g_s, "frame_seconds": model.speech.subsample / (ctx.run.audio.frame_rate or 100.0)}
 
 
 def finish(out: Path, results: dict) -> str:
@@ -807,9 +816,13 @@ def finish(out: Path, results: dict) -> str:
     att = sorted(out.glob("*/analysis/attention.json"))
     if att:
         ex = json.loads(att[0].read_text())
-        fig, axes = plt.subplots(2, 1, figsize=(7, 4))
-        axes[0].bar(range(len(ex["g_t"])), ex["g_t"])
-        axes[0].set_title("class-averaged G_t per token (text with its context)")
+        fig, axes = plt.subplots(2, 1, figsize=(max(7.0, 0.18 * len(ex["g_t"])), 5.5))
+        n_own = ex.get("own_tokens") or 0
+        colors = ["tab:gray"] * (len(ex["g_t"]) - n_own) + ["tab:blue"] * n_own
+        axes[0].bar(range(len(ex["g_t"])), ex["g_t"], color=colors)
+        if ex.get("tokens"):
+            axes[0].set_xticks(range(len(ex["tokens"])), ex["tokens"], rotation=90, fontsize=7)
+        axes[0].set_title("class-averaged G_t per token (grey: the dialog context, blue: the utterance)")
         t = np.arange(len(ex["g_s"])) * ex["frame_seconds"]
         axes[1].plot(t, ex["g_s"])
         axes[1].set_title("class-averaged G_s per frame")
