@@ -33,7 +33,7 @@ from torch import nn
 
 from sermo.data.batch import Batch
 from sermo.data.io import write_json_atomic
-from sermo.nn.layers import LayerWeighting, Standardize
+from sermo.nn.layers import LayerWeighting, Standardize, mlp
 from sermo.nn.losses import masked_cross_entropy
 from sermo.nn.pooling import masked_max
 from sermo.systems import register
@@ -248,13 +248,7 @@ class CrossRepresentation(nn.Module):
         self.mel_norm = Standardize(1, MEL_BINS)
         self.encoder = SpeechEncoder(layers, dim, d, f, cfg)
         self.code_dim = 2 * d * (cfg.segment // f)
-        widths = [self.code_dim, *cfg.classifier, num_classes]
-        mlp: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-            mlp.append(nn.Linear(a, b))
-            if i < len(widths) - 2:
-                mlp += [nn.ReLU(), nn.Dropout(cfg.dropout)]
-        self.classifier = nn.Sequential(*mlp)
+        self.classifier = mlp([self.code_dim, *cfg.classifier, num_classes], dropout=cfg.dropout)
         self.phones = PhoneEncoder(cfg.phone_dim, cfg.kernel)
         self.decoder = Decoder(2 * d, cfg)
 
@@ -389,24 +383,23 @@ class _Inputs:
     def __init__(self, ctx):
         from sermo.encoders.speaker import speaker_embeddings
         from sermo.features.phones import align_manifest
-        from sermo.training.datamodule import FeatureSource
 
         self.ctx = ctx
         run, cfg = ctx.run, ctx.cfg.model
-        state = getattr(run, "_cross_representation", None)
+        state = run.shared.get("cross_representation")
         if state is None:  # computed once per run: none of it depends on the fold's labels
             manifest = run.manifest
-            emb_src = FeatureSource("resemblyzer", None, manifest, run.store, progress=run.progress)
+            emb_src = run.source("resemblyzer")
             utt = {u: np.asarray(emb_src.get(u), dtype=np.float32).ravel() for u in manifest.df["id"] if emb_src.has(u)}
             speakers = dict(zip(manifest.df["id"], manifest.df["speaker"]))
             per_speaker = speaker_embeddings(utt, speakers, max_utterances=cfg.speaker_utterances,
                                              seed=ctx.cfg.train.seed)
-            mel = FeatureSource(cfg.mel_encoder, None, manifest, run.store, progress=run.progress)
+            mel = run.source(cfg.mel_encoder)
             labelled = [u for u, c in run.labels.category.items() if c >= 0]
             phones, report = align_manifest(manifest, run.store, ids=labelled, progress=run.progress)
             state = dict(utt=utt, speakers=speakers, per_speaker=per_speaker, mel=mel, phones=phones,
                          align_report=report)
-            run._cross_representation = state
+            run.shared["cross_representation"] = state
         self.__dict__.update(state)
 
     def speaker(self, uid: str) -> np.ndarray:
@@ -592,13 +585,7 @@ def speaker_probe(ctx, model: CrossRepresentation, inputs: _Inputs, cfg: CrossRe
     x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
     y_tr = torch.tensor([index[inputs.speakers[u]] for u in o_tr])
     torch.manual_seed(ctx.cfg.train.seed)
-    widths = [x_tr.shape[1], *cfg.probe, len(speakers)]
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU())
-    probe = nn.Sequential(*layers)
+    probe = mlp([x_tr.shape[1], *cfg.probe, len(speakers)])
     opt = torch.optim.Adam(probe.parameters(), lr=cfg.probe_lr)
     xt = torch.from_numpy(x_tr).float()
     for _ in range(cfg.probe_epochs):

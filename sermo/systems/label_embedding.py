@@ -561,7 +561,7 @@ class _Fold:
         from sermo.data.audio import AudioError
 
         run = self.ctx.run
-        cached = getattr(run, "_le_quantizer_units", None)
+        cached = run.shared.get("label_embedding:quantizer_units")
         if cached is None:
             wave = self.ctx.waveforms(max_seconds=float(self.ctx.cfg.data.max_frames) / 50.0)["wave"]
             cached = {}
@@ -571,7 +571,7 @@ class _Fold:
                     cached[u] = quantizer.units(wave(u))
                 except AudioError:
                     continue  # unreadable audio: the feature extraction reported it already
-            run._le_quantizer_units = cached
+            run.shared["label_embedding:quantizer_units"] = cached
         return cached
 
     def speech_labels(self, init: str, src, k: int, text_labels: torch.Tensor | None = None):

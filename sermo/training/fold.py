@@ -56,6 +56,9 @@ class RunData:
         self.cfg, self.manifest, self.space, self.store, self.progress = cfg, manifest, space, store, progress
         self.labels = Labels.from_manifest(manifest, space)
         self._sources: dict[tuple, FeatureSource] = {}
+        # what a system computes once per run and all its folds read (speaker embeddings,
+        # phone alignments, quantizer units), under the system's own keys
+        self.shared: dict = {}
 
     def source(self, name: str, layers=None) -> FeatureSource:
         """Features of encoder ``name`` (extracted on first use, then read from the store)."""
