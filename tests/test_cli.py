@@ -1,5 +1,3 @@
-import json
-
 import pytest
 
 from sermo.cli import build_parser, main

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from sermo.data.audio import AudioError, load_audio
 from sermo.data.manifest import Manifest

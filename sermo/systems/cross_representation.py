@@ -461,12 +461,13 @@ def run_fold(ctx) -> list:
             return ctx.dataset(split, audio_source=src, extras=inputs.extras(split == "train"))
 
         model = ctx.fit(model, row, data("train"), data("valid"))
-        models[row] = (model, data)
+        preds = ctx.predict(model, data)
+        models[row] = (model, data, preds)
         info = {"bottleneck": {"d": d, "f": f, "codes": f"{cfg.segment // f} x {2 * d}"},
                 "layer_weights": [round(float(w), 4) for w in model.encoder.weighting.weights().detach()]}
         if inputs.align_report.failed:
             info["unaligned"] = len(inputs.align_report.failed)
-        results.append(ctx.row(row, ("audio",), model, ctx.predict(model, data), info=info,
+        results.append(ctx.row(row, ("audio",), model, preds, info=info,
                                inputs={"audio": src, "speaker": True}))
     text_rows = [("text", None)] if "text" in cfg.rows else []
     text_rows += [(f"text@{name}", name) for name in cfg.text_encoders]
@@ -490,8 +491,9 @@ def run_fold(ctx) -> list:
         train_cfg = ctx.with_train(**{k: v for k, v in (("epochs", cfg.text_epochs), ("batch_size", cfg.text_batch_size),
                                                          ("lr", cfg.text_lr)) if v is not None})
         model = ctx.fit(model, re.sub(r"[^A-Za-z0-9_.-]", "_", row), tdata("train"), tdata("valid"), train_cfg)
-        models[row] = (model, tdata)
-        results.append(ctx.row(row, ("text",), model, ctx.predict(model, tdata), inputs={"text": src},
+        preds = ctx.predict(model, tdata)
+        models[row] = (model, tdata, preds)
+        results.append(ctx.row(row, ("text",), model, preds, inputs={"text": src},
                                info={"encoder": name or ctx.cfg.data.text_encoder}))
     if "fusion" in cfg.rows:
         results.append(score_fusion(ctx, models, cfg))
@@ -510,24 +512,12 @@ def run_fold(ctx) -> list:
 
 def score_fusion(ctx, models: dict, cfg: CrossRepresentationConfig):
     """``p_f = w1 p_s + w2 p_t``: the grid on validation, the best pair on the test sets."""
-    from sermo.training.task import predict
+    from sermo.training.fold import aligned_probs
 
     if cfg.fusion_speech not in models or "text" not in models:
         return ctx.skipped_row("fusion", ("audio", "text"), f"needs the rows {cfg.fusion_speech} and text")
-    parts = [models[cfg.fusion_speech], models["text"]]
-
-    def probs(split):
-        raws = [predict(m, ctx.batches(d(split))) for m, d in parts]
-        common = [u for u in raws[0]["ids"] if u in set(raws[1]["ids"])]
-        out = []
-        for r in raws:
-            at = {u: i for i, u in enumerate(r["ids"])}
-            logits = r["logits"][[at[u] for u in common]]
-            e = np.exp(logits - logits.max(1, keepdims=True))
-            out.append(e / e.sum(1, keepdims=True))
-        return common, out[0], out[1]
-
-    ids, p_s, p_t = probs("valid")
+    speech, text = models[cfg.fusion_speech], models["text"]  # (model, data, test predictions)
+    ids, (p_s, p_t) = aligned_probs(*(ctx.predict(m, d, ["valid"])["valid"] for m, d, _ in (speech, text)))
     truth = np.array([ctx.run.labels.category[u] for u in ids])
     grid = fusion_grid(p_s, p_t, truth, cfg.fusion_grid)
     best = max(grid, key=lambda g: (round(g["ua"], 6), round(g["wa"], 6)))
@@ -535,9 +525,10 @@ def score_fusion(ctx, models: dict, cfg: CrossRepresentationConfig):
     analysis.mkdir(exist_ok=True)
     write_json_atomic(analysis / "fusion_grid.json", {"speech": cfg.fusion_speech, "valid": grid, "best": best})
     preds = {}
-    for test in ctx.fold.tests:
-        ids, p_s, p_t = probs(test)
-        preds[test] = {"ids": ids, "dims": None, "probs": best["w1"] * p_s + best["w2"] * p_t}
+    for test in ctx.fold.tests:  # the rows' own test predictions
+        ids, (p_s, p_t) = aligned_probs(speech[2][test], text[2][test])
+        fused = best["w1"] * p_s + best["w2"] * p_t
+        preds[test] = {"ids": ids, "dims": None, "probs": fused / fused.sum(1, keepdims=True)}
     return ctx.row("fusion", ("audio", "text"), nn.Identity(), preds, bundle=False,
                    info={"of": [cfg.fusion_speech, "text"], "w1": best["w1"], "w2": best["w2"]})
 

@@ -461,7 +461,7 @@ def finish(out: Path, results: dict) -> str:
             peaks = ", ".join(f"{d} peaks at layer {int(np.argmax(w))}" for d, w in mean.items())
             lines.append(f"- `{name}` ({entry['modality']}, {len(mean['valence'])} hidden states): {peaks}")
         sections.append("## Layer importance (Figure 2)\n\nOne frozen model per dimension, softmax weights over "
-                        f"the hidden states (index 0: the CNN / embedding output).\n\n" + "\n".join(lines)
+                        "the hidden states (index 0: the CNN / embedding output).\n\n" + "\n".join(lines)
                         + (f"\n\n![layer importance]({path.relative_to(out)})\n" if path else "\n"))
     gains = ft_frz_gains(results)
     if gains:

@@ -598,7 +598,7 @@ def run_fold(ctx) -> list:
     """The rows of one fold, then (on the first folds) the K grid and the attention plot data."""
     import re
 
-    from sermo.training.task import predict
+    from sermo.training.fold import aligned_probs, softmax
 
     cfg: LabelEmbeddingConfig = ctx.cfg.model
     unknown = [r for r in cfg.rows if r not in ROWS]
@@ -612,7 +612,7 @@ def run_fold(ctx) -> list:
     plain_text = ctx.run.text
     needs_context = any(r != "text" and r not in ("speech", "speech_le") for r in cfg.rows)
     context = fold.context_source() if needs_context else None
-    results, models, info = [], {}, {}
+    results, models, info, row_preds = [], {}, {}, {}
 
     def train(row, *, text_src=None, speech_src=None, fusion=None, t_init=None, s_init=None, s_k=None):
         lt = ls = None
@@ -674,22 +674,19 @@ def run_fold(ctx) -> list:
                  else None}
         label_dims = {k: int(m.labels.shape[1]) for k, m in (("text", model.text), ("audio", model.speech))
                       if m is not None and m.labels is not None}
-        results.append(ctx.row(row, mods, model, ctx.predict(model, data), info=extra,
+        row_preds[row] = ctx.predict(model, data)
+        results.append(ctx.row(row, mods, model, row_preds[row], info=extra,
                                inputs={"text": kw.get("text_src"), "audio": kw.get("speech_src"), **tuned,
                                        "label_dims": label_dims or None}))
     if "score_fusion" in cfg.rows:
-        parts = [models.get("text_context_le"), models.get("speech_le")]
-        if any(p is None for p in parts):
+        if not {"text_context_le", "speech_le"} <= set(row_preds):
             results.append(ctx.skipped_row("score_fusion", ("text", "audio"),
                                            "needs the rows text_context_le and speech_le"))
         else:
-            preds = {}
+            preds = {}  # the sum of the two models' logits: softmax(log p_t + log p_s) is the same
             for test in ctx.fold.tests:
-                raws = [predict(m, ctx.batches(d(test))) for m, d in parts]
-                common = [u for u in raws[0]["ids"] if u in set(raws[1]["ids"])]
-                logits = sum(r["logits"][[r["ids"].index(u) for u in common]] for r in raws)
-                e = np.exp(logits - logits.max(1, keepdims=True))
-                preds[test] = {"ids": common, "dims": None, "probs": e / e.sum(1, keepdims=True)}
+                ids, (p_t, p_s) = aligned_probs(*(row_preds[r][test] for r in ("text_context_le", "speech_le")))
+                preds[test] = {"ids": ids, "dims": None, "probs": softmax(np.log(np.maximum(p_t, 1e-30)) + np.log(np.maximum(p_s, 1e-30)))}
             results.append(ctx.row("score_fusion", ("text", "audio"), nn.Identity(), preds, bundle=False,
                                    info={"of": ["text_context_le", "speech_le"]}))
     digits = re.sub(r"\D", "", ctx.fold.name)
@@ -708,11 +705,11 @@ def run_fold(ctx) -> list:
 def test_scores(ctx, model, data) -> dict:
     """UA and WA of a model on the fold's first test set (for the analyses)."""
     from sermo.evaluation.metrics import classification_metrics
-    from sermo.training.task import predict
 
-    raw = predict(model, ctx.batches(data(next(iter(ctx.fold.tests)))))
-    truth = np.array([ctx.run.labels.category[u] for u in raw["ids"]])
-    m = classification_metrics(truth, raw["logits"].argmax(1))
+    test = next(iter(ctx.fold.tests))
+    pred = ctx.predict(model, data, [test])[test]
+    truth = np.array([ctx.run.labels.category[u] for u in pred["ids"]])
+    m = classification_metrics(truth, pred["probs"].argmax(1))
     return {"ua": m["ua"], "wa": m["wa"]}
 
 
@@ -796,7 +793,7 @@ def finish(out: Path, results: dict) -> str:
         ax.legend()
         path = save_figure(fig, out / "plots" / "k_grid.png")
         sections.append("## K for the speech label embedding (Figure 3)\n\n`speech_le` with each K, on the test "
-                        f"set of the first fold(s).\n\n" + markdown_table([{"K": k, "UA": u, "WA": w} for k, u, w in
+                        "set of the first fold(s).\n\n" + markdown_table([{"K": k, "UA": u, "WA": w} for k, u, w in
                                                                           zip(ks, ua, wa)])
                         + f"\n![K grid]({path.relative_to(out)})\n")
     inits = [json.loads(p.read_text()) for p in sorted(out.glob("*/analysis/inits.json"))]

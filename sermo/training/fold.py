@@ -260,18 +260,19 @@ class FoldContext:
             done.write_text(json.dumps({"best_epoch": _best_epoch(stage_dir), "epochs": trainer.current_epoch}))
         return task.model
 
-    def predict(self, model: torch.nn.Module, make_dataset) -> dict[str, dict]:
-        """Predictions on every test set: ``make_dataset(split) -> UtteranceDataset``.
+    def predict(self, model: torch.nn.Module, make_dataset, splits=None) -> dict[str, dict]:
+        """Predictions on every test set (or on ``splits``, e.g. ``["valid"]``):
+        ``make_dataset(split) -> UtteranceDataset``.
 
         Returns:
-            ``{test set: {"ids", "dims" (corpus scale) | None, "probs" | None}}``.
+            ``{split: {"ids", "dims" (corpus scale) | None, "probs" | None}}``.
         """
         out = {}
-        for name in self.fold.tests:
+        for name in (self.fold.tests if splits is None else splits):
             ds = make_dataset(name)
             raw = predict(model, loader(ds, 64, shuffle=False))
             dims = None if raw["dims"] is None else self.run.labels.to_corpus_scale(raw["ids"], raw["dims"])
-            probs = None if raw["logits"] is None else _softmax(raw["logits"])
+            probs = None if raw["logits"] is None else softmax(raw["logits"])
             out[name] = {"ids": raw["ids"], "dims": dims, "probs": probs}
         return out
 
@@ -292,9 +293,22 @@ class FoldContext:
         return replace(self.cfg.train, **changes)
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(n, C)`` scores."""
     e = np.exp(x - x.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def aligned_probs(*predictions: dict) -> tuple[list[str], list[np.ndarray]]:
+    """The utterances every one of several prediction dicts (``{"ids", "probs"}``) covers, in
+    the first one's order, and each dict's probabilities for them (for score fusion)."""
+    common = set.intersection(*(set(p["ids"]) for p in predictions))
+    ids = [u for u in predictions[0]["ids"] if u in common]
+    out = []
+    for p in predictions:
+        at = {u: i for i, u in enumerate(p["ids"])}
+        out.append(np.asarray(p["probs"])[[at[u] for u in ids]])
+    return ids, out
 
 
 def _best_epoch(stage_dir: Path) -> int | None:

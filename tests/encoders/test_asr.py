@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from sermo.data.audio import load_audio

@@ -86,7 +86,7 @@ def test_same_seed_same_bytes(tmp_path):
     b = synthesize_corpus("iemocap", tmp_path / "b", utterances=40, seed=7, progress=False, workers=1)
     assert not a.reused and not b.reused
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
-    c = synthesize_corpus("iemocap", tmp_path / "c", utterances=40, seed=8, progress=False)
+    synthesize_corpus("iemocap", tmp_path / "c", utterances=40, seed=8, progress=False)
     assert digest(tmp_path / "c") != digest(tmp_path / "a")
 
 
