@@ -1,6 +1,7 @@
 """The errors a user can act on; the CLI prints them as one line instead of a traceback."""
 
 from sermo.data.audio import AudioError
+from sermo.data.bundle import BundleError
 from sermo.data.corpora.iemocap import IemocapLayoutError
 from sermo.data.corpora.msp_podcast import MspLayoutError
 from sermo.data.corpora.table import TableLayoutError
@@ -8,11 +9,7 @@ from sermo.data.manifest import ManifestError
 from sermo.data.protocols import ProtocolError
 from sermo.data.synth.corpus import SynthError
 from sermo.encoders.base import EncoderError
-from sermo.training.config import ConfigError
-
-
-class BundleError(ValueError):
-    """A folder that is not a usable sermo bundle (the message says what is wrong)."""
+from sermo.config import ConfigError
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = (

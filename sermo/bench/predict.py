@@ -28,22 +28,20 @@ def _bundle(folder: Path, encoder_folder: str) -> Path:
 
     import torch
 
+    from sermo.data.bundle import BundleConfig, save_bundle
     from sermo.data.labels import get_label_space
+    from sermo.data.spec import InputSpec, ModelSpec
     from sermo.encoders import get_encoder
-    from sermo.serving.bundle import save_bundle
+    from sermo.features.source import feature_input
     from sermo.systems.baselines import BaselinesConfig, build_model
 
     enc = get_encoder(encoder_folder, layers=[-1])
     cfg = BaselinesConfig(head="pool", hidden=128, embedding=64)
-    spec = {"audio": [1, enc.dim], "text": None, "num_classes": 4}
+    spec = ModelSpec(InputSpec(audio=feature_input(enc)), num_classes=4)
     torch.manual_seed(0)
     model = build_model("audio", cfg, spec)
-    space = get_label_space("iemocap-4")
-    config = {"system": "baselines", "row": "audio", "modalities": ["audio"], "model": dataclasses.asdict(cfg),
-              "audio_encoder": {"name": encoder_folder, "identity": dataclasses.asdict(enc.identity),
-                                "layers": 1, "dim": enc.dim, "frame_rate": enc.frame_rate},
-              "text_encoder": None, "label_space": space.to_dict(), "label_scale": [1.0, 5.0],
-              "transcripts": "oracle", "max_frames": 3000, "max_tokens": 128, "input_spec": spec}
+    config = BundleConfig(system="baselines", row="audio", modalities=["audio"], model=dataclasses.asdict(cfg),
+                          spec=spec, label_space=get_label_space("iemocap-4").to_dict(), label_scale=[1.0, 5.0])
     return save_bundle(folder, model, config)
 
 

@@ -1,20 +1,28 @@
 """The typed batch every system consumes.
 
-Layout (B = batch, L = encoder layers kept, T = frames, N = tokens, D = feature dim)::
+Layout (B = batch, L = encoder layers kept, T = frames, N = tokens, D = feature dim, S = samples)::
 
     ids            list[str]                 utterance ids
     audio          (B, L, T, D) float32      speech features, zero-padded in time (or None)
     audio_mask     (B, T) bool               True on real frames
     text           (B, L, N, D) float32      token features, zero-padded (or None)
     text_mask      (B, N) bool               True on real tokens
+    wave           (B, S) float32            16 kHz samples, zero-padded (fine-tuned speech encoders; or None)
+    wave_lengths   (B,) int64                real samples per utterance
+    tokens         (B, N) int64              token ids, zero-padded (fine-tuned text encoders; or None)
+    token_lengths  (B,) int64                real tokens per utterance
+    speaker        (B, E) float32            the speaker's embedding (or None)
     dims           (B, 3) float32            arousal, valence, dominance scaled to [0, 1]; NaN = missing
     category       (B,) int64                class index in the run's label space; -1 = missing
-    extras         dict                      anything a system adds (speaker embeddings, phone ids, ...)
+    extras         dict                      what a system adds for training (teacher embeddings,
+                                             mel targets, ...); a sequence ``x`` comes with ``x_len``
+
+Which of the inputs a batch carries is the row's :class:`~sermo.data.spec.InputSpec`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -31,6 +39,11 @@ class Batch:
     audio_mask: torch.Tensor | None = None
     text: torch.Tensor | None = None
     text_mask: torch.Tensor | None = None
+    wave: torch.Tensor | None = None
+    wave_lengths: torch.Tensor | None = None
+    tokens: torch.Tensor | None = None
+    token_lengths: torch.Tensor | None = None
+    speaker: torch.Tensor | None = None
     extras: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -39,8 +52,30 @@ class Batch:
     def to(self, device) -> "Batch":
         """The batch on ``device`` (tensors in ``extras`` too)."""
         move = lambda x: x.to(device) if isinstance(x, torch.Tensor) else x  # noqa: E731
-        return Batch(self.ids, move(self.dims), move(self.category), move(self.audio), move(self.audio_mask),
-                     move(self.text), move(self.text_mask), {k: move(v) for k, v in self.extras.items()})
+        values = {f.name: move(getattr(self, f.name)) for f in fields(self) if f.name not in ("ids", "extras")}
+        return Batch(ids=self.ids, **values, extras={k: move(v) for k, v in self.extras.items()})
+
+
+class Sequence:
+    """A training extra whose values are variable-length sequences along their first axis: the
+    batch always pads them and carries their lengths as ``<name>_len`` (see :func:`sequence`)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, uid: str):
+        return self.fn(uid)
+
+
+def sequence(fn) -> Sequence:
+    """Mark an extra ``uid -> array (n_i, ...)`` as a variable-length sequence (phone ids, mel
+    frames, ...): batches always pad it and carry ``<name>_len``."""
+    return fn if isinstance(fn, Sequence) else Sequence(fn)
+
+
+def lengths_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """``(B, size)`` bool, True on the first ``lengths[b]`` positions of each row."""
+    return torch.arange(size, device=lengths.device)[None] < lengths[:, None]
 
 
 def pad_sequences(arrays: list[np.ndarray], max_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,3 +92,12 @@ def pad_sequences(arrays: list[np.ndarray], max_len: int | None = None) -> tuple
         out[i, :, :n] = torch.from_numpy(np.asarray(a[:, :n], dtype=np.float32))
         mask[i, :n] = True
     return out, mask
+
+
+def pad_first_axis(values: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad arrays of shape ``(n_i, ...)`` along the first axis: ``(B, max n, ...)`` and ``(B,)`` lengths."""
+    n = max(len(v) for v in values)
+    padded = np.zeros((len(values), n) + values[0].shape[1:], dtype=values[0].dtype)
+    for j, v in enumerate(values):
+        padded[j, : len(v)] = v
+    return torch.from_numpy(padded), torch.tensor([len(v) for v in values], dtype=torch.long)

@@ -111,3 +111,43 @@ def get_label_space(name: str) -> LabelSpace:
         return LABEL_SPACES[name]
     except KeyError:
         raise ValueError(f"unknown label space {name!r}; known: {', '.join(LABEL_SPACES)}") from None
+
+
+@dataclass
+class Labels:
+    """The targets of a manifest in one label space, by utterance id.
+
+    Attributes:
+        dims: ``(3,)`` float32 arousal, valence, dominance scaled to [0, 1] of the utterance's
+            corpus scale (NaN = missing).
+        category: class index in the label space (-1 = missing or left out by the space).
+        scale: ``(min, max)`` of the utterance's corpus scale (NaN when it has none).
+    """
+
+    dims: dict[str, np.ndarray]
+    category: dict[str, int]
+    scale: dict[str, tuple[float, float]]
+
+    @classmethod
+    def from_manifest(cls, manifest, space: LabelSpace) -> "Labels":
+        """Targets of every row of ``manifest`` (a :class:`~sermo.data.manifest.Manifest`)."""
+        from sermo.data.manifest import DIMENSIONS
+
+        df = manifest.df
+        lo = df["scale_min"].to_numpy(dtype=float)
+        hi = df["scale_max"].to_numpy(dtype=float)
+        raw = df[list(DIMENSIONS)].to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            norm = (raw - lo[:, None]) / (hi - lo)[:, None]
+        cats = space.indices(df["category"].tolist())
+        ids = df["id"].tolist()
+        return cls(dims={u: norm[i].astype(np.float32) for i, u in enumerate(ids)},
+                   category={u: int(cats[i]) for i, u in enumerate(ids)},
+                   scale={u: (float(lo[i]), float(hi[i])) for i, u in enumerate(ids)})
+
+    def to_corpus_scale(self, ids: list[str], dims01: np.ndarray) -> np.ndarray:
+        """Map ``(n, 3)`` [0, 1] predictions back to each utterance's corpus scale."""
+        lo = np.array([self.scale[u][0] for u in ids], dtype=float)
+        hi = np.array([self.scale[u][1] for u in ids], dtype=float)
+        lo, hi = np.nan_to_num(lo, nan=0.0), np.nan_to_num(hi, nan=1.0)
+        return dims01 * (hi - lo)[:, None] + lo[:, None]

@@ -122,3 +122,20 @@ def checkpoint_folder(name: str) -> tuple[str, str]:
     if spec.kind not in ("speech", "text"):
         raise EncoderError(f"the encoder {name!r} ({spec.kind}) is not a trainable transformers model")
     return spec.kind, resolve_checkpoint(spec.source or minilm_path())
+
+
+def load_trainable(name: str, *, max_tokens: int = 128):
+    """The transformers model of encoder ``name`` as a module that runs inside a system's model
+    (``SpeechSSL`` or ``TextSSL``), all layers frozen; ``source`` names it. Bundles of
+    fine-tuned rows rebuild their encoders with it before loading their weights.
+
+    Raises:
+        EncoderError: not a transformers encoder, or not available here.
+    """
+    from sermo.encoders.speech import SpeechSSL
+    from sermo.encoders.text import TextSSL
+
+    kind, folder = checkpoint_folder(name)
+    enc = SpeechSSL(folder) if kind == "speech" else TextSSL(folder, max_tokens=max_tokens)
+    enc.source = name
+    return enc

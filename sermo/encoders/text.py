@@ -67,6 +67,26 @@ class HFTextEncoder(Encoder):
         return outs
 
 
+class TextTokenizer:
+    """A text checkpoint's tokenizer as the models read it: whitespace words, the model's special
+    tokens, at most ``max_tokens`` ids (``int64``). :class:`TextSSL` and the input pipeline of
+    prediction both use it, so token ids never differ between training and serving."""
+
+    def __init__(self, folder: str, *, max_tokens: int = 128, config=None):
+        from transformers import AutoConfig, AutoTokenizer
+
+        config = config or AutoConfig.from_pretrained(folder)
+        # byte-level BPE tokenizers need a prefix space to take pre-split words
+        bpe = config.model_type in ("roberta", "gpt2", "bart", "longformer", "deberta")
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, **({"add_prefix_space": True} if bpe else {}))
+        self.max_tokens = min(max_tokens, int(getattr(config, "max_position_embeddings", max_tokens)))
+
+    def __call__(self, text: str) -> np.ndarray:
+        enc = self.tokenizer(str(text).split(), is_split_into_words=True, truncation=True,
+                             max_length=self.max_tokens)
+        return np.asarray(enc["input_ids"], dtype=np.int64)
+
+
 class TextSSL(torch.nn.Module):
     """A transformers text model returning every hidden state; usable frozen or fine-tuned.
 
@@ -78,13 +98,12 @@ class TextSSL(torch.nn.Module):
 
     def __init__(self, folder: str, *, max_tokens: int = 128):
         super().__init__()
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel
 
         self.config = AutoConfig.from_pretrained(folder)
-        bpe = self.config.model_type in ("roberta", "gpt2", "bart", "longformer", "deberta")
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, **({"add_prefix_space": True} if bpe else {}))
+        self.tokens = TextTokenizer(folder, max_tokens=max_tokens, config=self.config)
+        self.tokenizer, self.max_tokens = self.tokens.tokenizer, self.tokens.max_tokens
         self.model = AutoModel.from_pretrained(folder)
-        self.max_tokens = min(max_tokens, int(getattr(self.config, "max_position_embeddings", max_tokens)))
         self.model.train()  # from_pretrained leaves eval mode; the trainer switches modes
         self.set_trainable_layers(0)
 
@@ -114,9 +133,7 @@ class TextSSL(torch.nn.Module):
 
     def tokenize(self, text: str) -> np.ndarray:
         """Token ids (with the model's special tokens) of one transcript, int64."""
-        enc = self.tokenizer(str(text).split(), is_split_into_words=True, truncation=True,
-                             max_length=self.max_tokens)
-        return np.asarray(enc["input_ids"], dtype=np.int64)
+        return self.tokens(text)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mask = torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]

@@ -143,3 +143,26 @@ def classification_metrics(y_true, y_pred) -> dict[str, float]:
         "wa": weighted_accuracy(y_true, y_pred),
         "macro_f1": macro_f1(y_true, y_pred),
     }
+
+
+def score_predictions(truth_dims: np.ndarray, truth_cls: np.ndarray, dims: np.ndarray | None,
+                      probs: np.ndarray | None, num_classes: int | None = None) -> dict:
+    """Every metric a set of predictions can be scored on: the dimensional ones where the model
+    predicts dimensions and the truth has some, the categorical ones (and ``confusion``, with
+    ``num_classes``) where it predicts classes and some truth is known.
+
+    Args:
+        truth_dims: ``(n, 3)`` true arousal, valence, dominance (NaN = missing).
+        truth_cls: ``(n,)`` true class indices (-1 = missing).
+        dims: ``(n, 3)`` predicted dimensions on the truth's scale, or ``None``.
+        probs: ``(n, C)`` class probabilities, or ``None``.
+    """
+    m: dict = {}
+    if dims is not None and np.isfinite(truth_dims).any():
+        m.update(regression_metrics(truth_dims, dims))
+    if probs is not None and (np.asarray(truth_cls) >= 0).any():
+        guess = np.asarray(probs).argmax(1)
+        m.update(classification_metrics(truth_cls, guess))
+        if num_classes is not None:
+            m["confusion"] = confusion_matrix(truth_cls, guess, num_classes).tolist()
+    return m

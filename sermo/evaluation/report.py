@@ -128,3 +128,13 @@ def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str
         out.append("\n## Plots\n\n" + "".join(f"- [{p.name}](plots/{p.name})\n" for p in pics))
     out.append(f"\nRun time: {results.get('seconds', 0):.0f} s.\n")
     return "".join(out)
+
+
+def fold_analyses(run_folder, name: str) -> list[tuple[str, object]]:
+    """Every fold's ``<fold>/analysis/<name>`` JSON of a run folder: ``[(fold, data), ...]`` in
+    fold order (what systems' ``finish`` gather from the first folds' analyses)."""
+    import json
+    from pathlib import Path
+
+    return [(p.parent.parent.name, json.loads(p.read_text()))
+            for p in sorted(Path(run_folder).glob(f"*/analysis/{name}"))]

@@ -144,3 +144,29 @@ def average_frames(x: torch.Tensor, mask: torch.Tensor, factor: int) -> tuple[to
     summed = (x.view(x.shape[0], -1, factor, x.shape[2]) * m.view(m.shape[0], -1, factor, 1)).sum(2)
     counts = m.view(m.shape[0], -1, factor).sum(2)
     return summed / counts.clamp(min=1.0).unsqueeze(-1), counts > 0
+
+
+def chunk(x: torch.Tensor, length: int, size: int) -> torch.Tensor:
+    """``(L, T, D)`` with ``length`` real frames -> ``(ceil(length/size), L, size, D)``
+    non-overlapping chunks, the last zero-padded."""
+    n = max(1, -(-length // size))
+    out = x.new_zeros(n * size, *x.shape[:1], x.shape[-1]).transpose(0, 1)  # (L, n*size, D)
+    out[:, :length] = x[:, :length]
+    return out.view(x.shape[0], n, size, x.shape[-1]).transpose(0, 1)
+
+
+def align_frames(x: torch.Tensor, n: int) -> torch.Tensor:
+    """``(T, C)`` frames on one clock averaged onto ``n`` frames of another covering the same time."""
+    if x.shape[0] == n:
+        return x
+    return nn.functional.adaptive_avg_pool1d(x.T[None], n)[0].T
+
+
+def subsample_layers(x: torch.Tensor, mask: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`average_frames` for ``(B, L, T, D)``."""
+    if factor <= 1:
+        return x, mask
+    b, layers, t, d = x.shape
+    flat = x.transpose(1, 2).reshape(b, t, layers * d)
+    y, m = average_frames(flat, mask, factor)
+    return y.view(b, y.shape[1], layers, d).transpose(1, 2), m

@@ -42,3 +42,9 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Te
     if not ok.any():
         return logits.sum() * 0.0
     return F.cross_entropy(logits[ok], target[ok])
+
+
+def masked_mse(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the real frames ``mask (B, T)`` of ``(B, T, C)``."""
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (((x - y) ** 2) * m).sum() / (m.sum() * x.shape[-1]).clamp(min=1.0)

@@ -1,10 +1,11 @@
 """Predictions for new audio from a model bundle: ``Predictor.from_pretrained(path).predict(...)``.
 
-A bundle names the system, the row, the encoders its model reads and the label space and
-scale (see :mod:`sermo.serving.bundle`). The predictor rebuilds the encoders and the model
-(from the system's code, never from the bundle), turns audio (and a transcript, or the
-configured ASR engine's) into the model's inputs, and returns typed results on the label
-scale the model was trained on.
+A bundle names the system, the row, exactly what its model reads and the label space and
+scale (see :mod:`sermo.data.bundle`). The predictor rebuilds the model (from the system's
+code, never from the bundle), turns audio (and a transcript, or the configured ASR engine's)
+into the model's inputs through the same input pipeline training used
+(:mod:`sermo.features.pipeline`, with live encoders in place of the feature store), and
+returns typed results on the label scale the model was trained on.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import numpy as np
 import torch
 
 from sermo.data.audio import SAMPLE_RATE, load_audio, prepare_waveform
-from sermo.data.batch import Batch, pad_sequences
-from sermo.errors import BundleError
+from sermo.data.bundle import BundleConfig, BundleError
+from sermo.data.spec import FeatureInput
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
 
@@ -77,18 +78,18 @@ class Predictor:
     >>> p.predict("speech.wav").valence  # doctest: +SKIP
     """
 
-    def __init__(self, config: dict, weights: dict[str, torch.Tensor], *, asr: str | None = None,
+    def __init__(self, config: BundleConfig, weights: dict[str, torch.Tensor], *, asr: str | None = None,
                  folder: str | None = None):
+        from sermo.config import build
         from sermo.data.labels import LabelSpace
         from sermo.systems import get_system
-        from sermo.training.config import build
 
         self.config, self.folder = config, folder
         where = folder or "bundle"
         try:
-            sysdef = get_system(config["system"])
-            model_cfg = build(sysdef.config_cls, config["model"], f"{where}: model")
-            self.model = sysdef.build_model(config["row"], model_cfg, config["input_spec"])
+            sysdef = get_system(config.system)
+            model_cfg = build(sysdef.config_cls, config.model, f"{where}: model")
+            self.model = sysdef.build_model(config.row, model_cfg, config.spec)
         except (KeyError, ValueError) as exc:
             raise BundleError(f"{where}: the config does not describe a model sermo can build ({exc})") from exc
         missing, unexpected = self.model.load_state_dict(weights, strict=False)
@@ -96,24 +97,23 @@ class Predictor:
             raise BundleError(f"{where}: the weights do not fit the model (missing {list(missing)[:3]}, "
                               f"unexpected {list(unexpected)[:3]}); was the bundle edited?")
         self.model.eval()
-        self.space = LabelSpace.from_dict(config["label_space"])
-        self.scale = tuple(config["label_scale"]) if config.get("label_scale") else None
-        self.modalities = list(config["modalities"])
-        spec = config["input_spec"]
-        self.wave_input = bool(spec.get("speech_model"))
-        self.token_input = bool(spec.get("text_model")) and spec.get("text_top") is None
-        self.audio_encoder = self._encoder(config.get("audio_encoder")) if "audio" in self.modalities \
-            and not self.wave_input else None
-        self.text_encoder = self._encoder(config.get("text_encoder")) if "text" in self.modalities \
-            and not self.token_input else None
-        engine = config.get("transcripts") or "oracle"
+        self.space = LabelSpace.from_dict(config.label_space)
+        self.scale = tuple(config.label_scale) if config.label_scale else None
+        self.modalities = list(config.modalities)
+        self.inputs = inputs = config.spec.inputs
+        self.audio_encoder = self._encoder(inputs.audio)
+        self.text_encoder = self._encoder(inputs.text)
+        self.tokenizer = None
+        if inputs.tokens:
+            from sermo.encoders.registry import checkpoint_folder
+            from sermo.encoders.text import TextTokenizer
+
+            self.tokenizer = TextTokenizer(checkpoint_folder(inputs.tokens)[1], max_tokens=inputs.max_tokens)
+        # models that read a speaker embedding get the utterance's own (no speaker is known)
+        self.speaker_encoder = self._encoder(FeatureInput("resemblyzer", None, 1, 256)) if inputs.speaker else None
+        engine = config.transcripts or "oracle"
         self.asr_engine = asr or (engine if engine != "oracle" else "pocketsphinx")
         self._asr = None
-        # models that read a speaker embedding get the utterance's own (no speaker is known)
-        self.speaker_encoder = self._encoder({"name": "resemblyzer", "identity": {"weights": None}}) \
-            if spec.get("speaker") else None
-        self.max_frames = int(config.get("max_frames") or 3000)
-        self.max_tokens = int(config.get("max_tokens") or 128)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, asr: str | None = None) -> "Predictor":
@@ -127,28 +127,24 @@ class Predictor:
         Raises:
             BundleError: not a bundle, or a config / weights that do not fit together.
         """
-        from sermo.serving.bundle import read_bundle
+        from sermo.data.bundle import read_bundle
 
-        try:
-            config, weights = read_bundle(path)
-        except FileNotFoundError as exc:
-            raise BundleError(str(exc)) from exc
-        except Exception as exc:  # a corrupt safetensors or JSON file
-            raise BundleError(f"{path}: unreadable bundle ({exc})") from exc
+        config, weights = read_bundle(path)
         return cls(config, weights, asr=asr, folder=str(path))
 
     @staticmethod
-    def _encoder(entry: dict | None):
+    def _encoder(entry: FeatureInput | None):
+        """The frozen encoder of a feature input, warning when its weights are not the ones the
+        model was trained on."""
         from sermo.encoders import get_encoder
 
         if entry is None:
             return None
-        ident = entry["identity"]
-        enc = get_encoder(entry["name"], layers=ident.get("layers"), dtype=ident.get("dtype", "float16"))
-        if ident.get("weights") is not None and enc.identity.weights != ident["weights"]:
+        enc = get_encoder(entry.encoder, layers=entry.layers, dtype=entry.dtype)
+        if entry.weights is not None and enc.identity.weights != entry.weights:
             import warnings
 
-            warnings.warn(f"the encoder {entry['name']!r} here has other weights than the one the model was "
+            warnings.warn(f"the encoder {entry.encoder!r} here has other weights than the one the model was "
                           "trained with: predictions may be off", stacklevel=3)
         return enc
 
@@ -177,42 +173,24 @@ class Predictor:
     @torch.inference_mode()
     def _run(self, waves: list[np.ndarray], transcripts: list[str | None]) -> tuple[list[dict], list[tuple]]:
         """Model outputs for 16 kHz waveforms; returns per-item dicts and the transcripts used."""
-        n = len(waves)
-        batch = Batch(ids=[str(i) for i in range(n)], dims=torch.full((n, 3), float("nan")),
-                      category=torch.full((n,), -1, dtype=torch.long))
-        used: list[tuple] = [(None, None)] * n
-        if "text" in self.modalities:
-            used = []
-            for w, t in zip(waves, transcripts):
-                used.append((t, "given") if t is not None else (self._transcribe(w), f"asr:{self.asr_engine}"))
-        if self.audio_encoder is not None:
-            outs = self.audio_encoder.encode_batch(list(waves))
-            feats = [torch.from_numpy(o.hidden[:, : self.max_frames].astype(np.float32)) for o in outs]
-            batch.audio, batch.audio_mask = pad_sequences(feats)
-        if self.speaker_encoder is not None:
-            outs = self.speaker_encoder.encode_batch(list(waves))
-            batch.extras["speaker"] = torch.from_numpy(np.stack([o.hidden.reshape(-1) for o in outs]).astype(np.float32))
-        if self.wave_input:
-            lengths = torch.tensor([len(w) for w in waves])
-            padded = torch.zeros(n, int(lengths.max()))
-            for i, w in enumerate(waves):
-                padded[i, : len(w)] = torch.from_numpy(w)
-            batch.extras.update(wave=padded, wave_len=lengths)
-        if self.text_encoder is not None:
-            outs = self.text_encoder.encode_batch([t or "" for t, _ in used])
-            feats = [torch.from_numpy(o.hidden[:, : self.max_tokens].astype(np.float32)) for o in outs]
-            batch.text, batch.text_mask = pad_sequences(feats)
-        if self.token_input:
-            from sermo.encoders.text import TextSSL
+        from sermo.features.pipeline import GivenUtterances, SpeakerEmbeddings, UtteranceDataset, collate
+        from sermo.features.source import LiveFeatures
 
-            tok = next(m for m in self.model.modules() if isinstance(m, TextSSL))
-            ids = [tok.tokenize(t or "") for t, _ in used]
-            lengths = torch.tensor([len(x) for x in ids])
-            padded = torch.zeros(n, int(lengths.max()), dtype=torch.long)
-            for i, x in enumerate(ids):
-                padded[i, : len(x)] = torch.from_numpy(x)
-            batch.extras.update(tokens=padded, tokens_len=lengths)
-        out = self.model(batch)
+        n = len(waves)
+        used: list[tuple] = [(None, None)] * n
+        if self.inputs.needs_transcript:
+            used = [(t, "given") if t is not None else (self._transcribe(w), f"asr:{self.asr_engine}")
+                    for w, t in zip(waves, transcripts)]
+        ids = [str(i) for i in range(n)]
+        utterances = GivenUtterances(dict(zip(ids, waves)), {u: t for u, (t, _) in zip(ids, used)})
+        live = lambda enc: LiveFeatures(enc, utterances) if enc is not None else None  # noqa: E731
+        spec = self.inputs
+        dataset = UtteranceDataset(
+            ids, utterances=utterances, audio=live(self.audio_encoder), text=live(self.text_encoder), wave=spec.wave,
+            tokenizer=(spec.tokens, self.tokenizer) if self.tokenizer is not None else None,
+            speaker=SpeakerEmbeddings(live(self.speaker_encoder)) if self.speaker_encoder is not None else None,
+            max_frames=spec.max_frames, max_tokens=spec.max_tokens)
+        out = self.model(collate(dataset.__getitems__(list(range(n)))))
         results = []
         for i in range(n):
             r: dict = {}

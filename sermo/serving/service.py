@@ -36,7 +36,7 @@ def create_app(predictor, *, max_upload_mb: float = 20.0, max_seconds: float = 6
     lock = threading.Lock()
     cfg = predictor.config
     app = FastAPI(title="sermo", version=sermo.__version__,
-                  description=f"Speech emotion recognition: {cfg['system']} / {cfg['row']}")
+                  description=f"Speech emotion recognition: {cfg.system} / {cfg.row}")
 
     @app.middleware("http")
     async def reject_oversize(request: Request, call_next):
@@ -53,7 +53,7 @@ def create_app(predictor, *, max_upload_mb: float = 20.0, max_seconds: float = 6
     @app.get("/health")
     def health() -> dict:
         """Which model is loaded and what it predicts."""
-        return {"status": "ok", "system": cfg["system"], "row": cfg["row"], "modalities": predictor.modalities,
+        return {"status": "ok", "system": cfg.system, "row": cfg.row, "modalities": predictor.modalities,
                 "classes": list(predictor.space.classes),
                 "scale": list(predictor.scale) if predictor.scale else None,
                 "transcripts": predictor.asr_engine if "text" in predictor.modalities else None,

@@ -1,41 +1,40 @@
-"""The systems: each module registers one :class:`~sermo.systems.base.SystemDef`.
+"""The systems, discovered: every module or package under ``sermo/systems/`` (and every
+module named by a ``sermo.systems`` entry point of an installed package) that calls
+:func:`~sermo.systems.api.register` at import is a system of ``sermo run`` and ``sermo demo``.
 
-Registration is what puts a system into ``sermo run`` and ``sermo demo``: a new system
-module listed in :data:`MODULES` is picked up without editing either.
+Adding a system is adding a module (or package) and its recipe; nothing here lists them.
+The contract a system is written against is :mod:`sermo.systems.api` (``docs/systems.md``).
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
-from sermo.systems.base import Output, SystemDef
+from sermo.systems.api import _REGISTRY as SYSTEMS
+from sermo.systems.api import Output, SystemDef, register
 
-MODULES = ("baselines", "teacher_student", "distilled", "hierarchical", "label_embedding", "cross_representation")
-SYSTEMS: dict[str, SystemDef] = {}
+INTERNAL = frozenset({"api", "common"})
+"""Modules under ``sermo/systems/`` that are shared code, not systems."""
 
-
-def register(system: SystemDef) -> SystemDef:
-    """Add a system to the registry (called at import of its module)."""
-    SYSTEMS[system.name] = system
-    return system
+ENTRY_POINTS = "sermo.systems"
 
 
 def available() -> list[str]:
-    """Names of the systems whose modules exist, without importing them (for --help)."""
-    from importlib.util import find_spec
-
-    return [name for name in MODULES if find_spec(f"sermo.systems.{name}") is not None]
+    """Names of the system modules under ``sermo/systems/``, without importing them (for --help)."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in INTERNAL and not m.name.startswith("_"))
 
 
 def load_all() -> dict[str, SystemDef]:
-    """Import every system module that exists and return the registry."""
-    for name in MODULES:
-        try:
-            importlib.import_module(f"sermo.systems.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"sermo.systems.{name}":
-                raise
-    return SYSTEMS
+    """Import every system module (ours and entry points') and return the registry, in the
+    systems' ``order`` (the papers' order), then by name."""
+    for name in available():
+        importlib.import_module(f"{__name__}.{name}")
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINTS):
+        ep.load()
+    return dict(sorted(SYSTEMS.items(), key=lambda kv: (kv[1].order, kv[0])))
 
 
 def get_system(name: str) -> SystemDef:
@@ -44,10 +43,11 @@ def get_system(name: str) -> SystemDef:
     Raises:
         ValueError: unknown name; the message lists the registered ones.
     """
-    systems = load_all()
-    if name not in systems:
-        raise ValueError(f"unknown system {name!r}; known: {', '.join(systems)}")
-    return systems[name]
+    if name not in SYSTEMS:
+        load_all()
+    if name not in SYSTEMS:
+        raise ValueError(f"unknown system {name!r}; known: {', '.join(load_all())}")
+    return SYSTEMS[name]
 
 
-__all__ = ["Output", "SystemDef", "SYSTEMS", "register", "load_all", "get_system"]
+__all__ = ["Output", "SystemDef", "SYSTEMS", "register", "available", "load_all", "get_system"]

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from sermo.data.batch import Batch
+from sermo.data.spec import ModelSpec
 from sermo.nn.layers import GRUEncoder, LayerWeighting, Standardize, mlp
 from sermo.nn.losses import ccc_loss, masked_cross_entropy
 from sermo.nn.pooling import MeanMaxPool
-from sermo.systems import register
-from sermo.systems.base import Output, SystemDef
+from sermo.systems.api import Output, SystemDef, lr_groups, register
 
 ROWS = {"audio": ("audio",), "text": ("text",), "fusion": ("audio", "text")}
 
@@ -138,11 +138,7 @@ class BaselineModel(nn.Module):
         """Branches started from trained unimodal rows learn at ``encoder_lr_scale`` of the head's
         rate (set by :func:`train_row`); everything else at the full rate."""
         slow = getattr(self, "_pretrained_branches", set())
-        fast = [p for n, p in self.named_parameters() if n.split(".")[0] not in slow]
-        groups = [(fast, 1.0)]
-        for name in sorted(slow):
-            groups.append((list(getattr(self, name).parameters()), self._branch_lr_scale))
-        return groups
+        return lr_groups(self, [(getattr(self, name), self._branch_lr_scale) for name in sorted(slow)])
 
     def losses(self, out: Output, batch: Batch) -> dict[str, torch.Tensor]:
         parts = {}
@@ -165,12 +161,11 @@ class BaselineModel(nn.Module):
         return {"loss": total, **parts}
 
 
-def build_model(row: str, cfg: BaselinesConfig, spec: dict) -> BaselineModel:
-    """A row's model from its input spec ``{"audio": (layers, dim) | None, "text": ..., "num_classes"}``."""
+def build_model(row: str, cfg: BaselinesConfig, spec: ModelSpec) -> BaselineModel:
+    """A row's model for the features its spec names."""
     mods = ROWS[row]
-    return BaselineModel(audio=tuple(spec["audio"]) if "audio" in mods else None,
-                         text=tuple(spec["text"]) if "text" in mods else None,
-                         num_classes=int(spec["num_classes"]), cfg=cfg)
+    return BaselineModel(audio=spec.audio if "audio" in mods else None, text=spec.text if "text" in mods else None,
+                         num_classes=spec.num_classes, cfg=cfg)
 
 
 def train_row(ctx, row: str, cfg: BaselinesConfig, *, stage: str | None = None, train_cfg=None,
@@ -183,11 +178,13 @@ def train_row(ctx, row: str, cfg: BaselinesConfig, *, stage: str | None = None, 
     """
     mods = ROWS[row]
     ctx.seed(stage or row)
-    model = build_model(row, cfg, ctx.input_spec())
+    audio, text = (ctx.audio if "audio" in mods else None), (ctx.text if "text" in mods else None)
+    model = BaselineModel(audio=(audio.num_layers, audio.dim) if audio else None,
+                          text=(text.num_layers, text.dim) if text else None, num_classes=ctx.num_classes, cfg=cfg)
     if model.audio is not None:
-        model.audio.norm.set(*ctx.feature_stats("audio"))
+        model.audio.norm.set(*ctx.feature_stats(audio))
     if model.text is not None:
-        model.text.norm.set(*ctx.feature_stats("text"))
+        model.text.norm.set(*ctx.feature_stats(text))
     for name, trained in (branches or {}).items():
         branch = getattr(model, name)
         branch.load_state_dict(trained.state_dict())
@@ -207,9 +204,6 @@ def train_row(ctx, row: str, cfg: BaselinesConfig, *, stage: str | None = None, 
 def run_fold(ctx) -> list:
     """Every configured row, one after another."""
     cfg: BaselinesConfig = ctx.cfg.model
-    unknown = [r for r in cfg.rows if r not in ROWS]
-    if unknown:
-        raise ValueError(f"unknown baseline row(s) {unknown}; known: {', '.join(ROWS)}")
     if cfg.fusion_init not in ("scratch", "unimodal"):
         raise ValueError(f"unknown fusion_init {cfg.fusion_init!r}; known: scratch, unimodal")
     done: dict = {}
@@ -228,7 +222,6 @@ def run_fold(ctx) -> list:
 
 
 register(SystemDef(
-    name="baselines", config_cls=BaselinesConfig, run_fold=run_fold,
-    build_model=lambda row, cfg, spec: build_model(row, cfg, spec),
-    title="Audio-only, text-only and concatenation-fusion baselines",
+    name="baselines", config_cls=BaselinesConfig, run_fold=run_fold, build_model=build_model, rows=tuple(ROWS),
+    title="Audio-only, text-only and concatenation-fusion baselines", order=0,
 ))

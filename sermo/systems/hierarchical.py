@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from sermo.data.batch import Batch
+from sermo.data.spec import ModelSpec
 from sermo.nn.layers import Conformer, LayerWeighting, Standardize, average_frames
 from sermo.nn.losses import ccc_per_dim, masked_cross_entropy
 from sermo.nn.pooling import SelfAttentivePool
-from sermo.systems import register
-from sermo.systems.base import Output, SystemDef
+from sermo.systems.api import Output, SystemDef, register
 
 ROWS = {
     "baseline_c": ("continuous",),
@@ -139,31 +139,28 @@ class HierarchicalModel(nn.Module):
         return {"loss": total, **parts}
 
 
-def build_model(row: str, cfg: HierarchicalConfig, spec: dict) -> HierarchicalModel:
-    """A row's model from the input spec (for bundles); a Table 2 row (``t7_iemocap-cont_msp-disc``)
+def build_model(row: str, cfg: HierarchicalConfig, spec: ModelSpec) -> HierarchicalModel:
+    """A row's model from its spec (for bundles); a Table 2 row (``t7_iemocap-cont_msp-disc``)
     is the model its label types need."""
     if row not in ROWS:
         parts = row.split("_")
         cont, disc = any(p.endswith("-cont") for p in parts), any(p.endswith("-disc") for p in parts)
         row = "multitask" if cont and disc else ("baseline_c" if cont else "baseline_d")
-    return HierarchicalModel(row, audio=tuple(spec["audio"]), num_classes=int(spec["num_classes"]), cfg=cfg)
+    return HierarchicalModel(row, audio=spec.audio, num_classes=spec.num_classes, cfg=cfg)
 
 
 def run_fold(ctx) -> list:
     """The five models of Table 1 on one corpus; with two corpora (protocol ``corpus-transfer``)
     the mismatched-label models of Table 2."""
     cfg: HierarchicalConfig = ctx.cfg.model
-    unknown = [r for r in cfg.rows if r not in ROWS]
-    if unknown:
-        raise ValueError(f"unknown hierarchical row(s) {unknown}; known: {', '.join(ROWS)}")
-    if ctx.fold.name == "transfer":
+    if ctx.name == "transfer":
         return run_transfer(ctx)
-    spec = ctx.input_spec()
-    stats = ctx.feature_stats("audio")
+    audio = (ctx.audio.num_layers, ctx.audio.dim)
+    stats = ctx.feature_stats(ctx.audio)
     results = []
     for row in cfg.rows:
         ctx.seed(row)
-        model = build_model(row, cfg, spec)
+        model = HierarchicalModel(row, audio=audio, num_classes=ctx.num_classes, cfg=cfg)
         model.norm.set(*stats)
 
         def data(split):
@@ -210,7 +207,7 @@ def run_transfer(ctx) -> list:
     """One model per label combination: the continuous, discrete or multi-task model as the
     combination needs, trained on both corpora with each contributing its chosen label type."""
     cfg: HierarchicalConfig = ctx.cfg.model
-    df = ctx.run.manifest.df
+    df = ctx.manifest.df
     corpus_of = dict(zip(df["id"], df["corpus"]))
     corpora = sorted(set(corpus_of.values()))
     if cfg.labels:
@@ -220,8 +217,8 @@ def run_transfer(ctx) -> list:
         if set(corpora) != {"iemocap", "msp-podcast"}:
             raise ValueError(f"the Table 2 experiment needs IEMOCAP and MSP-Podcast; the run has {corpora}")
         plans = [(i, {"iemocap": a, "msp-podcast": b}) for i, a, b in TABLE2]
-    spec = ctx.input_spec()
-    stats = ctx.feature_stats("audio")
+    audio = (ctx.audio.num_layers, ctx.audio.dim)
+    stats = ctx.feature_stats(ctx.audio)
     results = []
     for table_id, kinds in plans:
         trained = {k for k in kinds.values() if k != "none"}
@@ -233,10 +230,10 @@ def run_transfer(ctx) -> list:
         name = "_".join(f"{c.split('-')[0]}-{short[kinds[c]]}" for c in sorted(kinds))
         if table_id is not None:
             name = f"t{table_id}_{name}"
-        labels = masked_labels(ctx.run.labels, corpus_of, kinds)
+        labels = masked_labels(ctx.labels, corpus_of, kinds)
         keep = {u for u, c in corpus_of.items() if kinds.get(c, "none") != "none"}
         ctx.seed(name)
-        model = build_model(arch, cfg, spec)
+        model = HierarchicalModel(arch, audio=audio, num_classes=ctx.num_classes, cfg=cfg)
         model.norm.set(*stats)
 
         def data(split, labels=labels, keep=keep):
@@ -303,8 +300,8 @@ PAPER = {
 }
 
 register(SystemDef(
-    name="hierarchical", config_cls=HierarchicalConfig, run_fold=run_fold, build_model=build_model, paper=PAPER,
-    finish=finish, demo_corpora=("iemocap",), demo_extra=(("iemocap", "msp-podcast"),),
+    name="hierarchical", config_cls=HierarchicalConfig, run_fold=run_fold, build_model=build_model,
+    rows=tuple(ROWS), paper=PAPER, finish=finish, order=3, demo_corpora=("iemocap",), demo_extra=(("iemocap", "msp-podcast"),),
     title="Unifying discrete and continuous emotion labels: hierarchical multi-task models "
           "(Sharma, Dhamyal, Raj, Singh)",
 ))

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from sermo.data.batch import Batch
+from sermo.data.batch import Batch, lengths_mask
+from sermo.data.spec import ModelSpec
 from sermo.evaluation.metrics import DIMENSIONS, ccc, pearson
 from sermo.nn.layers import GRUEncoder, LayerWeighting, Standardize, average_frames
 from sermo.nn.losses import ccc_loss
-from sermo.systems import register
-from sermo.systems.base import Output, SystemDef
+from sermo.systems.api import Output, SystemDef, lr_groups, register
 
 ROWS = ("audio", "text", "multimodal", "audio_ft", "ts", "cts")
 
@@ -81,7 +81,7 @@ class TSModel(nn.Module):
     multimodal (``e_AT = P_AT([u_A, u_T])``); a linear layer predicts A, V, D jointly.
 
     With ``speech`` (a trainable ``SpeechSSL``) the audio branch reads the waveform in
-    ``batch.extras["wave"]`` through it instead of stored features.
+    ``batch.wave`` through it instead of stored features.
     """
 
     def __init__(self, *, audio: tuple[int, int] | None, text: tuple[int, int] | None, cfg: TeacherStudentConfig,
@@ -100,9 +100,8 @@ class TSModel(nn.Module):
     def _audio_input(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         if self.speech is None:
             return batch.audio, batch.audio_mask
-        hidden, frames = self.speech(batch.extras["wave"], batch.extras["wave_len"])  # (B, L, T, D)
-        mask = torch.arange(hidden.shape[2], device=hidden.device)[None] < frames[:, None]
-        return hidden, mask
+        hidden, frames = self.speech(batch.wave, batch.wave_lengths)  # (B, L, T, D)
+        return hidden, lengths_mask(frames, hidden.shape[2])
 
     def forward(self, batch: Batch) -> Output:
         parts = []
@@ -122,11 +121,7 @@ class TSModel(nn.Module):
 
     def param_groups(self):
         """A fine-tuned speech encoder learns at ``lr_scale`` of the head's rate (paper: 1/4)."""
-        if self.speech is None:
-            return [(list(self.parameters()), 1.0)]
-        speech = set(id(p) for p in self.speech.parameters())
-        head = [p for p in self.parameters() if id(p) not in speech]
-        return [(head, 1.0), (list(self.speech.parameters()), getattr(self, "lr_scale", 0.25))]
+        return lr_groups(self, [(self.speech, getattr(self, "lr_scale", 0.25))])
 
 
 def student_l2(student: torch.Tensor, teacher: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -171,12 +166,9 @@ def residual_mask(pred: np.ndarray, labels: np.ndarray, sigmas: float = 2.0) -> 
     return keep, info
 
 
-@torch.no_grad()
-def _embed(model: TSModel, data) -> tuple[list[str], np.ndarray, np.ndarray]:
-    model.eval()
+def _embed(ctx, model: TSModel, dataset) -> tuple[list[str], np.ndarray, np.ndarray]:
     ids, emb, dims = [], [], []
-    for batch in data:
-        out = model(batch)
+    for batch, out in ctx.forward(model, dataset):
         ids += batch.ids
         emb.append(out.embedding.cpu().numpy())
         dims.append(out.dims.cpu().numpy())
@@ -186,39 +178,29 @@ def _embed(model: TSModel, data) -> tuple[list[str], np.ndarray, np.ndarray]:
 def run_fold(ctx) -> list:
     """The rows of one fold: unimodal models, the teacher, then the students."""
     cfg: TeacherStudentConfig = ctx.cfg.model
-    unknown = [r for r in cfg.rows if r not in ROWS]
-    if unknown:
-        raise ValueError(f"unknown teacher_student row(s) {unknown}; known: {', '.join(ROWS)}")
     if {"ts", "cts"} & set(cfg.rows) and "multimodal" not in cfg.rows:
         raise ValueError("rows ts and cts need the multimodal teacher: add multimodal to model.rows")
-    spec = ctx.input_spec()
     results = []
-    speech, why_not = (None, "")
-    if "audio_ft" in cfg.rows or cfg.student_finetune:
-        speech, why_not = ctx.trainable_speech_encoder()
+    why_not = ""
+    finetuning = "audio_ft" in cfg.rows or cfg.student_finetune
+    if finetuning:
+        _, why_not = ctx.trainable_encoder("speech")
 
     def build(row: str, *, audio: bool, text: bool, finetune: bool = False, lam: float = 0.0) -> TSModel:
         ctx.seed(row)
-        sp = None
-        if finetune and speech is not None:
-            import copy
-
-            sp = copy.deepcopy(speech)
-            sp.set_trainable_layers(cfg.finetune_layers)
-        model = TSModel(audio=spec["audio"] if audio else None, text=spec["text"] if text else None, cfg=cfg,
-                        speech=sp, lam=lam)
+        sp = ctx.trainable_encoder("speech", layers=cfg.finetune_layers)[0] if finetune else None
+        a, t = (ctx.audio if audio else None), (ctx.text if text else None)
+        model = TSModel(audio=(a.num_layers, a.dim) if a else None, text=(t.num_layers, t.dim) if t else None,
+                        cfg=cfg, speech=sp, lam=lam)
         model.lr_scale = ctx.cfg.train.encoder_lr_scale
         if audio and sp is None:
-            model.audio.norm.set(*ctx.feature_stats("audio"))
+            model.audio.norm.set(*ctx.feature_stats(ctx.audio))
         if text:
-            model.text.norm.set(*ctx.feature_stats("text"))
+            model.text.norm.set(*ctx.feature_stats(ctx.text))
         return model
 
     def data(split: str, *, audio: bool, text: bool, wave: bool = False, extras: dict | None = None):
-        more = dict(extras or {})
-        if wave:
-            more.update(ctx.waveforms())
-        return ctx.dataset(split, audio=audio and not wave, text=text, extras=more)
+        return ctx.dataset(split, audio=audio and not wave, text=text, wave=wave, extras=extras)
 
     plain = {"audio": (True, False), "text": (False, True), "multimodal": (True, True)}
     trained: dict[str, TSModel] = {}
@@ -229,26 +211,28 @@ def run_fold(ctx) -> list:
         trained[row] = model
         results.append(ctx.row(row, [m for m, use in (("audio", a), ("text", t)) if use], model,
                                ctx.predict(model, lambda s, a=a, t=t: data(s, audio=a, text=t))))
+    can_finetune = finetuning and not why_not
     if "audio_ft" in cfg.rows:
-        if speech is None:
+        if not can_finetune:
             results.append(ctx.skipped_row("audio_ft", ("audio",), why_not))
         else:
             model = build("audio_ft", audio=True, text=False, finetune=True)
             model = ctx.fit(model, "audio_ft", data("train", audio=True, text=False, wave=True),
                             data("valid", audio=True, text=False, wave=True))
             results.append(ctx.row("audio_ft", ("audio",), model,
-                                   ctx.predict(model, lambda s: data(s, audio=True, text=False, wave=True))))
+                                   ctx.predict(model, lambda s: data(s, audio=True, text=False, wave=True)),
+                                   speech_model=ctx.cfg.data.audio_encoder))
     students = [r for r in ("ts", "cts") if r in cfg.rows]
     if students:
         teacher = trained["multimodal"]
         emb, pred = {}, {}
         for split in ("train", "valid"):
-            ids, e, p = _embed(teacher, ctx.batches(data(split, audio=True, text=True)))
+            ids, e, p = _embed(ctx, teacher, data(split, audio=True, text=True))
             emb.update(zip(ids, e))
             pred.update(zip(ids, p))
         train_ids = [u for u in ctx.ids("train") if u in pred]
         p = np.stack([pred[u] for u in train_ids])
-        y = np.stack([ctx.run.labels.dims[u] for u in train_ids])
+        y = np.stack([ctx.labels.dims[u] for u in train_ids])
         keep, fit = residual_mask(p, y, cfg.residual_sigmas)
         teacher_train = {}
         for j, d in enumerate(DIMENSIONS):
@@ -258,7 +242,7 @@ def run_fold(ctx) -> list:
         kept = dict(zip(train_ids, keep))
         info = {"discarded_share": float(1 - keep.mean()), "dropped_by_dim": fit["dropped_by_dim"],
                 "teacher_train": teacher_train}
-        finetune = cfg.student_finetune and speech is not None
+        finetune = cfg.student_finetune and can_finetune
         for row in students:
             mask = (lambda u: np.float32(kept.get(u, True))) if row == "cts" else (lambda u: np.float32(1.0))
             extras = {"teacher_emb": lambda u: emb[u].astype(np.float32), "ts_keep": mask}
@@ -271,7 +255,8 @@ def run_fold(ctx) -> list:
             # at test time the student is audio-only: no teacher, no transcript
             results.append(ctx.row(row, ("audio",), model,
                                    ctx.predict(model, lambda s: data(s, audio=True, text=False, wave=finetune)),
-                                   info=info if row == "cts" else {"discarded_share": 0.0}))
+                                   info=info if row == "cts" else {"discarded_share": 0.0},
+                                   speech_model=ctx.cfg.data.audio_encoder if finetune else None))
     return results
 
 
@@ -295,12 +280,15 @@ def finish(out, results: dict) -> str:
             f"mean over folds:\n\n{table}")
 
 
-def build_model(row: str, cfg: TeacherStudentConfig, spec: dict) -> TSModel:
-    """A row's model for a bundle (students and ``audio_ft`` are audio-only)."""
+def build_model(row: str, cfg: TeacherStudentConfig, spec: ModelSpec) -> TSModel:
+    """A row's model for a bundle (students and ``audio_ft`` are audio-only; with a fine-tuned
+    speech encoder the architecture comes from its checkpoint, the weights from the bundle)."""
+    from sermo.encoders.registry import load_trainable
+
     audio = row in ("audio", "multimodal", "audio_ft", "ts", "cts")
     text = row in ("text", "multimodal")
-    return TSModel(audio=tuple(spec["audio"]) if audio else None, text=tuple(spec["text"]) if text else None,
-                   cfg=cfg)
+    speech = load_trainable(spec.speech_model) if spec.speech_model else None
+    return TSModel(audio=spec.audio if audio else None, text=spec.text if text else None, cfg=cfg, speech=speech)
 
 
 PAPER = {
@@ -323,6 +311,6 @@ PAPER = {
 
 register(SystemDef(
     name="teacher_student", config_cls=TeacherStudentConfig, run_fold=run_fold, build_model=build_model,
-    paper=PAPER, finish=finish,
+    rows=ROWS, paper=PAPER, finish=finish, order=1,
     title="Cross-modal conditional teacher-student training (Srinivasan, Huang, Kirchhoff, ICASSP 2022)",
 ))

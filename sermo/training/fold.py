@@ -1,51 +1,32 @@
-"""What a system sees while it runs one fold: data, a ``fit`` that resumes, prediction."""
+"""The engine's side of the system contract: :class:`FoldRun` implements
+:class:`~sermo.systems.api.FoldContext` over a run's manifest, feature store and Lightning."""
 
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sermo.data.labels import LabelSpace
-from sermo.data.manifest import Manifest
+from sermo.config import RunConfig, TrainConfig
+from sermo.data.labels import Labels, LabelSpace
+from sermo.data.manifest import DIMENSIONS, Manifest
 from sermo.data.protocols import Fold
+from sermo.data.spec import ModelSpec
+from sermo.evaluation.metrics import score_predictions
 from sermo.features import FeatureStore
-from sermo.training.config import RunConfig, TrainConfig
-from sermo.training.datamodule import FeatureSource, Labels, UtteranceDataset, loader
-from sermo.training.task import SystemTask, count_trainable, predict
+from sermo.features.pipeline import ManifestUtterances, UtteranceDataset
+from sermo.features.source import FeatureSource
+from sermo.systems.api import Predictions, RowResult
+from sermo.systems.common import softmax
+from sermo.training.datamodule import loader
+from sermo.training.task import SystemTask, count_trainable, load_checkpoint, predict
 
-
-@dataclass
-class RowResult:
-    """One row of a system's table for one fold.
-
-    Attributes:
-        name: the row name (``audio``, ``cts``, ...).
-        modalities: what it uses (``audio``, ``text``).
-        trainable_params: trainable parameters of the row's model.
-        predictions: per test set ``{"ids", "dims" (n, 3) corpus scale | None, "probs" (n, C) | None}``.
-        model: the trained module (for the bundle), or ``None``.
-        bundle: whether the row's model is worth serving.
-        info: anything else the row reports (shares, weights, ...), JSON-ready.
-        skipped: why the row could not run here (then it has no predictions).
-        inputs: what the row's model reads when it differs from the recipe's ``data`` section:
-            ``{"audio": FeatureSource | None, "text": FeatureSource | None}`` for stored
-            features, ``"speech_model"`` / ``"text_model"``: the encoder names the model embeds
-            (fine-tuned, fed waveforms / token ids), for the bundle.
-    """
-
-    name: str
-    modalities: tuple[str, ...]
-    trainable_params: int
-    predictions: dict[str, dict]
-    model: torch.nn.Module | None = None
-    bundle: bool = True
-    info: dict = field(default_factory=dict)
-    skipped: str = ""
-    inputs: dict = field(default_factory=dict)
+WAVE_SECONDS = 20.0
+"""Seconds of each utterance a fine-tuned speech encoder reads in training."""
 
 
 class RunData:
@@ -55,9 +36,10 @@ class RunData:
                  progress: bool = True):
         self.cfg, self.manifest, self.space, self.store, self.progress = cfg, manifest, space, store, progress
         self.labels = Labels.from_manifest(manifest, space)
+        self.utterances = ManifestUtterances(manifest)
         self._sources: dict[tuple, FeatureSource] = {}
-        # what a system computes once per run and all its folds read (speaker embeddings,
-        # phone alignments, quantizer units), under the system's own keys
+        self._audio_keys: dict[str, str] | None = None
+        self._speakers: dict[int, object] = {}
         self.shared: dict = {}
 
     def source(self, name: str, layers=None) -> FeatureSource:
@@ -69,111 +51,93 @@ class RunData:
 
     @property
     def audio(self) -> FeatureSource | None:
-        """The recipe's audio features (``data.audio_encoder``)."""
         d = self.cfg.data
         return self.source(d.audio_encoder, d.audio_layers) if d.audio_encoder else None
 
     @property
     def text(self) -> FeatureSource | None:
-        """The recipe's text features (``data.text_encoder``)."""
         d = self.cfg.data
         return self.source(d.text_encoder, d.text_layers) if d.text_encoder else None
 
+    def readable(self, uid: str) -> bool:
+        """Whether an utterance's audio could be read (it has a content key in the store)."""
+        if self._audio_keys is None:
+            from sermo.features import feature_keys
 
-class FoldContext:
-    """One fold of a run: datasets for its splits, :meth:`fit` and :meth:`predict`."""
+            self._audio_keys = feature_keys(self.manifest, "audio", self.store)
+        return uid in self._audio_keys
 
-    def __init__(self, run: RunData, fold: Fold, folder: Path):
-        self.run, self.fold, self.folder = run, fold, folder
+    def speaker_table(self, max_utterances: int):
+        """``uid -> (256,)``: the speaker's mean Resemblyzer embedding, else the utterance's own."""
+        if max_utterances not in self._speakers:
+            from sermo.encoders.speaker import speaker_embeddings
+
+            src = self.source("resemblyzer")
+            df = self.manifest.df
+            own = {u: np.asarray(src.get(u), dtype=np.float32).ravel() for u in df["id"] if src.has(u)}
+            speakers = dict(zip(df["id"], df["speaker"]))
+            mean = speaker_embeddings(own, speakers, max_utterances=max_utterances, seed=self.cfg.train.seed)
+            zero = np.zeros(src.dim, dtype=np.float32)
+
+            def embedding(uid: str) -> np.ndarray:
+                spk = speakers.get(uid)
+                return mean[spk] if spk in mean else own.get(uid, zero)
+
+            self._speakers[max_utterances] = embedding
+        return self._speakers[max_utterances]
+
+
+class FoldRun:
+    """One fold of a run (see :class:`~sermo.systems.api.FoldContext` for every member)."""
+
+    def __init__(self, run: RunData, fold: Fold, folder: Path, *, index: int = 1):
+        self.run, self.fold, self.folder, self.index = run, fold, folder, index
+        self.name = fold.name
         self.cfg = run.cfg
+        self.manifest, self.labels, self.space = run.manifest, run.labels, run.space
+        self.num_classes = run.space.num_classes
+        self.tests = tuple(fold.tests)
+        self.shared, self.progress = run.shared, run.progress
         self._stats: dict[tuple, tuple] = {}
+        self._encoders: dict[tuple, tuple] = {}
         folder.mkdir(parents=True, exist_ok=True)
 
     @property
-    def num_classes(self) -> int:
-        """Classes of the run's label space."""
-        return self.run.space.num_classes
+    def audio(self) -> FeatureSource | None:
+        return self.run.audio
 
-    def seed(self, stage: str) -> None:
-        """Seed every RNG from (run seed, fold, stage) before building a stage's model, so its
-        initial weights do not depend on what ran before it in the process."""
-        import zlib
+    @property
+    def text(self) -> FeatureSource | None:
+        return self.run.text
 
-        import lightning as L
+    # -- data --------------------------------------------------------------------------
+    def ids(self, split: str) -> tuple[str, ...]:
+        if split == "train":
+            return self.fold.train
+        if split == "valid":
+            return self.fold.valid
+        return self.fold.tests[split]
 
-        L.seed_everything((self.cfg.train.seed * 1_000_003 + zlib.crc32(f"{self.fold.name}/{stage}".encode()))
-                          % (2**31), verbose=False)
+    def is_analysis_fold(self, count: int) -> bool:
+        return self.index <= count
 
-    def waveforms(self, max_seconds: float = 20.0) -> dict:
-        """Dataset extras that load each utterance's 16 kHz waveform (for models that fine-tune a
-        speech encoder): ``wave``, padded in the batch, with its lengths in ``wave_len``."""
-        from sermo.data.audio import load_audio
+    def analysis_folder(self) -> Path:
+        path = self.folder / "analysis"
+        path.mkdir(exist_ok=True)
+        return path
 
-        df = self.run.manifest.df.set_index("id")
-        cap = int(max_seconds * 16000)
+    def features(self, name: str, layers=None, *, manifest: Manifest | None = None) -> FeatureSource:
+        if manifest is None or manifest is self.manifest:
+            return self.run.source(name, layers)
+        return FeatureSource(name, layers, manifest, self.run.store, progress=self.progress)
 
-        def wave(uid: str):
-            row = df.loc[uid]
-            start = None if row["start"] != row["start"] else float(row["start"])
-            end = None if row["end"] != row["end"] else float(row["end"])
-            return load_audio(row["audio"], start=start, end=end)[:cap]
-
-        return {"wave": wave}
-
-    def trainable_speech_encoder(self, name: str | None = None):
-        """A fine-tunable copy of a speech encoder (``SpeechSSL``; default: the recipe's), or
-        ``None`` with the reason when it is not a transformers speech model (log-mel, eGeMAPS)."""
-        from sermo.encoders.base import EncoderError
-        from sermo.encoders.registry import checkpoint_folder
-        from sermo.encoders.speech import SpeechSSL
-
-        name = name or self.cfg.data.audio_encoder
-        try:
-            kind, folder = checkpoint_folder(name)
-            if kind != "speech":
-                return None, f"the audio encoder {name!r} is not a speech model"
-            return SpeechSSL(folder), ""
-        except (EncoderError, OSError, ValueError) as exc:
-            return None, f"no trainable copy of {name!r}: {exc}"
-
-    def trainable_text_encoder(self, name: str | None = None):
-        """A fine-tunable copy of a text encoder (``TextSSL``; default: the recipe's), or ``None``
-        with the reason."""
-        from sermo.encoders.base import EncoderError
-        from sermo.encoders.registry import checkpoint_folder
-        from sermo.encoders.text import TextSSL
-
-        name = name or self.cfg.data.text_encoder
-        try:
-            kind, folder = checkpoint_folder(name)
-            if kind != "text":
-                return None, f"the text encoder {name!r} is not a text model"
-            return TextSSL(folder, max_tokens=self.cfg.data.max_tokens), ""
-        except (EncoderError, OSError, ValueError) as exc:
-            return None, f"no trainable copy of {name!r}: {exc}"
-
-    def transcripts(self, manifest=None) -> dict[str, str]:
-        """Each utterance's transcript by id (``manifest``: another transcript source, such as
-        an ASR-transcribed copy of the run's manifest)."""
-        df = (manifest or self.run.manifest).df
-        return dict(zip(df["id"], df["transcript"]))
-
-    def input_spec(self) -> dict:
-        """What a model's inputs look like: ``{"audio": (layers, dim) | None, "text": ..., "num_classes"}``."""
-        a, t = self.run.audio, self.run.text
-        return {"audio": (a.num_layers, a.dim) if a else None, "text": (t.num_layers, t.dim) if t else None,
-                "num_classes": self.num_classes}
-
-    def feature_stats(self, kind: str, source: FeatureSource | None = None, max_items: int = 400):
-        """Per-layer, per-dimension mean and std ``(L, D)`` of the training split's frames; computed
-        once per source and fold (every row of a fold normalises with the same statistics)."""
-        src = source or (self.run.audio if kind == "audio" else self.run.text)
-        key = (id(src), max_items)
+    def feature_stats(self, source, max_items: int = 400):
+        key = (id(source), max_items)
         if key not in self._stats:  # the source is kept with its statistics, so its id stays its own
-            self._stats[key] = (src, self._compute_stats(src, max_items))
+            self._stats[key] = (source, self._compute_stats(source, max_items))
         return self._stats[key][1]
 
-    def _compute_stats(self, src: FeatureSource, max_items: int):
+    def _compute_stats(self, src, max_items: int):
         ids = [u for u in self.fold.train if src.has(u)]
         rng = np.random.default_rng(0)
         if len(ids) > max_items:
@@ -190,33 +154,80 @@ class FoldContext:
         std = np.sqrt(np.maximum(sq / max(n, 1) - mean**2, 0.0))
         return mean.astype(np.float32), std.astype(np.float32)
 
-    def ids(self, split: str) -> tuple[str, ...]:
-        """Utterance ids of ``train``, ``valid`` or a test set name."""
-        if split == "train":
-            return self.fold.train
-        if split == "valid":
-            return self.fold.valid
-        return self.fold.tests[split]
+    def transcripts(self, manifest: Manifest | None = None) -> dict[str, str | None]:
+        df = (manifest or self.manifest).df
+        return dict(zip(df["id"], df["transcript"]))
 
-    def dataset(self, split: str, *, audio: bool = False, text: bool = False,
-                audio_source: FeatureSource | None = None, text_source: FeatureSource | None = None,
-                extras: dict | None = None, ids=None, labels: Labels | None = None) -> UtteranceDataset:
-        """The utterances of a split (or ``ids``, a subset of it) with the requested inputs
-        (utterances lacking one are left out); ``labels``: other targets (e.g. with some
-        label types masked)."""
+    def transcribe(self, manifest: Manifest, engine: str) -> tuple[Manifest, float | None]:
+        from sermo.features.transcripts import transcribe_manifest
+
+        out, report = transcribe_manifest(manifest, self.run.store, engine=engine, progress=self.progress)
+        return out, report.wer
+
+    def phone_alignments(self, ids):
+        from sermo.features.phones import align_manifest
+
+        segments, report = align_manifest(self.manifest, self.run.store, ids=ids, progress=self.progress)
+        return segments, report.failed
+
+    def speaker_embeddings(self, max_utterances: int = 100):
+        return self.run.speaker_table(max_utterances)
+
+    def waveform(self, uid: str, max_seconds: float | None = None) -> np.ndarray:
+        wave = self.run.utterances.wave(uid)
+        return wave[: int(max_seconds * 16000)] if max_seconds else wave
+
+    def trainable_encoder(self, kind: str, name: str | None = None, *, layers: int | str = 0):
+        from sermo.encoders.base import EncoderError
+        from sermo.encoders.registry import checkpoint_folder, load_trainable
+
+        if kind not in ("speech", "text"):
+            raise ValueError(f"trainable_encoder kind {kind!r}; known: speech, text")
         d = self.cfg.data
-        return UtteranceDataset(self.ids(split) if ids is None else list(ids), labels or self.run.labels,
-                                audio=audio_source or (self.run.audio if audio else None),
-                                text=text_source or (self.run.text if text else None),
-                                max_frames=d.max_frames, max_tokens=d.max_tokens, extras=extras)
+        name = name or (d.audio_encoder if kind == "speech" else d.text_encoder)
+        key = (kind, name)
+        if key not in self._encoders:  # loaded once per fold; every caller gets its own copy
+            try:
+                if checkpoint_folder(name)[0] != kind:
+                    self._encoders[key] = (None, f"the {'audio' if kind == 'speech' else 'text'} encoder {name!r} "
+                                                 f"is not a {kind} model")
+                else:
+                    self._encoders[key] = (load_trainable(name, max_tokens=d.max_tokens), "")
+            except (EncoderError, OSError, ValueError) as exc:
+                self._encoders[key] = (None, f"no trainable copy of {name!r}: {exc}")
+        enc, why = self._encoders[key]
+        if enc is None:
+            return None, why
+        enc = copy.deepcopy(enc)
+        enc.set_trainable_layers(layers)
+        return enc, ""
 
-    def fit(self, model: torch.nn.Module, stage: str, train: UtteranceDataset, valid: UtteranceDataset,
-            train_cfg: TrainConfig | None = None) -> torch.nn.Module:
+    # -- training ----------------------------------------------------------------------
+    def seed(self, stage: str) -> None:
+        import zlib
+
+        import lightning as L
+
+        L.seed_everything((self.cfg.train.seed * 1_000_003 + zlib.crc32(f"{self.fold.name}/{stage}".encode()))
+                          % (2**31), verbose=False)
+
+    def dataset(self, split: str, *, audio=False, text=False, wave: bool = False, tokens=None, transcripts=None,
+                speaker=None, extras: dict | None = None, ids=None, labels: Labels | None = None) -> UtteranceDataset:
+        d = self.cfg.data
+        utterances = self.run.utterances if transcripts is None else ManifestUtterances(self.manifest, transcripts)
+        return UtteranceDataset(
+            self.ids(split) if ids is None else list(ids), labels=labels or self.labels, utterances=utterances,
+            audio=self.audio if audio is True else (audio or None), text=self.text if text is True else (text or None),
+            wave=wave, tokenizer=(tokens.source, tokens.tokenize) if tokens is not None else None, speaker=speaker,
+            readable=self.run.readable if wave else None, extras=extras, max_frames=d.max_frames,
+            max_tokens=d.max_tokens, max_wave_seconds=WAVE_SECONDS if wave else None)
+
+    def fit(self, model: torch.nn.Module, stage: str, train, valid, train_cfg: TrainConfig | None = None):
         """Train ``model`` as stage ``stage`` of this fold; return it with its best-epoch weights.
 
         The stage folder keeps ``last.ckpt`` (resumed by a rerun of the same command),
-        ``best.ckpt`` (lowest validation loss), ``metrics.csv`` and, once finished, ``DONE``:
-        a finished stage is not trained again.
+        ``best.ckpt`` (the best epoch on validation), ``metrics.csv`` and, once finished,
+        ``DONE``: a finished stage is not trained again.
         """
         import lightning as L
         from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -227,8 +238,7 @@ class FoldContext:
         done = stage_dir / "DONE"
         task = SystemTask(model, cfg)
         if done.is_file():
-            state = torch.load(stage_dir / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-            task.load_state_dict(state)
+            task.load_state_dict(load_checkpoint(stage_dir / "best.ckpt")["state_dict"])
             return task.model
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         monitor = {"loss": "val_loss", "metrics": "val_select"}.get(cfg.select)
@@ -245,7 +255,7 @@ class FoldContext:
             strategy="ddp_find_unused_parameters_true" if cfg.devices * cfg.num_nodes > 1 and cfg.strategy == "auto"
             else cfg.strategy,
             gradient_clip_val=cfg.grad_clip, callbacks=callbacks,
-            logger=CSVLogger(str(stage_dir), name="", version=""), enable_progress_bar=self.run.progress,
+            logger=CSVLogger(str(stage_dir), name="", version=""), enable_progress_bar=self.progress,
             enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
             log_every_n_steps=1, deterministic=False)
         last = stage_dir / "last.ckpt"
@@ -253,62 +263,64 @@ class FoldContext:
                     loader(valid, cfg.batch_size, shuffle=False), ckpt_path=str(last) if last.is_file() else None)
         if trainer.is_global_zero:
             best = callbacks[0].best_model_path or str(last)
-            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            state = load_checkpoint(best)["state_dict"]
             task.load_state_dict(state)
             if Path(best).name != "best.ckpt":
                 torch.save({"state_dict": state}, stage_dir / "best.ckpt")
             done.write_text(json.dumps({"best_epoch": _best_epoch(stage_dir), "epochs": trainer.current_epoch}))
         return task.model
 
-    def predict(self, model: torch.nn.Module, make_dataset, splits=None) -> dict[str, dict]:
-        """Predictions on every test set (or on ``splits``, e.g. ``["valid"]``):
-        ``make_dataset(split) -> UtteranceDataset``.
-
-        Returns:
-            ``{split: {"ids", "dims" (corpus scale) | None, "probs" | None}}``.
-        """
-        out = {}
-        for name in (self.fold.tests if splits is None else splits):
-            ds = make_dataset(name)
-            raw = predict(model, loader(ds, 64, shuffle=False))
-            dims = None if raw["dims"] is None else self.run.labels.to_corpus_scale(raw["ids"], raw["dims"])
-            probs = None if raw["logits"] is None else softmax(raw["logits"])
-            out[name] = {"ids": raw["ids"], "dims": dims, "probs": probs}
-        return out
-
-    def batches(self, dataset: UtteranceDataset, batch_size: int = 64):
-        """Batches of a dataset in a fixed order (for a system's own passes over data)."""
-        return loader(dataset, batch_size, shuffle=False)
-
-    def skipped_row(self, name: str, modalities, reason: str) -> RowResult:
-        """A row that could not run here, reported with its reason instead of numbers."""
-        return RowResult(name, tuple(modalities), 0, {}, bundle=False, skipped=reason)
-
-    def row(self, name: str, modalities, model: torch.nn.Module, predictions: dict, **kw) -> RowResult:
-        """A :class:`RowResult` with the model's trainable parameter count."""
-        return RowResult(name, tuple(modalities), count_trainable(model), predictions, model=model, **kw)
-
     def with_train(self, **changes) -> TrainConfig:
-        """The run's train config with some fields changed (for stages that differ)."""
         return replace(self.cfg.train, **changes)
 
+    def predict(self, model: torch.nn.Module, make_dataset, splits=None) -> dict[str, Predictions]:
+        out = {}
+        for name in (self.tests if splits is None else splits):
+            ds = make_dataset(name)
+            raw = predict(model, loader(ds, 64, shuffle=False))
+            dims = None if raw["dims"] is None else self.labels.to_corpus_scale(raw["ids"], raw["dims"])
+            probs = None if raw["logits"] is None else softmax(raw["logits"])
+            out[name] = Predictions(raw["ids"], dims, probs, ds.spec)
+        return out
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of ``(n, C)`` scores."""
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    def batches(self, dataset, batch_size: int = 64):
+        return iter(loader(dataset, batch_size, shuffle=False))
 
+    def forward(self, model: torch.nn.Module, dataset, batch_size: int = 64):
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for batch in self.batches(dataset, batch_size):
+                    yield batch, model(batch)
+        finally:
+            model.train(was)
 
-def aligned_probs(*predictions: dict) -> tuple[list[str], list[np.ndarray]]:
-    """The utterances every one of several prediction dicts (``{"ids", "probs"}``) covers, in
-    the first one's order, and each dict's probabilities for them (for score fusion)."""
-    common = set.intersection(*(set(p["ids"]) for p in predictions))
-    ids = [u for u in predictions[0]["ids"] if u in common]
-    out = []
-    for p in predictions:
-        at = {u: i for i, u in enumerate(p["ids"])}
-        out.append(np.asarray(p["probs"])[[at[u] for u in ids]])
-    return ids, out
+    def score(self, predictions: Predictions) -> dict[str, float]:
+        truth_dims, truth_cls = self.truth(predictions.ids)
+        return score_predictions(truth_dims, truth_cls, predictions.dims, predictions.probs)
+
+    def truth(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, 3)`` dimensions on the corpus scale and ``(n,)`` class indices of utterances."""
+        df = self.manifest.df.set_index("id")
+        return (df.loc[list(ids), list(DIMENSIONS)].to_numpy(dtype=float),
+                np.array([self.labels.category[u] for u in ids]))
+
+    # -- results -----------------------------------------------------------------------
+    def row(self, name: str, modalities, model: torch.nn.Module, predictions: dict, *, info: dict | None = None,
+            bundle: bool = True, speech_model: str | None = None, text_model: str | None = None,
+            options: dict | None = None) -> RowResult:
+        inputs = next((p.inputs for p in predictions.values() if p.inputs is not None), None)
+        spec = ModelSpec(inputs, self.num_classes, speech_model, text_model, dict(options or {})) \
+            if bundle and inputs is not None else None
+        return RowResult(name, tuple(modalities), count_trainable(model), predictions, model=model, spec=spec,
+                         info=dict(info or {}))
+
+    def combined_row(self, name: str, modalities, predictions: dict, *, info: dict | None = None) -> RowResult:
+        return RowResult(name, tuple(modalities), 0, predictions, info=dict(info or {}))
+
+    def skipped_row(self, name: str, modalities, reason: str) -> RowResult:
+        return RowResult(name, tuple(modalities), 0, {}, skipped=reason)
 
 
 def _best_epoch(stage_dir: Path) -> int | None:

@@ -23,18 +23,19 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from sermo.config import load_recipe
+from sermo.data.bundle import BundleConfig, save_bundle
 from sermo.data.corpora import load_corpus
 from sermo.data.io import atomic_path, write_text_atomic
 from sermo.data.labels import get_label_space
 from sermo.data.manifest import DIMENSIONS, Manifest
 from sermo.data.protocols import build_protocol, default_protocol
-from sermo.evaluation.metrics import METRIC_KEYS, classification_metrics, confusion_matrix, regression_metrics
+from sermo.evaluation.metrics import METRIC_KEYS, score_predictions
 from sermo.features import FeatureStore
-from sermo.serving.bundle import save_bundle
 from sermo.systems import get_system
-from sermo.training.config import load_recipe
+from sermo.systems.api import RowResult
 from sermo.training.datamodule import is_rank_zero
-from sermo.training.fold import FoldContext, RowResult, RunData
+from sermo.training.fold import FoldRun, RunData
 
 
 def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "demo", folds=None,
@@ -46,7 +47,9 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
     t0 = time.time()
     _quiet_lightning()
     sysdef = get_system(system)
-    cfg = load_recipe(system, profile, sysdef.config_cls, overrides)
+    cfg = load_recipe(system, profile, sysdef.config_cls, overrides, path=sysdef.recipe_path)
+    if hasattr(cfg.model, "rows"):
+        sysdef.check_rows(cfg.model.rows)
     if devices:
         cfg.train.devices = devices
     if num_nodes:
@@ -60,6 +63,7 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
         manifest, _ = transcribe_manifest(manifest, store, engine=cfg.data.transcripts, progress=progress)
     space = get_label_space(cfg.data.label_space)
     protocol = build_protocol(cfg.data.protocol or default_protocol(manifest), manifest, seed=cfg.train.seed)
+    number = {f.name: i + 1 for i, f in enumerate(protocol.folds)}  # a fold's place in the whole protocol
     if folds:
         protocol = protocol.select(folds)
     out = Path(out or Path("runs") / system / f"{'+'.join(names)}-{profile}")
@@ -76,13 +80,14 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
         if done.is_file():
             per_fold[fold.name] = json.loads(done.read_text())
             continue
-        rows = sysdef.run_fold(FoldContext(run, fold, fdir))
+        ctx = FoldRun(run, fold, fdir, index=number[fold.name])
+        rows = sysdef.run_fold(ctx)
         if not is_rank_zero():  # under DDP every rank trains; rank 0 alone evaluates and writes
             continue
-        records = [_evaluate_row(r, run, fold.name, out) for r in rows]
+        records = [_evaluate_row(r, ctx, out) for r in rows]
         if k == 0:
             for r in rows:
-                if r.bundle and r.model is not None:
+                if r.spec is not None and r.model is not None:
                     save_bundle(out / "bundles" / r.name, r.model, _bundle_config(system, r, cfg, run))
         write_text_atomic(done, json.dumps(records, indent=1))
         per_fold[fold.name] = records
@@ -122,33 +127,24 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
-def _evaluate_row(r: RowResult, run: RunData, fold: str, out: Path) -> dict:
+def _evaluate_row(r: RowResult, ctx: FoldRun, out: Path) -> dict:
     if r.skipped:
         return {"name": r.name, "modalities": list(r.modalities), "trainable_params": 0, "metrics": {},
                 "info": {}, "skipped": r.skipped}
-    df = run.manifest.df.set_index("id")
     metrics: dict[str, dict] = {}
     for test, pred in r.predictions.items():
-        ids = pred["ids"]
-        truth_dims = df.loc[ids, list(DIMENSIONS)].to_numpy(dtype=float)
-        truth_cls = np.array([run.labels.category[u] for u in ids])
-        m: dict[str, float] = {}
+        ids = pred.ids
+        truth_dims, truth_cls = ctx.truth(ids)
         table = {"id": ids, "category_true": truth_cls}
-        if pred["dims"] is not None and np.isfinite(truth_dims).any():
-            m.update(regression_metrics(truth_dims, pred["dims"]))
-        if pred["dims"] is not None:
+        if pred.dims is not None:
             for j, d in enumerate(DIMENSIONS):
-                table[f"{d}_true"], table[f"{d}_pred"] = truth_dims[:, j], pred["dims"][:, j]
-        if pred["probs"] is not None:
-            guess = pred["probs"].argmax(1)
-            table["category_pred"] = guess
-            for c, name in enumerate(run.space.classes):
-                table[f"p_{name}"] = pred["probs"][:, c]
-            if (truth_cls >= 0).any():
-                m.update(classification_metrics(truth_cls, guess))
-                m["confusion"] = confusion_matrix(truth_cls, guess, run.space.num_classes).tolist()
-        metrics[test] = m
-        with atomic_path(out / "predictions" / f"{r.name}.{fold}.{test}.parquet") as tmp:
+                table[f"{d}_true"], table[f"{d}_pred"] = truth_dims[:, j], pred.dims[:, j]
+        if pred.probs is not None:
+            table["category_pred"] = pred.probs.argmax(1)
+            for c, name in enumerate(ctx.space.classes):
+                table[f"p_{name}"] = pred.probs[:, c]
+        metrics[test] = score_predictions(truth_dims, truth_cls, pred.dims, pred.probs, ctx.num_classes)
+        with atomic_path(out / "predictions" / f"{r.name}.{ctx.name}.{test}.parquet") as tmp:
             pd.DataFrame(table).to_parquet(tmp, index=False)
     return {"name": r.name, "modalities": list(r.modalities), "trainable_params": r.trainable_params,
             "metrics": metrics, "info": r.info}
@@ -197,33 +193,15 @@ def aggregate(system: str, corpora: list[str], protocol, profile: str, label_spa
             "label_space": label_space, "rows": rows}
 
 
-def _bundle_config(system: str, r: RowResult, cfg, run: RunData) -> dict:
+def _bundle_config(system: str, r: RowResult, cfg, run: RunData) -> BundleConfig:
     import dataclasses
 
-    def enc(src):
-        if src is None:
-            return None
-        return {"name": src.name, "identity": dataclasses.asdict(src.identity), "layers": src.num_layers,
-                "dim": src.dim, "frame_rate": src.frame_rate}
-
-    audio = r.inputs.get("audio", run.audio) if "audio" in r.modalities else None
-    text = r.inputs.get("text", run.text) if "text" in r.modalities else None
     df = run.manifest.df
     per_corpus = {c: [float(g["scale_min"].min()), float(g["scale_max"].max())]
                   for c, g in df[["corpus", "scale_min", "scale_max"]].dropna().groupby("corpus", sort=False)}
-    return {
-        "system": system, "row": r.name, "modalities": list(r.modalities), "model": dataclasses.asdict(cfg.model),
-        "audio_encoder": enc(audio), "text_encoder": enc(text),
-        "speech_model": r.inputs.get("speech_model"), "text_model": r.inputs.get("text_model"),
-        "label_space": run.space.to_dict(),
-        # dimensions are learned on [0, 1] of each corpus's own scale; a model trained on several
-        # corpora answers on the first one's (all of them are listed)
-        "label_scale": next(iter(per_corpus.values()), None), "label_scales": per_corpus,
-        "normalisation": "dims predicted on [0, 1] of the label scale, returned on the label scale",
-        "transcripts": cfg.data.transcripts, "max_frames": cfg.data.max_frames, "max_tokens": cfg.data.max_tokens,
-        "input_spec": {"audio": [audio.num_layers, audio.dim] if audio else None,
-                       "text": [text.num_layers, text.dim] if text else None,
-                       "num_classes": run.space.num_classes,
-                       **{k: r.inputs[k] for k in ("speech_model", "text_model", "text_top", "speaker", "label_dims")
-                          if r.inputs.get(k) is not None}},
-    }
+    # dimensions are learned on [0, 1] of each corpus's own scale; a model trained on several
+    # corpora answers on the first one's (all of them are listed)
+    return BundleConfig(system=system, row=r.name, modalities=list(r.modalities), model=dataclasses.asdict(cfg.model),
+                        spec=r.spec, label_space=run.space.to_dict(),
+                        label_scale=next(iter(per_corpus.values()), None), label_scales=per_corpus,
+                        transcripts=cfg.data.transcripts)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from sermo.data.batch import Batch
-from sermo.training.config import TrainConfig
+from sermo.config import TrainConfig
 
 
 class SystemTask(L.LightningModule):
@@ -138,6 +138,22 @@ def predict(model: torch.nn.Module, data) -> dict[str, np.ndarray | list]:
     model.train(was)
     return {"ids": ids, "dims": np.concatenate(dims) if dims else None,
             "logits": np.concatenate(logits) if logits else None}
+
+
+def load_checkpoint(path) -> dict:
+    """A training checkpoint's contents, read without executing anything it holds: only
+    tensors, numbers, strings and containers of them load (``torch.load(weights_only=True)``).
+    Every checkpoint sermo reads goes through here.
+
+    Raises:
+        ValueError: the file is not such a checkpoint (damaged, or holding code); the message
+            names it and says how to recover.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated zips, unsafe globals
+        raise ValueError(f"{path}: not a readable sermo checkpoint ({str(exc).splitlines()[0][:200]}); delete it "
+                         "to train that stage again") from None
 
 
 def count_trainable(model: torch.nn.Module) -> int:

@@ -8,8 +8,12 @@ from sermo.data.batch import Batch
 from sermo.encoders.asr import SIL, PhoneSegment, phones_to_frames
 from sermo.features import FeatureStore
 from sermo.nn.layers import LayerWeighting
-from sermo.systems.cross_representation import (CrossRepresentation, CrossRepresentationConfig, TextCNN, align_frames,
-                                                chunk, downsample, fusion_grid, strip_special, upsample)
+from sermo.nn.autovc import downsample, upsample
+from sermo.nn.layers import align_frames, chunk
+from sermo.systems.cross_representation.config import CrossRepresentationConfig
+from sermo.systems.cross_representation.fusion import fusion_grid
+from sermo.systems.cross_representation.model import CrossRepresentation
+from sermo.systems.cross_representation.text import TextCNN, strip_special
 from sermo.training.runner import run_system
 from tests.conftest import small_iemocap, tiny_speech_model, tiny_text_model
 
@@ -25,7 +29,7 @@ def speech_batch(lengths, layers=3, dim=6, seed=0, mel=False):
     b = Batch(ids=[str(i) for i in range(n)], dims=torch.full((n, 3), float("nan")),
               category=torch.arange(n) % 4, audio=torch.randn(n, layers, t, dim, generator=g) * mask[:, None, :, None],
               audio_mask=mask)
-    b.extras["speaker"] = torch.randn(n, 256, generator=g)
+    b.speaker = torch.randn(n, 256, generator=g)
     if mel:
         b.extras.update(mel=torch.randn(n, 2 * t, 80, generator=g), mel_len=2 * torch.tensor(lengths),
                         phones=torch.randint(3, 128, (n, 2 * t), generator=g), phones_len=2 * torch.tensor(lengths))
@@ -71,7 +75,7 @@ def test_inference_averages_chunk_probabilities():
     # padding of the batch never changes an utterance's prediction
     alone = Batch(ids=["1"], dims=batch.dims[1:], category=batch.category[1:], audio=batch.audio[1:, :, :40],
                   audio_mask=batch.audio_mask[1:, :40])
-    alone.extras["speaker"] = batch.extras["speaker"][1:]
+    alone.speaker = batch.speaker[1:]
     with torch.no_grad():
         assert torch.allclose(model(alone).logits, out.logits[1:], atol=1e-5)
     assert chunk(torch.ones(1, 96, 2), 96, 96).shape == (1, 1, 96, 2)

@@ -9,8 +9,9 @@ from sermo.data.corpora import prepare
 from sermo.data.labels import get_label_space
 from sermo.features import FeatureStore
 from sermo.nn.pooling import MeanMaxPool
-from sermo.systems.distilled import DistilledConfig, DistilledModel, Stream, freeze
-from sermo.training.datamodule import Labels
+from sermo.systems.distilled.config import DistilledConfig
+from sermo.systems.distilled.model import DistilledModel, Stream, freeze
+from sermo.data.labels import Labels
 from sermo.training.runner import run_system
 from tests.conftest import small_iemocap, tiny_speech_model, tiny_text_model
 
@@ -127,4 +128,13 @@ def test_each_mode_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path, mode):
     report = (out / "REPORT.md").read_text()
     assert "Layer importance" in report and "Transcript robustness" in report
     config = json.loads((out / "bundles" / (speech + "+text") / "config.json").read_text())
-    assert config["audio_encoder"]["name"] == folder
+    # the fine-tuned speech encoder reads samples; the text model its top layer on the stored state below it
+    spec = config["spec"]
+    assert spec["speech_model"] == folder and spec["inputs"]["wave"] and spec["inputs"]["audio"] is None
+    assert spec["text_model"] == text and spec["options"] == {"text_top": 1}
+    assert spec["inputs"]["text"]["layers"] == [1] and spec["inputs"]["tokens"] is None
+    from sermo.serving.predictor import Predictor
+
+    wav = next(iter(sorted(iemocap_synth.rglob("*.wav"))))
+    pred = Predictor.from_pretrained(out / "bundles" / (speech + "+text")).predict(wav, transcript="i am so glad")
+    assert pred.valence is not None and pred.transcript_source == "given"

@@ -101,7 +101,7 @@ def test_transfer_protocol_draws_an_msp_subset_of_iemocaps_training_size(iemocap
 
 def test_masked_labels_keep_only_the_chosen_type(iemocap_synth, msp_synth):
     from sermo.data.labels import get_label_space
-    from sermo.training.datamodule import Labels
+    from sermo.data.labels import Labels
 
     manifest = two_corpora(iemocap_synth, msp_synth)
     labels = Labels.from_manifest(manifest, get_label_space("iemocap-5"))

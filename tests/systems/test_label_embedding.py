@@ -7,8 +7,9 @@ from sermo.data.batch import Batch
 from sermo.features import FeatureStore
 from sermo.training.runner import run_system
 from tests.conftest import small_iemocap, tiny_speech_model, tiny_text_model
-from sermo.systems.label_embedding import (LEMER, LabelEmbeddingConfig, attention_constraint, cross_attention,
-                                           label_scores, tfidf_top_k)
+from sermo.systems.label_embedding.config import LabelEmbeddingConfig
+from sermo.systems.label_embedding.labels import tfidf_top_k
+from sermo.systems.label_embedding.model import LEMER, attention_constraint, cross_attention, label_scores
 
 CFG = LabelEmbeddingConfig(dim=8, dropout=0.0)
 
@@ -87,7 +88,7 @@ class _Frame:
 def test_context_manifest_keeps_previous_turns_within_the_budget():
     import pandas as pd
 
-    from sermo.systems.label_embedding import context_manifest
+    from sermo.systems.label_embedding.context import context_manifest
 
     df = pd.DataFrame({"id": [f"u{i}" for i in range(5)], "dialog": ["d"] * 4 + [None],
                        "turn_index": [3, 1, 2, 0, None], "transcript": ["g h", "c d e", "f", "a b", "x"]})
@@ -100,7 +101,7 @@ def test_context_manifest_keeps_previous_turns_within_the_budget():
 
 
 def test_own_tokens_are_the_last_ones():
-    from sermo.systems.label_embedding import own_tokens
+    from sermo.systems.label_embedding.model import own_tokens
 
     mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]], dtype=torch.bool)
     own = own_tokens(mask, torch.tensor([2, 3]))
@@ -161,21 +162,25 @@ def test_fine_tuned_encoders_train_inside_the_model(iemocap_synth, tmp_path):
     config = json.loads((out / "bundles" / "le_mer" / "config.json").read_text())
     # the speech encoder fine-tuned is the one whose pre-training continued on the fold's audio
     second = out / "fold1" / "speech_2nd_stage"
-    assert config["input_spec"]["speech_model"] == str(second) and config["input_spec"]["text_model"] == text
+    from sermo.data.spec import ModelSpec
+
+    spec = ModelSpec.from_dict(config["spec"])
+    assert spec.speech_model == str(second) and spec.text_model == text
+    assert spec.inputs.wave and spec.inputs.tokens == text and spec.inputs.audio is None
     from safetensors.torch import load_file
 
     before, after = load_file(f"{speech}/model.safetensors"), load_file(f"{second}/model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before if "quantizer" in k or "encoder.layers" in k)
     # the encoders' parameters are trained with the rest (all but the speech model's CNN)
-    from sermo.systems.label_embedding import build_model
-    from sermo.training.config import build
+    from sermo.config import build
+    from sermo.systems.label_embedding.model import build_model
 
     cfg = build(LabelEmbeddingConfig, config["model"], "bundle")
-    frozen = build_model("le_mer", cfg, {**config["input_spec"], "speech_model": None, "text_model": None})
-    with_encoders = build_model("le_mer", cfg, config["input_spec"])
+    with_encoders = build_model("le_mer", cfg, spec)
+    total = sum(p.numel() for p in with_encoders.parameters())
+    encoders = sum(p.numel() for m in (with_encoders.speech.encoder, with_encoders.text.encoder) for p in m.parameters())
     cnn = sum(p.numel() for p in with_encoders.speech.encoder.model.feature_extractor.parameters())
-    assert sum(p.numel() for p in frozen.parameters()) + 1000 < rows["le_mer"]["trainable_params"] \
-        <= sum(p.numel() for p in with_encoders.parameters()) - cnn
+    assert total - encoders + 1000 < rows["le_mer"]["trainable_params"] <= total - cnn
     from sermo.serving.predictor import Predictor
 
     wav = next(iter(sorted(iemocap_synth.rglob("*.wav"))))

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from sermo.features import FeatureStore
-from sermo.serving.bundle import read_bundle
+from sermo.data.bundle import read_bundle
 from sermo.training.runner import run_system
 from sermo.training.task import SystemTask
 
@@ -43,8 +43,9 @@ def test_baselines_run_writes_everything(iemocap_synth, store, tmp_path):
     assert len(df) == 40 and {"valence_true", "valence_pred", "p_neutral"} <= set(df.columns)
     assert df["valence_pred"].between(-1, 7).all()  # on the corpus scale, not [0, 1]
     cfg, weights = read_bundle(out / "bundles" / "fusion")
-    assert cfg["system"] == "baselines" and cfg["row"] == "fusion" and cfg["label_scale"] == [1.0, 5.0]
-    assert cfg["label_space"]["classes"] == ["neutral", "happy", "angry", "sad"] and weights
+    assert cfg.system == "baselines" and cfg.row == "fusion" and cfg.label_scale == [1.0, 5.0]
+    assert cfg.label_space["classes"] == ["neutral", "happy", "angry", "sad"] and weights
+    assert cfg.spec.inputs.audio.encoder == "logmel" and cfg.spec.inputs.text.encoder == "minilm"
     assert (out / "config.yaml").is_file() and json.loads((out / "protocol.json").read_text())["folds"]
 
 

@@ -160,16 +160,18 @@ def _coerce(value, hint, where: str):
 
 def recipe_path(system: str) -> Path:
     """The YAML recipe of a system."""
-    return Path(__file__).resolve().parent.parent / "recipes" / f"{system}.yaml"
+    return Path(__file__).resolve().parent / "recipes" / f"{system}.yaml"
 
 
-def load_recipe(system: str, profile: str, model_cls, overrides: list[str] | None = None) -> RunConfig:
-    """Read a system's recipe, pick a profile, apply ``--set`` overrides, validate everything.
+def load_recipe(system: str, profile: str, model_cls, overrides: list[str] | None = None, *,
+                path: Path | None = None) -> RunConfig:
+    """Read a system's recipe (``path``, default :func:`recipe_path`), pick a profile, apply
+    ``--set`` overrides, validate everything.
 
     Raises:
         ConfigError: missing recipe or profile, unknown keys, bad values or overrides.
     """
-    path = recipe_path(system)
+    path = Path(path) if path is not None else recipe_path(system)
     if not path.is_file():
         raise ConfigError(f"no recipe for system {system!r} at {path}")
     recipe = yaml.safe_load(path.read_text()) or {}

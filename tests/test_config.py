@@ -1,7 +1,7 @@
 import pytest
 
 from sermo.systems.baselines import BaselinesConfig
-from sermo.training.config import ConfigError, DataConfig, build, load_recipe
+from sermo.config import ConfigError, DataConfig, build, load_recipe
 
 
 def test_misspelt_key_names_it_and_the_valid_keys():
@@ -28,7 +28,7 @@ def test_overrides_and_types():
 
 def test_every_recipe_profile_validates():
     from sermo.systems import load_all
-    from sermo.training.config import recipe_path
+    from sermo.config import recipe_path
 
     for name, system in load_all().items():
         assert recipe_path(name).is_file(), name

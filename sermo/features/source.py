@@ -1,0 +1,120 @@
+"""Feature sources: an encoder's frames per utterance, from the store or computed on the fly.
+
+Both kinds answer the same questions (``has``, ``get``, ``length``, ``input``), so the input
+pipeline (:mod:`sermo.features.pipeline`) does not care where frames come from:
+
+- :class:`FeatureSource`: a frozen encoder's outputs for a manifest, extracted into the
+  feature store on first use and memory-mapped from it afterwards (training).
+- :class:`LiveFeatures`: the encoder run on the utterances themselves when asked, in
+  batches (prediction for new audio).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from sermo.data.manifest import Manifest
+from sermo.data.spec import FeatureInput
+from sermo.features.extraction import extract, feature_keys
+from sermo.features.store import FeatureStore
+
+
+class Utterances(Protocol):
+    """Where an utterance's raw inputs come from: its 16 kHz samples and its transcript."""
+
+    def wave(self, uid: str) -> np.ndarray: ...
+
+    def transcript(self, uid: str) -> str | None: ...
+
+
+def feature_input(encoder) -> FeatureInput:
+    """The :class:`FeatureInput` describing an encoder's features."""
+    ident = encoder.identity
+    return FeatureInput(encoder.name, ident.layers, len(encoder.layers), int(encoder.dim), encoder.frame_rate,
+                        ident.weights, ident.dtype)
+
+
+class FeatureSource:
+    """Features of one frozen encoder for a manifest, extracted into the store when missing.
+
+    Args:
+        name: encoder name (registry, Hub id or folder).
+        layers: hidden states to keep (``None``: all).
+        manifest: the utterances.
+        store: the feature store.
+    """
+
+    def __init__(self, name: str, layers, manifest: Manifest, store: FeatureStore, *, progress: bool = True):
+        from sermo.encoders import get_encoder
+
+        encoder = get_encoder(name, layers=layers)
+        self.name, self.modality = name, encoder.modality
+        self.report = extract(manifest, encoder, store, verify=False, progress=progress)
+        self.identity = encoder.identity
+        self.input = feature_input(encoder)
+        self.num_layers, self.dim = self.input.num_layers, self.input.dim
+        self.frame_rate = encoder.frame_rate
+        self.keys = feature_keys(manifest, encoder.modality, store)
+        self.store = store
+        self._lengths: dict[str, int] = {}
+
+    def has(self, uid: str) -> bool:
+        """Whether the utterance has features (readable audio / a transcript)."""
+        return uid in self.keys
+
+    def get(self, uid: str) -> np.ndarray:
+        """``(layers, frames, dim)`` features of one utterance (memory-mapped float16)."""
+        return self.store.get(self.identity, self.keys[uid]).hidden
+
+    def length(self, uid: str) -> int:
+        """Frames (or tokens) of one utterance; read from the store once, then remembered."""
+        if uid not in self._lengths:
+            self._lengths[uid] = int(self.get(uid).shape[1])
+        return self._lengths[uid]
+
+
+class LiveFeatures:
+    """An encoder run on demand over utterances (their waveform, or their transcript for a
+    text encoder); :meth:`prefetch` encodes several at once, in the encoder's own batches.
+
+    Args:
+        encoder: a :class:`~sermo.encoders.base.Encoder`.
+        utterances: where the waveforms and transcripts come from.
+    """
+
+    def __init__(self, encoder, utterances: Utterances):
+        self.encoder, self.utterances = encoder, utterances
+        self.name, self.modality = encoder.name, encoder.modality
+        self.input = feature_input(encoder)
+        self.num_layers, self.dim = self.input.num_layers, self.input.dim
+        self.frame_rate = encoder.frame_rate
+        self._cache: dict[str, np.ndarray] = {}
+
+    def _raw(self, uid: str):
+        if self.modality == "text":
+            return str(self.utterances.transcript(uid) or "")
+        return self.utterances.wave(uid)
+
+    def has(self, uid: str) -> bool:
+        """Every utterance can be encoded (a missing transcript encodes as empty text)."""
+        return True
+
+    def prefetch(self, uids: list[str]) -> None:
+        """Encode the utterances not encoded yet, as one call of the encoder."""
+        todo = [u for u in dict.fromkeys(uids) if u not in self._cache]
+        if todo:
+            for u, out in zip(todo, self.encoder.encode_batch([self._raw(u) for u in todo])):
+                self._cache[u] = out.hidden
+
+    def get(self, uid: str) -> np.ndarray:
+        """``(layers, frames, dim)`` of one utterance (encoded now unless prefetched); each
+        utterance is handed out once, so memory holds only the batch in flight."""
+        self.prefetch([uid])
+        return self._cache.pop(uid)
+
+    def length(self, uid: str) -> int:
+        """Frames of one utterance (encodes it; prediction batches need no lengths)."""
+        self.prefetch([uid])
+        return int(self._cache[uid].shape[1])

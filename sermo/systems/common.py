@@ -1,0 +1,37 @@
+"""Helpers several systems share: combining rows' predictions (score fusion), probabilities."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from sermo.systems.api import Predictions
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(n, C)`` scores."""
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def aligned_probs(*predictions: Predictions) -> tuple[list[str], list[np.ndarray]]:
+    """The utterances every one of several predictions covers, in the first one's order, and
+    each one's class probabilities for them."""
+    common = set.intersection(*(set(p.ids) for p in predictions))
+    ids = [u for u in predictions[0].ids if u in common]
+    out = []
+    for p in predictions:
+        at = {u: i for i, u in enumerate(p.ids)}
+        out.append(np.asarray(p.probs)[[at[u] for u in ids]])
+    return ids, out
+
+
+def fuse(rows: list[dict[str, Predictions]], combine: Callable[..., np.ndarray]) -> dict[str, Predictions]:
+    """Score fusion of rows' test predictions: per test set, ``combine(p_1, ..., p_k)`` of their
+    aligned class probabilities (each ``(n, C)``) gives the fused probabilities."""
+    out = {}
+    for test in rows[0]:
+        ids, probs = aligned_probs(*(r[test] for r in rows))
+        out[test] = Predictions(ids, None, combine(*probs))
+    return out

@@ -1,0 +1,59 @@
+"""``cross_representation``: speech features to mel spectrogram through a bottleneck, a CNN text
+model, score fusion and a speaker-identification probe (paper 004).
+
+Makiuchi, Uto, Shinoda, ASRU 2021. Speech: the encoder's hidden states are averaged with
+learned weights normalised by their sum (Eq. 1), concatenated frame by frame with the
+speaker's Resemblyzer embedding, passed through ConvNorm layers and BLSTMs of ``d`` units per
+direction and downsampled by ``f`` (AutoVC: the forward half of every ``f``-th frame's output
+at the end of its block, the backward half at its start). The decoder repeats each code ``f``
+times and, with the speaker embedding and a phone encoder's output (one-hot phone ids from
+forced alignment), reconstructs the 80-bin mel spectrogram (LSTM, ConvNorm layers, LSTMs,
+linear 80, postnet); a classifier on the flattened codes gives the emotion.
+``L = L_r1 + L_r2 + L_e``. Training uses random 96-frame crops; inference averages the class
+probabilities of consecutive 96-frame chunks (the last zero-padded).
+
+Text: a CNN over the token features of a frozen transformer (special tokens left out),
+max-pooled, linear. Fusion: ``p_f = w1 p_s + w2 p_t`` with ``(w1, w2)`` picked on validation.
+
+The phones only feed the decoder and the mel spectrogram is only a target, so a trained model
+predicts from the speech features and a speaker embedding alone; new audio without a known
+speaker uses its own utterance's embedding.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from sermo.data.spec import ModelSpec
+from sermo.systems.api import SystemDef, register
+from sermo.systems.cross_representation.config import ROWS, SPEECH_ROWS, CrossRepresentationConfig
+from sermo.systems.cross_representation.model import CrossRepresentation
+from sermo.systems.cross_representation.report import finish
+from sermo.systems.cross_representation.run import run_fold
+from sermo.systems.cross_representation.text import TextCNN
+
+
+def build_model(row: str, cfg: CrossRepresentationConfig, spec: ModelSpec) -> nn.Module:
+    """A row's model for a bundle."""
+    if row in SPEECH_ROWS:
+        d, f = cfg.bottlenecks[SPEECH_ROWS[row][0]]
+        return CrossRepresentation(spec.audio, spec.num_classes, cfg, d=d, f=f)
+    if row == "text" or row.startswith("text@"):
+        return TextCNN(spec.text, spec.num_classes, cfg)
+    raise ValueError(f"cross_representation has no model for row {row!r}")
+
+
+PAPER = {
+    # Tables 1, 2, 4, 6 (IEMOCAP 4 classes, leave one session out). The paper swaps the names:
+    # its "UA" is overall accuracy (WA here), its "WA" the mean recall (UA here).
+    "iemocap": {
+        "speech_small": {"wa": 0.701, "ua": 0.707}, "speech_large": {"wa": 0.681},
+        "speech_mel_input": {"wa": 0.504}, "text": {"wa": 0.661, "ua": 0.670},
+        "fusion": {"wa": 0.730, "ua": 0.735},
+    },
+}
+
+register(SystemDef(
+    name="cross_representation", config_cls=CrossRepresentationConfig, run_fold=run_fold,
+    build_model=build_model, rows=ROWS, paper=PAPER, finish=finish, order=5,
+    title="Cross-representation speech model, CNN text model and score fusion (Makiuchi et al., ASRU 2021)",
+))

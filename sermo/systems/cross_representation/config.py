@@ -1,0 +1,76 @@
+"""The ``model`` section of the cross_representation recipe, and the system's constants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ROWS = ("speech_small", "speech_large", "speech_mel_input", "text", "fusion")
+SPEECH_ROWS = {"speech_small": ("small", "features"), "speech_large": ("large", "features"),
+               "speech_mel_input": ("small", "mel")}
+NUM_PHONES = 128
+SPEAKER_DIM = 256
+MEL_BINS = 80
+
+
+@dataclass
+class CrossRepresentationConfig:
+    """Model section of the cross_representation recipe.
+
+    Attributes:
+        rows: rows to train (see ``ROWS``); ``fusion`` needs ``text`` and ``fusion_speech``.
+        bottlenecks: ``name -> [d, f]``: BLSTM units per direction and downsampling factor
+            (paper: small 8, 48; large 128, 2).
+        segment: frames per training crop and per inference chunk (paper: 96).
+        speech_subsample: average every n input frames first (the mel target follows).
+        mel_encoder: the encoder whose output is the reconstruction target and the input of
+            ``speech_mel_input`` (80-bin log-mel).
+        channels, encoder_convs, encoder_lstm_layers, kernel: the encoder's ConvNorm layers and BLSTMs.
+        decoder_lstm1, decoder_convs, decoder_lstm2, decoder_lstm2_layers: the decoder.
+        postnet_convs, postnet_channels: the postnet.
+        phone_dim: the phone encoder's output width.
+        classifier: hidden widths of the emotion classifier on the flattened codes.
+        dropout: dropout in the classifier and the text CNN.
+        speaker_utterances: utterances averaged per speaker embedding (paper: 100).
+        text_filters, text_kernel: the text CNN (one ConvNorm layer per filter count).
+        text_encoders: further text encoders for Table 4, one row ``text@<name>`` each.
+        text_epochs, text_batch_size, text_lr: the text model's training (default: the train section).
+        fusion_speech: the speech row fused with ``text``.
+        fusion_grid: the values tried for each of ``w1`` and ``w2``.
+        probe: hidden widths of the speaker-identification probe (paper: 2048, 1024, 1024).
+        probe_epochs, probe_lr, probe_share: its training and the share of each speaker's
+            utterances it trains on (paper: 80%).
+        probe_folds: the probe runs on this many folds.
+    """
+
+    rows: list[str] = field(default_factory=lambda: list(ROWS))
+    bottlenecks: dict[str, list[int]] = field(default_factory=lambda: {"small": [8, 48], "large": [128, 2]})
+    segment: int = 96
+    speech_subsample: int = 1
+    mel_encoder: str = "logmel"
+    channels: int = 512
+    encoder_convs: int = 3
+    encoder_lstm_layers: int = 2
+    kernel: int = 5
+    decoder_lstm1: int = 512
+    decoder_convs: int = 3
+    decoder_lstm2: int = 1024
+    decoder_lstm2_layers: int = 2
+    postnet_convs: int = 5
+    postnet_channels: int = 512
+    phone_dim: int = 64
+    classifier: list[int] = field(default_factory=lambda: [256])
+    dropout: float = 0.2
+    speaker_utterances: int = 100
+    text_filters: list[int] = field(default_factory=lambda: [256, 256])
+    text_kernel: int = 3
+    text_encoders: list[str] = field(default_factory=list)
+    text_epochs: int | None = None
+    text_batch_size: int | None = None
+    text_lr: float | None = None
+    fusion_speech: str = "speech_small"
+    fusion_grid: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
+    probe: list[int] = field(default_factory=lambda: [2048, 1024, 1024])
+    probe_epochs: int = 30
+    probe_lr: float = 1e-4
+    probe_share: float = 0.8
+    probe_folds: int = 5

@@ -1,0 +1,119 @@
+"""One fold of cross_representation: speech rows, text rows, fusion, the speaker probe."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from sermo.data.io import write_json_atomic
+from sermo.systems.api import sequence
+from sermo.systems.cross_representation.config import ROWS, SPEECH_ROWS, CrossRepresentationConfig
+from sermo.systems.cross_representation.fusion import score_fusion
+from sermo.systems.cross_representation.model import CrossRepresentation
+from sermo.systems.cross_representation.probe import speaker_probe
+from sermo.systems.cross_representation.text import TextCNN
+
+
+class Inputs:
+    """What a fold's speech models read besides the features: the speaker's embedding, and in
+    training the mel spectrogram and the phones the decoder reconstructs from."""
+
+    def __init__(self, ctx):
+        cfg = ctx.cfg.model
+        self.speaker = ctx.speaker_embeddings(cfg.speaker_utterances)
+        self.speakers = dict(zip(ctx.manifest.df["id"], ctx.manifest.df["speaker"]))
+        state = ctx.shared.get("cross_representation")
+        if state is None:  # computed once per run: none of it depends on the fold's labels
+            labelled = [u for u, c in ctx.labels.category.items() if c >= 0]
+            mel = ctx.features(cfg.mel_encoder)
+            phones, failed = ctx.phone_alignments(labelled)
+            state = ctx.shared["cross_representation"] = dict(mel=mel, phones=phones, unaligned=failed)
+        self.mel, self.phones, self.unaligned = state["mel"], state["phones"], state["unaligned"]
+
+    def mel_frames(self, uid: str) -> np.ndarray:
+        """``(T, 80)`` log-mel frames (the reconstruction target)."""
+        return np.asarray(self.mel.get(uid)[0], dtype=np.float32)
+
+    def phone_frames(self, uid: str) -> np.ndarray:
+        """Per-frame phone ids on the mel spectrogram's clock (not identified where unaligned)."""
+        from sermo.encoders.asr import NOT_IDENTIFIED, phones_to_frames
+
+        n = self.mel.length(uid)
+        segs = self.phones.get(uid)
+        if segs is None:
+            return np.full(n, NOT_IDENTIFIED, dtype=np.int64)
+        return phones_to_frames(segs, n, self.mel.frame_rate)
+
+    def training_extras(self) -> dict:
+        """The decoder's targets and phone inputs, padded per batch with their lengths."""
+        return {"mel": sequence(self.mel_frames), "phones": sequence(self.phone_frames)}
+
+
+def run_fold(ctx) -> list:
+    """The speech rows, the text row(s), the fusion and (first folds) the speaker probe."""
+    cfg: CrossRepresentationConfig = ctx.cfg.model
+    for name in {SPEECH_ROWS[r][0] for r in cfg.rows if r in SPEECH_ROWS}:
+        if name not in cfg.bottlenecks:
+            raise ValueError(f"bottleneck {name!r} is not configured; model.bottlenecks has {list(cfg.bottlenecks)}")
+    results, models = [], {}
+    speech_rows = [r for r in cfg.rows if r in SPEECH_ROWS]
+    inputs = Inputs(ctx) if speech_rows else None
+    for row in speech_rows:
+        size, kind = SPEECH_ROWS[row]
+        src = ctx.audio if kind == "features" else inputs.mel
+        if src is None:
+            results.append(ctx.skipped_row(row, ("audio",), "the recipe has no audio encoder"))
+            continue
+        d, f = cfg.bottlenecks[size]
+        ctx.seed(row)
+        model = CrossRepresentation((src.num_layers, src.dim), ctx.num_classes, cfg, d=d, f=f)
+        model.norm.set(*ctx.feature_stats(src))
+        model.mel_norm.set(*ctx.feature_stats(inputs.mel))
+
+        def data(split, src=src):
+            return ctx.dataset(split, audio=src, speaker=inputs.speaker,
+                               extras=inputs.training_extras() if split == "train" else None)
+
+        model = ctx.fit(model, row, data("train"), data("valid"))
+        preds = ctx.predict(model, data)
+        models[row] = (model, data, preds)
+        info = {"bottleneck": {"d": d, "f": f, "codes": f"{cfg.segment // f} x {2 * d}"},
+                "layer_weights": [round(float(w), 4) for w in model.encoder.weighting.weights().detach()]}
+        if inputs.unaligned:
+            info["unaligned"] = len(inputs.unaligned)
+        results.append(ctx.row(row, ("audio",), model, preds, info=info))
+    text_rows = [("text", None)] if "text" in cfg.rows else []
+    text_rows += [(f"text@{name}", name) for name in cfg.text_encoders]
+    for row, name in text_rows:
+        if ctx.text is None and name is None:
+            results.append(ctx.skipped_row(row, ("text",), "the recipe has no text encoder"))
+            continue
+        try:
+            src = ctx.text if name is None else ctx.features(name, ctx.cfg.data.text_layers)
+        except (OSError, ValueError, RuntimeError) as exc:  # a Hub model that is not cached here
+            results.append(ctx.skipped_row(row, ("text",), f"text encoder {name!r} unavailable: {exc}"))
+            continue
+        ctx.seed(row)
+        model = TextCNN((src.num_layers, src.dim), ctx.num_classes, cfg)
+        model.norm.set(*ctx.feature_stats(src))
+
+        def tdata(split, src=src):
+            return ctx.dataset(split, text=src)
+
+        train_cfg = ctx.with_train(**{k: v for k, v in (("epochs", cfg.text_epochs), ("batch_size", cfg.text_batch_size),
+                                                         ("lr", cfg.text_lr)) if v is not None})
+        model = ctx.fit(model, re.sub(r"[^A-Za-z0-9_.-]", "_", row), tdata("train"), tdata("valid"), train_cfg)
+        preds = ctx.predict(model, tdata)
+        models[row] = (model, tdata, preds)
+        results.append(ctx.row(row, ("text",), model, preds, info={"encoder": name or ctx.cfg.data.text_encoder}))
+    if "fusion" in cfg.rows:
+        results.append(score_fusion(ctx, models, cfg))
+    if ctx.is_analysis_fold(cfg.probe_folds):
+        probes = {}
+        for row in ("speech_small", "speech_large"):
+            if row in models:
+                probes[SPEECH_ROWS[row][0]] = speaker_probe(ctx, models[row][0], inputs, cfg)
+        if probes:
+            write_json_atomic(ctx.analysis_folder() / "probe.json", probes)
+    return results

@@ -1,0 +1,59 @@
+"""The ``model`` section of the distilled recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MODES = ("frozen", "ft", "ft_frz")
+
+
+@dataclass
+class DistilledConfig:
+    """Model section of the distilled recipe.
+
+    Attributes:
+        speech_encoders: the speech encoders compared (one audio and one audio+text row each).
+        speech_layers: hidden states of each speech encoder the models read (paper: the last).
+        text: whether to train the ``+text`` rows.
+        mode: ``frozen`` (encoders fixed, head trained), ``ft`` (encoders fine-tuned, the CNN
+            front end frozen; an encoder that is not a transformers model, such as log-mel,
+            stays what it is) or ``ft_frz`` (the audio-only model fine-tuned, then frozen beside a
+            frozen text encoder while a new head is trained).
+        finetune_layers: top transformer layers fine-tuned in ``ft`` (``None``: all).
+        text_finetune_layers: the same for the text encoder.
+        text_from_store: when only the top text layers are fine-tuned, feed them the stored
+            hidden state below them instead of running the frozen layers again (the same
+            result up to the store's float16; much faster).
+        hidden: width of the feed-forward network's hidden layer.
+        dropout: dropout throughout (paper: 0.1).
+        compare_ft_frz: with ``mode: ft``, also train ``<encoder>+text@ft_frz`` (Figure 3).
+        layer_importance: run the layer-importance analysis (Figure 2).
+        importance_encoders: encoders analysed (``None``: every speech encoder with more than
+            one hidden state, and the text encoder).
+        importance_epochs: epochs of each layer-importance model (``None``: train.epochs).
+        transcript_engines: ASR engines of the transcript-robustness table (Table 2); one that
+            is unavailable here is listed with the reason.
+        robustness_encoder: the speech encoder of that table (``None``: the last one listed).
+        robustness_utterances: transcribe at most this many utterances of the fold for it
+            (``None``: all; pocketsphinx takes about a second per utterance).
+        analysis_folds: the analyses run on this many folds (the first ones).
+    """
+
+    speech_encoders: list[str] = field(default_factory=lambda: ["wav2vec2-large-robust-12", "hubert-base",
+                                                                "distilhubert"])
+    speech_layers: list[int] | None = field(default_factory=lambda: [-1])
+    text: bool = True
+    mode: str = "ft"
+    finetune_layers: int | None = None
+    text_finetune_layers: int | None = None
+    text_from_store: bool = True
+    hidden: int = 256
+    dropout: float = 0.1
+    compare_ft_frz: bool = True
+    layer_importance: bool = True
+    importance_encoders: list[str] | None = None
+    importance_epochs: int | None = None
+    transcript_engines: list[str] = field(default_factory=lambda: ["whisper-base", "whisper-tiny", "pocketsphinx"])
+    robustness_encoder: str | None = None
+    robustness_utterances: int | None = None
+    analysis_folds: int = 1

@@ -1,0 +1,83 @@
+"""Building, feeding and naming the models of one distilled fold (rows and analyses share it)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from sermo.systems.distilled.model import DistilledModel
+
+
+def label(name: str) -> str:
+    """A row name for an encoder: the registry name, or a Hub id's / folder's last part."""
+    return Path(name.rstrip("/")).name if "/" in name else name
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
+
+
+class Rows:
+    """Builds, trains and predicts the models of one fold (shared by the rows and analyses)."""
+
+    def __init__(self, ctx):
+        self.ctx, self.cfg = ctx, ctx.cfg.model
+
+    def speech(self, name: str):
+        """A fresh trainable copy of speech encoder ``name`` in ``ft`` mode, else ``None``."""
+        if self.cfg.mode == "frozen":
+            return None
+        layers = "all" if self.cfg.finetune_layers is None else self.cfg.finetune_layers
+        return self.ctx.trainable_encoder("speech", name, layers=layers)[0]
+
+    def text_plan(self, *, trainable: bool, manifest=None) -> dict:
+        """How a row reads text: ``{"src": FeatureSource | None, "model": TextSSL | None,
+        "top": k | None, "tokens": TextSSL | None}``.
+
+        Frozen (or no trainable copy here): the stored features. Fine-tuned in full: token ids
+        through the whole encoder. Fine-tuned top k layers (``text_finetune_layers``) with
+        ``text_from_store``: the stored hidden state below them through those k layers only
+        (the frozen layers underneath give the same output every epoch). ``manifest``: the
+        transcripts (default: the run's).
+        """
+        ctx, cfg = self.ctx, self.cfg
+        frozen = {"src": self.text_source(ctx.cfg.data.text_layers, manifest), "model": None, "top": None,
+                  "tokens": None}
+        if not trainable:
+            return frozen
+        k = cfg.text_finetune_layers
+        enc, _ = ctx.trainable_encoder("text", layers="all" if k is None else k)
+        if enc is None:
+            return frozen
+        if k is not None and cfg.text_from_store:
+            below = enc.num_hidden_states - 1 - k
+            return {"src": self.text_source([below], manifest), "model": enc, "top": k, "tokens": None}
+        return {"src": None, "model": enc, "top": None, "tokens": enc}
+
+    def text_source(self, layers, manifest=None):
+        """Stored text features of the recipe's text encoder (for ``manifest``'s transcripts)."""
+        return self.ctx.features(self.ctx.cfg.data.text_encoder, layers, manifest=manifest)
+
+    def build(self, stage: str, *, audio_src=None, text: dict | None = None, speech=None,
+              targets=(0, 1, 2)) -> DistilledModel:
+        ctx = self.ctx
+        ctx.seed(stage)
+        text = text or {}
+        src, text_model = text.get("src"), text.get("model")
+        model = DistilledModel(audio=(audio_src.num_layers, audio_src.dim) if audio_src is not None else None,
+                               text=(src.num_layers, src.dim) if src is not None else None,
+                               cfg=self.cfg, speech=speech, text_model=text_model, text_top=text.get("top"),
+                               targets=targets)
+        model.lr_scale = ctx.cfg.train.encoder_lr_scale
+        if model.audio is not None and speech is None:
+            model.audio.norm.set(*ctx.feature_stats(audio_src))
+        if model.text is not None and text_model is None:
+            model.text.norm.set(*ctx.feature_stats(src))
+        return model
+
+    def data(self, split: str, *, audio_src=None, text: dict | None = None, wave=False, transcripts=None,
+             ids=None):
+        """A split's dataset: stored features, or waveforms / token ids for trainable encoders."""
+        text = text or {}
+        return self.ctx.dataset(split, audio=False if wave else (audio_src or False), text=text.get("src") or False,
+                                wave=wave, tokens=text.get("tokens"), transcripts=transcripts, ids=ids)

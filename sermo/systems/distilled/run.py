@@ -1,0 +1,78 @@
+"""One fold of distilled: per speech encoder the audio and audio+text rows, then the analyses."""
+
+from __future__ import annotations
+
+import copy
+
+from sermo.data.io import write_json_atomic
+from sermo.systems.distilled.analysis import layer_importance, transcript_robustness
+from sermo.systems.distilled.config import MODES, DistilledConfig
+from sermo.systems.distilled.model import freeze
+from sermo.systems.distilled.rows import Rows, label, slug
+
+
+def run_fold(ctx) -> list:
+    """The rows of one fold, then (on the first ``analysis_folds`` folds) the analyses."""
+    cfg: DistilledConfig = ctx.cfg.model
+    if cfg.mode not in MODES:
+        raise ValueError(f"unknown distilled mode {cfg.mode!r}; known: {', '.join(MODES)}")
+    if not cfg.speech_encoders:
+        raise ValueError("model.speech_encoders is empty: name at least one speech encoder")
+    rows = Rows(ctx)
+    if cfg.text and not ctx.cfg.data.text_encoder:
+        raise ValueError("model.text is true but data.text_encoder is null: name a text encoder")
+    results = []
+    for name in cfg.speech_encoders:
+        src = ctx.features(name, cfg.speech_layers)
+        results += _encoder_rows(ctx, rows, name, src)
+    if ctx.is_analysis_fold(cfg.analysis_folds):
+        analysis = ctx.analysis_folder()
+        if cfg.layer_importance:
+            write_json_atomic(analysis / "layer_importance.json", layer_importance(ctx, rows))
+        if cfg.text and cfg.transcript_engines:
+            write_json_atomic(analysis / "transcripts.json", transcript_robustness(ctx, rows))
+    return results
+
+
+def _encoder_rows(ctx, rows: Rows, name: str, src) -> list:
+    """``<name>`` and ``<name>+text`` (and ``<name>+text@ft_frz``) for one speech encoder."""
+    cfg = rows.cfg
+    speech = rows.speech(name)
+    wave = speech is not None
+    out = []
+
+    def audio_data(split):
+        return rows.data(split, audio_src=src, wave=wave)
+
+    row_name = label(name)
+    audio_model = ctx.fit(rows.build(row_name, audio_src=src, speech=speech), slug(row_name), audio_data("train"),
+                          audio_data("valid"))
+    out.append(ctx.row(row_name, ("audio",), audio_model, ctx.predict(audio_model, audio_data),
+                       speech_model=name if wave else None))
+    if not cfg.text:
+        return out
+    if cfg.mode == "ft_frz":
+        plans = [("ft_frz", row_name + "+text")]
+    else:
+        plans = [(cfg.mode, row_name + "+text")]
+        if cfg.mode == "ft" and cfg.compare_ft_frz:
+            plans.append(("ft_frz", row_name + "+text@ft_frz"))
+    for mode, row in plans:
+        text = rows.text_plan(trainable=mode == "ft")
+        if mode == "ft_frz":
+            # the audio-only model's stream, fine-tuned above, frozen beside the frozen text encoder
+            model = rows.build(row, audio_src=src, text=text)
+            model.audio = freeze(copy.deepcopy(audio_model.audio))
+            freeze(model.text)
+        else:
+            model = rows.build(row, audio_src=src, text=text, speech=rows.speech(name))
+
+        def data(split, text=text):
+            return rows.data(split, audio_src=src, text=text, wave=wave)
+
+        model = ctx.fit(model, slug(row), data("train"), data("valid"))
+        out.append(ctx.row(row, ("audio", "text"), model, ctx.predict(model, data), info={"mode": mode},
+                           speech_model=name if wave else None,
+                           text_model=ctx.cfg.data.text_encoder if text["model"] is not None else None,
+                           options={"text_top": text["top"]} if text["top"] is not None else None))
+    return out

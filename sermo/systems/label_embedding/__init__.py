@@ -1,0 +1,45 @@
+"""``label_embedding``: LE-MER, label embeddings and label-guided cross-attention (paper 003).
+
+Wang et al., Interspeech 2023. Each modality gets label embeddings: text ``L_t`` from the
+TF-IDF top-K words of each class's training transcripts, encoded by the text encoder;
+speech ``L_s`` from the TF-IDF top-K discrete speech units of each class, averaged over the
+units' embeddings: the codes and codevectors of the wav2vec 2.0 quantizer where the speech
+encoder has one, else k-means units of the training frames and their centroids (the report
+says which). ``G = cos(H, L)`` scores tokens and frames per class; its mean over the
+sequence is a classifier (``L_g``). Fusion: ``A_r = softmax(H_t W H_s^T)``, ``H_s' = A_r H_s``,
+``H_m = [H_t, H_s']``, max-pooled, linear; the label-guided map ``A_l = G_t G_s^T`` constrains
+``A_r`` (``L_c``, mean squared error). ``L = mu1 L_m + mu2 L_c + mu3 L_g^t + mu4 L_g^s``.
+
+A trainable projection per modality maps the encoder's last hidden state, and the label
+embeddings through the same projection, into the model's space. The encoders are read frozen
+(stored features) or, with ``finetune`` (the paper profile), fine-tuned inside each row's
+model at their own learning rates; the stored features then still give the standardisation
+and the label embeddings' starting points. The dialog context of the text rows is the
+previous turns before the utterance: with frozen features each part is encoded on its own
+and their token features are joined (an encoder run over the joined text blurs the
+utterance's own words with its context); a fine-tuned encoder reads the joined text. Either
+way the utterance's own tokens are pooled apart from the context's.
+"""
+from __future__ import annotations
+
+from sermo.systems.api import SystemDef, register
+from sermo.systems.label_embedding.config import ROWS, LabelEmbeddingConfig
+from sermo.systems.label_embedding.model import build_model
+from sermo.systems.label_embedding.report import finish
+from sermo.systems.label_embedding.run import run_fold
+
+PAPER = {
+    "iemocap": {  # Tables 1-3 (IEMOCAP 4 classes, 5-fold)
+        "text": {"wa": 0.6734, "ua": 0.6766}, "text_context": {"wa": 0.7746, "ua": 0.7838},
+        "text_context_le": {"wa": 0.7811, "ua": 0.7892}, "speech": {"wa": 0.7392, "ua": 0.7448},
+        "speech_le": {"wa": 0.7674, "ua": 0.7774}, "score_fusion": {"wa": 0.8132, "ua": 0.8218},
+        "le_mer": {"wa": 0.8240, "ua": 0.8311}, "fusion_ar_plus_al": {"wa": 0.8239, "ua": 0.8275},
+        "fusion_al_only": {"wa": 0.8129, "ua": 0.8137}, "fusion_ar_only": {"wa": 0.8108, "ua": 0.8168},
+    },
+}
+
+register(SystemDef(
+    name="label_embedding", config_cls=LabelEmbeddingConfig, run_fold=run_fold, build_model=build_model,
+    rows=ROWS, paper=PAPER, finish=finish, order=4,
+    title="LE-MER: label embeddings and label-guided cross-attention (Wang et al., Interspeech 2023)",
+))
