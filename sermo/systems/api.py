@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from sermo.config import RunConfig, TrainConfig
+from sermo.config import ConfigError, RunConfig, TrainConfig
 from sermo.data.batch import Batch, sequence
 from sermo.data.labels import Labels, LabelSpace
 from sermo.data.manifest import Manifest
@@ -262,8 +262,6 @@ class SystemDef:
         finish: optional ``(run_folder, results) -> markdown`` for analyses beyond the table.
         demo_corpora: the built-in corpus layouts ``sermo demo`` runs it on, in order.
         demo_extra: further demo runs, each on the layouts given together.
-        examples: optional ``() -> list[ContractExample]`` for the contract test (tiny models of
-            each of its rows).
         order: its place in listings and in the demo (the papers' order).
     """
 
@@ -278,7 +276,6 @@ class SystemDef:
     finish: Callable[..., str] | None = None
     demo_corpora: tuple[str, ...] = ("iemocap",)
     demo_extra: tuple[tuple[str, ...], ...] = ()
-    examples: Callable[[], list] | None = None
     order: float = 100.0
 
     @property
@@ -287,25 +284,12 @@ class SystemDef:
         return self.recipe or Path(__file__).resolve().parent.parent / "recipes" / f"{self.name}.yaml"
 
     def check_rows(self, rows) -> None:
-        """Raise ``ValueError`` naming unknown rows and the known ones."""
+        """Raise :class:`~sermo.config.ConfigError` naming unknown rows and the known ones."""
         if not self.rows:
             return
         unknown = [r for r in rows if r.split("@")[0] not in self.rows]
         if unknown:
-            raise ValueError(f"unknown {self.name} row(s) {unknown}; known: {', '.join(self.rows)}")
-
-
-@dataclass
-class ContractExample:
-    """One tiny model of a system's row for the contract test: built from ``spec`` and
-    ``config``, trained one step on a random batch carrying the spec's inputs plus
-    ``extras(batch)`` (a system's training-only inputs), predicted and round-tripped through
-    a bundle."""
-
-    row: str
-    config: Any
-    spec: ModelSpec
-    extras: Callable[[Batch], dict] | None = None
+            raise ConfigError(f"unknown {self.name} row(s) {unknown} in model.rows; known: {', '.join(self.rows)}")
 
 
 _REGISTRY: dict[str, SystemDef] = {}
