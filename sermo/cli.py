@@ -65,6 +65,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
+    from sermo.accelerator import lightning_accelerator, resolve_device
     from sermo.data.corpora import load_corpus, parse_corpus_arg
     from sermo.encoders import get_encoder
     from sermo.features import FeatureStore, extract
@@ -76,12 +77,12 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         name, path = parse_corpus_arg(corpus)
         manifest = load_corpus(path)
         for enc_name in args.encoder:
-            encoder = get_encoder(enc_name, layers=layers, dtype=args.dtype, device=args.device)
+            encoder = get_encoder(enc_name, layers=layers, dtype=args.dtype, device=str(resolve_device(args.accelerator)))
             if args.devices > 1 or args.num_nodes > 1:
                 from sermo.features.sharded import extract_sharded
 
                 rep = extract_sharded(manifest, encoder, store, devices=args.devices, num_nodes=args.num_nodes,
-                                      accelerator=args.accelerator, progress=not args.quiet)
+                                      accelerator=lightning_accelerator(args.accelerator), progress=not args.quiet)
                 if rep is None:  # not global rank 0: rank 0 reports
                     rank_zero = False
                     continue
@@ -102,6 +103,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
+    from sermo.accelerator import resolve_device
     from sermo.data.corpora import load_corpus, parse_corpus_arg
     from sermo.features import FeatureStore
     from sermo.features.transcripts import transcribe_manifest
@@ -109,7 +111,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     store = FeatureStore(args.store)
     name, path = parse_corpus_arg(args.corpus)
     manifest, rep = transcribe_manifest(load_corpus(path), store, engine=args.engine, workers=args.workers,
-                                        progress=not args.quiet)
+                                        progress=not args.quiet, device=str(resolve_device(args.accelerator)))
     out = args.out or f"{name}.asr-{args.engine}.parquet"
     manifest.save(out)
     wer = f"WER {rep.wer:.1%} against the oracle transcripts" if rep.wer is not None else "no oracle transcripts"
@@ -151,7 +153,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = run_system(args.system, [parse_corpus_arg(c) for c in args.corpus], profile=args.profile, folds=folds,
                      out=Path(args.out) if args.out else None, overrides=overrides,
                      store=FeatureStore(args.store) if args.store else None, devices=args.devices,
-                     num_nodes=args.num_nodes, progress=not args.quiet)
+                     num_nodes=args.num_nodes, accelerator=args.accelerator, progress=not args.quiet)
     print(f"results: {out / 'results.json'}\nreport:  {out / 'REPORT.md'}")
     return 0
 
@@ -164,7 +166,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from sermo.data.audio import AudioError
     from sermo.serving.predictor import Predictor, audio_files
 
-    predictor = Predictor.from_pretrained(args.bundle, asr=args.asr)
+    predictor = Predictor.from_pretrained(args.bundle, asr=args.asr, accelerator=args.accelerator)
     files = audio_files(args.inputs)
     if not files:
         raise UsageError(f"no audio files in {' '.join(args.inputs)} (looked for .wav .flac .ogg .mp3 .opus .aif)")
@@ -209,7 +211,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from sermo.serving.service import serve
 
     serve(args.bundle, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
-          max_seconds=args.max_seconds)
+          max_seconds=args.max_seconds, accelerator=args.accelerator)
     return 0
 
 
@@ -258,12 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default=None, help="hidden-state indices to keep, e.g. 0,6,12 (default all)")
     p.add_argument("--store", default=None, help="store folder (default $SERMO_FEATURES or ~/.cache/sermo/features)")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
-    p.add_argument("--device", default="cpu")
     p.add_argument("--no-verify", action="store_true", help="skip checksum verification of existing entries")
     p.add_argument("--devices", type=int, default=1,
                    help="shard over this many processes/GPUs with Lightning DDP (default 1: no sharding)")
     p.add_argument("--num-nodes", type=int, default=1, help="nodes for sharded extraction (torchrun / SLURM)")
-    p.add_argument("--accelerator", default="cpu", help="Lightning accelerator for sharded extraction: cpu, gpu, auto")
+    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"],
+                   help="where the encoder runs (default auto: the GPU when there is one; each rank its own with --devices)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when any utterance is skipped")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_extract)
@@ -277,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="manifest to write (default NAME.asr-ENGINE.parquet)")
     p.add_argument("--store", default=None, help="feature store folder (caches transcripts)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"],
+                   help="where models run (default auto: the GPU when there is one)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_transcribe)
 
@@ -300,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or none), e.g. iemocap=continuous,msp=discrete (systems with a model.labels setting)")
     p.add_argument("--devices", type=int, default=None, help="train on this many devices with Lightning DDP")
     p.add_argument("--num-nodes", type=int, default=None, help="nodes for multi-node training")
+    p.add_argument("--accelerator", default=None, choices=["auto", "cpu", "gpu"],
+                   help="where training, extraction and prediction run (default: the recipe's train.accelerator, auto: the GPU when there is one)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_run)
 
@@ -316,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="long recordings: cut by voice activity into segments, one result per segment + a summary")
     p.add_argument("--max-seconds", type=float, default=10.0, help="longest segment with --segment (default 10)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"],
+                   help="where models run (default auto: the GPU when there is one)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("serve", help="HTTP service and web page for a model bundle",
@@ -326,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload (default 20 MB)")
     p.add_argument("--max-seconds", type=float, default=60.0, help="longest accepted audio (default 60 s)")
+    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"],
+                   help="where models run (default auto: the GPU when there is one)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("bench", help="measure speed: feature extraction, prediction",

@@ -62,7 +62,10 @@ class TrainConfig:
         seed: seeds everything; the same seed gives the same run.
         select: what picks the best epoch on validation: ``loss`` (the mean validation loss) or
             ``metrics`` ((1 - CCC mean) + (1 - UA) over the whole validation set).
-        devices, num_nodes, accelerator, strategy: Lightning's; ``devices > 1`` trains with DDP.
+        devices, num_nodes, strategy: Lightning's; ``devices > 1`` trains with DDP.
+        accelerator: ``auto`` (the GPU when there is one), ``cpu`` or ``gpu``: training, feature
+            extraction, transcription and prediction of the run all run there.
+        precision: ``32``, ``16-mixed`` or ``bf16-mixed`` (autocast in training and prediction).
     """
 
     epochs: int = 50
@@ -80,7 +83,8 @@ class TrainConfig:
     select: str = "metrics"
     devices: int = 1
     num_nodes: int = 1
-    accelerator: str = "cpu"
+    accelerator: str = "auto"
+    precision: str = "32"
     strategy: str = "auto"
 
 

@@ -1,5 +1,6 @@
 """The errors a user can act on; the CLI prints them as one line instead of a traceback."""
 
+from sermo.accelerator import AcceleratorError
 from sermo.data.audio import AudioError
 from sermo.data.bundle import BundleError
 from sermo.data.corpora.iemocap import IemocapLayoutError
@@ -14,5 +15,5 @@ from sermo.config import ConfigError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     AudioError, IemocapLayoutError, MspLayoutError, TableLayoutError, ManifestError, ProtocolError,
-    SynthError, EncoderError, ConfigError, FileNotFoundError, BundleError,
+    SynthError, EncoderError, ConfigError, FileNotFoundError, BundleError, AcceleratorError,
 )

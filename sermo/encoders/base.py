@@ -95,6 +95,10 @@ class Encoder:
     def weights_hash(self) -> str:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
 
+    def to(self, device) -> "Encoder":
+        """Run on ``device`` from now on (neural encoders move their weights; others ignore it)."""
+        return self
+
     def encode(self, item) -> EncoderOutput:
         """Encode one input (audio array or text)."""
         return self.encode_batch([item])[0]

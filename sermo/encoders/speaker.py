@@ -46,6 +46,13 @@ class ResemblyzerEncoder(Encoder):
     def weights_hash(self) -> str:
         return self._hash
 
+    def to(self, device) -> "ResemblyzerEncoder":
+        import torch
+
+        self._model.to(device)
+        self._model.device = torch.device(device)
+        return self
+
     def _encode_batch(self, items: list) -> list[EncoderOutput]:
         outs = []
         for x in items:

@@ -131,6 +131,11 @@ class HFSpeechEncoder(Encoder):
     def weights_hash(self) -> str:
         return self._hash
 
+    def to(self, device) -> "HFSpeechEncoder":
+        self.module.to(device)
+        self.device = device
+        return self
+
     def batches(self, lengths: list[int]) -> list[list[int]]:
         """Indices grouped into batches: sorted by length, padded only where the model masks."""
         order = sorted(range(len(lengths)), key=lambda i: lengths[i])
@@ -178,7 +183,7 @@ class SpeechQuantizer:
             (fine-tuned CTC checkpoints and HuBERT have none).
     """
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, *, device: str = "cpu"):
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForPreTraining
 
         config = AutoConfig.from_pretrained(folder)
@@ -188,7 +193,8 @@ class SpeechQuantizer:
         model, info = AutoModelForPreTraining.from_pretrained(folder, output_loading_info=True)
         if any(k.startswith(("quantizer.", "project_q.")) for k in info["missing_keys"]):
             raise EncoderError(f"{folder}: the checkpoint holds no quantizer weights (not a pre-training checkpoint)")
-        self.model = model.eval()
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
         self.base = getattr(model, model.base_model_prefix)  # wav2vec2 or wav2vec2_conformer
         self.groups = int(config.num_codevector_groups)
         self.entries = int(config.num_codevectors_per_group)
@@ -205,27 +211,27 @@ class SpeechQuantizer:
     @torch.no_grad()
     def units(self, samples: np.ndarray) -> np.ndarray:
         """Unit ids ``(frames,)`` int64 of a 16 kHz waveform, one per CNN frame."""
-        x = torch.as_tensor(np.asarray(samples, dtype=np.float32))[None]
+        x = torch.as_tensor(np.asarray(samples, dtype=np.float32), device=self.device)[None]
         if self.normalize:
             x = (x - x.mean()) / torch.sqrt(x.var() + 1e-7)
         feats = self.base.feature_extractor(x).transpose(1, 2)
         _, feats = self.base.feature_projection(feats)  # the layer-normed CNN output the quantizer reads
         logits = self.model.quantizer.weight_proj(feats)[0].view(feats.shape[1], self.groups, self.entries)
         idx = logits.argmax(-1)  # (frames, groups)
-        base = torch.tensor([self.entries**g for g in range(self.groups)])
-        return (idx * base).sum(-1).numpy().astype(np.int64)
+        base = torch.tensor([self.entries**g for g in range(self.groups)], device=idx.device)
+        return (idx * base).sum(-1).cpu().numpy().astype(np.int64)
 
     @torch.no_grad()
     def vectors(self, units) -> np.ndarray:
         """Embeddings ``(n, dim)`` of unit ids."""
-        u = torch.as_tensor(np.asarray(units, dtype=np.int64))
+        u = torch.as_tensor(np.asarray(units, dtype=np.int64), device=self.device)
         book = self.model.quantizer.codevectors[0]  # (G * V, dim / G)
         parts = [book[g * self.entries + (u // self.entries**g) % self.entries] for g in range(self.groups)]
-        return self.model.project_q(torch.cat(parts, dim=-1)).numpy()
+        return self.model.project_q(torch.cat(parts, dim=-1)).cpu().numpy()
 
 
 def continue_pretraining(folder: str, waves, out, *, steps: int, lr: float = 5e-5, batch_size: int = 4,
-                         max_seconds: float = 5.0, seed: int = 0, progress: bool = True) -> str:
+                         max_seconds: float = 5.0, seed: int = 0, progress: bool = True, device: str = "cpu") -> str:
     """Continue a wav2vec 2.0 checkpoint's self-supervised pre-training (contrastive and
     diversity losses, the checkpoint's own masking settings) on ``waves`` for ``steps`` steps
     and save the result to ``out`` (paper 003's "2nd stage", on the training audio).
@@ -251,7 +257,7 @@ def continue_pretraining(folder: str, waves, out, *, steps: int, lr: float = 5e-
     out = Path(out)
     if out.is_dir():
         return str(out)
-    model = SpeechQuantizer(folder).model  # checks for the quantizer
+    model = SpeechQuantizer(folder, device=device).model  # checks for the quantizer
     cfg = model.config
     model.train()
     model.freeze_feature_encoder()
@@ -267,18 +273,18 @@ def continue_pretraining(folder: str, waves, out, *, steps: int, lr: float = 5e-
             w = w[start:start + cap]
             crops.append((w - w.mean()) / np.sqrt(w.var() + 1e-7))
         n = min(len(w) for w in crops)  # equal lengths: no padding enters the losses
-        x = torch.from_numpy(np.stack([w[:n] for w in crops]))
+        x = torch.from_numpy(np.stack([w[:n] for w in crops])).to(device)
         frames = int(model._get_feat_extract_output_lengths(torch.tensor(n)))
         mask = _compute_mask_indices((len(crops), frames), cfg.mask_time_prob, cfg.mask_time_length, min_masks=2)
         negatives = _sample_negative_indices((len(crops), frames), cfg.num_negatives, mask_time_indices=mask)
-        loss = model(x, mask_time_indices=torch.from_numpy(mask),
-                     sampled_negative_indices=torch.from_numpy(negatives)).loss
+        loss = model(x, mask_time_indices=torch.from_numpy(mask).to(device),
+                     sampled_negative_indices=torch.from_numpy(negatives).to(device)).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.eval().save_pretrained(tmp)
+    model.eval().cpu().save_pretrained(tmp)
     for name in ("preprocessor_config.json",):
         if (Path(folder) / name).is_file():
             shutil.copy(Path(folder) / name, tmp / name)

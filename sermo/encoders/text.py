@@ -41,6 +41,11 @@ class HFTextEncoder(Encoder):
     def weights_hash(self) -> str:
         return self._hash
 
+    def to(self, device) -> "HFTextEncoder":
+        self.model.to(device)
+        self.device = device
+        return self
+
     @torch.inference_mode()
     def _encode_batch(self, items: list) -> list[EncoderOutput]:
         results: list[EncoderOutput | None] = [None] * len(items)

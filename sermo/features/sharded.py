@@ -57,6 +57,9 @@ class _ExtractTask(L.LightningModule):
         self.skipped: list[tuple[str, str]] = []
         self._store: FeatureStore | None = None
 
+    def on_predict_start(self) -> None:
+        self.encoder.to(self.device)  # the rank's own device (the encoder is not a submodule Lightning moves)
+
     def predict_step(self, batch: list[dict], batch_idx: int) -> int:
         if self._store is None:
             self._store = FeatureStore(self.store_root)

@@ -44,12 +44,14 @@ class FeatureSource:
         layers: hidden states to keep (``None``: all).
         manifest: the utterances.
         store: the feature store.
+        device: where the encoder runs when it extracts.
     """
 
-    def __init__(self, name: str, layers, manifest: Manifest, store: FeatureStore, *, progress: bool = True):
+    def __init__(self, name: str, layers, manifest: Manifest, store: FeatureStore, *, progress: bool = True,
+                 device: str = "cpu"):
         from sermo.encoders import get_encoder
 
-        encoder = get_encoder(name, layers=layers)
+        encoder = get_encoder(name, layers=layers, device=str(device))
         self.name, self.modality = name, encoder.modality
         self.report = extract(manifest, encoder, store, verify=False, progress=progress)
         self.identity = encoder.identity

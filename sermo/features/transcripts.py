@@ -42,7 +42,8 @@ class TranscribeReport:
 
 
 def transcribe_manifest(manifest: Manifest, store: FeatureStore, *, engine: str = "pocketsphinx",
-                        workers: int | None = None, progress: bool = True) -> tuple[Manifest, TranscribeReport]:
+                        workers: int | None = None, progress: bool = True,
+                        device: str = "cpu") -> tuple[Manifest, TranscribeReport]:
     """Replace each transcript with the engine's, source ``asr:<engine>``.
 
     The oracle transcript is kept in the column ``transcript_oracle`` (nothing is dropped).
@@ -56,7 +57,7 @@ def transcribe_manifest(manifest: Manifest, store: FeatureStore, *, engine: str 
 
     from sermo.encoders.asr import get_asr
 
-    asr = get_asr(engine)  # fails early on an unknown or unavailable engine
+    asr = get_asr(engine, device=str(device))  # fails early on an unknown or unavailable engine
     engine = asr.engine
     store._db.execute("CREATE TABLE IF NOT EXISTS asr (engine TEXT, key TEXT, text TEXT, PRIMARY KEY (engine, key))")
     df = manifest.df.copy()

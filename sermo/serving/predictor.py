@@ -79,12 +79,14 @@ class Predictor:
     """
 
     def __init__(self, config: BundleConfig, weights: dict[str, torch.Tensor], *, asr: str | None = None,
-                 folder: str | None = None):
+                 folder: str | None = None, accelerator: str = "auto"):
+        from sermo.accelerator import resolve_device
         from sermo.config import build
         from sermo.data.labels import LabelSpace
         from sermo.systems import get_system
 
         self.config, self.folder = config, folder
+        self.device = resolve_device(accelerator)
         where = folder or "bundle"
         try:
             sysdef = get_system(config.system)
@@ -96,7 +98,7 @@ class Predictor:
         if missing or unexpected:
             raise BundleError(f"{where}: the weights do not fit the model (missing {list(missing)[:3]}, "
                               f"unexpected {list(unexpected)[:3]}); was the bundle edited?")
-        self.model.eval()
+        self.model.eval().to(self.device)
         self.space = LabelSpace.from_dict(config.label_space)
         self.scale = tuple(config.label_scale) if config.label_scale else None
         self.modalities = list(config.modalities)
@@ -116,13 +118,14 @@ class Predictor:
         self._asr = None
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, asr: str | None = None) -> "Predictor":
+    def from_pretrained(cls, path: str | Path, *, asr: str | None = None, accelerator: str = "auto") -> "Predictor":
         """Load a bundle folder (``<run>/bundles/<row>``); nothing in it is executed or unpickled.
 
         Args:
             path: the bundle folder.
             asr: the ASR engine for models that read text when no transcript is given
                 (default: the one the model was trained with, pocketsphinx for oracle transcripts).
+            accelerator: ``auto`` (the GPU when there is one), ``cpu`` or ``gpu``.
 
         Raises:
             BundleError: not a bundle, or a config / weights that do not fit together.
@@ -130,17 +133,16 @@ class Predictor:
         from sermo.data.bundle import read_bundle
 
         config, weights = read_bundle(path)
-        return cls(config, weights, asr=asr, folder=str(path))
+        return cls(config, weights, asr=asr, folder=str(path), accelerator=accelerator)
 
-    @staticmethod
-    def _encoder(entry: FeatureInput | None):
+    def _encoder(self, entry: FeatureInput | None):
         """The frozen encoder of a feature input, warning when its weights are not the ones the
         model was trained on."""
         from sermo.encoders import get_encoder
 
         if entry is None:
             return None
-        enc = get_encoder(entry.encoder, layers=entry.layers, dtype=entry.dtype)
+        enc = get_encoder(entry.encoder, layers=entry.layers, dtype=entry.dtype, device=str(self.device))
         if entry.weights is not None and enc.identity.weights != entry.weights:
             import warnings
 
@@ -154,7 +156,7 @@ class Predictor:
         if self._asr is None:
             from sermo.encoders.asr import get_asr
 
-            self._asr = get_asr(self.asr_engine)
+            self._asr = get_asr(self.asr_engine, device=str(self.device))
         return self._asr.transcribe(wave)
 
     def _as_waves(self, audio, sampling_rate) -> list[tuple[str, np.ndarray]]:
@@ -190,7 +192,7 @@ class Predictor:
             tokenizer=(spec.tokens, self.tokenizer) if self.tokenizer is not None else None,
             speaker=SpeakerEmbeddings(live(self.speaker_encoder)) if self.speaker_encoder is not None else None,
             max_frames=spec.max_frames, max_tokens=spec.max_tokens)
-        out = self.model(collate(dataset.__getitems__(list(range(n)))))
+        out = self.model(collate(dataset.__getitems__(list(range(n)))).to(self.device))
         results = []
         for i in range(n):
             r: dict = {}

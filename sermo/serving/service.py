@@ -125,12 +125,13 @@ def serve_in_background(app, host: str = "127.0.0.1"):
 
 
 def serve(bundle: str, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20.0,
-          max_seconds: float = 60.0) -> None:
+          max_seconds: float = 60.0, accelerator: str = "auto") -> None:
     """Load ``bundle`` and serve it until interrupted."""
     import uvicorn
 
     from sermo.serving.predictor import Predictor
 
-    app = create_app(Predictor.from_pretrained(bundle), max_upload_mb=max_upload_mb, max_seconds=max_seconds)
+    app = create_app(Predictor.from_pretrained(bundle, accelerator=accelerator), max_upload_mb=max_upload_mb,
+                     max_seconds=max_seconds)
     print(f"sermo: serving {bundle} on http://{host}:{port}/ (API schema at /docs)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -139,6 +139,7 @@ class FoldContext(Protocol):
             ``data.text_encoder``), or ``None``.
         shared: what a system computes once per run and every fold reads, under its own keys.
         progress: whether to show progress bars.
+        device: where models run (for a system's own training loops).
     """
 
     name: str
@@ -154,6 +155,7 @@ class FoldContext(Protocol):
     text: Features | None
     shared: dict
     progress: bool
+    device: torch.device
 
     # -- data --------------------------------------------------------------------------
     def ids(self, split: str) -> tuple[str, ...]:
@@ -219,11 +221,10 @@ class FoldContext(Protocol):
                 splits=None) -> dict[str, Predictions]:
         """Predictions on every test set (or on ``splits``, e.g. ``["valid"]``)."""
 
-    def batches(self, dataset: Dataset, batch_size: int = 64) -> Iterator[Batch]:
-        """The dataset's batches in a fixed order (for a system's own passes over data)."""
-
-    def forward(self, model: torch.nn.Module, dataset: Dataset, batch_size: int = 64) -> Iterator[tuple[Batch, Output]]:
-        """The model's outputs batch by batch, in eval mode without gradients."""
+    def forward(self, model: torch.nn.Module, dataset: Dataset, batch_size: int = 64,
+                call: Callable[[torch.nn.Module, Batch], Any] | None = None) -> Iterator[tuple[Batch, Any]]:
+        """The model's outputs batch by batch (``call(model, batch)`` instead of ``model(batch)``
+        for other passes), in eval mode without gradients, on the run's device."""
 
     def score(self, predictions: Predictions) -> dict[str, float]:
         """The metrics of predictions against the run's labels (CCC, UA, WA, ...)."""

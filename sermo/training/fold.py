@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sermo.accelerator import lightning_accelerator
 from sermo.config import RunConfig, TrainConfig
 from sermo.data.labels import Labels, LabelSpace
 from sermo.data.manifest import DIMENSIONS, Manifest
@@ -34,7 +35,10 @@ class RunData:
 
     def __init__(self, cfg: RunConfig, manifest: Manifest, space: LabelSpace, store: FeatureStore, *,
                  progress: bool = True):
+        from sermo.accelerator import resolve_device
+
         self.cfg, self.manifest, self.space, self.store, self.progress = cfg, manifest, space, store, progress
+        self.device = resolve_device(cfg.train.accelerator)
         self.labels = Labels.from_manifest(manifest, space)
         self.utterances = ManifestUtterances(manifest)
         self._sources: dict[tuple, FeatureSource] = {}
@@ -46,7 +50,8 @@ class RunData:
         """Features of encoder ``name`` (extracted on first use, then read from the store)."""
         key = (name, tuple(layers) if layers is not None else None)
         if key not in self._sources:
-            self._sources[key] = FeatureSource(name, layers, self.manifest, self.store, progress=self.progress)
+            self._sources[key] = FeatureSource(name, layers, self.manifest, self.store, progress=self.progress,
+                                               device=self.device)
         return self._sources[key]
 
     @property
@@ -72,7 +77,9 @@ class RunData:
         if max_utterances not in self._speakers:
             from sermo.encoders.speaker import speaker_embeddings
 
-            src = self.source("resemblyzer")
+            # every utterance of a speaker counts, labelled or not (the embedding needs no labels)
+            src = FeatureSource("resemblyzer", None, self.manifest, self.store, progress=self.progress,
+                                device=self.device)
             df = self.manifest.df
             own = {u: np.asarray(src.get(u), dtype=np.float32).ravel() for u in df["id"] if src.has(u)}
             speakers = dict(zip(df["id"], df["speaker"]))
@@ -129,7 +136,7 @@ class FoldRun:
     def features(self, name: str, layers=None, *, manifest: Manifest | None = None) -> FeatureSource:
         if manifest is None or manifest is self.manifest:
             return self.run.source(name, layers)
-        return FeatureSource(name, layers, manifest, self.run.store, progress=self.progress)
+        return FeatureSource(name, layers, manifest, self.run.store, progress=self.progress, device=self.run.device)
 
     def feature_stats(self, source, max_items: int = 400):
         key = (id(source), max_items)
@@ -161,7 +168,8 @@ class FoldRun:
     def transcribe(self, manifest: Manifest, engine: str) -> tuple[Manifest, float | None]:
         from sermo.features.transcripts import transcribe_manifest
 
-        out, report = transcribe_manifest(manifest, self.run.store, engine=engine, progress=self.progress)
+        out, report = transcribe_manifest(manifest, self.run.store, engine=engine, progress=self.progress,
+                                          device=self.run.device)
         return out, report.wer
 
     def phone_alignments(self, ids):
@@ -249,7 +257,8 @@ class FoldRun:
         if cfg.early_stopping:
             callbacks.append(EarlyStopping(monitor=monitor, patience=cfg.early_stopping, mode="min"))
         trainer = L.Trainer(
-            max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+            max_epochs=cfg.epochs, accelerator=lightning_accelerator(cfg.accelerator), devices=cfg.devices,
+            num_nodes=cfg.num_nodes, precision=cfg.precision,
             # systems leave some parameters out of some losses (a one-layer weighting, a
             # head a stage does not train): DDP must look for them
             strategy="ddp_find_unused_parameters_true" if cfg.devices * cfg.num_nodes > 1 and cfg.strategy == "auto"
@@ -277,24 +286,30 @@ class FoldRun:
         out = {}
         for name in (self.tests if splits is None else splits):
             ds = make_dataset(name)
-            raw = predict(model, loader(ds, 64, shuffle=False))
+            raw = predict(model, loader(ds, 64, shuffle=False), device=self.run.device,
+                          precision=self.cfg.train.precision)
             dims = None if raw["dims"] is None else self.labels.to_corpus_scale(raw["ids"], raw["dims"])
             probs = None if raw["logits"] is None else softmax(raw["logits"])
             out[name] = Predictions(raw["ids"], dims, probs, ds.spec)
         return out
 
-    def batches(self, dataset, batch_size: int = 64):
-        return iter(loader(dataset, batch_size, shuffle=False))
+    @property
+    def device(self) -> torch.device:
+        return self.run.device
 
-    def forward(self, model: torch.nn.Module, dataset, batch_size: int = 64):
-        was = model.training
-        model.eval()
+    def forward(self, model: torch.nn.Module, dataset, batch_size: int = 64, call=None):
+        from sermo.accelerator import autocast
+
+        was, home = model.training, next(model.parameters(), torch.empty(0)).device
+        model.to(self.device).eval()
         try:
             with torch.no_grad():
-                for batch in self.batches(dataset, batch_size):
-                    yield batch, model(batch)
+                for batch in loader(dataset, batch_size, shuffle=False):
+                    batch = batch.to(self.device)
+                    with autocast(self.device, self.cfg.train.precision):
+                        yield batch, (call(model, batch) if call is not None else model(batch))
         finally:
-            model.train(was)
+            model.train(was).to(home)
 
     def score(self, predictions: Predictions) -> dict[str, float]:
         truth_dims, truth_cls = self.truth(predictions.ids)

@@ -40,7 +40,8 @@ from sermo.training.fold import FoldRun, RunData
 
 def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "demo", folds=None,
                out: Path | None = None, overrides: list[str] | None = None, store: FeatureStore | None = None,
-               devices: int | None = None, num_nodes: int | None = None, progress: bool = True) -> Path:
+               devices: int | None = None, num_nodes: int | None = None, accelerator: str | None = None,
+               progress: bool = True) -> Path:
     """Train and evaluate ``system`` on ``corpora`` (``[(name, path)]``); return the run folder."""
     from tqdm import tqdm
 
@@ -54,6 +55,8 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
         cfg.train.devices = devices
     if num_nodes:
         cfg.train.num_nodes = num_nodes
+    if accelerator:
+        cfg.train.accelerator = accelerator
     store = store or FeatureStore()
     names = [n for n, _ in corpora]
     manifest = Manifest.concat([load_corpus(p) for _, p in corpora])

@@ -119,23 +119,30 @@ class SystemTask(L.LightningModule):
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, data) -> dict[str, np.ndarray | list]:
-    """Run ``model`` over a DataLoader in eval mode.
+def predict(model: torch.nn.Module, data, *, device=None, precision: str = "32") -> dict[str, np.ndarray | list]:
+    """Run ``model`` over a DataLoader in eval mode, on ``device`` (default: where it is) at
+    ``precision``; the model is left where it was.
 
     Returns:
         ``{"ids", "dims" (n, 3) in [0, 1] or None, "logits" (n, C) or None}``.
     """
-    was = model.training
-    model.eval()
+    from sermo.accelerator import autocast
+
+    was, home = model.training, next(model.parameters(), torch.empty(0)).device
+    device = torch.device(device) if device is not None else home
+    model.to(device).eval()
     ids, dims, logits = [], [], []
-    for batch in data:
-        out = model(batch)
-        ids += batch.ids
-        if out.dims is not None:
-            dims.append(out.dims.float().cpu().numpy())
-        if out.logits is not None:
-            logits.append(out.logits.float().cpu().numpy())
-    model.train(was)
+    try:
+        for batch in data:
+            with autocast(device, precision):
+                out = model(batch.to(device))
+            ids += batch.ids
+            if out.dims is not None:
+                dims.append(out.dims.float().cpu().numpy())
+            if out.logits is not None:
+                logits.append(out.logits.float().cpu().numpy())
+    finally:
+        model.train(was).to(home)
     return {"ids": ids, "dims": np.concatenate(dims) if dims else None,
             "logits": np.concatenate(logits) if logits else None}
 

@@ -114,7 +114,7 @@ class CrossRepresentation(nn.Module):
         x, mask = self.inputs(batch)
         lengths = mask.sum(1).tolist()
         parts = [chunk(x[i], max(int(n), 1), self.segment) for i, n in enumerate(lengths)]
-        owner = torch.cat([torch.full((len(p),), i, dtype=torch.long) for i, p in enumerate(parts)])
+        owner = torch.cat([torch.full((len(p),), i, dtype=torch.long, device=x.device) for i, p in enumerate(parts)])
         return torch.cat(parts), batch.speaker.float()[owner], owner
 
     def forward(self, batch: Batch) -> Output:
@@ -124,18 +124,18 @@ class CrossRepresentation(nn.Module):
         codes = self.codes(segs, spk)
         probs = torch.softmax(self.classifier(codes), dim=-1)
         b = len(batch.ids)
-        total = torch.zeros(b, probs.shape[1]).index_add_(0, owner, probs)
-        count = torch.zeros(b).index_add_(0, owner, torch.ones(len(owner)))
+        total = probs.new_zeros(b, probs.shape[1]).index_add_(0, owner, probs)  # (B, C): sums over chunks
+        count = probs.new_zeros(b).index_add_(0, owner, probs.new_ones(len(owner)))
         mean = total / count.clamp(min=1).unsqueeze(-1)
-        emb = torch.zeros(b, codes.shape[1]).index_add_(0, owner, codes) / count.clamp(min=1).unsqueeze(-1)
+        emb = codes.new_zeros(b, codes.shape[1]).index_add_(0, owner, codes) / count.clamp(min=1).unsqueeze(-1).to(codes)
         return Output(logits=torch.log(mean.clamp(min=1e-8)), embedding=emb)
 
     def _train_forward(self, batch: Batch) -> Output:
         x, mask = self.inputs(batch)
         b, seg = x.shape[0], self.segment
         lengths = mask.sum(1)
-        starts = (torch.rand(b) * (lengths - seg).clamp(min=0).float()).long()
-        idx = starts[:, None] + torch.arange(seg)[None]  # (B, seg)
+        starts = (torch.rand(b, device=x.device) * (lengths - seg).clamp(min=0).float()).long()
+        idx = starts[:, None] + torch.arange(seg, device=x.device)[None]  # (B, seg)
         valid = idx < lengths[:, None]
         safe = idx.clamp(max=x.shape[2] - 1)
         crop = torch.gather(x, 2, safe[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3]))
@@ -159,7 +159,10 @@ class CrossRepresentation(nn.Module):
             m = self.mel_norm(mel[i, : int(mel_len[i])][None, None])[0, 0]
             m = align_frames(m, n)
             p = phones[i, : int(phones_len[i])]
-            p = p[(torch.arange(n) * len(p) // n).clamp(max=max(len(p) - 1, 0))] if len(p) else torch.ones(n, dtype=torch.long)
+            if len(p):  # phone ids on the input's clock: the frame n of n covers the phone at n/len
+                p = p[(torch.arange(n, device=p.device) * len(p) // n).clamp(max=len(p) - 1)]
+            else:
+                p = torch.ones(n, dtype=torch.long, device=p.device)
             j = idx[i].clamp(max=n - 1)
             targets.append(m[j] * valid[i, :, None])
             ids.append(torch.where(valid[i], p[j], torch.zeros_like(p[j])))

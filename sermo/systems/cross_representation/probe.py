@@ -11,15 +11,16 @@ from sermo.systems.cross_representation.config import CrossRepresentationConfig
 from sermo.systems.cross_representation.model import CrossRepresentation
 
 
-@torch.no_grad()
 def bottleneck_features(model: CrossRepresentation, ctx, data_ids, src, inputs) -> tuple[np.ndarray, list[str]]:
     """Flattened codes of every chunk of the given utterances, and each chunk's utterance."""
-    model.eval()
+    def codes(m: CrossRepresentation, batch):
+        segs, spk, owner = m.chunks(batch)
+        return m.codes(segs, spk), owner
+
     ds = ctx.dataset("train", audio=src, speaker=inputs.speaker, ids=list(data_ids))
     feats, owners = [], []
-    for batch in ctx.batches(ds, 32):
-        segs, spk, owner = model.chunks(batch)
-        feats.append(model.codes(segs, spk).numpy())
+    for batch, (c, owner) in ctx.forward(model, ds, 32, call=codes):
+        feats.append(c.float().cpu().numpy())
         owners += [batch.ids[i] for i in owner.tolist()]
     return np.concatenate(feats), owners
 
@@ -48,19 +49,20 @@ def speaker_probe(ctx, model: CrossRepresentation, inputs, cfg: CrossRepresentat
     x_te, o_te = bottleneck_features(model, ctx, test_ids, src, inputs)
     mean, std = x_tr.mean(0), x_tr.std(0) + 1e-5
     x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
-    y_tr = torch.tensor([index[inputs.speakers[u]] for u in o_tr])
+    dev = ctx.device
+    y_tr = torch.tensor([index[inputs.speakers[u]] for u in o_tr], device=dev)
     torch.manual_seed(ctx.cfg.train.seed)
-    probe = mlp([x_tr.shape[1], *cfg.probe, len(speakers)])
+    probe = mlp([x_tr.shape[1], *cfg.probe, len(speakers)]).to(dev)
     opt = torch.optim.Adam(probe.parameters(), lr=cfg.probe_lr)
-    xt = torch.from_numpy(x_tr).float()
+    xt = torch.from_numpy(x_tr).float().to(dev)
     for _ in range(cfg.probe_epochs):
-        for b in torch.randperm(len(xt)).split(64):
+        for b in torch.randperm(len(xt), device=dev).split(64):
             opt.zero_grad()
             nn.functional.cross_entropy(probe(xt[b]), y_tr[b]).backward()
             opt.step()
     probe.eval()
     with torch.no_grad():
-        p = torch.softmax(probe(torch.from_numpy(x_te).float()), dim=-1).numpy()
+        p = torch.softmax(probe(torch.from_numpy(x_te).float().to(dev)), dim=-1).cpu().numpy()
     utts = sorted(set(o_te))
     at = {u: i for i, u in enumerate(utts)}
     total = np.zeros((len(utts), len(speakers)))

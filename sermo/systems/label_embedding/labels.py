@@ -153,7 +153,7 @@ class LabelEmbeddings:
             kind, folder = checkpoint_folder(self.ctx.cfg.data.audio_encoder)
             if kind != "speech":
                 return None, "the speech encoder is not a transformers speech model"
-            return SpeechQuantizer(folder), ""
+            return SpeechQuantizer(folder, device=self.ctx.device), ""
         except (EncoderError, OSError, ValueError) as exc:
             return None, f"the speech encoder has no quantizer: {exc}"
 

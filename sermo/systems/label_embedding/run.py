@@ -70,7 +70,7 @@ class FoldInputs:
                 self._checkpoint = continue_pretraining(
                     checkpoint_folder(name)[1], waves, self.ctx.folder / "speech_2nd_stage",
                     steps=self.cfg.pretrain_steps, lr=self.cfg.pretrain_lr, batch_size=self.cfg.pretrain_batch_size,
-                    seed=self.ctx.cfg.train.seed, progress=self.ctx.progress)
+                    seed=self.ctx.cfg.train.seed, progress=self.ctx.progress, device=self.ctx.device)
             except EncoderError as exc:  # no pre-training head (HuBERT, a CTC checkpoint): the stage is optional
                 warnings.warn(f"continued pre-training skipped: {exc}", stacklevel=2)
                 self._checkpoint = name
