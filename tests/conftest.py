@@ -122,3 +122,26 @@ def small_iemocap(root, out, per_speaker: int = 5):
     manifest = prepare("iemocap", root)
     manifest.subset(manifest.df.groupby("speaker").head(per_speaker)["id"].tolist()).save(out)
     return out
+
+
+def tiny_xlnet_model(folder, *, seed=0):
+    """Save a randomly initialised tiny XLNet whose tokenizer, like XLNet's, pads on the left and
+    puts its special tokens last (``<sep> <cls>``)."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, XLNetConfig, XLNetModel
+
+    torch.manual_seed(seed)
+    words = ["<pad>", "<unk>", "<sep>", "<cls>", "<mask>", "i", "am", "so", "glad", "the", "dinner", "was",
+             "terrible", "okay", "you", "hate", "this"]
+    vocab = {w: i for i, w in enumerate(words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="$A <sep> <cls>", pair="$A <sep> $B <sep> <cls>",
+                                                       special_tokens=[("<sep>", 2), ("<cls>", 3)])
+    folder.mkdir(parents=True, exist_ok=True)
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", sep_token="<sep>",
+                            cls_token="<cls>", mask_token="<mask>", padding_side="left").save_pretrained(folder)
+    XLNetModel(XLNetConfig(vocab_size=len(words), d_model=16, n_layer=2, n_head=2, d_inner=24)).eval() \
+        .save_pretrained(folder)
+    return str(folder)

@@ -7,6 +7,7 @@ Layout (B = batch, L = encoder layers kept, T = frames, N = tokens, D = feature 
     audio_mask     (B, T) bool               True on real frames
     text           (B, L, N, D) float32      token features, zero-padded (or None)
     text_mask      (B, N) bool               True on real tokens
+    text_words     (B, N) int64              each token's word index; -1 on special tokens ([CLS], <sep>, ...)
     wave           (B, S) float32            16 kHz samples, zero-padded (fine-tuned speech encoders; or None)
     wave_lengths   (B,) int64                real samples per utterance
     tokens         (B, N) int64              token ids, zero-padded (fine-tuned text encoders; or None)
@@ -39,6 +40,7 @@ class Batch:
     audio_mask: torch.Tensor | None = None
     text: torch.Tensor | None = None
     text_mask: torch.Tensor | None = None
+    text_words: torch.Tensor | None = None
     wave: torch.Tensor | None = None
     wave_lengths: torch.Tensor | None = None
     tokens: torch.Tensor | None = None

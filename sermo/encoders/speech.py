@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from sermo.encoders.base import Encoder, EncoderError, EncoderOutput, file_digest
-from sermo.encoders.hub import resolve_checkpoint, weight_files
+from sermo.encoders.hub import load_pretrained, resolve_checkpoint, weight_files
 
 
 class SpeechSSL(nn.Module):
@@ -29,7 +29,7 @@ class SpeechSSL(nn.Module):
         # state (the layer weightings and the selections index them)
         if hasattr(self.config, "layerdrop"):
             self.config.layerdrop = 0.0
-        self.model = AutoModel.from_pretrained(folder, config=self.config)
+        self.model = load_pretrained(AutoModel, folder, config=self.config)
         try:
             fe = AutoFeatureExtractor.from_pretrained(folder)
             self.use_attention_mask = bool(getattr(fe, "return_attention_mask", False))
@@ -190,7 +190,7 @@ class SpeechQuantizer:
         kind = getattr(config, "model_type", None)
         if kind not in ("wav2vec2", "wav2vec2-conformer"):
             raise EncoderError(f"{folder}: a {kind or '?'} model has no wav2vec 2.0 quantizer")
-        model, info = AutoModelForPreTraining.from_pretrained(folder, output_loading_info=True)
+        model, info = load_pretrained(AutoModelForPreTraining, folder, output_loading_info=True)
         if any(k.startswith(("quantizer.", "project_q.")) for k in info["missing_keys"]):
             raise EncoderError(f"{folder}: the checkpoint holds no quantizer weights (not a pre-training checkpoint)")
         self.device = torch.device(device)

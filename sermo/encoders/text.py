@@ -6,14 +6,15 @@ import numpy as np
 import torch
 
 from sermo.encoders.base import Encoder, EncoderOutput, file_digest
-from sermo.encoders.hub import resolve_checkpoint, weight_files
+from sermo.encoders.hub import load_pretrained, resolve_checkpoint, weight_files
 
 
 class HFTextEncoder(Encoder):
     """Per-token hidden states of every layer, with the token -> word mapping kept.
 
     Words are whitespace-separated; ``word_ids[t]`` is the word of token ``t`` (-1 for
-    special tokens such as [CLS] and [SEP]).
+    special tokens such as [CLS] and [SEP], wherever the model puts them: XLNet's come last).
+    Only real tokens are kept, whichever side the tokenizer pads.
     """
 
     modality = "text"
@@ -30,11 +31,11 @@ class HFTextEncoder(Encoder):
         # byte-level BPE tokenizers need a prefix space to take pre-split words
         bpe = self.config.model_type in ("roberta", "gpt2", "bart", "longformer", "deberta")
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder, **({"add_prefix_space": True} if bpe else {}))
-        self.model = AutoModel.from_pretrained(self.folder).to(device).eval()
+        self.model = load_pretrained(AutoModel, self.folder).to(device).eval()
         self.device = device
         self.num_layers = int(self.config.num_hidden_layers) + 1
         self.dim = int(self.config.hidden_size)
-        self.max_tokens = min(max_tokens, int(getattr(self.config, "max_position_embeddings", max_tokens)))
+        self.max_tokens = token_limit(self.config, max_tokens)
         self.batch_size = batch_size
         self._hash = file_digest(weight_files(self.folder))
 
@@ -59,10 +60,12 @@ class HFTextEncoder(Encoder):
             out = self.model(**{k: v.to(self.device) for k, v in enc.items()}, output_hidden_states=True)
             hidden = torch.stack(out.hidden_states, dim=1)[:, keep].float().cpu().numpy()  # (B, L, T, D)
             for row, i in enumerate(group):
-                n = int(enc["attention_mask"][row].sum())
-                ids = enc["input_ids"][row, :n].tolist()
-                wid = [-1 if w is None else int(w) for w in enc.word_ids(row)[:n]]
-                results[i] = EncoderOutput(hidden[row, :, :n], None, self.tokenizer.convert_ids_to_tokens(ids), wid)
+                # the real tokens, wherever the tokenizer pads (XLNet pads on the left)
+                pos = enc["attention_mask"][row].nonzero().flatten().tolist()
+                ids = enc["input_ids"][row, pos].tolist()
+                words_of = enc.word_ids(row)
+                wid = [-1 if words_of[p] is None else int(words_of[p]) for p in pos]
+                results[i] = EncoderOutput(hidden[row][:, pos], None, self.tokenizer.convert_ids_to_tokens(ids), wid)
         return results  # type: ignore[return-value]
 
     def encode_batch(self, items: list) -> list[EncoderOutput]:
@@ -70,6 +73,13 @@ class HFTextEncoder(Encoder):
         for o in outs:
             o.hidden = np.ascontiguousarray(o.hidden)
         return outs
+
+
+def token_limit(config, max_tokens: int) -> int:
+    """At most ``max_tokens``, and no more than the model has positions for (XLNet, with relative
+    positions only, says -1: no limit of its own)."""
+    positions = int(getattr(config, "max_position_embeddings", -1) or -1)
+    return min(max_tokens, positions) if positions > 0 else max_tokens
 
 
 class TextTokenizer:
@@ -84,7 +94,7 @@ class TextTokenizer:
         # byte-level BPE tokenizers need a prefix space to take pre-split words
         bpe = config.model_type in ("roberta", "gpt2", "bart", "longformer", "deberta")
         self.tokenizer = AutoTokenizer.from_pretrained(folder, **({"add_prefix_space": True} if bpe else {}))
-        self.max_tokens = min(max_tokens, int(getattr(config, "max_position_embeddings", max_tokens)))
+        self.max_tokens = token_limit(config, max_tokens)
 
     def __call__(self, text: str) -> np.ndarray:
         enc = self.tokenizer(str(text).split(), is_split_into_words=True, truncation=True,
@@ -108,7 +118,7 @@ class TextSSL(torch.nn.Module):
         self.config = AutoConfig.from_pretrained(folder)
         self.tokens = TextTokenizer(folder, max_tokens=max_tokens, config=self.config)
         self.tokenizer, self.max_tokens = self.tokens.tokenizer, self.tokens.max_tokens
-        self.model = AutoModel.from_pretrained(folder)
+        self.model = load_pretrained(AutoModel, folder)
         self.model.train()  # from_pretrained leaves eval mode; the trainer switches modes
         self.set_trainable_layers(0)
 

@@ -11,7 +11,7 @@ Item layout (before collation)::
 
     id         str
     dims       (3,) float32 [0, 1], NaN = missing        category   int, -1 = missing
-    audio      (L, T, D) features, T <= max_frames       text       (L, N, D), N <= max_tokens
+    audio      (L, T, D) features, T <= max_frames       text       (L, N, D), N <= max_tokens    text_words (N,) int64, -1 on special tokens
     wave       (S,) float32 16 kHz samples               tokens     (N,) int64 token ids
     speaker    (E,) float32
     <extra>    whatever a system adds for training; sequences marked with :func:`sequence`
@@ -143,7 +143,10 @@ class UtteranceDataset(Dataset):
         if self.audio is not None:
             item["audio"] = self.audio.get(uid)[:, : self.max_frames]
         if self.text is not None:
-            item["text"] = self.text.get(uid)[:, : self.max_tokens]
+            hidden, words = self.text.read(uid)
+            item["text"] = hidden[:, : self.max_tokens]
+            if len(words) == hidden.shape[1]:
+                item["text_words"] = np.asarray(words[: self.max_tokens], dtype=np.int64)
         if self.wave:
             w = self.utterances.wave(uid)
             item["wave"] = w[: int(self.max_wave_seconds * 16000)] if self.max_wave_seconds else w
@@ -164,7 +167,7 @@ class UtteranceDataset(Dataset):
         return [self[i] for i in indices]
 
 
-TYPED = ("id", "dims", "category", "audio", "text", "wave", "tokens", "speaker")
+TYPED = ("id", "dims", "category", "audio", "text", "text_words", "wave", "tokens", "speaker")
 
 
 def collate(items: list[dict], sequences: frozenset[str] = frozenset()) -> Batch:
@@ -179,6 +182,11 @@ def collate(items: list[dict], sequences: frozenset[str] = frozenset()) -> Batch
         batch.audio, batch.audio_mask = pad_sequences([it["audio"] for it in items])
     if "text" in first:
         batch.text, batch.text_mask = pad_sequences([it["text"] for it in items])
+        if all("text_words" in it for it in items):
+            words = torch.full(batch.text_mask.shape, -1, dtype=torch.long)
+            for j, it in enumerate(items):
+                words[j, : len(it["text_words"])] = torch.from_numpy(it["text_words"])
+            batch.text_words = words
     if "wave" in first:
         batch.wave, batch.wave_lengths = pad_first_axis([np.asarray(it["wave"], dtype=np.float32) for it in items])
     if "tokens" in first:

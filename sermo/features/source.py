@@ -70,6 +70,11 @@ class FeatureSource:
         """``(layers, frames, dim)`` features of one utterance (memory-mapped float16)."""
         return self.store.get(self.identity, self.keys[uid]).hidden
 
+    def read(self, uid: str) -> tuple[np.ndarray, list[int]]:
+        """Features and, for text, each token's word index (-1 on special tokens)."""
+        entry = self.store.get(self.identity, self.keys[uid])
+        return entry.hidden, entry.word_ids
+
     def length(self, uid: str) -> int:
         """Frames (or tokens) of one utterance; read from the store once, then remembered."""
         if uid not in self._lengths:
@@ -108,15 +113,19 @@ class LiveFeatures:
         todo = [u for u in dict.fromkeys(uids) if u not in self._cache]
         if todo:
             for u, out in zip(todo, self.encoder.encode_batch([self._raw(u) for u in todo])):
-                self._cache[u] = out.hidden
+                self._cache[u] = (out.hidden, out.word_ids)
 
-    def get(self, uid: str) -> np.ndarray:
-        """``(layers, frames, dim)`` of one utterance (encoded now unless prefetched); each
-        utterance is handed out once, so memory holds only the batch in flight."""
+    def read(self, uid: str) -> tuple[np.ndarray, list[int]]:
+        """Features and token word indices of one utterance (encoded now unless prefetched);
+        each utterance is handed out once, so memory holds only the batch in flight."""
         self.prefetch([uid])
         return self._cache.pop(uid)
+
+    def get(self, uid: str) -> np.ndarray:
+        """``(layers, frames, dim)`` of one utterance."""
+        return self.read(uid)[0]
 
     def length(self, uid: str) -> int:
         """Frames of one utterance (encodes it; prediction batches need no lengths)."""
         self.prefetch([uid])
-        return int(self._cache[uid].shape[1])
+        return int(self._cache[uid][0].shape[1])

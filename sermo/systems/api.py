@@ -105,6 +105,9 @@ class Features(Protocol):
     def get(self, uid: str) -> np.ndarray:
         """``(layers, frames, dim)`` of one utterance."""
 
+    def read(self, uid: str) -> tuple[np.ndarray, list[int]]:
+        """Its features and, for text, each token's word index (-1 on special tokens)."""
+
     def length(self, uid: str) -> int:
         """Frames (tokens) of one utterance."""
 

@@ -13,7 +13,7 @@ from sermo.nn.layers import align_frames, chunk
 from sermo.systems.cross_representation.config import CrossRepresentationConfig
 from sermo.systems.cross_representation.fusion import fusion_grid
 from sermo.systems.cross_representation.model import CrossRepresentation
-from sermo.systems.cross_representation.text import TextCNN, strip_special
+from sermo.systems.cross_representation.text import TextCNN, word_tokens
 from sermo.training.runner import run_system
 from tests.conftest import small_iemocap, tiny_speech_model, tiny_text_model
 
@@ -114,7 +114,10 @@ def test_phone_ids_line_up_with_frames():
 
 def test_text_cnn_leaves_special_tokens_and_padding_out():
     mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
-    assert strip_special(mask).tolist() == [[False, True, True, False, False], [True, True, False, False, False]]
+    assert word_tokens(mask).tolist() == [[False, True, True, False, False], [True, True, False, False, False]]
+    # with the tokens' word indices: XLNet's special tokens come last, and its first word stays
+    xlnet = torch.tensor([[0, 1, -1, -1, -1], [0, -1, -1, -1, -1]])
+    assert word_tokens(mask, xlnet).tolist() == [[True, True, False, False, False], [True, False, False, False, False]]
     torch.manual_seed(0)
     model = TextCNN((1, 6), 4, CFG).eval()
     x = torch.randn(2, 1, 5, 6) * mask[:, None, :, None]

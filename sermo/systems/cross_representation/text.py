@@ -31,7 +31,7 @@ class TextCNN(nn.Module):
         self.head = nn.Linear(c, num_classes)
 
     def forward(self, batch: Batch) -> Output:
-        mask = strip_special(batch.text_mask)
+        mask = word_tokens(batch.text_mask, batch.text_words)
         h = self.weighting(self.norm(batch.text, mask))
         h = self.convs(h.transpose(1, 2)).transpose(1, 2)
         v = masked_max(h, mask)
@@ -42,10 +42,14 @@ class TextCNN(nn.Module):
         return {"loss": loss}
 
 
-def strip_special(mask: torch.Tensor) -> torch.Tensor:
-    """The token mask without each sequence's first and last token (``[CLS]``/``[SEP]``);
-    a sequence with nothing else keeps its tokens."""
-    length = mask.sum(1, keepdim=True)
-    pos = torch.arange(mask.shape[1], device=mask.device)[None]
-    inner = mask & (pos >= 1) & (pos < length - 1)
+def word_tokens(mask: torch.Tensor, words: torch.Tensor | None = None) -> torch.Tensor:
+    """The tokens of words, special tokens left out: those whose word index is -1 (``[CLS]`` and
+    ``[SEP]`` of BERT, ``<sep> <cls>`` at the end for XLNet); without word indices, each
+    sequence's first and last token. A sequence with nothing else keeps its tokens."""
+    if words is not None:
+        inner = mask & (words >= 0)
+    else:
+        length = mask.sum(1, keepdim=True)
+        pos = torch.arange(mask.shape[1], device=mask.device)[None]
+        inner = mask & (pos >= 1) & (pos < length - 1)
     return torch.where(inner.any(1, keepdim=True), inner, mask)

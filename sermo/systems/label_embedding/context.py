@@ -43,11 +43,15 @@ class ContextSource:
     def has(self, uid: str) -> bool:
         return self.own.has(uid)
 
-    def get(self, uid: str) -> np.ndarray:
-        own = self.own.get(uid)
+    def read(self, uid: str) -> tuple[np.ndarray, list[int]]:
+        own, words = self.own.read(uid)
         if not self.previous.has(uid):
-            return own
-        return np.concatenate([self.previous.get(uid), own], axis=1)
+            return own, words
+        before, before_words = self.previous.read(uid)
+        return np.concatenate([before, own], axis=1), list(before_words) + list(words)
+
+    def get(self, uid: str) -> np.ndarray:
+        return self.read(uid)[0]
 
     def length(self, uid: str) -> int:
         return self.own.length(uid) + (self.previous.length(uid) if self.previous.has(uid) else 0)
