@@ -128,6 +128,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         report = run_extract_bench(Path(args.out), utterances=args.utterances,
                                    corpus=Path(args.corpus) if args.corpus else None)
+    elif args.what == "plan":
+        from sermo.bench.plan import run_plan_bench
+
+        report = run_plan_bench(Path(args.out))
     else:
         from sermo.bench.predict import run_predict_bench
 
@@ -150,10 +154,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--labels {args.labels!r}: expected CORPUS=TYPE[,CORPUS=TYPE], e.g. "
                              "iemocap=continuous,msp=discrete")
         overrides.append("model.labels={" + ", ".join(f"{k.strip()}: {v.strip()}" for k, v in pairs) + "}")
-    out = run_system(args.system, [parse_corpus_arg(c) for c in args.corpus], profile=args.profile, folds=folds,
-                     out=Path(args.out) if args.out else None, overrides=overrides,
-                     store=FeatureStore(args.store) if args.store else None, devices=args.devices,
-                     num_nodes=args.num_nodes, accelerator=args.accelerator, progress=not args.quiet)
+    common = dict(profile=args.profile, folds=folds, overrides=overrides,
+                  store=FeatureStore(args.store) if args.store else None, devices=args.devices,
+                  num_nodes=args.num_nodes, accelerator=args.accelerator, progress=not args.quiet)
+    corpora = [parse_corpus_arg(c) for c in args.corpus]
+    if args.plan:
+        from sermo.training.runner import plan_system
+
+        print(plan_system(args.system, corpora, **common).table(), end="")
+        return 0
+    out = run_system(args.system, corpora, out=Path(args.out) if args.out else None, **common)
     print(f"results: {out / 'results.json'}\nreport:  {out / 'REPORT.md'}")
     return 0
 
@@ -302,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default=None, metavar="CORPUS=TYPE,...",
                    help="with two corpora: the label type each contributes to training (continuous, discrete "
                         "or none), e.g. iemocap=continuous,msp=discrete (systems with a model.labels setting)")
+    p.add_argument("--plan", action="store_true",
+                   help="print what the run would cost (per encoder: utterances, hours, bytes stored, stored or live, "
+                        "encoder passes per epoch, per device) and exit without running")
     p.add_argument("--devices", type=int, default=None, help="train on this many devices with Lightning DDP")
     p.add_argument("--num-nodes", type=int, default=None, help="nodes for multi-node training")
     p.add_argument("--accelerator", default=None, choices=["auto", "cpu", "gpu"],
@@ -340,9 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure speed: feature extraction, prediction",
                        description="Benchmarks whose figures go in issue notes; nothing here asserts a time.")
-    p.add_argument("what", choices=["extract", "predict"],
+    p.add_argument("what", choices=["extract", "predict", "plan"],
                    help="extract: encoders' first vs cached runs, batched vs plain loop; predict: latency, throughput "
-                        "and the service's requests per second")
+                        "and the service's requests per second; plan: every paper profile's plan on manifests the size "
+                        "of IEMOCAP and MSP-Podcast v1.10 with a 64 GB store")
     p.add_argument("--utterances", type=int, default=60, help="utterances of the built-in corpus (default 60)")
     p.add_argument("--corpus", default=None, help="an IEMOCAP-layout corpus to use instead of a fresh built-in one")
     p.add_argument("--out", default="runs/bench", help="folder for the report (default runs/bench)")

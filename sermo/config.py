@@ -34,6 +34,10 @@ class DataConfig:
         transcripts: ``oracle`` or an ASR engine (``pocketsphinx``, ``whisper-base``, ...).
         max_frames: audio frames kept per utterance (longer ones are cut).
         max_tokens: tokens kept per transcript.
+        feature_mode: ``stored`` (frozen encoders' features extracted once into the store),
+            ``live`` (the encoders run inside the data path on the accelerator, nothing stored)
+            or ``auto`` (stored while the run's features fit in the store's free space, the
+            largest encoders live otherwise; ``sermo run --plan`` shows the choice).
     """
 
     audio_encoder: str | None = "logmel"
@@ -45,6 +49,7 @@ class DataConfig:
     transcripts: str = "oracle"
     max_frames: int = 3000
     max_tokens: int = 128
+    feature_mode: str = "auto"
 
 
 @dataclass

@@ -50,6 +50,9 @@ class LogMelEncoder(Encoder):
     def weights_hash(self) -> str:
         return hashlib.sha256(b"logmel:htk:80:400:160:512:hann:ln").hexdigest()[:16]
 
+    def num_frames(self, samples: int) -> int:
+        return 1 + max(int(samples), 400) // 160  # centred STFT of a signal padded to one window
+
     def _encode_batch(self, items: list) -> list[EncoderOutput]:
         return [EncoderOutput(log_mel(x)[None], self.frame_rate) for x in items]
 
@@ -71,6 +74,9 @@ class EgemapsEncoder(Encoder):
         self.name = "egemaps-functionals" if functionals else "egemaps"
         self.dim = len(self._smile.feature_names)
         self.frame_rate = None if functionals else 100.0
+
+    def num_frames(self, samples: int) -> int | None:
+        return 1 if self.functionals else None
 
     def weights_hash(self) -> str:
         import opensmile

@@ -95,6 +95,11 @@ class Encoder:
     def weights_hash(self) -> str:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
 
+    def num_frames(self, samples: int) -> int | None:
+        """Frames this encoder gives for ``samples`` 16 kHz samples, without running it (``None``
+        when only running it tells)."""
+        return None
+
     def to(self, device) -> "Encoder":
         """Run on ``device`` from now on (neural encoders move their weights; others ignore it)."""
         return self

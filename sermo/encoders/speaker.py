@@ -46,6 +46,9 @@ class ResemblyzerEncoder(Encoder):
     def weights_hash(self) -> str:
         return self._hash
 
+    def num_frames(self, samples: int) -> int:
+        return 1
+
     def to(self, device) -> "ResemblyzerEncoder":
         import torch
 

@@ -131,6 +131,9 @@ class HFSpeechEncoder(Encoder):
     def weights_hash(self) -> str:
         return self._hash
 
+    def num_frames(self, samples: int) -> int:
+        return int(self.module.model._get_feat_extract_output_lengths(torch.tensor(int(samples))))
+
     def to(self, device) -> "HFSpeechEncoder":
         self.module.to(device)
         self.device = device

@@ -42,6 +42,11 @@ class HFTextEncoder(Encoder):
     def weights_hash(self) -> str:
         return self._hash
 
+    def num_tokens(self, text: str) -> int:
+        """Tokens (special ones included) this encoder gives for a transcript, without running it."""
+        return len(self.tokenizer(str(text).split(), is_split_into_words=True, truncation=True,
+                                  max_length=self.max_tokens)["input_ids"])
+
     def to(self, device) -> "HFTextEncoder":
         self.model.to(device)
         self.device = device

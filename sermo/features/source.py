@@ -37,7 +37,9 @@ def feature_input(encoder) -> FeatureInput:
 
 
 class FeatureSource:
-    """Features of one frozen encoder for a manifest, extracted into the store when missing.
+    """Features of one frozen encoder for a manifest, extracted into the store when first read
+    (a source that is built but never read, such as the frozen features of a row that fine-tunes
+    the encoder, costs nothing).
 
     Args:
         name: encoder name (registry, Hub id or folder).
@@ -51,16 +53,30 @@ class FeatureSource:
                  device: str = "cpu"):
         from sermo.encoders import get_encoder
 
-        encoder = get_encoder(name, layers=layers, device=str(device))
-        self.name, self.modality = name, encoder.modality
-        self.report = extract(manifest, encoder, store, verify=False, progress=progress)
-        self.identity = encoder.identity
-        self.input = feature_input(encoder)
+        self.encoder = get_encoder(name, layers=layers, device=str(device))
+        self.name, self.modality = name, self.encoder.modality
+        self.identity = self.encoder.identity
+        self.input = feature_input(self.encoder)
         self.num_layers, self.dim = self.input.num_layers, self.input.dim
-        self.frame_rate = encoder.frame_rate
-        self.keys = feature_keys(manifest, encoder.modality, store)
-        self.store = store
+        self.frame_rate = self.encoder.frame_rate
+        self.manifest, self.store, self.progress = manifest, store, progress
+        self._keys: dict[str, str] | None = None
+        self._report = None
         self._lengths: dict[str, int] = {}
+
+    @property
+    def keys(self) -> dict[str, str]:
+        """Content key per utterance id, the features extracted on first use."""
+        if self._keys is None:
+            self._report = extract(self.manifest, self.encoder, self.store, verify=False, progress=self.progress)
+            self._keys = feature_keys(self.manifest, self.modality, self.store)
+        return self._keys
+
+    @property
+    def report(self):
+        """What the extraction did (it runs now if it has not yet)."""
+        self.keys  # noqa: B018  (extracts)
+        return self._report
 
     def has(self, uid: str) -> bool:
         """Whether the utterance has features (readable audio / a transcript)."""
@@ -129,3 +145,46 @@ class LiveFeatures:
         """Frames of one utterance (encodes it; prediction batches need no lengths)."""
         self.prefetch([uid])
         return int(self._cache[uid][0].shape[1])
+
+
+class LiveSource(LiveFeatures):
+    """A frozen encoder computed inside the data path of training instead of stored: the same
+    answers as a :class:`FeatureSource` over the same manifest, nothing written to the store but
+    the utterances' content keys and sample counts. Lengths (for length-bucketed batches) come
+    from the encoder's frame arithmetic without running it, so batches are the ones stored
+    features would give.
+    """
+
+    def __init__(self, name: str, layers, manifest: Manifest, store: FeatureStore, *, device: str = "cpu"):
+        from sermo.encoders import get_encoder
+        from sermo.features.pipeline import ManifestUtterances
+
+        super().__init__(get_encoder(name, layers=layers, device=str(device)), ManifestUtterances(manifest))
+        self.name, self.identity = name, self.encoder.identity
+        self.manifest, self.store = manifest, store
+        self._keys: dict[str, str] | None = None
+        self._lengths: dict[str, int] = {}
+        self._rows = manifest.df.set_index("id")
+
+    @property
+    def keys(self) -> dict[str, str]:
+        if self._keys is None:
+            self._keys = feature_keys(self.manifest, self.modality, self.store)
+        return self._keys
+
+    def has(self, uid: str) -> bool:
+        return uid in self.keys
+
+    def length(self, uid: str) -> int:
+        if uid not in self._lengths:
+            n = None
+            if self.modality == "text":
+                n = self.encoder.num_tokens(str(self.utterances.transcript(uid)))
+            else:
+                row = self._rows.loc[uid]
+                n = self.encoder.num_frames(self.store.audio_samples(str(row["audio"]), row["start"], row["end"]))
+            if n is None:  # only running the encoder tells (eGeMAPS frames)
+                self.prefetch([uid])
+                n = int(self._cache[uid][0].shape[1])
+            self._lengths[uid] = int(n)
+        return self._lengths[uid]

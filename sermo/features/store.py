@@ -85,6 +85,8 @@ class FeatureStore:
         self._db = sqlite3.connect(self.root / "content.sqlite", timeout=60)
         self._db.execute("CREATE TABLE IF NOT EXISTS audio (path TEXT, size INTEGER, mtime INTEGER, "
                          "seg TEXT, key TEXT, PRIMARY KEY (path, size, mtime, seg))")
+        if "samples" not in {row[1] for row in self._db.execute("PRAGMA table_info(audio)")}:
+            self._db.execute("ALTER TABLE audio ADD COLUMN samples INTEGER")  # stores made before it existed
         self._db.commit()
 
     # -- content keys -------------------------------------------------------------------
@@ -104,10 +106,25 @@ class FeatureStore:
             samples = load_audio(path, start=_none(start), end=_none(end))
         key = audio_content_key(samples, start, end)
         st = os.stat(path)
-        self._db.execute("INSERT OR REPLACE INTO audio VALUES (?,?,?,?,?)",
-                         (str(path), st.st_size, st.st_mtime_ns, f"{_bound(start)}|{_bound(end)}", key))
+        self._db.execute("INSERT OR REPLACE INTO audio (path, size, mtime, seg, key, samples) VALUES (?,?,?,?,?,?)",
+                         (str(path), st.st_size, st.st_mtime_ns, f"{_bound(start)}|{_bound(end)}", key, len(samples)))
         self._db.commit()
         return key
+
+    def audio_samples(self, path: str, start=None, end=None) -> int:
+        """How many 16 kHz samples an audio segment has (remembered with its content key)."""
+        st = os.stat(path)
+        where = (str(path), st.st_size, st.st_mtime_ns, f"{_bound(start)}|{_bound(end)}")
+        row = self._db.execute("SELECT samples FROM audio WHERE path=? AND size=? AND mtime=? AND seg=?",
+                               where).fetchone()
+        if row is not None and row[0] is not None:
+            return int(row[0])
+        samples = load_audio(path, start=_none(start), end=_none(end))
+        self.audio_key(path, start, end, samples=samples)
+        self._db.execute("UPDATE audio SET samples=? WHERE path=? AND size=? AND mtime=? AND seg=?",
+                         (len(samples), *where))
+        self._db.commit()
+        return len(samples)
 
     # -- entries --------------------------------------------------------------------------
     def folder(self, identity: EncoderIdentity) -> Path:

@@ -249,6 +249,44 @@ class FoldContext(Protocol):
 
 
 @dataclass(frozen=True)
+class FeatureUse:
+    """Frozen-encoder features a system reads (what ``sermo run --plan`` sizes before a run).
+
+    Attributes:
+        encoder: the encoder's name.
+        layers: the hidden states kept (``None``: all).
+        readers: models per fold that read them every epoch (each runs the encoder when the
+            features are computed live instead of stored).
+        analysis: read on the analysis folds only.
+        corpus: read for every utterance of the corpus, labelled or not (speaker embeddings).
+        what: what reads them, in a few words.
+    """
+
+    encoder: str
+    layers: tuple[int, ...] | None = None
+    readers: int = 1
+    analysis: bool = False
+    corpus: bool = False
+    what: str = ""
+
+
+def recipe_features(cfg: RunConfig, *, audio_readers: int = 1, text_readers: int = 1) -> list[FeatureUse]:
+    """The recipe's own ``data.audio_encoder`` and ``data.text_encoder`` features, read by that
+    many models per fold (none: left out)."""
+    d = cfg.data
+    out = []
+    if d.audio_encoder and audio_readers:
+        out.append(FeatureUse(d.audio_encoder, _layers(d.audio_layers), audio_readers, what="audio"))
+    if d.text_encoder and text_readers:
+        out.append(FeatureUse(d.text_encoder, _layers(d.text_layers), text_readers, what="text"))
+    return out
+
+
+def _layers(layers) -> tuple[int, ...] | None:
+    return tuple(int(i) for i in layers) if layers is not None else None
+
+
+@dataclass(frozen=True)
 class SystemDef:
     """A registered system.
 
@@ -267,6 +305,10 @@ class SystemDef:
         demo_corpora: the built-in corpus layouts ``sermo demo`` runs it on, in order.
         demo_extra: further demo runs, each on the layouts given together.
         order: its place in listings and in the demo (the papers' order).
+        targets: what its rows learn from (``dims``, ``category``): a run reads only the
+            utterances that carry one of them.
+        features: ``(RunConfig) -> list[FeatureUse]``: the frozen features a run reads (default:
+            the recipe's audio and text encoders, one model each).
     """
 
     name: str
@@ -281,6 +323,12 @@ class SystemDef:
     demo_corpora: tuple[str, ...] = ("iemocap",)
     demo_extra: tuple[tuple[str, ...], ...] = ()
     order: float = 100.0
+    targets: tuple[str, ...] = ("dims", "category")
+    features: Callable[[RunConfig], list[FeatureUse]] | None = None
+
+    def feature_uses(self, cfg: RunConfig) -> list[FeatureUse]:
+        """The frozen features a run of this recipe reads."""
+        return self.features(cfg) if self.features is not None else recipe_features(cfg)
 
     @property
     def recipe_path(self) -> Path:

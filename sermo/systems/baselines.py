@@ -20,7 +20,7 @@ from sermo.data.spec import ModelSpec
 from sermo.nn.layers import GRUEncoder, LayerWeighting, Standardize, mlp
 from sermo.nn.losses import ccc_loss, masked_cross_entropy
 from sermo.nn.pooling import MeanMaxPool
-from sermo.systems.api import Output, SystemDef, lr_groups, register
+from sermo.systems.api import Output, SystemDef, lr_groups, recipe_features, register
 
 ROWS = {"audio": ("audio",), "text": ("text",), "fusion": ("audio", "text")}
 
@@ -221,7 +221,14 @@ def run_fold(ctx) -> list:
     return results
 
 
+def features(cfg) -> list:
+    """The recipe's audio and text features, read by the rows that use each."""
+    rows = cfg.model.rows
+    return recipe_features(cfg, audio_readers=sum("audio" in ROWS[r] for r in rows),
+                           text_readers=sum("text" in ROWS[r] for r in rows))
+
+
 register(SystemDef(
     name="baselines", config_cls=BaselinesConfig, run_fold=run_fold, build_model=build_model, rows=tuple(ROWS),
-    title="Audio-only, text-only and concatenation-fusion baselines", order=0,
+    title="Audio-only, text-only and concatenation-fusion baselines", order=0, features=features,
 ))

@@ -23,7 +23,7 @@ from sermo.data.spec import ModelSpec
 from sermo.nn.layers import Conformer, LayerWeighting, Standardize, average_frames
 from sermo.nn.losses import ccc_per_dim, masked_cross_entropy
 from sermo.nn.pooling import SelfAttentivePool
-from sermo.systems.api import Output, SystemDef, register
+from sermo.systems.api import Output, SystemDef, recipe_features, register
 
 ROWS = {
     "baseline_c": ("continuous",),
@@ -301,7 +301,8 @@ PAPER = {
 
 register(SystemDef(
     name="hierarchical", config_cls=HierarchicalConfig, run_fold=run_fold, build_model=build_model,
-    rows=tuple(ROWS), paper=PAPER, finish=finish, order=3, demo_corpora=("iemocap",), demo_extra=(("iemocap", "msp-podcast"),),
+    rows=tuple(ROWS), paper=PAPER, finish=finish, order=3,
+    features=lambda cfg: recipe_features(cfg, audio_readers=len(cfg.model.rows), text_readers=0), demo_corpora=("iemocap",), demo_extra=(("iemocap", "msp-podcast"),),
     title="Unifying discrete and continuous emotion labels: hierarchical multi-task models "
           "(Sharma, Dhamyal, Raj, Singh)",
 ))

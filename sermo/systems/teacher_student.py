@@ -24,7 +24,7 @@ from sermo.data.spec import ModelSpec
 from sermo.evaluation.metrics import DIMENSIONS, ccc, pearson
 from sermo.nn.layers import GRUEncoder, LayerWeighting, Standardize, average_frames
 from sermo.nn.losses import ccc_loss
-from sermo.systems.api import Output, SystemDef, lr_groups, register
+from sermo.systems.api import Output, SystemDef, lr_groups, recipe_features, register
 
 ROWS = ("audio", "text", "multimodal", "audio_ft", "ts", "cts")
 
@@ -309,8 +309,17 @@ PAPER = {
     },
 }
 
+def features(cfg) -> list:
+    """Frozen speech features for the audio rows, the teacher and (unless fine-tuned) the
+    students; text features for the text row and the teacher."""
+    m = cfg.model
+    audio = sum(r in m.rows for r in ("audio", "multimodal")) + \
+        (0 if m.student_finetune else sum(r in m.rows for r in ("ts", "cts")))
+    return recipe_features(cfg, audio_readers=audio, text_readers=sum(r in m.rows for r in ("text", "multimodal")))
+
+
 register(SystemDef(
     name="teacher_student", config_cls=TeacherStudentConfig, run_fold=run_fold, build_model=build_model,
-    rows=ROWS, paper=PAPER, finish=finish, order=1,
+    rows=ROWS, paper=PAPER, finish=finish, order=1, targets=("dims",), features=features,
     title="Cross-modal conditional teacher-student training (Srinivasan, Huang, Kirchhoff, ICASSP 2022)",
 ))

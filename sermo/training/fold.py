@@ -30,28 +30,59 @@ WAVE_SECONDS = 20.0
 """Seconds of each utterance a fine-tuned speech encoder reads in training."""
 
 
+def usable_ids(folds, labels: Labels, targets) -> set[str]:
+    """The utterances a run can use: in one of its folds and labelled with what its rows learn
+    from (``dims``: any dimension; ``category``: a class of the label space)."""
+    ids = {u for f in folds for u in (*f.train, *f.valid, *(x for t in f.tests.values() for x in t))}
+    return {u for u in ids if ("dims" in targets and np.isfinite(labels.dims[u]).any())
+            or ("category" in targets and labels.category[u] >= 0)}
+
+
 class RunData:
-    """Everything a run shares across folds: manifest, labels, feature sources, store."""
+    """Everything a run shares across folds: manifest, labels, feature sources, store.
+
+    ``usable``: the utterances the run reads (features are extracted for these only); ``plan``
+    says which encoders' features are stored and which computed live.
+    """
 
     def __init__(self, cfg: RunConfig, manifest: Manifest, space: LabelSpace, store: FeatureStore, *,
-                 progress: bool = True):
+                 progress: bool = True, usable: set[str] | None = None, plan=None):
         from sermo.accelerator import resolve_device
 
         self.cfg, self.manifest, self.space, self.store, self.progress = cfg, manifest, space, store, progress
         self.device = resolve_device(cfg.train.accelerator)
         self.labels = Labels.from_manifest(manifest, space)
+        self.usable = set(manifest.ids) if usable is None else set(usable)
+        self.used = self.restrict(manifest)
+        self.plan = plan
         self.utterances = ManifestUtterances(manifest)
         self._sources: dict[tuple, FeatureSource] = {}
         self._audio_keys: dict[str, str] | None = None
         self._speakers: dict[int, object] = {}
         self.shared: dict = {}
 
-    def source(self, name: str, layers=None) -> FeatureSource:
-        """Features of encoder ``name`` (extracted on first use, then read from the store)."""
+    def restrict(self, manifest: Manifest) -> Manifest:
+        """The rows of ``manifest`` the run uses, in its order."""
+        if len(self.usable) == len(manifest) and self.usable == set(manifest.ids):
+            return manifest
+        return manifest.subset([u for u in manifest.ids if u in self.usable])
+
+    def source(self, name: str, layers=None, manifest: Manifest | None = None):
+        """Features of encoder ``name`` for the used utterances (of ``manifest``, default the
+        run's): stored (extracted on first use) or live, as the plan says."""
+        from sermo.features.source import LiveSource
+
         key = (name, tuple(layers) if layers is not None else None)
+        mode = self.plan.mode(name, layers) if self.plan is not None else "stored"
+        if manifest is not None:
+            manifest = self.restrict(manifest)
+            if mode == "live":
+                return LiveSource(name, layers, manifest, self.store, device=self.device)
+            return FeatureSource(name, layers, manifest, self.store, progress=self.progress, device=self.device)
         if key not in self._sources:
-            self._sources[key] = FeatureSource(name, layers, self.manifest, self.store, progress=self.progress,
-                                               device=self.device)
+            self._sources[key] = LiveSource(name, layers, self.used, self.store, device=self.device) \
+                if mode == "live" else FeatureSource(name, layers, self.used, self.store, progress=self.progress,
+                                                     device=self.device)
         return self._sources[key]
 
     @property
@@ -69,7 +100,7 @@ class RunData:
         if self._audio_keys is None:
             from sermo.features import feature_keys
 
-            self._audio_keys = feature_keys(self.manifest, "audio", self.store)
+            self._audio_keys = feature_keys(self.used, "audio", self.store)
         return uid in self._audio_keys
 
     def speaker_table(self, max_utterances: int):
@@ -119,11 +150,9 @@ class FoldRun:
 
     # -- data --------------------------------------------------------------------------
     def ids(self, split: str) -> tuple[str, ...]:
-        if split == "train":
-            return self.fold.train
-        if split == "valid":
-            return self.fold.valid
-        return self.fold.tests[split]
+        ids = self.fold.train if split == "train" else self.fold.valid if split == "valid" else self.fold.tests[split]
+        usable = self.run.usable
+        return tuple(u for u in ids if u in usable)
 
     def is_analysis_fold(self, count: int) -> bool:
         return self.index <= count
@@ -133,10 +162,8 @@ class FoldRun:
         path.mkdir(exist_ok=True)
         return path
 
-    def features(self, name: str, layers=None, *, manifest: Manifest | None = None) -> FeatureSource:
-        if manifest is None or manifest is self.manifest:
-            return self.run.source(name, layers)
-        return FeatureSource(name, layers, manifest, self.run.store, progress=self.progress, device=self.run.device)
+    def features(self, name: str, layers=None, *, manifest: Manifest | None = None):
+        return self.run.source(name, layers, None if manifest is self.manifest else manifest)
 
     def feature_stats(self, source, max_items: int = 400):
         key = (id(source), max_items)
@@ -145,7 +172,7 @@ class FoldRun:
         return self._stats[key][1]
 
     def _compute_stats(self, src, max_items: int):
-        ids = [u for u in self.fold.train if src.has(u)]
+        ids = [u for u in self.ids("train") if src.has(u)]
         rng = np.random.default_rng(0)
         if len(ids) > max_items:
             ids = [ids[i] for i in sorted(rng.choice(len(ids), max_items, replace=False))]

@@ -4,6 +4,7 @@ Run folder::
 
     config.yaml               the resolved recipe profile (after --set overrides)
     protocol.json             the protocol, each fold's description and utterance ids
+    PLAN.md                   per encoder: utterances, hours, bytes stored, stored or live, passes
     <fold>/<stage>/           Lightning checkpoints (last.ckpt resumes, best.ckpt), metrics.csv, DONE
     <fold>/rows.json          the fold's finished rows with metrics (a rerun skips finished folds)
     predictions/<row>.<fold>.<test>.parquet   per-utterance predictions with the truth
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,26 +29,38 @@ from sermo.config import load_recipe
 from sermo.data.bundle import BundleConfig, save_bundle
 from sermo.data.corpora import load_corpus
 from sermo.data.io import atomic_path, write_text_atomic
-from sermo.data.labels import get_label_space
+from sermo.data.labels import Labels, get_label_space
 from sermo.data.manifest import DIMENSIONS, Manifest
 from sermo.data.protocols import build_protocol, default_protocol
 from sermo.evaluation.metrics import METRIC_KEYS, score_predictions
-from sermo.features import FeatureStore
+from sermo.features import FeatureStore, default_store_root
 from sermo.systems import get_system
 from sermo.systems.api import RowResult
 from sermo.training.datamodule import is_rank_zero
-from sermo.training.fold import FoldRun, RunData
+from sermo.training.fold import FoldRun, RunData, usable_ids
+from sermo.training.plan import Plan, check_plan, plan_run
 
 
-def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "demo", folds=None,
-               out: Path | None = None, overrides: list[str] | None = None, store: FeatureStore | None = None,
-               devices: int | None = None, num_nodes: int | None = None, accelerator: str | None = None,
-               progress: bool = True) -> Path:
-    """Train and evaluate ``system`` on ``corpora`` (``[(name, path)]``); return the run folder."""
-    from tqdm import tqdm
+@dataclass
+class Prepared:
+    """A run set up, before anything is extracted or trained."""
 
-    t0 = time.time()
-    _quiet_lightning()
+    sysdef: object
+    cfg: object
+    names: list[str]
+    manifest: Manifest
+    space: object
+    protocol: object
+    number: dict[str, int]
+    usable: set[str]
+    plan: Plan
+
+
+def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = "demo", folds=None,
+                overrides: list[str] | None = None, store: FeatureStore | None = None, devices: int | None = None,
+                num_nodes: int | None = None, accelerator: str | None = None, progress: bool = True,
+                transcribe: bool = True) -> Prepared:
+    """The recipe, corpora, protocol, the utterances the run uses and its plan."""
     sysdef = get_system(system)
     cfg = load_recipe(system, profile, sysdef.config_cls, overrides, path=sysdef.recipe_path)
     if hasattr(cfg.model, "rows"):
@@ -57,25 +71,58 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
         cfg.train.num_nodes = num_nodes
     if accelerator:
         cfg.train.accelerator = accelerator
-    store = store or FeatureStore()
+    store_root = store.root if store is not None else default_store_root()
     names = [n for n, _ in corpora]
     manifest = Manifest.concat([load_corpus(p) for _, p in corpora])
-    if cfg.data.transcripts != "oracle":
+    if transcribe and cfg.data.transcripts != "oracle":
+        from sermo.accelerator import resolve_device
         from sermo.features.transcripts import transcribe_manifest
 
-        manifest, _ = transcribe_manifest(manifest, store, engine=cfg.data.transcripts, progress=progress)
+        manifest, _ = transcribe_manifest(manifest, store or FeatureStore(), engine=cfg.data.transcripts,
+                                          progress=progress, device=str(resolve_device(cfg.train.accelerator)))
     space = get_label_space(cfg.data.label_space)
     protocol = build_protocol(cfg.data.protocol or default_protocol(manifest), manifest, seed=cfg.train.seed)
     number = {f.name: i + 1 for i, f in enumerate(protocol.folds)}  # a fold's place in the whole protocol
     if folds:
         protocol = protocol.select(folds)
+    usable = usable_ids(protocol.folds, Labels.from_manifest(manifest, space), sysdef.targets)
+    plan = plan_run(sysdef.feature_uses(cfg), cfg, manifest, usable, protocol.folds, store_root,
+                    devices=cfg.train.devices * cfg.train.num_nodes)
+    return Prepared(sysdef, cfg, names, manifest, space, protocol, number, usable, plan)
+
+
+def plan_system(system: str, corpora: list[tuple[str, Path]], **kwargs) -> Plan:
+    """The plan of a run (nothing extracted, transcribed or trained)."""
+    return prepare_run(system, corpora, transcribe=False, **kwargs).plan
+
+
+def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "demo", folds=None,
+               out: Path | None = None, overrides: list[str] | None = None, store: FeatureStore | None = None,
+               devices: int | None = None, num_nodes: int | None = None, accelerator: str | None = None,
+               progress: bool = True) -> Path:
+    """Train and evaluate ``system`` on ``corpora`` (``[(name, path)]``); return the run folder.
+
+    Raises:
+        PlanError: the features it would store do not fit (before anything runs).
+    """
+    from tqdm import tqdm
+
+    t0 = time.time()
+    _quiet_lightning()
+    store = store or FeatureStore()
+    prep = prepare_run(system, corpora, profile=profile, folds=folds, overrides=overrides, store=store,
+                       devices=devices, num_nodes=num_nodes, accelerator=accelerator, progress=progress)
+    check_plan(prep.plan)
+    sysdef, cfg, names, manifest, space, protocol, number = (prep.sysdef, prep.cfg, prep.names, prep.manifest,
+                                                               prep.space, prep.protocol, prep.number)
     out = Path(out or Path("runs") / system / f"{'+'.join(names)}-{profile}")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     write_text_atomic(out / "protocol.json", json.dumps(
         {"protocol": protocol.spec, "description": protocol.description,
          "folds": [f.to_dict() for f in protocol.folds]}, indent=1))
-    run = RunData(cfg, manifest, space, store, progress=progress)
+    write_text_atomic(out / "PLAN.md", prep.plan.table())
+    run = RunData(cfg, manifest, space, store, progress=progress, usable=prep.usable, plan=prep.plan)
     per_fold: dict[str, list[dict]] = {}
     for k, fold in enumerate(tqdm(protocol.folds, desc=f"{system}: folds", unit="fold", disable=not progress)):
         fdir = out / fold.name

@@ -24,7 +24,7 @@ from __future__ import annotations
 from torch import nn
 
 from sermo.data.spec import ModelSpec
-from sermo.systems.api import SystemDef, register
+from sermo.systems.api import FeatureUse, SystemDef, register
 from sermo.systems.cross_representation.config import ROWS, SPEECH_ROWS, CrossRepresentationConfig
 from sermo.systems.cross_representation.model import CrossRepresentation
 from sermo.systems.cross_representation.report import finish
@@ -52,8 +52,30 @@ PAPER = {
     },
 }
 
+def features(cfg) -> list[FeatureUse]:
+    """Every hidden state of the speech encoder (Eq. 1) for the bottleneck rows, the mel
+    spectrogram (reconstruction target, and the mel-input row's input), every utterance's
+    speaker embedding, and the token features of each text encoder."""
+    m, d = cfg.model, cfg.data
+    speech = [r for r in m.rows if r in SPEECH_ROWS]
+    out = []
+    feature_rows = sum(SPEECH_ROWS[r][1] == "features" for r in speech)
+    if d.audio_encoder and feature_rows:
+        out.append(FeatureUse(d.audio_encoder, tuple(d.audio_layers) if d.audio_layers else None, feature_rows,
+                              what="speech (weighted layers)"))
+    if speech:
+        out += [FeatureUse(m.mel_encoder, None, len(speech), what="mel target / input"),
+                FeatureUse("resemblyzer", None, 0, corpus=True, what="speaker embeddings")]
+    layers = tuple(d.text_layers) if d.text_layers else None
+    if "text" in m.rows and d.text_encoder:
+        out.append(FeatureUse(d.text_encoder, layers, 1, what="text"))
+    out += [FeatureUse(name, layers, 1, what="text (Table 4)") for name in m.text_encoders]
+    return out
+
+
 register(SystemDef(
     name="cross_representation", config_cls=CrossRepresentationConfig, run_fold=run_fold,
-    build_model=build_model, rows=ROWS, paper=PAPER, finish=finish, order=5,
+    build_model=build_model, rows=ROWS, paper=PAPER, finish=finish, order=5, targets=("category",),
+    features=features,
     title="Cross-representation speech model, CNN text model and score fusion (Makiuchi et al., ASRU 2021)",
 ))

@@ -16,7 +16,7 @@ with oracle and with each ASR engine's transcripts, and the engine's WER).
 
 from __future__ import annotations
 
-from sermo.systems.api import SystemDef, register
+from sermo.systems.api import FeatureUse, SystemDef, register
 from sermo.systems.distilled.config import DistilledConfig
 from sermo.systems.distilled.model import build_model
 from sermo.systems.distilled.report import finish
@@ -33,8 +33,32 @@ PAPER = {
     },
 }
 
+def features(cfg) -> list[FeatureUse]:
+    """Frozen speech features only in frozen mode (fine-tuned rows read samples); text features
+    for the rows whose text encoder is frozen, or the hidden state below the fine-tuned top
+    layers; every hidden state of the layer-importance encoders on the analysis folds."""
+    from sermo.encoders.registry import encoder_shape
+
+    m, d = cfg.model, cfg.data
+    layers = tuple(m.speech_layers) if m.speech_layers is not None else None
+    out = [FeatureUse(name, layers, 1 + int(m.text), what="speech") for name in m.speech_encoders
+           if m.mode == "frozen"]
+    if m.text and d.text_encoder:
+        frozen_rows = len(m.speech_encoders) * ((m.mode in ("frozen", "ft_frz")) + (m.mode == "ft" and m.compare_ft_frz))
+        if frozen_rows:
+            out.append(FeatureUse(d.text_encoder, tuple(d.text_layers) if d.text_layers else None, frozen_rows,
+                                  what="text (frozen)"))
+        if m.mode == "ft" and m.text_finetune_layers is not None and m.text_from_store:
+            below = encoder_shape(d.text_encoder)[0] - 1 - m.text_finetune_layers
+            out.append(FeatureUse(d.text_encoder, (below,), len(m.speech_encoders), what="text below the tuned layers"))
+    if m.layer_importance:
+        names = m.importance_encoders or [*m.speech_encoders, *([d.text_encoder] if m.text else [])]
+        out += [FeatureUse(name, None, 3, analysis=True, what="layer importance") for name in names]
+    return out
+
+
 register(SystemDef(
     name="distilled", config_cls=DistilledConfig, run_fold=run_fold, build_model=build_model, paper=PAPER,
-    finish=finish, order=2,
+    finish=finish, order=2, targets=("dims",), features=features,
     title="Audio-textual distilled SSL models (de Oliveira, Prabhu, Gerkmann, Interspeech 2023)",
 ))

@@ -22,7 +22,7 @@ way the utterance's own tokens are pooled apart from the context's.
 """
 from __future__ import annotations
 
-from sermo.systems.api import SystemDef, register
+from sermo.systems.api import FeatureUse, SystemDef, recipe_features, register
 from sermo.systems.label_embedding.config import ROWS, LabelEmbeddingConfig
 from sermo.systems.label_embedding.model import build_model
 from sermo.systems.label_embedding.report import finish
@@ -38,8 +38,23 @@ PAPER = {
     },
 }
 
+def features(cfg) -> list[FeatureUse]:
+    """The recipe's speech and text features (they standardise and start the label embeddings
+    even when the encoders are fine-tuned; frozen rows read them every epoch) and the text
+    features of each utterance's dialog context."""
+    m = cfg.model
+    speech_rows = [r for r in m.rows if r.startswith("speech") or r in ("le_mer",) or r.startswith("fusion_")]
+    text_rows = [r for r in m.rows if r.startswith("text") or r == "le_mer" or r.startswith("fusion_")]
+    readers = lambda rows: 1 if m.finetune else max(len(rows), 1)  # noqa: E731
+    out = recipe_features(cfg, audio_readers=readers(speech_rows), text_readers=readers(text_rows))
+    if cfg.data.text_encoder and any(r != "text" for r in text_rows):
+        out.append(FeatureUse(cfg.data.text_encoder, tuple(cfg.data.text_layers) if cfg.data.text_layers else None,
+                              readers(text_rows), what="dialog context (previous turns)"))
+    return out
+
+
 register(SystemDef(
     name="label_embedding", config_cls=LabelEmbeddingConfig, run_fold=run_fold, build_model=build_model,
-    rows=ROWS, paper=PAPER, finish=finish, order=4,
+    rows=ROWS, paper=PAPER, finish=finish, order=4, targets=("category",), features=features,
     title="LE-MER: label embeddings and label-guided cross-attention (Wang et al., Interspeech 2023)",
 ))

@@ -37,7 +37,7 @@ class ContextSource:
 
     def __init__(self, own, previous):
         self.own, self.previous = own, previous
-        for attr in ("name", "modality", "identity", "input", "num_layers", "dim", "frame_rate", "report"):
+        for attr in ("name", "modality", "identity", "input", "num_layers", "dim", "frame_rate"):
             setattr(self, attr, getattr(own, attr))
 
     def has(self, uid: str) -> bool:

@@ -1,0 +1,79 @@
+"""The run plan (sizes before anything runs), live features, and what a run extracts."""
+
+import json
+
+import pytest
+
+from sermo.cli import main
+from sermo.features import FeatureStore
+from sermo.training import plan as plan_mod
+from sermo.training.plan import PlanError
+from sermo.training.runner import plan_system, run_system
+from tests.conftest import small_iemocap, tiny_speech_model
+
+
+def test_the_paper_plan_sizes_every_encoder_without_weights(iemocap_synth, tmp_path, capsys):
+    assert main(["run", "cross_representation", "--profile", "paper", "--corpus", f"iemocap={iemocap_synth}",
+                 "--plan", "--store", str(tmp_path / "store")]) == 0
+    table = capsys.readouterr().out
+    assert "| wav2vec2-large | speech (weighted layers) | 25 x 1024 |" in table and "fits" in table
+    assert not (tmp_path / "store" / "content.sqlite").exists() or not any((tmp_path / "store").glob("*/identity.json"))
+    plan = plan_system("cross_representation", [("iemocap", iemocap_synth)], profile="paper")
+    w2v = next(e for e in plan.entries if e.encoder == "wav2vec2-large")
+    # iemocap-4 only: utterances without one of the four classes are not read (nor extracted)
+    df = __import__("sermo.data.corpora", fromlist=["prepare"]).prepare("iemocap", iemocap_synth).df
+    four = df["category"].isin(["neu", "hap", "exc", "ang", "sad"]).sum()
+    assert w2v.utterances == four < len(df)
+    seconds = df.loc[df["category"].isin(["neu", "hap", "exc", "ang", "sad"]), "duration"]
+    assert w2v.bytes == pytest.approx((seconds * 50).apply(__import__("math").ceil).sum() * 25 * 1024 * 2, rel=0.01)
+    resemblyzer = next(e for e in plan.entries if e.encoder == "resemblyzer")
+    assert resemblyzer.utterances == len(df)  # speaker embeddings use every utterance of a speaker
+
+
+def test_auto_mode_computes_the_largest_encoders_live_and_stored_mode_stops_before_running(
+        iemocap_synth, tmp_path, monkeypatch):
+    monkeypatch.setattr(plan_mod, "free_space", lambda root: 300_000_000)  # a 300 MB disk
+    plan = plan_system("cross_representation", [("iemocap", iemocap_synth)], profile="paper")
+    modes = {e.encoder: e.mode for e in plan.entries}
+    assert modes["wav2vec2-large"] == "live" and modes["logmel"] == "stored" and plan.fits()
+    w2v = next(e for e in plan.entries if e.encoder == "wav2vec2-large")
+    assert w2v.passes_per_epoch > 0 and "0 (live)" in plan.table()
+    with pytest.raises(PlanError, match="would not fit") as err:
+        run_system("cross_representation", [("iemocap", iemocap_synth)], profile="paper", out=tmp_path / "run",
+                   store=FeatureStore(tmp_path / "s"), overrides=["data.feature_mode=stored"], progress=False)
+    assert "feature_mode=auto" in str(err.value) and "| wav2vec2-large |" in str(err.value)
+    assert not (tmp_path / "run").exists()  # nothing ran
+
+
+@pytest.mark.slow
+def test_stored_and_live_features_give_identical_metrics(iemocap_synth, tmp_path):
+    small = small_iemocap(iemocap_synth, tmp_path / "small.parquet", 5)
+    speech = tiny_speech_model(tmp_path / "hubert")
+    results = {}
+    for mode in ("stored", "live"):
+        out = run_system("baselines", [("iemocap", small)], folds=[1], out=tmp_path / mode, progress=False,
+                         store=FeatureStore(tmp_path / f"store-{mode}"), overrides=[
+                             f"data.feature_mode={mode}", f"data.audio_encoder={speech}", "data.audio_layers=[-1]",
+                             "model.rows=[audio]", "train.epochs=2", "train.batch_size=8", "model.hidden=16",
+                             "model.embedding=8"])
+        results[mode] = json.loads((out / "results.json").read_text())["rows"][0]["mean"]
+        assert f"| {mode} |" in (out / "PLAN.md").read_text()
+    assert results["stored"] == results["live"]
+    # live: the encoder's features were never written to the store
+    assert not list((tmp_path / "store-live").glob("*/identity.json"))
+    assert list((tmp_path / "store-stored").glob("*/identity.json"))
+
+
+def test_reference_sized_iemocap_plans_every_paper_profile_within_64_gb(tmp_path, monkeypatch):
+    from sermo.bench.plan import BUDGET, reference_manifest
+
+    manifest = reference_manifest("iemocap")
+    assert len(manifest) == 10_039 and manifest.df["duration"].sum() / 3600 == pytest.approx(12.46)
+    path = manifest.save(tmp_path / "iemocap.parquet")
+    monkeypatch.setattr(plan_mod, "free_space", lambda root: int(BUDGET))
+    hier = plan_system("hierarchical", [("iemocap", path)], profile="paper")
+    (entry,) = hier.entries
+    # every hidden state of HuBERT large over 12.5 h would be ~115 GB: computed live instead
+    assert entry.shape == (25, 1024) and entry.bytes > 100e9 and entry.mode == "live" and hier.fits()
+    ts = plan_system("teacher_student", [("iemocap", path)], profile="paper")
+    assert all(e.mode == "stored" for e in ts.entries) and ts.stored_bytes < 5e9
