@@ -127,6 +127,10 @@ def test_each_mode_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path, mode):
     assert robust["rows"][0]["transcripts"] == "oracle" and "ccc_valence" in robust["rows"][0]
     report = (out / "REPORT.md").read_text()
     assert "Layer importance" in report and "Transcript robustness" in report
+    # fine-tuned rows read samples: the speech encoder's last-layer features were never extracted (only
+    # every hidden state, for the layer-importance analysis)
+    stored = [json.loads(p.read_text()) for p in (tmp_path / "store").glob("*/identity.json")]
+    assert [i["layers"] for i in stored if i["name"] == folder] == [None]
     config = json.loads((out / "bundles" / (speech + "+text") / "config.json").read_text())
     # the fine-tuned speech encoder reads samples; the text model its top layer on the stored state below it
     spec = config["spec"]

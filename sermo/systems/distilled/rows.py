@@ -59,7 +59,9 @@ class Rows:
         return self.ctx.features(self.ctx.cfg.data.text_encoder, layers, manifest=manifest)
 
     def build(self, stage: str, *, audio_src=None, text: dict | None = None, speech=None,
-              targets=(0, 1, 2)) -> DistilledModel:
+              targets=(0, 1, 2), audio_stream=None) -> DistilledModel:
+        """A row's model; ``audio_stream``: an already trained speech stream to use (frozen) in
+        place of a new one (the FT=>FRZ comparison)."""
         ctx = self.ctx
         ctx.seed(stage)
         text = text or {}
@@ -69,7 +71,9 @@ class Rows:
                                cfg=self.cfg, speech=speech, text_model=text_model, text_top=text.get("top"),
                                targets=targets)
         model.lr_scale = ctx.cfg.train.encoder_lr_scale
-        if model.audio is not None and speech is None:
+        if audio_stream is not None:
+            model.audio = audio_stream
+        elif model.audio is not None and speech is None:
             model.audio.norm.set(*ctx.feature_stats(audio_src))
         if model.text is not None and text_model is None:
             model.text.norm.set(*ctx.feature_stats(src))

@@ -61,8 +61,7 @@ def _encoder_rows(ctx, rows: Rows, name: str, src) -> list:
         text = rows.text_plan(trainable=mode == "ft")
         if mode == "ft_frz":
             # the audio-only model's stream, fine-tuned above, frozen beside the frozen text encoder
-            model = rows.build(row, audio_src=src, text=text)
-            model.audio = freeze(copy.deepcopy(audio_model.audio))
+            model = rows.build(row, audio_src=src, text=text, audio_stream=freeze(copy.deepcopy(audio_model.audio)))
             freeze(model.text)
         else:
             model = rows.build(row, audio_src=src, text=text, speech=rows.speech(name))
