@@ -60,7 +60,13 @@ class TrainConfig:
         epochs, batch_size, lr, weight_decay: the usual.
         scheduler: ``plateau`` (lr x ``plateau_factor`` after ``plateau_patience`` epochs without
             improvement of the validation loss, paper 000), ``warmup`` (linear warm-up over
-            ``warmup_steps`` then constant, papers 002 and 003) or ``none``.
+            ``warmup_steps`` then constant, paper 003), ``noam`` (ESPnet's WarmupLR, paper 002:
+            linear warm-up to ``lr`` at ``warmup_steps``, then decay as the inverse square root
+            of the step) or ``none``.
+        warmup_steps: the warm-up's length in optimizer steps (the paper's).
+        warmup_max_share: the warm-up takes at most this share of the run's real number of steps
+            (epochs x batches), so that the peak ``lr`` is reached; when it cuts the paper's warm-up
+            the report says so (``None``: never cut).
         early_stopping: stop after this many epochs without improvement (``None``: never).
         grad_clip: gradient norm clipping (``None``: off).
         encoder_lr_scale: learning rate of fine-tuned encoder layers relative to the head.
@@ -81,6 +87,7 @@ class TrainConfig:
     plateau_factor: float = 0.75
     plateau_patience: int = 2
     warmup_steps: int = 0
+    warmup_max_share: float | None = 0.3
     early_stopping: int | None = None
     grad_clip: float | None = 1.0
     encoder_lr_scale: float = 0.25

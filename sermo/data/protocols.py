@@ -3,6 +3,11 @@
 ``iemocap-loso``
     5 folds over IEMOCAP's sessions in order: fold k tests on session k, validates on session
     k+1 (mod 5) and trains on the other three (paper 000's protocol).
+``iemocap-loso-holdout`` / ``iemocap-loso-holdout(share)``
+    5 folds: fold k tests on session k and trains on all four other sessions, less a held-out
+    share (default 0.1) of their dialogs used for validation (papers 002, 003 and 004 train on
+    four sessions and do not say how they validated). The test session stays speaker-
+    independent; validation shares speakers with training.
 ``msp-partitions``
     one fold from MSP-Podcast's own partitions: Train, Development, and every test set the
     manifest has (``test1``, ``test2``, ``test3``), each reported separately.
@@ -100,6 +105,42 @@ def iemocap_loso(manifest: Manifest) -> Protocol:
     return Protocol("iemocap-loso", tuple(folds),
                     f"leave-one-session-out over {len(sessions)} sessions: fold k tests on session k, "
                     "validates on session k+1 (mod n) and trains on the others")
+
+
+def iemocap_loso_holdout(manifest: Manifest, share: float = 0.1, *, seed: int = 0) -> Protocol:
+    """Leave one session out, training on every other session less a held-out ``share`` of their
+    dialogs (whole dialogs, drawn at random with ``seed``), which validate."""
+    if not 0.0 < share < 0.5:
+        raise ProtocolError(f"iemocap-loso-holdout: the held-out share must be in (0, 0.5), got {share}")
+    df = manifest.df
+    sessions = sorted(s for s in df["session"].dropna().unique())
+    if len(sessions) < 2:
+        raise ProtocolError(f"iemocap-loso-holdout needs at least 2 sessions; the manifest has {sessions}")
+    rng = np.random.default_rng(seed)
+    folds = []
+    for k, test_s in enumerate(sessions):
+        rest = df[df["session"].isin([s for s in sessions if s != test_s])]
+        groups = rest["dialog"].where(rest["dialog"].notna(), rest["id"])  # whole dialogs, else utterances
+        sizes = groups.value_counts().sort_index()
+        held, count = [], 0
+        for g in rng.permutation(sizes.index.to_numpy()):
+            if count >= share * len(rest):
+                break
+            held.append(g)
+            count += int(sizes[g])
+        valid = groups.isin(held)
+        fold = Fold(
+            name=f"fold{k + 1}",
+            train=tuple(rest.loc[~valid, "id"]), valid=tuple(rest.loc[valid, "id"]),
+            tests={"test": _ids(df, df["session"] == test_s)},
+            description=f"test {test_s}, training the other sessions less {len(held)} held-out dialogs "
+                        f"({count} utterances, {count / max(len(rest), 1):.0%}) that validate",
+        )
+        check_speaker_independence(fold, manifest, parts=("train+valid", "test"))
+        folds.append(fold)
+    return Protocol(f"iemocap-loso-holdout({share:g})", tuple(folds),
+                    f"leave-one-session-out over {len(sessions)} sessions: fold k tests on session k and trains "
+                    f"on all the others, less {share:.0%} of their dialogs held out (at random) for validation")
 
 
 def msp_partitions(manifest: Manifest) -> Protocol:
@@ -200,14 +241,17 @@ def build_protocol(spec: str, manifest: Manifest, *, seed: int = 0) -> Protocol:
     m = re.fullmatch(r"speaker-folds(?:\((\d+)\)|:(\d+))?", spec.strip())
     if m:
         return speaker_folds(manifest, int(m[1] or m[2] or 5), seed=seed)
+    m = re.fullmatch(r"iemocap-loso-holdout(?:\(([0-9.]+)\))?", spec.strip())
+    if m:
+        return iemocap_loso_holdout(manifest, float(m[1] or 0.1), seed=seed)
     if spec == "iemocap-loso":
         return iemocap_loso(manifest)
     if spec == "msp-partitions":
         return msp_partitions(manifest)
     if spec == "corpus-transfer":
         return corpus_transfer(manifest, seed=seed)
-    raise ProtocolError(f"unknown protocol {spec!r}; known: iemocap-loso, msp-partitions, speaker-folds(k), "
-                        "corpus-transfer")
+    raise ProtocolError(f"unknown protocol {spec!r}; known: iemocap-loso, iemocap-loso-holdout(share), "
+                        "msp-partitions, speaker-folds(k), corpus-transfer")
 
 
 def default_protocol(manifest: Manifest) -> str:
@@ -222,12 +266,14 @@ def default_protocol(manifest: Manifest) -> str:
     return "speaker-folds(5)"
 
 
-def check_speaker_independence(fold: Fold, manifest: Manifest) -> None:
-    """Raise :class:`ProtocolError` when a speaker occurs in two parts of ``fold``."""
+def check_speaker_independence(fold: Fold, manifest: Manifest, parts=("train", "valid", "test")) -> None:
+    """Raise :class:`ProtocolError` when a speaker occurs in two of ``parts`` of ``fold`` (a part
+    may join several with ``+``: ``train+valid`` when validation is held out of training)."""
     spk = dict(zip(manifest.df["id"], manifest.df["speaker"]))
     # Test sets are one part: MSP-Podcast's test sets may share speakers with each other,
     # never with training or validation.
-    parts = {"train": fold.train, "valid": fold.valid, "test": tuple(i for t in fold.tests.values() for i in t)}
+    named = {"train": fold.train, "valid": fold.valid, "test": tuple(i for t in fold.tests.values() for i in t)}
+    parts = {p: tuple(i for name in p.split("+") for i in named[name]) for p in parts}
     seen: dict[str, str] = {}
     for part, ids in parts.items():
         for s in {spk.get(i) for i in ids} - {None}:

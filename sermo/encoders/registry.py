@@ -16,8 +16,9 @@ from sermo.encoders.base import Encoder, EncoderError
 @dataclass(frozen=True)
 class EncoderSpec:
     """A registry entry: ``kind`` is speech, text, logmel, egemaps, egemaps-functionals or
-    resemblyzer; ``source`` the Hub id (or ``None``); ``keep_layers`` limits the hidden
-    states (e.g. the first 12 of 24 layers of wav2vec2-large-robust, as in paper 001);
+    resemblyzer; ``source`` the Hub id (or ``None``); ``keep_layers``: the model is pruned to
+    this many hidden states (e.g. the first 12 of 24 transformer layers of wav2vec2-large-robust
+    and the CNN's output, paper 001's w2v2-L-robust(p)), frozen and fine-tuned alike;
     ``aliases``: older Hub ids of the same checkpoint, under which a Hugging Face cache may hold it."""
 
     kind: str
@@ -135,11 +136,10 @@ def get_encoder(name: str, *, layers=None, dtype: str = "float16", device: str =
         return EgemapsEncoder(functionals=spec.kind == "egemaps-functionals", layers=layers, dtype=dtype)
     if spec.kind == "resemblyzer":
         return ResemblyzerEncoder(layers=layers, dtype=dtype, device=device)
-    if layers is None and spec.keep_layers is not None:
-        layers = list(range(spec.keep_layers))
     if spec.kind == "text":
         return HFTextEncoder(_hub_folder(spec), name=name, layers=layers, dtype=dtype, device=device)
-    return HFSpeechEncoder(_hub_folder(spec), name=name, layers=layers, dtype=dtype, device=device)
+    return HFSpeechEncoder(_hub_folder(spec), name=name, layers=layers, dtype=dtype, device=device,
+                           prune=spec.keep_layers - 1 if spec.keep_layers else None)
 
 
 def _is_hub_model(name: str) -> bool:
@@ -185,7 +185,9 @@ def load_trainable(name: str, *, max_tokens: int = 128):
     from sermo.encoders.text import TextSSL
 
     kind, folder = checkpoint_folder(name)
-    enc = SpeechSSL(folder) if kind == "speech" else TextSSL(folder, max_tokens=max_tokens)
+    spec = REGISTRY.get(name)
+    prune = spec.keep_layers - 1 if spec is not None and spec.keep_layers else None
+    enc = SpeechSSL(folder, prune=prune) if kind == "speech" else TextSSL(folder, max_tokens=max_tokens)
     enc.source = name
     return enc
 

@@ -20,7 +20,7 @@ class SpeechSSL(nn.Module):
     fine-tunes the top 6; paper 001 all of them).
     """
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, *, prune: int | None = None):
         super().__init__()
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
@@ -30,6 +30,11 @@ class SpeechSSL(nn.Module):
         if hasattr(self.config, "layerdrop"):
             self.config.layerdrop = 0.0
         self.model = load_pretrained(AutoModel, folder, config=self.config)
+        if prune is not None and prune < int(self.config.num_hidden_layers):
+            # a pruned model keeps its first transformer layers only (paper 001's w2v2-L-robust(p):
+            # 12 of 24); the rest is dropped, not merely left unread
+            self.model.encoder.layers = self.model.encoder.layers[:prune]
+            self.config.num_hidden_layers = self.model.config.num_hidden_layers = prune
         try:
             fe = AutoFeatureExtractor.from_pretrained(folder)
             self.use_attention_mask = bool(getattr(fe, "return_attention_mask", False))
@@ -116,11 +121,11 @@ class HFSpeechEncoder(Encoder):
     modality = "audio"
 
     def __init__(self, source: str, *, name: str | None = None, layers=None, dtype: str = "float16",
-                 device: str = "cpu", max_batch_seconds: float = 120.0):
+                 device: str = "cpu", max_batch_seconds: float = 120.0, prune: int | None = None):
         super().__init__(layers=layers, dtype=dtype)
         self.folder = resolve_checkpoint(source)
         self.name = name or source
-        self.module = SpeechSSL(self.folder).to(device)
+        self.module = SpeechSSL(self.folder, prune=prune).to(device)
         self.device = device
         self.num_layers = self.module.num_hidden_states
         self.dim = int(self.module.config.hidden_size)

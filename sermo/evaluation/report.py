@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from sermo.data.manifest import DIMENSIONS, Manifest
@@ -93,8 +94,10 @@ def is_builtin_corpus(path) -> bool:
     return any((c / "SERMO_SYNTH.json").is_file() for c in candidates)
 
 
-def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str = "") -> str:
-    """REPORT.md of a run."""
+def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str = "", *, run_folder=None,
+               cfg=None) -> str:
+    """REPORT.md of a run (``run_folder`` and ``cfg``: for the significance of the paper's
+    comparisons, the training summary and the deviations from the paper)."""
     out = [f"# {results['system']} on {results['corpus']} ({results['profile']} profile)\n\n"]
     if sysdef.title:
         out.append(f"{sysdef.title}.\n\n")
@@ -121,6 +124,10 @@ def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str
     if paper and not any(is_builtin_corpus(p) for _, p in corpora):
         lines = [{"row": name, **{COLUMNS.get(k, k): v for k, v in vals.items()}} for name, vals in paper.items()]
         out.append("\n## The paper's numbers\n\n" + markdown_table(lines))
+    if run_folder is not None and cfg is not None:
+        out.append(_significance(run_folder, sysdef, cfg, rows, test))
+        out.append(_training(run_folder))
+        out.append(_deviations(sysdef, cfg))
     if extra:
         out.append("\n" + extra.strip() + "\n")
     pics = [p for paths in plots.values() for p in paths]
@@ -128,6 +135,76 @@ def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str
         out.append("\n## Plots\n\n" + "".join(f"- [{p.name}](plots/{p.name})\n" for p in pics))
     out.append(f"\nRun time: {results.get('seconds', 0):.0f} s.\n")
     return "".join(out)
+
+
+def _significance(run_folder, sysdef, cfg, rows: list[dict], test: str) -> str:
+    from sermo.evaluation.significance import significance_table
+
+    ran = [r["name"] for r in rows if not r.get("skipped")]
+    table = significance_table(run_folder, sysdef.paper_comparisons(cfg), test, ran)
+    if not table:
+        return ""
+    return ("\n## Significance of the paper's comparisons\n\nThe difference between two rows on the test utterances of "
+            "every fold pooled, with a 95% interval from a paired bootstrap (1,000 resamples of utterances, both rows' "
+            "predictions kept together), and its sign per fold. An interval that contains zero is a difference these "
+            "data cannot carry.\n\n" + markdown_table(table))
+
+
+def _training(run_folder) -> str:
+    """Per stage, over the folds: epochs run, the best epoch, optimizer steps, the warm-up."""
+    import json
+    from pathlib import Path
+
+    stages: dict[str, list[dict]] = {}
+    for done in sorted(Path(run_folder).glob("*/*/DONE")):
+        try:
+            stages.setdefault(done.parent.name, []).append(json.loads(done.read_text()))
+        except (OSError, ValueError):
+            continue
+    if not stages:
+        return ""
+    lines = []
+    for stage, recs in stages.items():
+        sched = [r["schedule"] for r in recs if r.get("schedule")]
+        best = [r["best_epoch"] for r in recs if r.get("best_epoch") is not None]
+        line = {"stage": stage, "folds": len(recs), "epochs": f"{np.mean([r.get('epochs', 0) for r in recs]):.0f}",
+                "best epoch (mean)": f"{np.mean(best):.1f}" if best else "-",
+                "steps": f"{np.mean([r.get('steps', 0) for r in recs]):.0f}"}
+        if sched:
+            cut = sched[0]["warmup_steps"] < sched[0]["warmup_requested"]
+            line["warm-up"] = f"{sched[0]['warmup_steps']}" + (f" (paper: {sched[0]['warmup_requested']})" if cut else "")
+            line["peak lr reached"] = f"{min(s['peak_factor'] for s in sched):.0%}"
+        lines.append(line)
+    return ("\n## Training\n\nPer stage, over the folds (a warm-up longer than 30% of a run's real steps is cut so "
+            "that the peak learning rate is reached; the paper's length is shown beside it).\n\n"
+            + markdown_table(lines))
+
+
+def _deviations(sysdef, cfg) -> str:
+    """The system's deviations from the paper, and how this run's recipe differs from the
+    paper profile (for the demo profile: the stand-in encoders and smaller sizes)."""
+    import dataclasses
+
+    lines = [{"what": d.what, "why": d.why, "effect on the comparison": d.effect}
+             for d in sysdef.deviations_for(cfg.profile)]
+    out = "\n## Deviations from the paper\n\n"
+    out += markdown_table(lines) if lines else "None recorded for this profile.\n"
+    if not cfg.profile.startswith("paper"):
+        from sermo.config import ConfigError, load_recipe
+
+        try:
+            paper = load_recipe(sysdef.name, "paper", sysdef.config_cls, path=sysdef.recipe_path)
+        except ConfigError:
+            return out
+        diffs = []
+        for section in ("data", "train", "model"):
+            mine, theirs = dataclasses.asdict(getattr(cfg, section)), dataclasses.asdict(getattr(paper, section))
+            diffs += [{"setting": f"{section}.{k}", "this run": mine[k], "paper profile": theirs[k]}
+                      for k in mine if mine[k] != theirs.get(k)]
+        if diffs:
+            out += (f"\nThis run's `{cfg.profile}` profile differs from the `paper` profile in:\n\n"
+                    + markdown_table(diffs))
+    return out
 
 
 def fold_analyses(run_folder, name: str) -> list[tuple[str, object]]:

@@ -94,12 +94,15 @@ class UtteranceDataset(Dataset):
         speaker: ``uid -> (E,)`` speaker embedding.
         readable: ``uid -> bool``, whether an utterance's audio can be read (for ``wave``).
         extras: a system's training extras ``name -> (uid -> array)``.
+        length_of: ``uid -> int``, the length batches are bucketed by when no feature source gives
+            one (samples for ``wave``, tokens for ``tokenizer``).
     """
 
     def __init__(self, ids, *, labels: Labels | None = None, utterances=None, audio=None, text=None,
                  wave: bool = False, tokenizer: tuple[str, Callable] | None = None, speaker: Callable | None = None,
                  readable: Callable[[str], bool] | None = None, extras: dict | None = None, max_frames: int = 3000,
-                 max_tokens: int = 128, max_wave_seconds: float | None = None):
+                 max_tokens: int = 128, max_wave_seconds: float | None = None,
+                 length_of: Callable[[str], int] | None = None):
         ids = list(ids)
 
         def usable(u: str) -> bool:
@@ -113,6 +116,7 @@ class UtteranceDataset(Dataset):
         self.wave, self.tokenizer, self.speaker, self.readable = wave, tokenizer, speaker, readable
         self.extras = extras or {}
         self.max_frames, self.max_tokens, self.max_wave_seconds = max_frames, max_tokens, max_wave_seconds
+        self.length_of = length_of
         self.spec = InputSpec(audio=audio.input if audio is not None else None,
                               text=text.input if text is not None else None, wave=wave,
                               tokens=tokenizer[0] if tokenizer else None, speaker=speaker is not None,
@@ -126,13 +130,15 @@ class UtteranceDataset(Dataset):
         return UtteranceDataset(ids, labels=self.labels, utterances=self.utterances, audio=self.audio, text=self.text,
                                 wave=self.wave, tokenizer=self.tokenizer, speaker=self.speaker, readable=self.readable,
                                 extras=self.extras, max_frames=self.max_frames, max_tokens=self.max_tokens,
-                                max_wave_seconds=self.max_wave_seconds)
+                                max_wave_seconds=self.max_wave_seconds, length_of=self.length_of)
 
     def length(self, i: int) -> int:
-        """Sequence length of item ``i`` (frames, else tokens), for bucketing."""
+        """Sequence length of item ``i`` (frames, else tokens, else samples or token ids), for bucketing."""
         uid = self.ids[i]
         src = self.audio or self.text
-        return 1 if src is None else src.length(uid)
+        if src is not None:
+            return src.length(uid)
+        return self.length_of(uid) if self.length_of is not None else 1
 
     def __getitem__(self, i: int) -> dict:
         uid = self.ids[i]

@@ -24,16 +24,19 @@ def ccc_per_dim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
-def ccc_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """``sum_j alpha_j (1 - CCC_j)`` over the dimensions that have labels in the batch (equal
-    weights by default, normalised to sum to one over present dimensions); 0 when none has."""
+def ccc_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None, *,
+             reduction: str = "mean") -> torch.Tensor:
+    """``sum_j alpha_j (1 - CCC_j)`` over the dimensions that have labels in the batch; 0 when
+    none has. ``reduction="mean"``: the weights (equal by default) normalised to sum to one over
+    the present dimensions; ``"sum"``: as given (equal weights of 1: the plain sum)."""
     c = ccc_per_dim(pred, target)
     present = torch.isfinite(c)
     if not present.any():
         return pred.sum() * 0.0
     w = torch.ones_like(c) if weights is None else weights.to(c)
     w = w * present
-    return ((1 - torch.nan_to_num(c)) * w).sum() / w.sum()
+    total = ((1 - torch.nan_to_num(c)) * w).sum()
+    return total / w.sum() if reduction == "mean" else total
 
 
 def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -20,9 +20,21 @@ def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class MeanMaxPool(nn.Module):
-    """Concatenated masked mean and max over time: ``(B, T, D) -> (B, 2D)`` (paper 001)."""
+    """Masked mean and max over time, concatenated ``(B, T, D) -> (B, 2D)`` or added
+    (``mode="sum"``: ``(B, D)``, paper 001's pooled ``P_A`` of width ``d_A``)."""
+
+    def __init__(self, mode: str = "concat"):
+        super().__init__()
+        if mode not in ("concat", "sum"):
+            raise ValueError(f"unknown mean+max pooling {mode!r}; known: concat, sum")
+        self.mode = mode
+
+    def out_dim(self, dim: int) -> int:
+        return 2 * dim if self.mode == "concat" else dim
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.mode == "sum":
+            return masked_mean(x, mask) + masked_max(x, mask)
         return torch.cat([masked_mean(x, mask), masked_max(x, mask)], dim=-1)
 
 

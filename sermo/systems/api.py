@@ -249,6 +249,24 @@ class FoldContext(Protocol):
 
 
 @dataclass(frozen=True)
+class Deviation:
+    """Where running the system differs from its paper (kept beside the system's code, so the
+    report and the code cannot drift apart).
+
+    Attributes:
+        what: what differs.
+        why: why it differs (the paper is silent, a checkpoint is not public, ...).
+        effect: whether and how it bears on the paper's comparisons.
+        profiles: the recipe profiles it applies to (empty: all).
+    """
+
+    what: str
+    why: str
+    effect: str = ""
+    profiles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class FeatureUse:
     """Frozen-encoder features a system reads (what ``sermo run --plan`` sizes before a run).
 
@@ -309,6 +327,9 @@ class SystemDef:
             utterances that carry one of them.
         features: ``(RunConfig) -> list[FeatureUse]``: the frozen features a run reads (default:
             the recipe's audio and text encoders, one model each).
+        deviations: where the system's runs differ from the paper (REPORT.md lists them).
+        comparisons: the pairs of rows the paper compares, ``(a, b, metric)``, or
+            ``(RunConfig) -> list`` of them: REPORT.md gives each difference with a bootstrap interval.
     """
 
     name: str
@@ -325,6 +346,16 @@ class SystemDef:
     order: float = 100.0
     targets: tuple[str, ...] = ("dims", "category")
     features: Callable[[RunConfig], list[FeatureUse]] | None = None
+    deviations: tuple[Deviation, ...] = ()
+    comparisons: tuple[tuple[str, str, str], ...] | Callable[[RunConfig], list] = ()
+
+    def paper_comparisons(self, cfg: RunConfig) -> list[tuple[str, str, str]]:
+        """The pairs of rows the paper compares, for this recipe."""
+        return list(self.comparisons(cfg) if callable(self.comparisons) else self.comparisons)
+
+    def deviations_for(self, profile: str) -> list[Deviation]:
+        """The deviations that apply to a recipe profile."""
+        return [d for d in self.deviations if not d.profiles or profile in d.profiles]
 
     def feature_uses(self, cfg: RunConfig) -> list[FeatureUse]:
         """The frozen features a run of this recipe reads."""

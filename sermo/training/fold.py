@@ -59,6 +59,8 @@ class RunData:
         self._sources: dict[tuple, FeatureSource] = {}
         self._audio_keys: dict[str, str] | None = None
         self._speakers: dict[int, object] = {}
+        self._samples: dict[str, int] = {}
+        self._rows = manifest.df.set_index("id")
         self.shared: dict = {}
 
     def restrict(self, manifest: Manifest) -> Manifest:
@@ -102,6 +104,14 @@ class RunData:
 
             self._audio_keys = feature_keys(self.used, "audio", self.store)
         return uid in self._audio_keys
+
+    def samples(self, uid: str) -> int:
+        """16 kHz samples of an utterance (cut to what a fine-tuned encoder reads), from the store's index."""
+        if uid not in self._samples:
+            row = self._rows.loc[uid]
+            n = self.store.audio_samples(str(row["audio"]), row["start"], row["end"])
+            self._samples[uid] = min(n, int(WAVE_SECONDS * 16000))
+        return self._samples[uid]
 
     def speaker_table(self, max_utterances: int):
         """``uid -> (256,)``: the speaker's mean Resemblyzer embedding, else the utterance's own."""
@@ -250,12 +260,17 @@ class FoldRun:
                 speaker=None, extras: dict | None = None, ids=None, labels: Labels | None = None) -> UtteranceDataset:
         d = self.cfg.data
         utterances = self.run.utterances if transcripts is None else ManifestUtterances(self.manifest, transcripts)
+        length_of = None  # without stored features, batches are bucketed by samples, else token ids
+        if wave and not audio:
+            length_of = self.run.samples
+        elif tokens is not None and not text:
+            length_of = lambda u: len(tokens.tokenize(utterances.transcript(u)))  # noqa: E731
         return UtteranceDataset(
             self.ids(split) if ids is None else list(ids), labels=labels or self.labels, utterances=utterances,
             audio=self.audio if audio is True else (audio or None), text=self.text if text is True else (text or None),
             wave=wave, tokenizer=(tokens.source, tokens.tokenize) if tokens is not None else None, speaker=speaker,
             readable=self.run.readable if wave else None, extras=extras, max_frames=d.max_frames,
-            max_tokens=d.max_tokens, max_wave_seconds=WAVE_SECONDS if wave else None)
+            max_tokens=d.max_tokens, max_wave_seconds=WAVE_SECONDS if wave else None, length_of=length_of)
 
     def fit(self, model: torch.nn.Module, stage: str, train, valid, train_cfg: TrainConfig | None = None):
         """Train ``model`` as stage ``stage`` of this fold; return it with its best-epoch weights.
@@ -303,7 +318,11 @@ class FoldRun:
             task.load_state_dict(state)
             if Path(best).name != "best.ckpt":
                 torch.save({"state_dict": state}, stage_dir / "best.ckpt")
-            done.write_text(json.dumps({"best_epoch": _best_epoch(stage_dir), "epochs": trainer.current_epoch}))
+            record = {"best_epoch": _best_epoch(stage_dir), "epochs": trainer.current_epoch,
+                      "steps": int(trainer.global_step)}
+            if task.schedule is not None:
+                record["schedule"] = task.schedule.to_dict()
+            done.write_text(json.dumps(record))
         return task.model
 
     def with_train(self, **changes) -> TrainConfig:

@@ -153,7 +153,8 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
 
     plots = plot_run(out, results, space.classes)
     extra = sysdef.finish(out, results) if sysdef.finish else ""
-    write_text_atomic(out / "REPORT.md", run_report(results, protocol, sysdef, corpora, plots, extra))
+    write_text_atomic(out / "REPORT.md", run_report(results, protocol, sysdef, corpora, plots, extra, run_folder=out,
+                                                    cfg=cfg))
     return out
 
 

@@ -11,6 +11,7 @@ exactly where it stopped.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
@@ -27,6 +28,7 @@ class SystemTask(L.LightningModule):
         super().__init__()
         self.model, self.cfg = model, cfg
         self._val: list[tuple] = []
+        self.schedule: WarmupSchedule | None = None
 
     def forward(self, batch: Batch):
         return self.model(batch)
@@ -87,13 +89,13 @@ class SystemTask(L.LightningModule):
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.plateau_factor,
                                                                patience=cfg.plateau_patience)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
-        if cfg.scheduler == "warmup":
-            steps = max(cfg.warmup_steps, 1)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / steps))
+        if cfg.scheduler in ("warmup", "noam"):
+            self.schedule = warmup_schedule(cfg, int(self.trainer.estimated_stepping_batches))
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, self.schedule.factor)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         if cfg.scheduler == "none":
             return opt
-        raise ValueError(f"unknown scheduler {cfg.scheduler!r}; known: plateau, warmup, none")
+        raise ValueError(f"unknown scheduler {cfg.scheduler!r}; known: plateau, warmup, noam, none")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # plain tensors and numbers only: Lightning reloads checkpoints with weights_only=True
@@ -116,6 +118,48 @@ class SystemTask(L.LightningModule):
                                  n["gauss"]))
             p = rng["python"]
             random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss_next"]))
+
+
+@dataclass
+class WarmupSchedule:
+    """A warm-up (``warmup``: then constant; ``noam``: then inverse square root decay) fitted to
+    the run's real number of steps.
+
+    Attributes:
+        kind: ``warmup`` or ``noam``.
+        requested: the recipe's warm-up steps.
+        steps: the warm-up steps used (cut to ``warmup_max_share`` of the run when longer).
+        total: optimizer steps of the whole run (epochs x batches).
+        peak: the largest learning-rate factor the run reaches (1.0: the recipe's ``lr``).
+    """
+
+    kind: str
+    requested: int
+    steps: int
+    total: int
+
+    def factor(self, step: int) -> float:
+        """The learning rate's factor at optimizer step ``step`` (0-based)."""
+        s = step + 1
+        if s <= self.steps:
+            return s / self.steps
+        return (self.steps / s) ** 0.5 if self.kind == "noam" else 1.0
+
+    @property
+    def peak(self) -> float:
+        return max(self.factor(min(self.steps, self.total) - 1), 0.0) if self.total else 0.0
+
+    def to_dict(self) -> dict:
+        return {"scheduler": self.kind, "warmup_requested": self.requested, "warmup_steps": self.steps,
+                "total_steps": self.total, "peak_factor": round(self.peak, 4)}
+
+
+def warmup_schedule(cfg: TrainConfig, total: int) -> WarmupSchedule:
+    """The warm-up of ``cfg`` for a run of ``total`` optimizer steps."""
+    steps = max(int(cfg.warmup_steps), 1)
+    if cfg.warmup_max_share is not None and total > 0:
+        steps = max(1, min(steps, int(cfg.warmup_max_share * total)))
+    return WarmupSchedule(cfg.scheduler, int(cfg.warmup_steps), steps, int(total))
 
 
 @torch.no_grad()

@@ -60,3 +60,26 @@ def test_speaker_in_two_parts_is_an_error():
         check_speaker_independence(fold, m)
     with pytest.raises(ProtocolError, match="known: iemocap-loso"):
         build_protocol("loso", m)
+
+
+def test_loso_holdout_trains_on_all_four_other_sessions_and_validates_on_held_out_dialogs():
+    rows = [{"id": f"Ses{s:02d}_{g}_d{d}_{i}", "audio": "x", "session": f"Ses{s:02d}", "speaker": f"Ses{s:02d}_{g}",
+             "dialog": f"Ses{s:02d}_d{d}", "corpus": "iemocap"}
+            for s in range(1, 6) for d in range(5) for g in "FM" for i in range(2)]
+    m = Manifest(pd.DataFrame(rows))
+    p = build_protocol("iemocap-loso-holdout(0.2)", m, seed=3)
+    assert p.spec == "iemocap-loso-holdout(0.2)" and len(p.folds) == 5
+    dialog = dict(zip(m.df["id"], m.df["dialog"]))
+    for k, f in enumerate(p.folds):
+        test_s = f"Ses{k + 1:02d}"
+        assert {i[:5] for i in f.test} == {test_s}
+        # training and validation together are every other session: 8 speakers, never the test's
+        assert {i[:5] for i in f.train + f.valid} == {f"Ses{s:02d}" for s in range(1, 6)} - {test_s}
+        assert len({i.split("_d")[0] for i in f.train + f.valid}) == 8
+        assert len(f.train) + len(f.valid) + len(f.test) == len(m)
+        # whole dialogs are held out: no dialog is in both, and about the share asked for
+        assert not {dialog[i] for i in f.train} & {dialog[i] for i in f.valid}
+        assert 0.2 <= len(f.valid) / (len(f.train) + len(f.valid)) < 0.3
+    assert build_protocol("iemocap-loso-holdout", m).spec == "iemocap-loso-holdout(0.1)"
+    with pytest.raises(ProtocolError, match="share"):
+        build_protocol("iemocap-loso-holdout(0.7)", m)

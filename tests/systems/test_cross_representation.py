@@ -172,3 +172,17 @@ def test_both_configurations_and_the_text_model_run_one_step(iemocap_synth, tmp_
     wav = next(iter(sorted(iemocap_synth.rglob("*.wav"))))
     pred = Predictor.from_pretrained(out / "bundles" / "speech_small").predict(wav)
     assert abs(sum(pred.categories.values()) - 1) < 1e-4 and pred.transcript is None
+
+
+def test_epochs_follow_from_the_papers_iterations():
+    from sermo.config import TrainConfig
+    from sermo.systems.cross_representation.run import epochs_for
+
+    class Ctx:
+        def with_train(self, **kw):
+            return TrainConfig(**kw)
+
+    cfg, info = epochs_for(Ctx(), 1_000_000, 4_400, 2)  # the paper's speech model on ~4,400 utterances
+    assert cfg.epochs == 455 and info["steps"] >= 1_000_000 and info["derived_epochs"] == 455
+    cfg, info = epochs_for(Ctx(), None, 4_400, 2, TrainConfig(epochs=7))
+    assert cfg.epochs == 7 and info == {}

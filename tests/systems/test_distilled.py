@@ -60,7 +60,10 @@ def test_model_predicts_three_dimensions_and_a_single_dimension_model_learns_one
     batch = make_batch()
     model = DistilledModel(audio=(1, 8), text=(1, 6), cfg=cfg)
     out = model(batch)
-    assert out.dims.shape == (4, 3) and out.embedding.shape == (4, 2 * 8 + 2 * 6)
+    # the pooled vectors keep the encoders' widths (the paper's d_A + d_T): mean and max are added
+    assert out.dims.shape == (4, 3) and out.embedding.shape == (4, 8 + 6)
+    concat = DistilledModel(audio=(1, 8), text=(1, 6), cfg=DistilledConfig(hidden=8, pooling="concat"))
+    assert concat(batch).embedding.shape == (4, 2 * 8 + 2 * 6)
     single = DistilledModel(audio=(1, 8), text=None, cfg=cfg, targets=(1,))
     out = single(batch)
     assert out.dims.shape == (4, 1)
@@ -142,3 +145,32 @@ def test_each_mode_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path, mode):
     wav = next(iter(sorted(iemocap_synth.rglob("*.wav"))))
     pred = Predictor.from_pretrained(out / "bundles" / (speech + "+text")).predict(wav, transcript="i am so glad")
     assert pred.valence is not None and pred.transcript_source == "given"
+
+
+def test_the_pruned_large_model_keeps_only_its_first_layers(tmp_path, monkeypatch):
+    """w2v2-L-robust(p): the model is cut to its first 12 of 24 layers, frozen or fine-tuned, and
+    layer -1 is the last layer kept (a tiny 3-layer model cut to 2 stands in)."""
+    from sermo.encoders import get_encoder, registry
+    from sermo.encoders.registry import EncoderSpec, load_trainable
+
+    folder = tiny_speech_model(tmp_path / "robust")
+    monkeypatch.setitem(registry.REGISTRY, "tiny-robust", EncoderSpec("speech", folder, keep_layers=3))
+    frozen = get_encoder("tiny-robust", layers=[-1])
+    assert frozen.num_layers == 3 and frozen.layers == (2,)
+    full = get_encoder(folder, layers=[-1])
+    assert full.layers == (3,)
+    x = np.random.default_rng(0).normal(size=8000).astype(np.float32)
+    assert frozen.encode(x).hidden.shape == (1, 398, 16)
+    tuned = load_trainable("tiny-robust")
+    assert len(tuned.transformer_layers()) == 2 and tuned.num_hidden_states == 3
+    params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert params(tuned) < params(load_trainable(folder))
+
+
+def test_fine_tuned_rows_are_bucketed_by_waveform_length():
+    from sermo.features.pipeline import GivenUtterances, UtteranceDataset
+
+    waves = {f"u{i}": np.zeros(n, np.float32) for i, n in enumerate([16000, 4000, 9000])}
+    ds = UtteranceDataset(list(waves), utterances=GivenUtterances(waves, {}), wave=True,
+                          length_of=lambda u: len(waves[u]))
+    assert [ds.length(i) for i in range(3)] == [16000, 4000, 9000]

@@ -128,12 +128,23 @@ def test_every_model_and_the_mismatched_setup_run_one_step(iemocap_synth, msp_sy
                      progress=False, overrides=fast)
     rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert list(rows) == ["baseline_c", "baseline_d", "multitask", "hier_dc", "hier_cd"]
+    # every row, the continuous one too, reads the five classes' utterances only (paper 002)
+    import pandas as pd
+
+    tested = pd.read_parquet(out / "predictions" / "baseline_c.fold1.test.parquet")
+    assert len(tested) and (tested["category_true"] >= 0).all()
+    report = (out / "REPORT.md").read_text()
+    assert "## Deviations from the paper" in report and "differs from the `paper` profile" in report
+    assert "## Significance of the paper's comparisons" in report and "hier_dc vs baseline_c" in report
     assert "ua" not in rows["baseline_c"]["mean"] and "ccc_mean" not in rows["baseline_d"]["mean"]
     assert {"ccc_mean", "ua", "wa", "macro_f1"} <= set(rows["hier_cd"]["mean"])
     out = run_system("hierarchical", [("iemocap", small), ("msp-podcast", msp_synth)], out=tmp_path / "two",
                      store=store, progress=False, overrides=fast)
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert [r["info"][0]["table2_id"] for r in rows] == list(range(1, 9))
+    # the mismatched rows 7 and 8 train both hierarchical models, and the multi-task one beside them
+    assert [r["info"][0]["table2_id"] for r in rows] == [1, 2, 3, 4, 5, 6, 7, 7, 7, 8, 8, 8]
+    assert [r["info"][0]["model"] for r in rows if r["info"][0]["table2_id"] == 7] == ["hier_dc", "hier_cd",
+                                                                                       "multitask"]
     report = (out / "REPORT.md").read_text()
     assert "Table 2" in report and report.count("| Cont. |") >= 2
     bundle = json.loads((out / "bundles" / rows[6]["name"] / "config.json").read_text())
@@ -142,4 +153,4 @@ def test_every_model_and_the_mismatched_setup_run_one_step(iemocap_synth, msp_sy
     out = run_system("hierarchical", [("iemocap", small), ("msp-podcast", msp_synth)], out=tmp_path / "three",
                      store=store, progress=False, overrides=fast + ["model.labels={iemocap: continuous, msp: discrete}"])
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert len(rows) == 1 and rows[0]["info"][0]["model"] == "multitask"
+    assert [r["info"][0]["model"] for r in rows] == ["hier_dc", "hier_cd", "multitask"]

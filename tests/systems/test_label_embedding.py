@@ -186,3 +186,30 @@ def test_fine_tuned_encoders_train_inside_the_model(iemocap_synth, tmp_path):
     wav = next(iter(sorted(iemocap_synth.rglob("*.wav"))))
     pred = Predictor.from_pretrained(out / "bundles" / "le_mer").predict(wav, transcript="what a lovely day")
     assert abs(sum(pred.categories.values()) - 1) < 1e-4
+
+
+def test_label_guided_attention_is_on_the_vanilla_attentions_scale_and_only_guides_it():
+    torch.manual_seed(0)
+    b, tt, ts = 2, 6, 300  # many frames: an unnormalised A_l would be ~300 times A_r
+    g = torch.Generator().manual_seed(1)
+    batch_ = Batch(ids=["a", "b"], dims=torch.zeros(b, 3), category=torch.tensor([0, 1]),
+                   text=torch.randn(b, 1, tt, 6, generator=g), text_mask=torch.ones(b, tt, dtype=torch.bool),
+                   audio=torch.randn(b, 1, ts, 4, generator=g), audio_mask=torch.ones(b, ts, dtype=torch.bool))
+    batch_.audio_mask[1, 200:] = False
+    model = LEMER(text=(1, 6), speech=(1, 4), num_classes=3, cfg=CFG, fusion="constraint",
+                  text_labels=torch.randn(3, 6), speech_labels=torch.randn(3, 4))
+    ex = model(batch_).extras
+    a_r, a_l = ex["a_r"], ex["a_l"]
+    # rows sum to one over the real frames, like A_r's; padded frames get nothing
+    assert torch.allclose(a_l.sum(-1), torch.ones(b, tt), atol=1e-5) and (a_l[1, :, 200:] == 0).all()
+    assert a_l[0].mean().item() == pytest.approx(a_r[0].mean().item(), rel=1e-4) == pytest.approx(1 / ts, rel=1e-4)
+    # L_c pulls A_r towards A_l: its gradient reaches the cross-attention, not the label embeddings
+    loss = attention_constraint(a_l, a_r, ex["t_mask"], ex["s_mask"])
+    loss.backward()
+    assert model.w.grad.abs().sum() > 0
+    assert model.text.labels.grad is None or model.text.labels.grad.abs().sum() == 0
+    assert model.speech.labels.grad is None or model.speech.labels.grad.abs().sum() == 0
+    # fused with A_l alone, H_s' is a weighted mean of frames: it does not grow with their number
+    al_only = LEMER(text=(1, 6), speech=(1, 4), num_classes=3, cfg=CFG, fusion="al",
+                    text_labels=torch.randn(3, 6), speech_labels=torch.randn(3, 4))
+    assert torch.isfinite(al_only(batch_).logits).all() and al_only(batch_).logits.abs().max() < 50

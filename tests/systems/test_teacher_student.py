@@ -6,7 +6,7 @@ import torch
 
 from sermo.data.batch import Batch
 from sermo.features import FeatureStore
-from sermo.nn.losses import ccc_loss
+from sermo.nn.losses import ccc_loss, ccc_per_dim
 from sermo.systems.teacher_student import TeacherStudentConfig, TSModel, residual_mask, student_l2
 from sermo.training.runner import run_system
 from tests.conftest import small_iemocap, tiny_speech_model, tiny_text_model
@@ -48,6 +48,32 @@ def test_l2_term_is_zero_for_masked_utterances_and_spares_the_teacher():
     assert student_l2(student, teacher, torch.zeros(4)).item() == 0.0
 
 
+def test_emo_loss_is_the_papers_sum_over_dimensions():
+    torch.manual_seed(0)
+    batch = make_batch()
+    for reduction, scale in (("sum", 1.0), ("mean", 1 / 3)):
+        model = TSModel(audio=(1, 8), text=None, cfg=TeacherStudentConfig(hidden=8, gru_layers=1, embedding=6,
+                                                                         emo_reduction=reduction))
+        out = model(batch)
+        per_dim = 1 - ccc_per_dim(out.dims, batch.dims)
+        assert torch.isclose(model.losses(out, batch)["emo"], per_dim.sum() * scale)
+
+
+def test_a_fine_tuned_branch_reads_the_configured_layer(tmp_path):
+    from sermo.encoders.speech import SpeechSSL
+
+    cfg = TeacherStudentConfig(hidden=8, gru_layers=1, embedding=6)
+    speech = SpeechSSL(tiny_speech_model(tmp_path / "hubert"))
+    one = TSModel(audio=None, text=None, cfg=cfg, speech=speech, speech_layers=[-1])
+    every = TSModel(audio=None, text=None, cfg=cfg, speech=speech)
+    assert one.audio.layers.raw.numel() == 1 and every.audio.layers.raw.numel() == 4
+    g = torch.Generator().manual_seed(0)
+    b = Batch(ids=["a", "b"], dims=torch.rand(2, 3, generator=g), category=torch.zeros(2, dtype=torch.long),
+              wave=torch.randn(2, 4000, generator=g), wave_lengths=torch.tensor([4000, 3000]))
+    hidden, _ = one._audio_input(b)
+    assert hidden.shape[1] == 1  # the last hidden state only, as the frozen row reads it
+
+
 def test_lambda_zero_is_the_audio_baseline_objective():
     cfg = TeacherStudentConfig(hidden=8, gru_layers=1, embedding=6)
     torch.manual_seed(0)
@@ -57,7 +83,8 @@ def test_lambda_zero_is_the_audio_baseline_objective():
     batch.extras = {"teacher_emb": torch.randn(6, 6), "ts_keep": torch.ones(6)}
     out = student(batch)
     losses = student.losses(out, batch)
-    assert torch.isclose(losses["loss"], ccc_loss(out.dims, batch.dims)) and torch.isclose(losses["loss"], plain)
+    assert torch.isclose(losses["loss"], ccc_loss(out.dims, batch.dims, reduction="sum"))
+    assert torch.isclose(losses["loss"], plain)
     student.lam = 30.0
     assert student.losses(out, batch)["loss"] > losses["loss"]
 
@@ -78,6 +105,11 @@ def test_fine_tuning_touches_only_the_top_layers(tmp_path):
 @pytest.mark.slow
 def test_every_stage_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path):
     small = small_iemocap(iemocap_synth, tmp_path / "small.parquet", 6)  # 60 utterances, 5 sessions
+    from sermo.data.manifest import Manifest
+
+    m = Manifest.load(small)  # a few training utterances without a transcript: no teacher embedding for them
+    m.df.loc[m.df["session"] == "Ses03", "transcript"] = None
+    m.save(small)
     speech, text = tiny_speech_model(tmp_path / "hubert"), tiny_text_model(tmp_path / "bert")
     out = run_system("teacher_student", [("iemocap", small)], folds=[1], out=tmp_path / "run",
                      store=FeatureStore(tmp_path / "store"), progress=False, overrides=[
@@ -95,3 +127,10 @@ def test_every_stage_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path):
     assert "left out of the L2 term" in report and "Pearson" in report
     share = rows["cts"]["info"][0]["discarded_share"]
     assert 0.0 <= share < 0.5
+    # the fine-tuned rows' bundles rebuild their speech encoder and predict
+    from sermo.serving import Predictor
+
+    wav = sorted(iemocap_synth.rglob("*.wav"))[0]
+    for row in ("audio_ft", "cts"):
+        pred = Predictor.from_pretrained(out / "bundles" / row).predict(wav)
+        assert 1.0 <= pred.valence <= 5.0 and pred.transcript is None

@@ -24,7 +24,7 @@ from __future__ import annotations
 from torch import nn
 
 from sermo.data.spec import ModelSpec
-from sermo.systems.api import FeatureUse, SystemDef, register
+from sermo.systems.api import Deviation, FeatureUse, SystemDef, register
 from sermo.systems.cross_representation.config import ROWS, SPEECH_ROWS, CrossRepresentationConfig
 from sermo.systems.cross_representation.model import CrossRepresentation
 from sermo.systems.cross_representation.report import finish
@@ -73,9 +73,24 @@ def features(cfg) -> list[FeatureUse]:
     return out
 
 
+DEVIATIONS = (
+    Deviation("Phones come from pocketsphinx forced alignment.", "The paper used Gentle (not a Python package).",
+              "The decoder's phone input; the emotion features are the codes either way."),
+    Deviation("Validation: 10% of the training sessions' dialogs (iemocap-loso-holdout); the fusion weights and "
+              "the best epoch are picked on it.", "The paper trains on four sessions and does not say how it "
+              "validated; it reports its best weights (0.6, 1).", "None on the comparisons.", profiles=("paper",)),
+    Deviation("The epochs of each row follow from the paper's iterations and the fold's training set.",
+              "The paper gives iterations (1M speech, 412,800 text), not epochs.", "None.", profiles=("paper",)),
+    Deviation("The speaker probe trains 30 epochs at 1e-4.", "The paper does not say.",
+              "Table 3's absolute numbers; small vs large compares alike."),
+)
+
+COMPARISONS = (("speech_small", "fusion", "ua"), ("text", "fusion", "ua"), ("speech_large", "speech_small", "ua"),
+               ("speech_mel_input", "speech_small", "ua"), ("text", "speech_small", "ua"))
+
 register(SystemDef(
     name="cross_representation", config_cls=CrossRepresentationConfig, run_fold=run_fold,
     build_model=build_model, rows=ROWS, paper=PAPER, finish=finish, order=5, targets=("category",),
-    features=features,
+    features=features, deviations=DEVIATIONS, comparisons=COMPARISONS,
     title="Cross-representation speech model, CNN text model and score fusion (Makiuchi et al., ASRU 2021)",
 ))

@@ -34,6 +34,9 @@ class CrossRepresentationConfig:
         text_filters, text_kernel: the text CNN (one ConvNorm layer per filter count).
         text_encoders: further text encoders for Table 4, one row ``text@<name>`` each.
         text_epochs, text_batch_size, text_lr: the text model's training (default: the train section).
+        speech_iterations, text_iterations: train for about this many optimizer steps (paper: 1M
+            speech steps at batch 2, 412,800 text steps at batch 4): the epochs are derived per fold,
+            ``ceil(iterations x batch / training utterances)`` (``None``: the epochs as given).
         fusion_speech: the speech row fused with ``text``.
         fusion_grid: the values tried for each of ``w1`` and ``w2``.
         probe: hidden widths of the speaker-identification probe (paper: 2048, 1024, 1024).
@@ -67,6 +70,8 @@ class CrossRepresentationConfig:
     text_epochs: int | None = None
     text_batch_size: int | None = None
     text_lr: float | None = None
+    speech_iterations: int | None = None
+    text_iterations: int | None = None
     fusion_speech: str = "speech_small"
     fusion_grid: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
     probe: list[int] = field(default_factory=lambda: [2048, 1024, 1024])

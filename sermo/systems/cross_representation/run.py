@@ -50,6 +50,21 @@ class Inputs:
         return {"mel": sequence(self.mel_frames), "phones": sequence(self.phone_frames)}
 
 
+def epochs_for(ctx, iterations: int | None, utterances: int, batch_size: int, train_cfg=None):
+    """The train config that makes about ``iterations`` optimizer steps over ``utterances``, and
+    what was derived (for the report); the config unchanged when no iterations are asked for."""
+    import dataclasses
+    import math
+
+    train_cfg = train_cfg or ctx.with_train()
+    if not iterations or not utterances:
+        return train_cfg, {}
+    per_epoch = math.ceil(utterances / batch_size)
+    epochs = max(1, math.ceil(iterations / per_epoch))
+    return dataclasses.replace(train_cfg, epochs=epochs), {
+        "iterations": iterations, "derived_epochs": epochs, "steps": epochs * per_epoch, "train_utterances": utterances}
+
+
 def run_fold(ctx) -> list:
     """The speech rows, the text row(s), the fusion and (first folds) the speaker probe."""
     cfg: CrossRepresentationConfig = ctx.cfg.model
@@ -75,10 +90,12 @@ def run_fold(ctx) -> list:
             return ctx.dataset(split, audio=src, speaker=inputs.speaker,
                                extras=inputs.training_extras() if split == "train" else None)
 
-        model = ctx.fit(model, row, data("train"), data("valid"))
+        train = data("train")
+        speech_cfg, schedule = epochs_for(ctx, cfg.speech_iterations, len(train), ctx.cfg.train.batch_size)
+        model = ctx.fit(model, row, train, data("valid"), speech_cfg)
         preds = ctx.predict(model, data)
         models[row] = (model, data, preds)
-        info = {"bottleneck": {"d": d, "f": f, "codes": f"{cfg.segment // f} x {2 * d}"},
+        info = {"bottleneck": {"d": d, "f": f, "codes": f"{cfg.segment // f} x {2 * d}"}, **schedule,
                 "layer_weights": [round(float(w), 4) for w in model.encoder.weighting.weights().detach()]}
         if inputs.unaligned:
             info["unaligned"] = len(inputs.unaligned)
@@ -103,10 +120,13 @@ def run_fold(ctx) -> list:
 
         train_cfg = ctx.with_train(**{k: v for k, v in (("epochs", cfg.text_epochs), ("batch_size", cfg.text_batch_size),
                                                          ("lr", cfg.text_lr)) if v is not None})
-        model = ctx.fit(model, re.sub(r"[^A-Za-z0-9_.-]", "_", row), tdata("train"), tdata("valid"), train_cfg)
+        train = tdata("train")
+        train_cfg, schedule = epochs_for(ctx, cfg.text_iterations, len(train), train_cfg.batch_size, train_cfg)
+        model = ctx.fit(model, re.sub(r"[^A-Za-z0-9_.-]", "_", row), train, tdata("valid"), train_cfg)
         preds = ctx.predict(model, tdata)
         models[row] = (model, tdata, preds)
-        results.append(ctx.row(row, ("text",), model, preds, info={"encoder": name or ctx.cfg.data.text_encoder}))
+        results.append(ctx.row(row, ("text",), model, preds, info={"encoder": name or ctx.cfg.data.text_encoder,
+                                                                  **schedule}))
     if "fusion" in cfg.rows:
         results.append(score_fusion(ctx, models, cfg))
     if ctx.is_analysis_fold(cfg.probe_folds):

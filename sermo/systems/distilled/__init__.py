@@ -16,22 +16,50 @@ with oracle and with each ASR engine's transcripts, and the engine's WER).
 
 from __future__ import annotations
 
-from sermo.systems.api import FeatureUse, SystemDef, register
+from sermo.systems.api import Deviation, FeatureUse, SystemDef, register
 from sermo.systems.distilled.config import DistilledConfig
 from sermo.systems.distilled.model import build_model
 from sermo.systems.distilled.report import finish
 from sermo.systems.distilled.run import run_fold
 
 PAPER = {
-    "msp-podcast": {  # Table 1, seen scenarios (Test1), MSP-Podcast v1.10
-        "wav2vec2-large-robust-12": {"ccc_arousal": 0.627, "ccc_valence": 0.470, "ccc_dominance": 0.521},
-        "hubert-base": {"ccc_arousal": 0.608, "ccc_valence": 0.440, "ccc_dominance": 0.486},
-        "distilhubert": {"ccc_arousal": 0.622, "ccc_valence": 0.328, "ccc_dominance": 0.513},
-        "wav2vec2-large-robust-12+text": {"ccc_arousal": 0.619, "ccc_valence": 0.560, "ccc_dominance": 0.484},
-        "hubert-base+text": {"ccc_arousal": 0.613, "ccc_valence": 0.532, "ccc_dominance": 0.493},
-        "distilhubert+text": {"ccc_arousal": 0.614, "ccc_valence": 0.519, "ccc_dominance": 0.509},
+    "msp-podcast": {  # Table 1, seen scenarios (Test1), MSP-Podcast v1.10; #params in millions (all weights)
+        "wav2vec2-large-robust-12": {"ccc_arousal": 0.627, "ccc_valence": 0.470, "ccc_dominance": 0.521,
+                                     "#params (M)": 165},
+        "hubert-base": {"ccc_arousal": 0.608, "ccc_valence": 0.440, "ccc_dominance": 0.486, "#params (M)": 95},
+        "distilhubert": {"ccc_arousal": 0.622, "ccc_valence": 0.328, "ccc_dominance": 0.513, "#params (M)": 24},
+        "wav2vec2-large-robust-12+text": {"ccc_arousal": 0.619, "ccc_valence": 0.560, "ccc_dominance": 0.484,
+                                          "#params (M)": 180},
+        "hubert-base+text": {"ccc_arousal": 0.613, "ccc_valence": 0.532, "ccc_dominance": 0.493,
+                             "#params (M)": 109},
+        "distilhubert+text": {"ccc_arousal": 0.614, "ccc_valence": 0.519, "ccc_dominance": 0.509,
+                              "#params (M)": 39},
     },
 }
+
+DEVIATIONS = (
+    Deviation("w2v2-L-robust(p) is facebook/wav2vec2-large-robust pruned here to its first 12 transformer layers.",
+              "The paper takes the pruned model of its reference [9], which may carry that work's own training.",
+              "The large baseline may differ from the paper's; the distilled rows are as published."),
+    Deviation("The mean and the max over the sequence are added (the pooled vector keeps the encoder's width).",
+              "The paper gives the pooled width d_A but not how the two poolings combine.", "None expected."),
+    Deviation("At most 30 epochs with early stopping after 5 without improvement of the validation loss.",
+              "The paper uses early stopping but gives neither.", "None expected.", profiles=("paper",)),
+    Deviation("#params counts trainable weights (frozen CNN front ends excluded); the paper counts all.",
+              "Trainable weights are what fine-tuning costs.", "The column reads lower than the paper's."),
+)
+
+
+def comparisons(cfg) -> list:
+    """Per speech encoder: the text's gain in valence (Table 1), in FT and in FT=>FRZ (Figure 3)."""
+    from sermo.systems.distilled.rows import label
+
+    out = []
+    for name in cfg.model.speech_encoders:
+        row = label(name)
+        out += [(row, row + "+text", "ccc_valence"), (row, row + "+text@ft_frz", "ccc_valence"),
+                (row, row + "+text", "ccc_arousal")]
+    return out
 
 def features(cfg) -> list[FeatureUse]:
     """Frozen speech features only in frozen mode (fine-tuned rows read samples); text features
@@ -59,6 +87,6 @@ def features(cfg) -> list[FeatureUse]:
 
 register(SystemDef(
     name="distilled", config_cls=DistilledConfig, run_fold=run_fold, build_model=build_model, paper=PAPER,
-    finish=finish, order=2, targets=("dims",), features=features,
+    finish=finish, order=2, targets=("dims",), features=features, deviations=DEVIATIONS, comparisons=comparisons,
     title="Audio-textual distilled SSL models (de Oliveira, Prabhu, Gerkmann, Interspeech 2023)",
 ))

@@ -25,6 +25,8 @@ class DistilledConfig:
             hidden state below them instead of running the frozen layers again (the same
             result up to the store's float16; much faster).
         hidden: width of the feed-forward network's hidden layer.
+        pooling: how the mean and the max over the sequence combine: ``sum`` (the paper's pooled
+            ``P_A`` has the encoder's width ``d_A``, so they are added) or ``concat`` (``2 d_A``).
         dropout: dropout throughout (paper: 0.1).
         compare_ft_frz: with ``mode: ft``, also train ``<encoder>+text@ft_frz`` (Figure 3).
         layer_importance: run the layer-importance analysis (Figure 2).
@@ -48,6 +50,7 @@ class DistilledConfig:
     text_finetune_layers: int | None = None
     text_from_store: bool = True
     hidden: int = 256
+    pooling: str = "sum"
     dropout: float = 0.1
     compare_ft_frz: bool = True
     layer_importance: bool = True

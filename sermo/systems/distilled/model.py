@@ -16,12 +16,13 @@ from sermo.systems.distilled.config import DistilledConfig
 
 
 class Stream(nn.Module):
-    """One modality to a pooled vector ``(B, 2D)``: stored features or a trainable encoder's
-    hidden states, standardised, weighted over layers (softmax), mean and max over the
-    sequence (padding never enters either)."""
+    """One modality to a pooled vector (``(B, D)``: mean + max, the paper's ``d_A``; ``(B, 2D)``
+    with ``pooling="concat"``): stored features or a trainable encoder's hidden states,
+    standardised, weighted over layers (softmax), mean and max over the sequence (padding never
+    enters either)."""
 
     def __init__(self, num_layers: int, dim: int, *, encoder: nn.Module | None = None,
-                 select: list[int] | None = None, top: int | None = None):
+                 select: list[int] | None = None, top: int | None = None, pooling: str = "sum"):
         super().__init__()
         self.encoder = encoder
         self.select = list(select) if select is not None else None
@@ -30,8 +31,8 @@ class Stream(nn.Module):
             num_layers = len(self.select) if self.select is not None else encoder.num_hidden_states
         self.norm = Standardize(num_layers, dim)
         self.layers = LayerWeighting(num_layers, "softmax")
-        self.pool = MeanMaxPool()
-        self.out_dim = 2 * dim
+        self.pool = MeanMaxPool(pooling)
+        self.out_dim = self.pool.out_dim(dim)
 
     def inputs(self, batch: Batch, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, L, T, D)`` hidden states and ``(B, T)`` mask of this stream's modality."""
@@ -60,12 +61,13 @@ class DistilledModel(nn.Module):
         if audio is not None or speech is not None:
             dim = int(speech.config.hidden_size) if speech is not None else audio[1]
             select = cfg.speech_layers if speech is not None else None
-            self.audio = Stream(audio[0] if audio else 0, dim, encoder=speech, select=select)
+            self.audio = Stream(audio[0] if audio else 0, dim, encoder=speech, select=select, pooling=cfg.pooling)
         self.text = None
         if text is not None or text_model is not None:
             dim = text_model.dim if text_model is not None else text[1]
             select = [-1] if text_model is not None else None
-            self.text = Stream(text[0] if text else 0, dim, encoder=text_model, select=select, top=text_top)
+            self.text = Stream(text[0] if text else 0, dim, encoder=text_model, select=select, top=text_top,
+                               pooling=cfg.pooling)
         width = sum(s.out_dim for s in (self.audio, self.text) if s is not None)
         self.ffn = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(width, cfg.hidden), nn.Tanh(),
                                  nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, len(targets)))

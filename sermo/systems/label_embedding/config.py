@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ROWS = ("text", "text_context", "text_context_le", "speech", "speech_le", "score_fusion", "le_mer",
+ROWS = ("text", "text_context", "text_context_le", "speech", "speech_2nd", "speech_le", "score_fusion", "le_mer",
         "fusion_ar_plus_al", "fusion_al_only", "fusion_ar_only")
 FUSION = {"le_mer": "constraint", "fusion_ar_plus_al": "sum", "fusion_al_only": "al", "fusion_ar_only": "ar"}
 TEXT_INITS = ("tfidf", "label_words", "random")

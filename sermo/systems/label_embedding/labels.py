@@ -181,12 +181,10 @@ class LabelEmbeddings:
         """``L_s``: ``(c, D)`` in the standardised speech feature space, and its description."""
         if init == "random":
             return torch.randn(self.space.num_classes, src.dim) * 0.5, {"init": "random"}
-        if init == "text":
-            if text_labels is None or text_labels.shape[1] != src.dim:
-                return None, {"init": "text", "skipped": "the text and speech encoders have different widths "
-                              f"({None if text_labels is None else text_labels.shape[1]} vs {src.dim}): a text "
-                              "embedding cannot start a speech label embedding"}
-            return text_labels.clone(), {"init": "text"}
+        if init == "text":  # of another width, a learned linear map takes it to the speech features'
+            if text_labels is None:
+                return None, {"init": "text", "skipped": "the recipe has no text encoder to start it from"}
+            return text_labels.clone(), {"init": "text", "width": int(text_labels.shape[1])}
         seqs, embed, what = self.units(src)
         docs = [[[int(x) for x in seqs[u]] for u in ids if u in seqs]
                 for _, ids in sorted(self.train_by_class().items())]

@@ -80,9 +80,25 @@ def cross_attention(ht: torch.Tensor, hs: torch.Tensor, w: torch.Tensor, t_mask:
     return torch.nan_to_num(a) * t_mask[:, :, None]
 
 
+def label_guided_attention(g_t: torch.Tensor, g_s: torch.Tensor, t_mask: torch.Tensor,
+                           s_mask: torch.Tensor) -> torch.Tensor:
+    """``A_l``: the agreement of each token's and each frame's label scores, ``G_t G_s^T``, put
+    on ``A_r``'s scale: a softmax over each token's real frames (rows sum to one), zero on padded
+    tokens. ``(B, Tt, Ts)``.
+
+    Unnormalised, ``G_t G_s^T`` sums cosine products over the classes (entries near 1, rows
+    summing to about ``Ts``) while ``A_r``'s entries are near ``1/Ts``: pulling one towards the
+    other would mostly shrink the label scores instead of guiding the attention.
+    """
+    scores = (g_t @ g_s.transpose(1, 2)).masked_fill(~s_mask[:, None, :], float("-inf"))
+    return torch.nan_to_num(torch.softmax(scores, dim=-1)) * t_mask[:, :, None]
+
+
 def attention_constraint(a_l: torch.Tensor, a_r: torch.Tensor, t_mask: torch.Tensor,
                          s_mask: torch.Tensor) -> torch.Tensor:
-    """``L_c``: mean squared difference of ``A_l`` and ``A_r`` over real (token, frame) pairs."""
+    """``L_c``: mean squared difference of ``A_r`` and its target ``A_l`` (no gradient reaches
+    ``A_l``: the label scores learn from ``L_g``) over real (token, frame) pairs."""
+    a_l = a_l.detach()
     pair = (t_mask[:, :, None] & s_mask[:, None, :]).to(a_r.dtype)
     return (((a_l - a_r) ** 2) * pair).sum() / pair.sum().clamp(min=1.0)
 
@@ -91,7 +107,9 @@ class LEMER(nn.Module):
     """One row: text-only, speech-only (each with or without label embeddings) or a fusion.
 
     ``fusion``: ``None`` (unimodal), ``constraint`` (LE-MER: ``A_r`` fuses, ``L_c`` pulls it
-    towards ``A_l``), ``sum`` (``A_r + A_l`` fuses), ``al`` (``A_l`` alone), ``ar`` (``A_r`` alone).
+    towards ``A_l``), ``sum`` (``A_r + A_l`` fuses), ``al`` (``A_l`` alone), ``ar`` (``A_r`` alone);
+    ``A_l`` is row-normalised like ``A_r`` (:func:`label_guided_attention`), so ``H_s'`` stays a
+    weighted mean of frames however many there are.
     """
 
     def __init__(self, *, text: tuple[int, int] | None, speech: tuple[int, int] | None, num_classes: int,
@@ -128,7 +146,8 @@ class LEMER(nn.Module):
             v = masked_max(ht, own) if ht is not None else masked_max(hs, s_mask)
         else:
             a_r = cross_attention(ht, hs, self.w, t_mask, s_mask) if self.fusion != "al" else None
-            a_l = extras["g_t"] @ extras["g_s"].transpose(1, 2) if "g_t" in extras and "g_s" in extras else None
+            a_l = label_guided_attention(extras["g_t"], extras["g_s"], t_mask, s_mask) \
+                if "g_t" in extras and "g_s" in extras else None
             if self.fusion in ("sum", "al") and a_l is None:
                 raise ValueError(f"fusion {self.fusion!r} needs label embeddings for both modalities")
             attn = a_l if self.fusion == "al" else (a_r + a_l if self.fusion == "sum" else a_r)

@@ -42,23 +42,24 @@ class FoldInputs:
             self._context = ContextSource(self.ctx.text, previous)
         return self._context
 
-    def trainable(self, kind: str):
+    def trainable(self, kind: str, *, second_stage: bool = True):
         """A fresh fine-tunable copy of the recipe's speech or text encoder with ``finetune``
-        (``None`` when not fine-tuning or when the encoder is not a transformers model)."""
+        (``None`` when not fine-tuning or when the encoder is not a transformers model); the
+        speech encoder after the 2nd stage unless ``second_stage`` is false (Table 1's B1)."""
         if not self.cfg.finetune:
             return None
         if kind == "audio":
-            return self.ctx.trainable_encoder("speech", self.speech_checkpoint(), layers="all")[0]
+            return self.ctx.trainable_encoder("speech", self.speech_checkpoint(second_stage), layers="all")[0]
         return self.ctx.trainable_encoder("text", layers="all")[0]
 
-    def speech_checkpoint(self) -> str:
+    def speech_checkpoint(self, second_stage: bool = True) -> str:
         """The speech encoder the rows fine-tune: the recipe's, or (``pretrain_steps``) its
         continued pre-training on this fold's training audio."""
         from sermo.encoders.registry import checkpoint_folder
         from sermo.encoders.speech import continue_pretraining
 
         name = self.ctx.cfg.data.audio_encoder
-        if self.cfg.pretrain_steps <= 0:
+        if self.cfg.pretrain_steps <= 0 or not second_stage:
             return name
         if self._checkpoint is None:
             import warnings
@@ -109,11 +110,12 @@ def run_fold(ctx) -> list:
     n = ctx.num_classes
     audio = ctx.audio
     plain_text = ctx.text
-    needs_context = any(r != "text" and r not in ("speech", "speech_le") for r in cfg.rows)
+    needs_context = any(r != "text" and not r.startswith("speech") for r in cfg.rows)
     context = fold.context_source() if needs_context else None
     results, models, info, row_preds = [], {}, {}, {}
 
-    def train(row, *, text_src=None, speech_src=None, fusion=None, t_init=None, s_init=None, s_k=None):
+    def train(row, *, text_src=None, speech_src=None, fusion=None, t_init=None, s_init=None, s_k=None,
+              second_stage=True):
         lt = ls = None
         if t_init:
             lt, info[f"{row}:text_labels"] = labels.text_labels(t_init, text_src)
@@ -124,7 +126,7 @@ def run_fold(ctx) -> list:
             info[f"{row}:speech_labels"] = desc
             if ls is None:
                 return None, desc["skipped"]
-        speech_model = fold.trainable("audio") if speech_src is not None else None
+        speech_model = fold.trainable("audio", second_stage=second_stage) if speech_src is not None else None
         text_model = fold.trainable("text") if text_src is not None else None
         ctx.seed(row)
         model = LEMER(text=(1, text_src.dim) if text_src else None, speech=(1, speech_src.dim) if speech_src else None,
@@ -150,7 +152,9 @@ def run_fold(ctx) -> list:
             plans.append((row, dict(text_src=context)))
         elif row == "text_context_le":
             plans.append((row, dict(text_src=context, t_init=cfg.text_init)))
-        elif row == "speech":
+        elif row == "speech":  # B1: the encoder as published, without the 2nd stage
+            plans.append((row, dict(speech_src=audio, second_stage=False)))
+        elif row == "speech_2nd":  # B2: after the 2nd stage
             plans.append((row, dict(speech_src=audio)))
         elif row == "speech_le":
             plans.append((row, dict(speech_src=audio, s_init=cfg.speech_init)))
@@ -159,6 +163,10 @@ def run_fold(ctx) -> list:
                                     s_init=cfg.speech_init)))
     for row, kw in plans:
         mods = tuple(m for m, k in (("text", "text_src"), ("audio", "speech_src")) if kw.get(k) is not None)
+        if row == "speech_2nd" and not (cfg.finetune and cfg.pretrain_steps > 0):
+            results.append(ctx.skipped_row(row, mods, "the 2nd stage continues the fine-tuned speech encoder's "
+                                                      "pre-training: it needs model.finetune and model.pretrain_steps"))
+            continue
         trained, why = train(row, **kw)
         if trained is None:
             results.append(ctx.skipped_row(row, mods, why))
@@ -172,7 +180,8 @@ def run_fold(ctx) -> list:
                       if m is not None and m.labels is not None}
         row_preds[row] = ctx.predict(model, data)
         results.append(ctx.row(row, mods, model, row_preds[row], info=extra,
-                               speech_model=fold.speech_checkpoint() if tuned_speech else None,
+                               speech_model=fold.speech_checkpoint(kw.get("second_stage", True))
+                               if tuned_speech else None,
                                text_model=ctx.cfg.data.text_encoder if tuned_text else None,
                                options={"label_dims": label_dims} if label_dims else None))
     if "score_fusion" in cfg.rows:

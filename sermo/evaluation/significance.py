@@ -1,0 +1,101 @@
+"""Is a difference between two rows more than noise? A paired bootstrap over test utterances.
+
+For a pair of rows a paper compares, the predictions of both rows on the same test
+utterances (every fold's test set pooled, as the run's ``predictions/`` files hold them) are
+resampled together, with replacement, ``n`` times; each resample gives the metric of each row
+and their difference. The table reports the difference on all utterances, its 95% interval
+(the 2.5th and 97.5th percentiles of the resampled differences) and, per fold, its sign.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sermo.evaluation.metrics import DIMENSIONS, ccc, classification_metrics
+
+BOOTSTRAPS = 1000
+
+
+def metric_of(df: pd.DataFrame, metric: str) -> float:
+    """A metric of a predictions table (columns ``<dim>_true``/``<dim>_pred``, ``category_true``/
+    ``category_pred``): ``ccc_<dim>``, ``ccc_mean``, ``ua``, ``wa`` or ``macro_f1``."""
+    if metric.startswith("ccc_"):
+        dims = DIMENSIONS if metric == "ccc_mean" else (metric[4:],)
+        vals = []
+        for d in dims:
+            ok = np.isfinite(df[f"{d}_true"].to_numpy(float))
+            vals.append(ccc(df[f"{d}_true"].to_numpy(float)[ok], df[f"{d}_pred"].to_numpy(float)[ok]))
+        return float(np.mean(vals))
+    known = df["category_true"].to_numpy() >= 0
+    return float(classification_metrics(df["category_true"].to_numpy()[known],
+                                        df["category_pred"].to_numpy()[known])[metric])
+
+
+def load_predictions(run: Path, row: str, test: str) -> pd.DataFrame:
+    """Every fold's predictions of a row on one test set, with a ``fold`` column."""
+    parts = []
+    for path in sorted(Path(run, "predictions").glob(f"{row}.*.{test}.parquet")):
+        fold = path.name[len(row) + 1:-len(f".{test}.parquet")]
+        parts.append(pd.read_parquet(path).assign(fold=fold))
+    if not parts:
+        raise FileNotFoundError(f"{run}: no predictions of row {row!r} on {test!r}")
+    return pd.concat(parts, ignore_index=True)
+
+
+def paired_bootstrap(a: pd.DataFrame, b: pd.DataFrame, metric: str, *, n: int = BOOTSTRAPS,
+                     seed: int = 0) -> dict:
+    """``metric(b) - metric(a)`` on the utterances both predicted, its 95% bootstrap interval and
+    the sign per fold.
+
+    Returns:
+        ``{"difference", "low", "high", "utterances", "folds": {fold: difference}}``.
+    """
+    keys = ["fold", "id"]
+    both = a.merge(b, on=keys, suffixes=("_a", "_b"))
+    if both.empty:
+        raise ValueError("the two rows share no test utterance")
+
+    def side(df: pd.DataFrame, s: str) -> pd.DataFrame:
+        cols = {c[: -len(s)]: c for c in df.columns if c.endswith(s)}
+        out = df[list(cols.values())].rename(columns={v: k for k, v in cols.items()})
+        return out
+
+    left, right = side(both, "_a"), side(both, "_b")
+    diff = metric_of(right, metric) - metric_of(left, metric)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n):
+        idx = rng.integers(0, len(both), len(both))
+        try:
+            draws.append(metric_of(right.iloc[idx], metric) - metric_of(left.iloc[idx], metric))
+        except ValueError:  # a resample without any labelled utterance
+            continue
+    folds = {}
+    for fold, g in both.groupby("fold", sort=True):
+        idx = g.index.to_numpy()
+        folds[fold] = metric_of(right.loc[idx], metric) - metric_of(left.loc[idx], metric)
+    low, high = (np.percentile(draws, [2.5, 97.5]) if draws else (np.nan, np.nan))
+    return {"difference": float(diff), "low": float(low), "high": float(high), "utterances": len(both),
+            "folds": folds}
+
+
+def significance_table(run: Path, comparisons, test: str, rows: list[str]) -> list[dict]:
+    """One line per comparison ``(a, b, metric)`` whose rows both ran: the difference b - a, its
+    interval, whether the interval excludes zero, the signs per fold."""
+    out = []
+    for a, b, metric in comparisons:
+        if a not in rows or b not in rows:
+            continue
+        try:
+            r = paired_bootstrap(load_predictions(run, a, test), load_predictions(run, b, test), metric)
+        except (FileNotFoundError, ValueError, KeyError):
+            continue
+        signs = "".join("+" if d > 0 else "-" if d < 0 else "0" for d in r["folds"].values())
+        out.append({"comparison": f"{b} vs {a}", "metric": metric, "difference": f"{r['difference']:+.3f}",
+                    "95% interval": f"[{r['low']:+.3f}, {r['high']:+.3f}]",
+                    "significant": "yes" if r["low"] > 0 or r["high"] < 0 else "no",
+                    "per fold": signs, "utterances": r["utterances"]})
+    return out
