@@ -138,6 +138,7 @@ def plan_run(uses, cfg, manifest: Manifest, usable: set[str], folds, store_root:
     Raises:
         PlanError: an unknown ``data.feature_mode``.
     """
+    from sermo.encoders.base import EncoderError
     from sermo.encoders.registry import encoder_shape
 
     requested = cfg.data.feature_mode
@@ -149,7 +150,13 @@ def plan_run(uses, cfg, manifest: Manifest, usable: set[str], folds, store_root:
     per_epoch = sum(sum(u in usable for u in (*f.train, *f.valid)) for f in folds) / max(len(folds), 1)
     entries: dict[tuple, PlanEntry] = {}
     for use in uses:
-        n_layers, dim, rate = encoder_shape(use.encoder)
+        try:
+            n_layers, dim, rate = encoder_shape(use.encoder)
+        except EncoderError as exc:  # not available here: its row will say so; the plan cannot size it
+            key = (use.encoder, tuple(use.layers) if use.layers is not None else None)
+            entries.setdefault(key, PlanEntry(use.encoder, key[1], (0, 0), None, what=[]))
+            entries[key].what.append(f"{use.what}: unknown here ({str(exc).split('(')[0].strip()})")
+            continue
         layers = tuple(use.layers) if use.layers is not None else None
         key = (use.encoder, layers)
         if key not in entries:

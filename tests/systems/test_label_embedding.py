@@ -127,9 +127,10 @@ def test_every_row_runs_one_step_with_tiny_hf_encoders(iemocap_synth, tmp_path):
     out, _, _ = _tiny_run(iemocap_synth, tmp_path, ["model.k_grid=[2, 4]"], speech_kind="wav2vec2-pretraining")
     results = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in results["rows"]}
-    assert list(rows) == ["text", "text_context", "text_context_le", "speech", "speech_le", "le_mer",
+    assert list(rows) == ["text", "text_context", "text_context_le", "speech", "speech_2nd", "speech_le", "le_mer",
                           "fusion_ar_plus_al", "fusion_al_only", "fusion_ar_only", "score_fusion"]
-    assert all({"ua", "wa"} <= set(r["mean"]) for r in rows.values())
+    assert "2nd stage" in rows["speech_2nd"]["skipped"]  # frozen encoders: nothing to continue pre-training
+    assert all({"ua", "wa"} <= set(r["mean"]) for n, r in rows.items() if n != "speech_2nd")
     keywords = rows["text_context_le"]["info"][0]["text_labels"]["keywords"]
     assert set(keywords) == {"angry", "happy", "neutral", "sad"} and all(len(w) <= 2 for w in keywords.values())
     assert rows["speech_le"]["info"][0]["speech_labels"]["units"] == "wav2vec 2.0 quantizer (2 x 8 codes)"
