@@ -285,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "store) and write a manifest whose transcripts have source asr:<engine>; "
                                    "the oracle transcripts stay in the column transcript_oracle.")
     p.add_argument("--corpus", required=True, metavar="NAME=PATH", help="corpus folder, table or manifest")
-    p.add_argument("--engine", default="pocketsphinx", help="ASR engine: pocketsphinx (offline), whisper-tiny, whisper-base, or a Whisper folder")
+    p.add_argument("--engine", default="whisper-tiny.en",
+                   help="ASR engine: whisper-tiny.en (default, offline: faster-whisper), pocketsphinx (offline), "
+                        "whisper-tiny, whisper-base, a Whisper Hub id or folder")
     p.add_argument("--out", default=None, help="manifest to write (default NAME.asr-ENGINE.parquet)")
     p.add_argument("--store", default=None, help="feature store folder (caches transcripts)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
@@ -330,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders")
     p.add_argument("--transcript", default=None,
                    help="the words spoken (models that read text otherwise transcribe with their ASR engine)")
-    p.add_argument("--asr", default=None, help="ASR engine for text models (default: the bundle's, else pocketsphinx)")
+    p.add_argument("--asr", default=None,
+                   help="ASR engine for text models (default: the bundle's, else whisper-tiny.en)")
     p.add_argument("--segment", action="store_true",
                    help="long recordings: cut by voice activity into segments, one result per segment + a summary")
     p.add_argument("--max-seconds", type=float, default=10.0, help="longest segment with --segment (default 10)")

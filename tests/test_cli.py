@@ -40,7 +40,7 @@ def test_transcribe_cli(tmp_path, iemocap_synth, capsys):
                  "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "4 transcribed" in text and "WER" in text
-    assert set(Manifest.load(out).df["transcript_source"]) == {"asr:pocketsphinx"}
+    assert set(Manifest.load(out).df["transcript_source"]) == {"asr:whisper-tiny.en"}  # the default engine
 
 
 def test_labels_option_is_checked_and_becomes_an_override(tmp_path, capsys, monkeypatch):

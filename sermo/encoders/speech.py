@@ -54,6 +54,10 @@ class SpeechSSL(nn.Module):
         """Output frames per second at 16 kHz."""
         return 16000.0 / float(np.prod(self.config.conv_stride))
 
+    def frames(self, samples: int) -> int:
+        """Output frames of ``samples`` 16 kHz samples (the convolutions' arithmetic)."""
+        return int(self.model._get_feat_extract_output_lengths(torch.tensor(int(samples))))
+
     def transformer_layers(self) -> nn.ModuleList:
         """The transformer blocks, bottom first."""
         enc = self.model.encoder
@@ -121,11 +125,13 @@ class HFSpeechEncoder(Encoder):
     modality = "audio"
 
     def __init__(self, source: str, *, name: str | None = None, layers=None, dtype: str = "float16",
-                 device: str = "cpu", max_batch_seconds: float = 120.0, prune: int | None = None):
+                 device: str = "cpu", max_batch_seconds: float = 120.0, prune: int | None = None,
+                 module: nn.Module | None = None):
         super().__init__(layers=layers, dtype=dtype)
         self.folder = resolve_checkpoint(source)
         self.name = name or source
-        self.module = SpeechSSL(self.folder, prune=prune).to(device)
+        # ``module``: another speech model with SpeechSSL's interface (Whisper's encoder)
+        self.module = (module if module is not None else SpeechSSL(self.folder, prune=prune)).to(device)
         self.device = device
         self.num_layers = self.module.num_hidden_states
         self.dim = int(self.module.config.hidden_size)
@@ -137,7 +143,7 @@ class HFSpeechEncoder(Encoder):
         return self._hash
 
     def num_frames(self, samples: int) -> int:
-        return int(self.module.model._get_feat_extract_output_lengths(torch.tensor(int(samples))))
+        return self.module.frames(samples)
 
     def to(self, device) -> "HFSpeechEncoder":
         self.module.to(device)

@@ -11,6 +11,7 @@ pipeline (:mod:`sermo.features.pipeline`) does not care where frames come from:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 import numpy as np
@@ -62,15 +63,30 @@ class FeatureSource:
         self.manifest, self.store, self.progress = manifest, store, progress
         self._keys: dict[str, str] | None = None
         self._report = None
+        self._full = None  # an identity of all the encoder's layers to read these from
         self._lengths: dict[str, int] = {}
 
     @property
     def keys(self) -> dict[str, str]:
-        """Content key per utterance id, the features extracted on first use."""
+        """Content key per utterance id, the features extracted on first use (or, for some of the
+        encoder's layers, read from an entry of all its layers that the store already holds
+        for every utterance: no second pass of the encoder)."""
         if self._keys is None:
-            self._report = extract(self.manifest, self.encoder, self.store, verify=False, progress=self.progress)
-            self._keys = feature_keys(self.manifest, self.modality, self.store)
+            keys = feature_keys(self.manifest, self.modality, self.store)
+            full = dataclasses.replace(self.identity, layers=None)
+            if self.identity.layers is not None and keys and all(self.store.has(full, k) for k in keys.values()):
+                self._full, self._report = full, None
+            else:
+                self._report = extract(self.manifest, self.encoder, self.store, verify=False, progress=self.progress)
+                keys = feature_keys(self.manifest, self.modality, self.store)
+            self._keys = keys
         return self._keys
+
+    def _entry(self, uid: str):
+        if self._full is not None:  # the layers asked for, from the entry of all layers
+            entry = self.store.get(self._full, self.keys[uid])
+            return dataclasses.replace(entry, hidden=entry.hidden[list(self.identity.layers)])
+        return self.store.get(self.identity, self.keys[uid])
 
     @property
     def report(self):
@@ -84,11 +100,11 @@ class FeatureSource:
 
     def get(self, uid: str) -> np.ndarray:
         """``(layers, frames, dim)`` features of one utterance (memory-mapped float16)."""
-        return self.store.get(self.identity, self.keys[uid]).hidden
+        return self._entry(uid).hidden
 
     def read(self, uid: str) -> tuple[np.ndarray, list[int]]:
         """Features and, for text, each token's word index (-1 on special tokens)."""
-        entry = self.store.get(self.identity, self.keys[uid])
+        entry = self._entry(uid)
         return entry.hidden, entry.word_ids
 
     def length(self, uid: str) -> int:

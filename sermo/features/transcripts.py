@@ -41,7 +41,7 @@ class TranscribeReport:
     wer: float | None = None
 
 
-def transcribe_manifest(manifest: Manifest, store: FeatureStore, *, engine: str = "pocketsphinx",
+def transcribe_manifest(manifest: Manifest, store: FeatureStore, *, engine: str = "whisper-tiny.en",
                         workers: int | None = None, progress: bool = True,
                         device: str = "cpu") -> tuple[Manifest, TranscribeReport]:
     """Replace each transcript with the engine's, source ``asr:<engine>``.

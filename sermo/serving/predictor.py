@@ -114,7 +114,9 @@ class Predictor:
         # models that read a speaker embedding get the utterance's own (no speaker is known)
         self.speaker_encoder = self._encoder(FeatureInput("resemblyzer", None, 1, 256)) if inputs.speaker else None
         engine = config.transcripts or "oracle"
-        self.asr_engine = asr or (engine if engine != "oracle" else "pocketsphinx")
+        from sermo.encoders.asr import DEFAULT_ASR
+
+        self.asr_engine = asr or (engine if engine != "oracle" else DEFAULT_ASR)
         self._asr = None
 
     @classmethod
@@ -124,7 +126,7 @@ class Predictor:
         Args:
             path: the bundle folder.
             asr: the ASR engine for models that read text when no transcript is given
-                (default: the one the model was trained with, pocketsphinx for oracle transcripts).
+                (default: the one the model was trained with; whisper-tiny.en for oracle transcripts).
             accelerator: ``auto`` (the GPU when there is one), ``cpu`` or ``gpu``.
 
         Raises:

@@ -22,6 +22,7 @@ from torch import nn
 from sermo.data.batch import Batch, lengths_mask
 from sermo.data.spec import ModelSpec
 from sermo.evaluation.metrics import DIMENSIONS, ccc, pearson
+from sermo.nn.inputs import hidden_states
 from sermo.nn.layers import GRUEncoder, LayerWeighting, Standardize, average_frames
 from sermo.nn.losses import ccc_loss
 from sermo.systems.api import Deviation, FeatureUse, Output, SystemDef, lr_groups, recipe_features, register
@@ -46,6 +47,10 @@ class TeacherStudentConfig:
         finetune_layers: top transformer layers fine-tuned in ``audio_ft`` (and in the students
             with ``student_finetune``); paper: 6.
         student_finetune: fine-tune the student's speech encoder too (where one is available).
+        finetune_from_store: fine-tune only the top ``finetune_layers`` on the stored hidden state
+            below them, where the encoder can (Whisper): the frozen layers underneath give the
+            same output every epoch, so they need not run again (HuBERT and wav2vec 2.0 read
+            waveforms).
         teacher_audio_encoder: the teacher's own speech encoder (paper, MSP-Podcast: HuBERT Large
             teaching HuBERT Base students); ``None``: the recipe's ``data.audio_encoder``.
         emo_reduction: how ``L_EMO`` combines the three ``1 - CCC_j``: ``sum`` (the paper's
@@ -62,6 +67,7 @@ class TeacherStudentConfig:
     residual_sigmas: float = 2.0
     finetune_layers: int = 6
     student_finetune: bool = False
+    finetune_from_store: bool = True
     teacher_audio_encoder: str | None = None
     emo_reduction: str = "sum"
 
@@ -93,11 +99,12 @@ class TSModel(nn.Module):
     """
 
     def __init__(self, *, audio: tuple[int, int] | None, text: tuple[int, int] | None, cfg: TeacherStudentConfig,
-                 speech: nn.Module | None = None, lam: float = 0.0, speech_layers: list[int] | None = None):
+                 speech: nn.Module | None = None, lam: float = 0.0, speech_layers: list[int] | None = None,
+                 speech_top: int | None = None):
         super().__init__()
         if cfg.emo_reduction not in ("sum", "mean"):
             raise ValueError(f"model.emo_reduction {cfg.emo_reduction!r}; known: sum, mean")
-        self.speech, self.reduction = speech, cfg.emo_reduction
+        self.speech, self.reduction, self.speech_top = speech, cfg.emo_reduction, speech_top
         self.speech_layers = list(speech_layers) if speech is not None and speech_layers is not None else None
         if speech is not None:
             layers = len(self.speech_layers) if self.speech_layers is not None else speech.num_hidden_states
@@ -112,10 +119,14 @@ class TSModel(nn.Module):
     def _audio_input(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         if self.speech is None:
             return batch.audio, batch.audio_mask
-        hidden, frames = self.speech(batch.wave, batch.wave_lengths)  # (B, L, T, D)
+        if self.speech_top is not None:  # the top layers on the stored state below them
+            hidden, mask = hidden_states(batch, "audio", self.speech, top=self.speech_top)
+        else:
+            hidden, frames = self.speech(batch.wave, batch.wave_lengths)  # (B, L, T, D)
+            mask = lengths_mask(frames, hidden.shape[2])
         if self.speech_layers is not None:
             hidden = hidden[:, self.speech_layers]
-        return hidden, lengths_mask(frames, hidden.shape[2])
+        return hidden, mask
 
     def forward(self, batch: Batch) -> Output:
         parts = []
@@ -204,29 +215,50 @@ def run_fold(ctx) -> list:
     # the teacher may have its own speech encoder (MSP-Podcast: HuBERT Large teaching HuBERT Base)
     teacher_src = ctx.features(cfg.teacher_audio_encoder, layers) if cfg.teacher_audio_encoder else ctx.audio
 
-    def build(row: str, *, audio_src=None, text: bool = False, finetune: bool = False, lam: float = 0.0) -> TSModel:
+    def top_layers(sp) -> int | None:
+        """How many top layers a fine-tuned row runs on the stored state below them (``None``: it
+        reads waveforms through the whole encoder)."""
+        k = cfg.finetune_layers
+        reachable = layers is not None and all(-k - 1 <= i < 0 for i in layers)
+        if cfg.finetune_from_store and hasattr(sp, "forward_top") and 0 < k < sp.num_hidden_states - 1 and reachable:
+            return k
+        return None
+
+    def build(row: str, *, audio_src=None, text: bool = False, finetune: bool = False, lam: float = 0.0):
+        """A row's model and where its audio comes from (a source, or ``"wave"`` for a fine-tuned
+        encoder that reads samples)."""
         ctx.seed(row)
         sp = ctx.trainable_encoder("speech", layers=cfg.finetune_layers)[0] if finetune else None
+        top = top_layers(sp) if sp is not None else None
         t = ctx.text if text else None
         model = TSModel(audio=(audio_src.num_layers, audio_src.dim) if audio_src is not None else None,
-                        text=(t.num_layers, t.dim) if t else None, cfg=cfg, speech=sp, lam=lam, speech_layers=layers)
+                        text=(t.num_layers, t.dim) if t else None, cfg=cfg, speech=sp, lam=lam, speech_layers=layers,
+                        speech_top=top)
         model.lr_scale = ctx.cfg.train.encoder_lr_scale
         if audio_src is not None and sp is None:
             model.audio.norm.set(*ctx.feature_stats(audio_src))
         if text:
             model.text.norm.set(*ctx.feature_stats(ctx.text))
-        return model
+        if sp is None:
+            return model, audio_src
+        below = ctx.features(ctx.cfg.data.audio_encoder, [sp.num_hidden_states - 1 - top]) if top else "wave"
+        return model, below
 
-    def data(split: str, *, audio_src=None, text: bool = False, wave: bool = False, extras: dict | None = None):
+    def data(split: str, *, audio_src=None, text: bool = False, extras: dict | None = None):
+        wave = isinstance(audio_src, str)
         return ctx.dataset(split, audio=False if wave else (audio_src or False), text=text, wave=wave, extras=extras)
 
-    tuned = {"speech_model": ctx.cfg.data.audio_encoder, "options": {"speech_layers": layers}}
+    def tuned(model: TSModel) -> dict:
+        """What a fine-tuned row's bundle needs to rebuild its encoder."""
+        return {"speech_model": ctx.cfg.data.audio_encoder,
+                "options": {"speech_layers": layers, "speech_top": model.speech_top}}
+
     plain = {"audio": (ctx.audio, False), "text": (None, True), "multimodal": (teacher_src, True)}
     trained: dict[str, TSModel] = {}
     for row in [r for r in ROWS if r in plain and r in cfg.rows]:
         a, t = plain[row]
-        model = ctx.fit(build(row, audio_src=a, text=t), row, data("train", audio_src=a, text=t),
-                        data("valid", audio_src=a, text=t))
+        model, _ = build(row, audio_src=a, text=t)
+        model = ctx.fit(model, row, data("train", audio_src=a, text=t), data("valid", audio_src=a, text=t))
         trained[row] = model
         results.append(ctx.row(row, [m for m, use in (("audio", a is not None), ("text", t)) if use], model,
                                ctx.predict(model, lambda s, a=a, t=t: data(s, audio_src=a, text=t))))
@@ -235,10 +267,10 @@ def run_fold(ctx) -> list:
         if not can_finetune:
             results.append(ctx.skipped_row("audio_ft", ("audio",), why_not))
         else:
-            model = build("audio_ft", audio_src=ctx.audio, finetune=True)
-            model = ctx.fit(model, "audio_ft", data("train", wave=True), data("valid", wave=True))
-            results.append(ctx.row("audio_ft", ("audio",), model, ctx.predict(model, lambda s: data(s, wave=True)),
-                                   **tuned))
+            model, src = build("audio_ft", audio_src=ctx.audio, finetune=True)
+            model = ctx.fit(model, "audio_ft", data("train", audio_src=src), data("valid", audio_src=src))
+            results.append(ctx.row("audio_ft", ("audio",), model,
+                                   ctx.predict(model, lambda s: data(s, audio_src=src)), **tuned(model)))
     students = [r for r in ("ts", "cts") if r in cfg.rows]
     if students:
         teacher = trained["multimodal"]
@@ -267,17 +299,16 @@ def run_fold(ctx) -> list:
             keep = (lambda u: np.float32(u in emb and kept.get(u, True))) if row == "cts" else \
                 (lambda u: np.float32(u in emb))
             extras = {"teacher_emb": lambda u: emb.get(u, none).astype(np.float32), "ts_keep": keep}
-            model = build(row, audio_src=ctx.audio, finetune=finetune, lam=cfg.lam)
+            model, src = build(row, audio_src=ctx.audio, finetune=finetune, lam=cfg.lam)
             # the student starts from the teacher's prediction layer, so an embedding that matches
             # e_AT also predicts what the teacher predicts; L_EMO keeps training it
             model.predict.load_state_dict(teacher.predict.state_dict())
-            model = ctx.fit(model, row, data("train", audio_src=ctx.audio, wave=finetune, extras=extras),
-                            data("valid", audio_src=ctx.audio, wave=finetune, extras=extras))
+            model = ctx.fit(model, row, data("train", audio_src=src, extras=extras),
+                            data("valid", audio_src=src, extras=extras))
             # at test time the student is audio-only: no teacher, no transcript
-            results.append(ctx.row(row, ("audio",), model,
-                                   ctx.predict(model, lambda s: data(s, audio_src=ctx.audio, wave=finetune)),
+            results.append(ctx.row(row, ("audio",), model, ctx.predict(model, lambda s: data(s, audio_src=src)),
                                    info=info if row == "cts" else {"discarded_share": 0.0},
-                                   **(tuned if finetune else {})))
+                                   **(tuned(model) if finetune else {})))
     return results
 
 
@@ -310,7 +341,7 @@ def build_model(row: str, cfg: TeacherStudentConfig, spec: ModelSpec) -> TSModel
     text = row in ("text", "multimodal")
     speech = load_trainable(spec.speech_model) if spec.speech_model else None
     return TSModel(audio=spec.audio if audio else None, text=spec.text if text else None, cfg=cfg, speech=speech,
-                   speech_layers=spec.options.get("speech_layers"))
+                   speech_layers=spec.options.get("speech_layers"), speech_top=spec.options.get("speech_top"))
 
 
 PAPER = {

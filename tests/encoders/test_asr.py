@@ -58,14 +58,17 @@ def test_transcribe_caches_and_reports_wer(iemocap_synth, tmp_path):
     m = prepare("iemocap", iemocap_synth)
     m = m.subset(m.ids[:6])
     store = FeatureStore(tmp_path / "s")
-    out, rep = transcribe_manifest(m, store, workers=2, progress=False)
+    out, rep = transcribe_manifest(m, store, engine="pocketsphinx", workers=2, progress=False)
     assert rep.transcribed == 6 and rep.cached == 0 and 0.0 <= rep.wer < 1.5
     assert set(out.df["transcript_source"]) == {"asr:pocketsphinx"}
     assert out.df["transcript_oracle"].tolist() == m.df["transcript"].tolist()
-    again, rep2 = transcribe_manifest(m, store, progress=False)
+    again, rep2 = transcribe_manifest(m, store, engine="pocketsphinx", progress=False)
     assert rep2.cached == 6 and rep2.transcribed == 0
     assert again.df["transcript"].tolist() == out.df["transcript"].tolist()
-    with pytest.raises(ValueError, match="known: pocketsphinx, whisper-tiny"):
+    # the default engine: Whisper tiny.en through faster-whisper, offline, far closer to the words
+    heard, rep3 = transcribe_manifest(m, store, progress=False)
+    assert set(heard.df["transcript_source"]) == {"asr:whisper-tiny.en"} and rep3.wer < rep.wer
+    with pytest.raises(ValueError, match="known: whisper-tiny.en, pocketsphinx, whisper-tiny"):
         transcribe_manifest(m, store, engine="kaldi")
 
 

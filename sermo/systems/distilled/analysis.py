@@ -47,7 +47,6 @@ def transcript_robustness(ctx: FoldContext, rows: Rows) -> dict:
 
     cfg = rows.cfg
     name = cfg.robustness_encoder or cfg.speech_encoders[-1]
-    src = ctx.features(name, cfg.speech_layers)
     rng = np.random.default_rng(ctx.cfg.train.seed)
     splits = {"train": list(ctx.ids("train")), "valid": list(ctx.ids("valid")), "test": list(ctx.ids(ctx.tests[0]))}
     total = sum(len(v) for v in splits.values())
@@ -75,11 +74,12 @@ def transcript_robustness(ctx: FoldContext, rows: Rows) -> dict:
         text = rows.text_plan(trainable=cfg.mode == "ft", manifest=asr_manifest)
         transcripts = dict(zip(asr_manifest.df["id"], asr_manifest.df["transcript"]))
         speech = rows.speech(name)
+        src = rows.speech_source(name, speech)
         stage = f"transcripts-{slug(engine)}"
         model = rows.build(stage, audio_src=src, text=text, speech=speech)
 
-        def data(split, text=text, transcripts=transcripts, speech=speech):
-            return rows.data("train", audio_src=src, text=text, wave=speech is not None,
+        def data(split, text=text, transcripts=transcripts, src=src):
+            return rows.data("train", audio_src=src, text=text,
                              transcripts=transcripts, ids=splits[split])
 
         model = ctx.fit(model, stage, data("train"), data("valid"))

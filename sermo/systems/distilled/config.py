@@ -21,6 +21,8 @@ class DistilledConfig:
             frozen text encoder while a new head is trained).
         finetune_layers: top transformer layers fine-tuned in ``ft`` (``None``: all).
         text_finetune_layers: the same for the text encoder.
+        speech_from_store: when only the top speech layers are fine-tuned (``finetune_layers``),
+            feed them the stored hidden state below them, where the encoder can (Whisper).
         text_from_store: when only the top text layers are fine-tuned, feed them the stored
             hidden state below them instead of running the frozen layers again (the same
             result up to the store's float16; much faster).
@@ -49,6 +51,7 @@ class DistilledConfig:
     finetune_layers: int | None = None
     text_finetune_layers: int | None = None
     text_from_store: bool = True
+    speech_from_store: bool = True
     hidden: int = 256
     pooling: str = "sum"
     dropout: float = 0.1

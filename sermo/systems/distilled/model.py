@@ -55,13 +55,14 @@ class DistilledModel(nn.Module):
 
     def __init__(self, *, audio: tuple[int, int] | None, text: tuple[int, int] | None, cfg: DistilledConfig,
                  speech: nn.Module | None = None, text_model: nn.Module | None = None,
-                 text_top: int | None = None, targets: tuple[int, ...] = (0, 1, 2)):
+                 text_top: int | None = None, targets: tuple[int, ...] = (0, 1, 2), speech_top: int | None = None):
         super().__init__()
         self.audio = None
         if audio is not None or speech is not None:
             dim = int(speech.config.hidden_size) if speech is not None else audio[1]
             select = cfg.speech_layers if speech is not None else None
-            self.audio = Stream(audio[0] if audio else 0, dim, encoder=speech, select=select, pooling=cfg.pooling)
+            self.audio = Stream(audio[0] if audio else 0, dim, encoder=speech, select=select, top=speech_top,
+                                pooling=cfg.pooling)
         self.text = None
         if text is not None or text_model is not None:
             dim = text_model.dim if text_model is not None else text[1]
@@ -109,4 +110,5 @@ def build_model(row: str, cfg: DistilledConfig, spec: ModelSpec) -> DistilledMod
     speech = load_trainable(spec.speech_model) if spec.speech_model else None
     text_model = load_trainable(spec.text_model) if spec.text_model and with_text else None
     return DistilledModel(audio=spec.audio, text=spec.text if with_text else None, cfg=cfg, speech=speech,
-                          text_model=text_model, text_top=spec.options.get("text_top"))
+                          text_model=text_model, text_top=spec.options.get("text_top"),
+                          speech_top=spec.options.get("speech_top"))

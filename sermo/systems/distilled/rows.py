@@ -30,6 +30,23 @@ class Rows:
         layers = "all" if self.cfg.finetune_layers is None else self.cfg.finetune_layers
         return self.ctx.trainable_encoder("speech", name, layers=layers)[0]
 
+    def speech_top(self, speech) -> int | None:
+        """How many top layers of a fine-tuned speech encoder run on the stored state below them
+        (``speech_from_store``, where the encoder can: Whisper); ``None``: samples through all of it."""
+        k, layers = self.cfg.finetune_layers, self.cfg.speech_layers
+        if (speech is None or not self.cfg.speech_from_store or k is None or not hasattr(speech, "forward_top")
+                or not 0 < k < speech.num_hidden_states - 1 or layers is None or not all(-k - 1 <= i < 0 for i in layers)):
+            return None
+        return k
+
+    def speech_source(self, name: str, speech):
+        """What a row of speech encoder ``name`` reads: its stored features (frozen), the stored
+        state below its fine-tuned top layers, or ``"wave"`` (samples through the whole encoder)."""
+        if speech is None:
+            return self.ctx.features(name, self.cfg.speech_layers)
+        top = self.speech_top(speech)
+        return self.ctx.features(name, [speech.num_hidden_states - 1 - top]) if top else "wave"
+
     def text_plan(self, *, trainable: bool, manifest=None) -> dict:
         """How a row reads text: ``{"src": FeatureSource | None, "model": TextSSL | None,
         "top": k | None, "tokens": TextSSL | None}``.
@@ -66,10 +83,12 @@ class Rows:
         ctx.seed(stage)
         text = text or {}
         src, text_model = text.get("src"), text.get("model")
+        if isinstance(audio_src, str):  # samples, through the whole fine-tuned encoder
+            audio_src = None
         model = DistilledModel(audio=(audio_src.num_layers, audio_src.dim) if audio_src is not None else None,
                                text=(src.num_layers, src.dim) if src is not None else None,
                                cfg=self.cfg, speech=speech, text_model=text_model, text_top=text.get("top"),
-                               targets=targets)
+                               targets=targets, speech_top=self.speech_top(speech))
         model.lr_scale = ctx.cfg.train.encoder_lr_scale
         if audio_stream is not None:
             model.audio = audio_stream
@@ -83,5 +102,6 @@ class Rows:
              ids=None):
         """A split's dataset: stored features, or waveforms / token ids for trainable encoders."""
         text = text or {}
+        wave = wave or isinstance(audio_src, str)
         return self.ctx.dataset(split, audio=False if wave else (audio_src or False), text=text.get("src") or False,
                                 wave=wave, tokens=text.get("tokens"), transcripts=transcripts, ids=ids)

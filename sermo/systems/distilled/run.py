@@ -23,8 +23,7 @@ def run_fold(ctx) -> list:
         raise ValueError("model.text is true but data.text_encoder is null: name a text encoder")
     results = []
     for name in cfg.speech_encoders:
-        src = ctx.features(name, cfg.speech_layers)
-        results += _encoder_rows(ctx, rows, name, src)
+        results += _encoder_rows(ctx, rows, name)
     if ctx.is_analysis_fold(cfg.analysis_folds):
         analysis = ctx.analysis_folder()
         if cfg.layer_importance:
@@ -34,21 +33,28 @@ def run_fold(ctx) -> list:
     return results
 
 
-def _encoder_rows(ctx, rows: Rows, name: str, src) -> list:
+def _encoder_rows(ctx, rows: Rows, name: str) -> list:
     """``<name>`` and ``<name>+text`` (and ``<name>+text@ft_frz``) for one speech encoder."""
     cfg = rows.cfg
     speech = rows.speech(name)
-    wave = speech is not None
+    tuned = speech is not None
+    src = rows.speech_source(name, speech)  # stored features, the state below the tuned layers, or samples
     out = []
 
     def audio_data(split):
-        return rows.data(split, audio_src=src, wave=wave)
+        return rows.data(split, audio_src=src)
+
+    def encoders(text=None) -> dict:
+        """What a row's bundle needs to rebuild its fine-tuned encoders."""
+        options = {k: v for k, v in (("speech_top", rows.speech_top(speech)), ("text_top", (text or {}).get("top")))
+                   if v is not None}
+        return {"speech_model": name if tuned else None, "options": options or None,
+                "text_model": ctx.cfg.data.text_encoder if (text or {}).get("model") is not None else None}
 
     row_name = label(name)
     audio_model = ctx.fit(rows.build(row_name, audio_src=src, speech=speech), slug(row_name), audio_data("train"),
                           audio_data("valid"))
-    out.append(ctx.row(row_name, ("audio",), audio_model, ctx.predict(audio_model, audio_data),
-                       speech_model=name if wave else None))
+    out.append(ctx.row(row_name, ("audio",), audio_model, ctx.predict(audio_model, audio_data), **encoders()))
     if not cfg.text:
         return out
     if cfg.mode == "ft_frz":
@@ -67,11 +73,9 @@ def _encoder_rows(ctx, rows: Rows, name: str, src) -> list:
             model = rows.build(row, audio_src=src, text=text, speech=rows.speech(name))
 
         def data(split, text=text):
-            return rows.data(split, audio_src=src, text=text, wave=wave)
+            return rows.data(split, audio_src=src, text=text)
 
         model = ctx.fit(model, slug(row), data("train"), data("valid"))
         out.append(ctx.row(row, ("audio", "text"), model, ctx.predict(model, data), info={"mode": mode},
-                           speech_model=name if wave else None,
-                           text_model=ctx.cfg.data.text_encoder if text["model"] is not None else None,
-                           options={"text_top": text["top"]} if text["top"] is not None else None))
+                           **encoders(text)))
     return out
