@@ -165,7 +165,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 0
     out = run_system(args.system, corpora, out=Path(args.out) if args.out else None, **common)
     print(f"results: {out / 'results.json'}\nreport:  {out / 'REPORT.md'}")
-    return 0
+    import json
+
+    skipped = [r for r in json.loads((out / "results.json").read_text())["rows"] if r.get("skipped")]
+    for r in skipped:  # a row that produced nothing is not a result: say so, and exit with 1
+        print(f"sermo: row {r['name']} produced nothing: {r['skipped']}", file=sys.stderr)
+    return 1 if skipped else 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -225,6 +230,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _system_names() -> list[str]:
+    """The system modules under ``sermo/systems/``, listed without importing them (or torch)."""
+    import importlib.util
+    import pkgutil
+
+    spec = importlib.util.find_spec("sermo.systems")
+    skip = {"api", "common"}
+    return sorted(m.name for m in pkgutil.iter_modules(spec.submodule_search_locations)
+                  if m.name not in skip and not m.name.startswith("_"))
+
+
 class UsageError(ValueError):
     """A command-line mistake; printed without a traceback."""
 
@@ -269,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="registry name (hubert-base, minilm, logmel, ...), Hub id or model folder (repeatable)")
     p.add_argument("--layers", default=None, help="hidden-state indices to keep, e.g. 0,6,12 (default all)")
     p.add_argument("--store", default=None, help="store folder (default $SERMO_FEATURES or ~/.cache/sermo/features)")
-    p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    p.add_argument("--dtype", default=None, choices=["float16", "float32"],
+                   help="how features are stored (default: the encoder's own: float16, float32 for eGeMAPS, whose "
+                        "values overflow float16)")
     p.add_argument("--no-verify", action="store_true", help="skip checksum verification of existing entries")
     p.add_argument("--devices", type=int, default=1,
                    help="shard over this many processes/GPUs with Lightning DDP (default 1: no sharding)")
@@ -300,9 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run a system's recipe over every fold of its protocol and write results.json, "
                                    "REPORT.md, plots, predictions and model bundles to the run folder. Rerunning "
                                    "the same command resumes an interrupted run.")
-    from sermo.systems import available
-
-    p.add_argument("system", help=", ".join(available()))
+    p.add_argument("system", help=", ".join(_system_names()))
     p.add_argument("--corpus", action="append", required=True, metavar="NAME=PATH",
                    help="corpus folder, table or manifest (repeatable)")
     p.add_argument("--profile", default="demo", help="recipe profile: demo or paper (default demo)")

@@ -20,6 +20,11 @@ class ConfigError(ValueError):
     """A recipe or override that does not fit the typed configuration."""
 
 
+class RunError(ValueError):
+    """A run that cannot learn what it was asked to (no labels for a row's task, non-finite
+    features or losses); the message names the cause and what to do."""
+
+
 @dataclass
 class DataConfig:
     """What the systems read.
@@ -34,6 +39,8 @@ class DataConfig:
         transcripts: ``oracle`` or an ASR engine (``pocketsphinx``, ``whisper-base``, ...).
         max_frames: audio frames kept per utterance (longer ones are cut).
         max_tokens: tokens kept per transcript.
+        feature_dtype: how stored features are kept: ``float16``, ``float32``, or ``None`` (each
+            encoder's own: float16, float32 for eGeMAPS, whose values overflow float16).
         feature_mode: ``stored`` (frozen encoders' features extracted once into the store),
             ``live`` (the encoders run inside the data path on the accelerator, nothing stored)
             or ``auto`` (stored while the run's features fit in the store's free space, the
@@ -49,6 +56,7 @@ class DataConfig:
     transcripts: str = "oracle"
     max_frames: int = 3000
     max_tokens: int = 128
+    feature_dtype: str | None = None
     feature_mode: str = "auto"
 
 

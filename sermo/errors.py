@@ -10,10 +10,11 @@ from sermo.data.manifest import ManifestError
 from sermo.data.protocols import ProtocolError
 from sermo.data.synth.corpus import SynthError
 from sermo.encoders.base import EncoderError
-from sermo.config import ConfigError
+from sermo.config import ConfigError, RunError
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     AudioError, IemocapLayoutError, MspLayoutError, TableLayoutError, ManifestError, ProtocolError,
     SynthError, EncoderError, ConfigError, FileNotFoundError, BundleError, AcceleratorError,
+    RunError,
 )

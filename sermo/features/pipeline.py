@@ -147,10 +147,10 @@ class UtteranceDataset(Dataset):
         else:
             item = {"id": uid, "dims": NO_DIMS, "category": -1}
         if self.audio is not None:
-            item["audio"] = self.audio.get(uid)[:, : self.max_frames]
+            item["audio"] = finite(self.audio.get(uid)[:, : self.max_frames], uid, self.audio)
         if self.text is not None:
             hidden, words = self.text.read(uid)
-            item["text"] = hidden[:, : self.max_tokens]
+            item["text"] = finite(hidden[:, : self.max_tokens], uid, self.text)
             if len(words) == hidden.shape[1]:
                 item["text_words"] = np.asarray(words[: self.max_tokens], dtype=np.int64)
         if self.wave:
@@ -171,6 +171,19 @@ class UtteranceDataset(Dataset):
             if hasattr(src, "prefetch"):
                 src.prefetch(uids)
         return [self[i] for i in indices]
+
+
+def finite(x: np.ndarray, uid: str, source) -> np.ndarray:
+    """``x``, unless it holds an infinite or NaN value: then an error naming the utterance and the
+    encoder (a model would train on it to NaN and predict one class for everything)."""
+    if not np.isfinite(x).all():
+        from sermo.config import RunError
+
+        bad = int((~np.isfinite(x)).sum())
+        raise RunError(f"utterance {uid}: {bad} of its {source.name} features are not finite (inf or NaN): a damaged "
+                       "store entry (sermo extract recomputes it) or values beyond the storage dtype's range "
+                       "(data.feature_dtype: float32)")
+    return x
 
 
 TYPED = ("id", "dims", "category", "audio", "text", "text_words", "wave", "tokens", "speaker")

@@ -51,10 +51,10 @@ class FeatureSource:
     """
 
     def __init__(self, name: str, layers, manifest: Manifest, store: FeatureStore, *, progress: bool = True,
-                 device: str = "cpu"):
+                 device: str = "cpu", dtype: str | None = None):
         from sermo.encoders import get_encoder
 
-        self.encoder = get_encoder(name, layers=layers, device=str(device))
+        self.encoder = get_encoder(name, layers=layers, device=str(device), dtype=dtype)
         self.name, self.modality = name, self.encoder.modality
         self.identity = self.encoder.identity
         self.input = feature_input(self.encoder)
@@ -171,11 +171,12 @@ class LiveSource(LiveFeatures):
     features would give.
     """
 
-    def __init__(self, name: str, layers, manifest: Manifest, store: FeatureStore, *, device: str = "cpu"):
+    def __init__(self, name: str, layers, manifest: Manifest, store: FeatureStore, *, device: str = "cpu",
+                 dtype: str | None = None):
         from sermo.encoders import get_encoder
         from sermo.features.pipeline import ManifestUtterances
 
-        super().__init__(get_encoder(name, layers=layers, device=str(device)), ManifestUtterances(manifest))
+        super().__init__(get_encoder(name, layers=layers, device=str(device), dtype=dtype), ManifestUtterances(manifest))
         self.name, self.identity = name, self.encoder.identity
         self.manifest, self.store = manifest, store
         self._keys: dict[str, str] | None = None

@@ -15,7 +15,8 @@ from sermo.systems.api import _REGISTRY as SYSTEMS
 from sermo.systems.api import Output, SystemDef, register
 
 INTERNAL = frozenset({"api", "common"})
-"""Modules under ``sermo/systems/`` that are shared code, not systems."""
+"""Modules under ``sermo/systems/`` that are shared code, not systems (``sermo.cli`` lists the
+systems without importing this package, and skips the same names)."""
 
 ENTRY_POINTS = "sermo.systems"
 

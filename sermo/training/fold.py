@@ -30,6 +30,18 @@ WAVE_SECONDS = 20.0
 """Seconds of each utterance a fine-tuned speech encoder reads in training."""
 
 
+def label_summary(manifest: Manifest, space: LabelSpace) -> str:
+    """The categories a corpus has (with counts), which of them the label space maps, and whether
+    it has dimensions: what a user needs to choose a label space."""
+    df = manifest.df
+    counts = df["category"].dropna().astype(str).value_counts()
+    found = ", ".join(f"{c} {n}" for c, n in counts.head(12).items()) or "none"
+    mapped = [c for c in counts.index if space.class_of(c) is not None]
+    dims = "it has A/V/D values" if df[list(DIMENSIONS)].notna().any().any() else "it has no A/V/D values"
+    return (f"label space {space.name!r} maps {len(mapped)} of the corpus's categories ({found}); {dims}. Choose a "
+            "label space that maps its categories, or rows that learn what it has")
+
+
 def usable_ids(folds, labels: Labels, targets) -> set[str]:
     """The utterances a run can use: in one of its folds and labelled with what its rows learn
     from (``dims``: any dimension; ``category``: a class of the label space)."""
@@ -72,19 +84,13 @@ class RunData:
     def source(self, name: str, layers=None, manifest: Manifest | None = None):
         """Features of encoder ``name`` for the used utterances (of ``manifest``, default the
         run's): stored (extracted on first use) or live, as the plan says."""
-        from sermo.features.source import LiveSource
-
         key = (name, tuple(layers) if layers is not None else None)
         mode = self.plan.mode(name, layers) if self.plan is not None else "stored"
         if manifest is not None:
             manifest = self.restrict(manifest)
-            if mode == "live":
-                return LiveSource(name, layers, manifest, self.store, device=self.device)
-            return FeatureSource(name, layers, manifest, self.store, progress=self.progress, device=self.device)
+            return self._make_source(mode, name, layers, manifest)
         if key not in self._sources:
-            self._sources[key] = LiveSource(name, layers, self.used, self.store, device=self.device) \
-                if mode == "live" else FeatureSource(name, layers, self.used, self.store, progress=self.progress,
-                                                     device=self.device)
+            self._sources[key] = self._make_source(mode, name, layers, self.used)
         return self._sources[key]
 
     @property
@@ -96,6 +102,19 @@ class RunData:
     def text(self) -> FeatureSource | None:
         d = self.cfg.data
         return self.source(d.text_encoder, d.text_layers) if d.text_encoder else None
+
+    def label_summary(self) -> str:
+        """What labels the corpus has and what the label space takes of them (for errors)."""
+        return label_summary(self.manifest, self.space)
+
+    def _make_source(self, mode: str, name: str, layers, manifest: Manifest):
+        from sermo.features.source import LiveSource
+
+        dtype = self.cfg.data.feature_dtype
+        if mode == "live":
+            return LiveSource(name, layers, manifest, self.store, device=self.device, dtype=dtype)
+        return FeatureSource(name, layers, manifest, self.store, progress=self.progress, device=self.device,
+                             dtype=dtype)
 
     def readable(self, uid: str) -> bool:
         """Whether an utterance's audio could be read (it has a content key in the store)."""
@@ -286,7 +305,8 @@ class FoldRun:
         cfg = train_cfg or self.cfg.train
         stage_dir = self.folder / stage
         done = stage_dir / "DONE"
-        task = SystemTask(model, cfg)
+        task = SystemTask(model, cfg, stage=f"{self.name}/{stage}", labelled=labelled(train),
+                          missing=self.run.label_summary())
         if done.is_file():
             task.load_state_dict(load_checkpoint(stage_dir / "best.ckpt")["state_dict"])
             return task.model
@@ -334,6 +354,12 @@ class FoldRun:
             ds = make_dataset(name)
             raw = predict(model, loader(ds, 64, shuffle=False), device=self.run.device,
                           precision=self.cfg.train.precision)
+            for kind in ("dims", "logits"):
+                if raw[kind] is not None and len(raw[kind]) and not np.isfinite(raw[kind]).any():
+                    from sermo.config import RunError
+
+                    raise RunError(f"{self.name}: every {kind} prediction on {name} is not finite: the model diverged "
+                                   "(see its training log; a lower learning rate, or finite features)")
             dims = None if raw["dims"] is None else self.labels.to_corpus_scale(raw["ids"], raw["dims"])
             probs = None if raw["logits"] is None else softmax(raw["logits"])
             out[name] = Predictions(raw["ids"], dims, probs, ds.spec)
@@ -382,6 +408,14 @@ class FoldRun:
 
     def skipped_row(self, name: str, modalities, reason: str) -> RowResult:
         return RowResult(name, tuple(modalities), 0, {}, skipped=reason)
+
+
+def labelled(dataset) -> tuple[bool, bool]:
+    """Whether a dataset's utterances carry any dimension, and any class."""
+    labels = dataset.labels
+    has_dims = any(np.isfinite(labels.dims[u]).any() for u in dataset.ids)
+    has_classes = any(labels.category[u] >= 0 for u in dataset.ids)
+    return has_dims, has_classes
 
 
 def _best_epoch(stage_dir: Path) -> int | None:

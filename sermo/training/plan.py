@@ -3,8 +3,9 @@ bytes its features take in the store, the encoder passes per epoch, and whether 
 are stored or computed live on the accelerator (``sermo run ... --plan``).
 
 Sizes come from the manifest (durations, transcripts) and the encoders' shapes (the registry's,
-else a local config), so a plan needs no weights and no audio. Features are stored in float16:
-``frames x layers x dim x 2`` bytes per utterance, plus its small metadata file.
+else a local config), so a plan needs no weights and no audio. Features are stored in float16
+(float32 for eGeMAPS): ``frames x layers x dim x 2`` (or 4) bytes per utterance, plus its small
+metadata file.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def plan_run(uses, cfg, manifest: Manifest, usable: set[str], folds, store_root:
         PlanError: an unknown ``data.feature_mode``.
     """
     from sermo.encoders.base import EncoderError
-    from sermo.encoders.registry import encoder_shape
+    from sermo.encoders.registry import encoder_dtype, encoder_shape
 
     requested = cfg.data.feature_mode
     if requested not in MODES:
@@ -163,9 +164,10 @@ def plan_run(uses, cfg, manifest: Manifest, usable: set[str], folds, store_root:
             part = df if use.corpus else used_df
             frames = _frames(part, rate, cfg.data.max_tokens if rate is None else 10**9)
             kept = len(layers) if layers is not None else n_layers
+            width = 4 if (cfg.data.feature_dtype or encoder_dtype(use.encoder)) == "float32" else 2
             entries[key] = PlanEntry(use.encoder, layers, (kept, dim), rate, utterances=len(part),
                                      hours=float(part["duration"].fillna(0).sum() / 3600),
-                                     bytes=int(frames.sum() * kept * dim * 2 + ENTRY_OVERHEAD * len(part)),
+                                     bytes=int(frames.sum() * kept * dim * width + ENTRY_OVERHEAD * len(part)),
                                      analysis=use.analysis)
         e = entries[key]
         e.readers += use.readers

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sermo.config import load_recipe
+from sermo.config import RunError, load_recipe
 from sermo.data.bundle import BundleConfig, save_bundle
 from sermo.data.corpora import load_corpus
 from sermo.data.io import atomic_path, write_text_atomic
@@ -37,7 +37,7 @@ from sermo.features import FeatureStore, default_store_root
 from sermo.systems import get_system
 from sermo.systems.api import RowResult
 from sermo.training.datamodule import is_rank_zero
-from sermo.training.fold import FoldRun, RunData, usable_ids
+from sermo.training.fold import FoldRun, RunData, label_summary, usable_ids
 from sermo.training.plan import Plan, check_plan, plan_run
 
 
@@ -86,6 +86,9 @@ def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = 
     if folds:
         protocol = protocol.select(folds)
     usable = usable_ids(protocol.folds, Labels.from_manifest(manifest, space), sysdef.targets)
+    if not usable:
+        raise RunError(f"no utterance carries a label {system}'s rows learn from ({', '.join(sysdef.targets)}): "
+                       f"{label_summary(manifest, space)}")
     plan = plan_run(sysdef.feature_uses(cfg), cfg, manifest, usable, protocol.folds, store_root,
                     devices=cfg.train.devices * cfg.train.num_nodes)
     return Prepared(sysdef, cfg, names, manifest, space, protocol, number, usable, plan)

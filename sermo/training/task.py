@@ -24,11 +24,16 @@ from sermo.config import TrainConfig
 class SystemTask(L.LightningModule):
     """Trains ``model`` with ``cfg``; validation loss is ``val_loss``."""
 
-    def __init__(self, model: torch.nn.Module, cfg: TrainConfig):
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, *, stage: str = "", labelled=(True, True),
+                 missing: str = ""):
         super().__init__()
-        self.model, self.cfg = model, cfg
+        self.model, self.cfg, self.stage = model, cfg, stage
         self._val: list[tuple] = []
         self.schedule: WarmupSchedule | None = None
+        # whether the training split has dimensions / classes at all, and what to say when a
+        # model learns only what it has none of
+        self.labelled, self.missing = labelled, missing
+        self._checked = False
 
     def forward(self, batch: Batch):
         return self.model(batch)
@@ -45,7 +50,30 @@ class SystemTask(L.LightningModule):
         return losses["loss"]
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        out = self.model(batch)
+        if not self._checked:
+            self._check_task(out)
+        loss = self._step(batch, "train", out)
+        if not torch.isfinite(loss):
+            from sermo.config import RunError
+
+            raise RunError(f"stage {self.stage or '?'}: the training loss became {float(loss)} on the batch of "
+                           f"{', '.join(batch.ids[:4])}{' ...' if len(batch) > 4 else ''}: a label or feature is not "
+                           "finite, or the learning rate is too high for this model")
+        return loss
+
+    def _check_task(self, out) -> None:
+        """Stop a model that predicts only what its training split has no labels of (it would
+        train at a loss of zero and report nothing)."""
+        from sermo.config import RunError
+
+        self._checked = True
+        has_dims, has_classes = self.labelled
+        learns = (out.dims is not None and has_dims) or (out.logits is not None and has_classes)
+        if not learns:
+            wants = " and ".join(w for w, o in (("dimensions", out.dims), ("classes", out.logits)) if o is not None)
+            raise RunError(f"stage {self.stage or '?'}: the model predicts {wants or 'nothing'}, but its training "
+                           f"split has none of them: {self.missing}")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         out = self.model(batch)
