@@ -148,6 +148,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     folds = [int(x) for x in args.folds.split(",")] if args.folds else None
     overrides = list(args.set or [])
+    if args.label_space:
+        overrides.append(f"data.label_space={json_quote(args.label_space)}")
     if args.labels:
         pairs = [p.split("=", 1) for p in args.labels.split(",")]
         if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
@@ -228,6 +230,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     serve(args.bundle, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
           max_seconds=args.max_seconds, accelerator=args.accelerator)
     return 0
+
+
+def json_quote(text: str) -> str:
+    """A string as a YAML scalar that stays a string (``--set`` values are parsed as YAML)."""
+    import json
+
+    return json.dumps(text)
 
 
 def _system_names() -> list[str]:
@@ -327,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a recipe value, e.g. train.epochs=5 (repeatable)")
     p.add_argument("--store", default=None, help="feature store folder")
+    p.add_argument("--label-space", default=None, metavar="SPACE",
+                   help="the classes: a name (iemocap-4, msp-8, ...), auto (one per category of the training folds), "
+                        "a list of the corpus's own categories (neutral,happy,sad) or a YAML file mapping each class to "
+                        "its codes (happy: [hap, exc]); default: the recipe's")
     p.add_argument("--labels", default=None, metavar="CORPUS=TYPE,...",
                    help="with two corpora: the label type each contributes to training (continuous, discrete "
                         "or none), e.g. iemocap=continuous,msp=discrete (systems with a model.labels setting)")

@@ -110,7 +110,60 @@ def get_label_space(name: str) -> LabelSpace:
     try:
         return LABEL_SPACES[name]
     except KeyError:
-        raise ValueError(f"unknown label space {name!r}; known: {', '.join(LABEL_SPACES)}") from None
+        raise ValueError(f"unknown label space {name!r}; known: {', '.join(LABEL_SPACES)}, auto, a list "
+                         "(neutral,happy,sad) or a YAML file mapping each class to its codes") from None
+
+
+def resolve_label_space(spec: str, categories=()) -> LabelSpace:
+    """A label space from a recipe's ``data.label_space``:
+
+    - a registered name (``iemocap-4`` ...);
+    - ``auto``: one class per category in ``categories`` (those of the training folds), sorted;
+    - a comma-separated list of the corpus's own category names (``neutral,happy,sad,angry``);
+    - a YAML or JSON file mapping each class to the codes it merges (``happy: [hap, exc]``).
+
+    Raises:
+        ValueError: an unknown name, an empty ``auto``, or a malformed mapping file.
+    """
+    from pathlib import Path
+
+    spec = str(spec).strip()
+    if spec in LABEL_SPACES:
+        return LABEL_SPACES[spec]
+    if spec == "auto":
+        space = LabelSpace.from_codes(categories, name="auto")
+        if not space.classes:
+            raise ValueError("label space auto: the training folds have no categories")
+        return space
+    path = Path(spec)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") and path.is_file():
+        import yaml
+
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not a readable mapping ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, dict) or not raw:
+            raise ValueError(f"{path}: a label space file maps each class to its codes, e.g. happy: [hap, exc]")
+        groups = {str(c): tuple(str(x) for x in (v if isinstance(v, list) else [v])) for c, v in raw.items()}
+        clash = sorted({x for v in groups.values() for x in v if sum(x in w for w in groups.values()) > 1})
+        if clash:
+            raise ValueError(f"{path}: code(s) {clash} map to more than one class")
+        return _space(path.stem, tuple(groups), groups)
+    if "," in spec:
+        classes = tuple(c.strip() for c in spec.split(",") if c.strip())
+        return LabelSpace("list", classes, {c: c for c in classes})
+    return get_label_space(spec)
+
+
+def left_out(space: LabelSpace, categories) -> dict[str, int]:
+    """The categories a label space leaves out, with their counts (none is relabelled)."""
+    counts: dict[str, int] = {}
+    for c in categories:
+        if c is None or (isinstance(c, float) and np.isnan(c)) or space.class_of(c) is not None:
+            continue
+        counts[str(c)] = counts.get(str(c), 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 @dataclass

@@ -11,9 +11,15 @@
 ``msp-partitions``
     one fold from MSP-Podcast's own partitions: Train, Development, and every test set the
     manifest has (``test1``, ``test2``, ``test3``), each reported separately.
-``speaker-folds`` / ``speaker-folds(k)``
-    k speaker-disjoint folds for any corpus (default 5): speakers are dealt to k groups,
-    fold i tests on group i, validates on group i+1 and trains on the rest.
+``speaker-folds`` / ``speaker-folds(k)`` / ``speaker-folds(k, column)``
+    k speaker-disjoint folds for any corpus (default 5): speakers (or the values of another
+    column, e.g. ``session``) are dealt to k groups, fold i tests on group i, validates on group
+    i+1 and trains on the rest.
+``partitions``
+    one fold from a corpus's own ``partition`` column as given: ``train``, a validation split
+    (``dev``, ``development``, ``valid``, ``validation``, ``val``) and every test split (``test``,
+    ``test1``, ...), each reported separately; speakers shared between the splits are reported in
+    the fold's description instead of refused (TV-dialogue corpora share them by design).
 
 A fold that puts one speaker in two of its parts raises :class:`ProtocolError`.
 """
@@ -160,15 +166,19 @@ def msp_partitions(manifest: Manifest) -> Protocol:
                     "each Test set reported separately")
 
 
-def speaker_folds(manifest: Manifest, k: int = 5, *, seed: int = 0) -> Protocol:
+def speaker_folds(manifest: Manifest, k: int = 5, *, seed: int = 0, column: str = "speaker") -> Protocol:
     """k speaker-disjoint folds; rows without a speaker stay in training only.
 
-    Speakers are shuffled with ``seed`` and dealt to the group with the fewest utterances,
-    which balances fold sizes.
+    Speakers (or the values of ``column``) are shuffled with ``seed`` and dealt to the group
+    with the fewest utterances, which balances fold sizes.
     """
     if k < 3:
         raise ProtocolError("speaker-folds needs k >= 3 (a test and a validation group and training)")
-    df = manifest.df
+    df = manifest.df.copy()
+    if column not in df.columns:
+        raise ProtocolError(f"speaker-folds({k}, {column}): the manifest has no column {column!r}; columns: "
+                            f"{', '.join(map(str, df.columns))}")
+    df["speaker"] = df[column].astype(object).where(df[column].notna(), None)
     counts = df["speaker"].dropna().value_counts()
     if len(counts) < k:
         raise ProtocolError(f"speaker-folds({k}) needs at least {k} speakers; the manifest has {len(counts)}")
@@ -195,8 +205,42 @@ def speaker_folds(manifest: Manifest, k: int = 5, *, seed: int = 0) -> Protocol:
         )
         check_speaker_independence(fold, manifest)
         folds.append(fold)
-    return Protocol(f"speaker-folds({k})", tuple(folds),
-                    f"{k} speaker-disjoint folds: fold i tests on speaker group i, validates on group i+1")
+    by = "" if column == "speaker" else f", {column}"
+    return Protocol(f"speaker-folds({k}{by})", tuple(folds),
+                    f"{k} {column}-disjoint folds: fold i tests on {column} group i, validates on group i+1")
+
+
+VALID_NAMES = ("dev", "development", "valid", "validation", "val")
+
+
+def own_partitions(manifest: Manifest) -> Protocol:
+    """The corpus's own train / validation / test splits from its ``partition`` column."""
+    df = manifest.df
+    part = df["partition"].astype(str).str.strip().str.lower().where(df["partition"].notna(), None)
+    names = sorted(part.dropna().unique())
+    tests = {n: _ids(df, part == n) for n in names if n.startswith("test")}
+    valid = next((n for n in VALID_NAMES if n in names), None)
+    if "train" not in names or valid is None or not tests:
+        raise ProtocolError(f"partitions needs train, a validation split ({', '.join(VALID_NAMES)}) and a test split "
+                            f"in the partition column; the manifest has {names}")
+    fold = Fold("partitions", _ids(df, part == "train"), _ids(df, part == valid), tests,
+                description=f"the corpus's own splits: train, validation {valid}, test {', '.join(tests)}")
+    shared = shared_speakers(fold, manifest)
+    if shared:
+        note = "; ".join(f"{a}-{b} share {n} speaker(s)" for (a, b), n in shared.items())
+        fold = Fold(fold.name, fold.train, fold.valid, fold.tests,
+                    description=fold.description + f" (not speaker-independent: {note})")
+    return Protocol("partitions", (fold,), "the corpus's own train / validation / test splits, as given")
+
+
+def shared_speakers(fold: Fold, manifest: Manifest) -> dict[tuple[str, str], int]:
+    """How many speakers each pair of a fold's parts shares."""
+    spk = dict(zip(manifest.df["id"], manifest.df["speaker"]))
+    parts = {"train": fold.train, "valid": fold.valid, **fold.tests}
+    sets = {k: {spk.get(i) for i in v} - {None} for k, v in parts.items()}
+    names = list(sets)
+    return {(a, b): len(sets[a] & sets[b]) for i, a in enumerate(names) for b in names[i + 1:]
+            if sets[a] & sets[b] and not (a.startswith("test") and b.startswith("test"))}
 
 
 def corpus_transfer(manifest: Manifest, *, seed: int = 0) -> Protocol:
@@ -238,9 +282,11 @@ def build_protocol(spec: str, manifest: Manifest, *, seed: int = 0) -> Protocol:
     Raises:
         ProtocolError: unknown name (the message lists the known ones) or unusable manifest.
     """
-    m = re.fullmatch(r"speaker-folds(?:\((\d+)\)|:(\d+))?", spec.strip())
+    m = re.fullmatch(r"speaker-folds(?:\((\d+)(?:,\s*([\w.-]+))?\)|:(\d+))?", spec.strip())
     if m:
-        return speaker_folds(manifest, int(m[1] or m[2] or 5), seed=seed)
+        return speaker_folds(manifest, int(m[1] or m[3] or 5), seed=seed, column=m[2] or "speaker")
+    if spec.strip() == "partitions":
+        return own_partitions(manifest)
     m = re.fullmatch(r"iemocap-loso-holdout(?:\(([0-9.]+)\))?", spec.strip())
     if m:
         return iemocap_loso_holdout(manifest, float(m[1] or 0.1), seed=seed)
@@ -251,7 +297,7 @@ def build_protocol(spec: str, manifest: Manifest, *, seed: int = 0) -> Protocol:
     if spec == "corpus-transfer":
         return corpus_transfer(manifest, seed=seed)
     raise ProtocolError(f"unknown protocol {spec!r}; known: iemocap-loso, iemocap-loso-holdout(share), "
-                        "msp-partitions, speaker-folds(k), corpus-transfer")
+                        "msp-partitions, partitions, speaker-folds(k[, column]), corpus-transfer")
 
 
 def default_protocol(manifest: Manifest) -> str:
@@ -263,6 +309,9 @@ def default_protocol(manifest: Manifest) -> str:
         return "msp-partitions"
     if corpora == {"iemocap", "msp-podcast"}:
         return "corpus-transfer"
+    parts = set(manifest.df["partition"].dropna().astype(str).str.lower())
+    if "train" in parts and parts & set(VALID_NAMES) and any(p.startswith("test") for p in parts):
+        return "partitions"
     return "speaker-folds(5)"
 
 

@@ -105,7 +105,12 @@ def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str
         out.append("**This ran on sermo's built-in synthetic corpus** (espeak-ng speech, simulated annotators). "
                    "Its numbers show the method works end to end; they say nothing about IEMOCAP or MSP-Podcast "
                    "and are not comparable with the paper's.\n\n")
-    out.append(f"Protocol `{protocol.spec}`: {protocol.description}. Label space `{results['label_space']}`.\n\n")
+    out.append(f"Protocol `{protocol.spec}`: {protocol.description}. Label space `{results['label_space']}`"
+               + (f": {', '.join(results['classes'])}" if results.get("classes") else "") + ".")
+    if results.get("left_out"):
+        out.append(" Categories it leaves out (neither trained nor scored on): "
+                   + ", ".join(f"{c} {n}" for c, n in results["left_out"].items()) + ".")
+    out.append("\n\n")
     for f in protocol.folds:
         out.append(f"- {f.name}: {f.description} ({len(f.train)} / {len(f.valid)} / "
                    f"{sum(len(t) for t in f.tests.values())} utterances)\n")

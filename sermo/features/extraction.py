@@ -100,6 +100,10 @@ def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, verify
             key, item, size = text_content_key(str(text)), str(text), 1.0
             known = key
         else:
+            if audio is None:
+                report.skipped.append((uid, "no audio (a text-only utterance)"))
+                bar.update()
+                continue
             try:
                 known = store.known_audio_key(str(audio), start, end)
             except OSError as exc:

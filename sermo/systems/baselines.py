@@ -201,14 +201,30 @@ def train_row(ctx, row: str, cfg: BaselinesConfig, *, stage: str | None = None, 
     return ctx.row(row, mods, model, ctx.predict(model, data))
 
 
+def absent(ctx, modality: str) -> str:
+    """Why a modality cannot be read in this fold's training split ("" when it can)."""
+    source = ctx.audio if modality == "audio" else ctx.text
+    if source is None:
+        return f"the recipe has no {modality} encoder"
+    if not any(source.has(u) for u in ctx.ids("train")):
+        return "the corpus has no audio" if modality == "audio" else "the corpus has no transcripts"
+    return ""
+
+
 def run_fold(ctx) -> list:
-    """Every configured row, one after another."""
+    """Every configured row, one after another (a row whose modality the corpus lacks is skipped,
+    with the reason)."""
     cfg: BaselinesConfig = ctx.cfg.model
     if cfg.fusion_init not in ("scratch", "unimodal"):
         raise ValueError(f"unknown fusion_init {cfg.fusion_init!r}; known: scratch, unimodal")
     done: dict = {}
     results = []
+    missing = {m: why for m, why in (("audio", absent(ctx, "audio")), ("text", absent(ctx, "text"))) if why}
     for row in cfg.rows:
+        lacking = [missing[m] for m in ROWS[row] if m in missing]
+        if lacking:  # a text-only corpus, or one without transcripts
+            results.append(ctx.skipped_row(row, ROWS[row], "; ".join(lacking)))
+            continue
         branches = None
         if row == "fusion" and cfg.fusion_init == "unimodal":
             missing = [m for m in ("audio", "text") if m not in done]

@@ -29,7 +29,7 @@ from sermo.config import RunError, load_recipe
 from sermo.data.bundle import BundleConfig, save_bundle
 from sermo.data.corpora import load_corpus
 from sermo.data.io import atomic_path, write_text_atomic
-from sermo.data.labels import Labels, get_label_space
+from sermo.data.labels import Labels, left_out, resolve_label_space
 from sermo.data.manifest import DIMENSIONS, Manifest
 from sermo.data.protocols import build_protocol, default_protocol
 from sermo.evaluation.metrics import METRIC_KEYS, score_predictions
@@ -80,11 +80,13 @@ def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = 
 
         manifest, _ = transcribe_manifest(manifest, store or FeatureStore(), engine=cfg.data.transcripts,
                                           progress=progress, device=str(resolve_device(cfg.train.accelerator)))
-    space = get_label_space(cfg.data.label_space)
     protocol = build_protocol(cfg.data.protocol or default_protocol(manifest), manifest, seed=cfg.train.seed)
     number = {f.name: i + 1 for i, f in enumerate(protocol.folds)}  # a fold's place in the whole protocol
     if folds:
         protocol = protocol.select(folds)
+    category = dict(zip(manifest.df["id"], manifest.df["category"]))
+    trained_on = [category[u] for u in sorted({u for f in protocol.folds for u in f.train})]
+    space = resolve_label_space(cfg.data.label_space, trained_on)
     usable = usable_ids(protocol.folds, Labels.from_manifest(manifest, space), sysdef.targets)
     if not usable:
         raise RunError(f"no utterance carries a label {system}'s rows learn from ({', '.join(sysdef.targets)}): "
@@ -149,6 +151,10 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
     if not writer:
         return out
     results = aggregate(system, names, protocol, profile, cfg.data.label_space, per_fold)
+    results["classes"] = list(space.classes)
+    results["left_out"] = left_out(space, manifest.df.loc[manifest.df["id"].isin(
+        {u for f in protocol.folds for u in (*f.train, *f.valid, *(x for t in f.tests.values() for x in t))}),
+        "category"])
     results["seconds"] = round(time.time() - t0, 1)
     write_text_atomic(out / "results.json", json.dumps(results, indent=1))
     from sermo.evaluation.report import run_report

@@ -1,14 +1,18 @@
 """Generic corpora described by a table (CSV or JSONL): the layout of any other dataset.
 
-Required columns: ``path`` (audio file, absolute or relative to the table's folder) and
-``speaker``. Optional: ``id`` (default: the file name without extension), ``category``,
-``arousal``, ``valence``, ``dominance``, ``transcript``, ``session``, ``partition``,
-``start``, ``end``, ``dialog``, ``turn_index``, ``gender``. Dimensional labels need a scale:
-columns ``scale_min``/``scale_max`` or the ``scale`` argument.
+Columns: ``path`` (audio file, absolute or relative to the table's folder; may be left out for a
+text-only corpus, which then needs ``transcript``) and ``speaker``. Optional: ``id`` (default:
+the audio path relative to the table's folder without its extension, ``train/dia0_utt0``, so
+files of the same name in two folders stay apart; text-only rows: ``<table>-<line>``),
+``category``, ``arousal``, ``valence``, ``dominance``, ``transcript``, ``session``,
+``partition``, ``start``, ``end``, ``dialog``, ``turn_index``, ``gender``. Any other column is
+kept in the manifest as it is (and can group folds: ``speaker-folds`` by any column). Dimensional
+labels need a scale: columns ``scale_min``/``scale_max`` or the ``scale`` argument.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +21,10 @@ import pandas as pd
 from sermo.data.audio import AudioError, audio_info
 from sermo.data.manifest import DIMENSIONS, Manifest
 
-REQUIRED = ("path", "speaker")
-OPTIONAL = ("id", "category", "arousal", "valence", "dominance", "transcript", "session", "partition",
-            "start", "end", "dialog", "turn_index", "gender", "scale_min", "scale_max", "transcript_source")
+REQUIRED = ("speaker",)
+KNOWN = ("path", "id", "category", "arousal", "valence", "dominance", "transcript", "session", "partition",
+         "start", "end", "dialog", "turn_index", "gender", "scale_min", "scale_max", "transcript_source")
+NUMERIC = ("arousal", "valence", "dominance", "start", "end", "scale_min", "scale_max")
 
 
 class TableLayoutError(ValueError):
@@ -35,46 +40,82 @@ def prepare_table(path: str | Path, *, name: str | None = None, scale: tuple[flo
         scale: ``(min, max)`` of the dimensional labels when the table has no scale columns.
 
     Raises:
-        TableLayoutError: a required column is missing, an unknown column is present, or
-            dimensional labels have no scale.
+        TableLayoutError: a required column is missing, ids repeat, a label is not a number, or
+            dimensional labels have no scale (the message names the file and the line).
     """
     p = Path(path)
     if not p.is_file():
         raise TableLayoutError(f"{p}: table file does not exist")
-    if p.suffix.lower() in (".jsonl", ".json"):
-        df = pd.read_json(p, orient="records", lines=True, dtype=False)
-    else:
-        df = pd.read_csv(p, dtype={"speaker": str, "id": str, "category": str, "session": str, "partition": str})
+    try:
+        if p.suffix.lower() in (".jsonl", ".json"):
+            df = pd.read_json(p, orient="records", lines=True, dtype=False)
+        else:
+            df = pd.read_csv(p, dtype=str, keep_default_na=True)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise TableLayoutError(f"{p}: not a readable table ({str(exc).splitlines()[0]})") from None
+    line = lambda i: i + 2 if p.suffix.lower() == ".csv" else i + 1  # noqa: E731  (the header is line 1)
     lacking = [c for c in REQUIRED if c not in df.columns]
+    if "path" not in df.columns and "transcript" not in df.columns:
+        lacking.append("path (or transcript, for a text-only corpus)")
     if lacking:
         raise TableLayoutError(f"{p}: missing required column(s) {lacking}; found {list(df.columns)}")
-    unknown = [c for c in df.columns if c not in REQUIRED + OPTIONAL]
-    if unknown:
-        raise TableLayoutError(f"{p}: unknown column(s) {unknown}; valid: {', '.join(REQUIRED + OPTIONAL)}")
+    extra = [c for c in df.columns if c not in KNOWN]
+    if extra:
+        warnings.warn(f"{p}: column(s) {extra} kept in the manifest as they are", stacklevel=2)
+    for col in [c for c in NUMERIC if c in df.columns]:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() & df[col].notna() & (df[col].astype(str).str.strip() != "")
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise TableLayoutError(f"{p}, line {line(i)}: {col} {df[col].iloc[i]!r} is not a number "
+                                   f"({int(bad.sum())} such value(s))")
+        df[col] = values
     has_dims = any(c in df.columns and df[c].notna().any() for c in DIMENSIONS)
     if has_dims and "scale_min" not in df.columns:
         if scale is None:
             raise TableLayoutError(f"{p}: dimensional labels need a scale; add scale_min/scale_max columns "
                                    "or pass --scale MIN,MAX")
         df["scale_min"], df["scale_max"] = float(scale[0]), float(scale[1])
-    base = p.parent
-    audio = [str((Path(a) if Path(a).is_absolute() else base / a).resolve()) for a in df["path"].astype(str)]
-    df = df.drop(columns="path")
+    base = p.parent.resolve()
+    if "path" in df.columns:
+        paths = [None if pd.isna(a) or str(a).strip() == "" else Path(str(a)) for a in df["path"]]
+        audio = [None if a is None else str((a if a.is_absolute() else base / a).resolve()) for a in paths]
+        df = df.drop(columns="path")
+    else:
+        paths, audio = [None] * len(df), [None] * len(df)
     df["audio"] = audio
     if "id" not in df.columns:
-        df["id"] = [Path(a).stem for a in audio]
+        df["id"] = [_default_id(a, base, p, line(i)) for i, a in enumerate(audio)]
+    dup = df["id"].astype(str).duplicated(keep=False)
+    if dup.any():
+        first = df["id"].astype(str)[dup].iloc[0]
+        lines = [int(line(i)) for i in np.flatnonzero((df["id"].astype(str) == first).to_numpy())][:5]
+        raise TableLayoutError(f"{p}: {int(dup.sum())} rows share an id, e.g. {first!r} on lines {lines}; give each "
+                               "row its own id (an id column, or distinct audio paths)")
     df["corpus"] = name or p.stem
     if "transcript" in df.columns and "transcript_source" not in df.columns:
         df["transcript_source"] = np.where(df["transcript"].notna(), "oracle", None)
     durations = []
     for a, s, e in zip(audio, df.get("start", [None] * len(df)), df.get("end", [None] * len(df))):
         try:
-            full = audio_info(a).duration
+            full = audio_info(a).duration if a is not None else float("nan")
         except AudioError:
             durations.append(float("nan"))
             continue
         s = 0.0 if s is None or pd.isna(s) else float(s)
         e = full if e is None or pd.isna(e) else float(e)
-        durations.append(max(e - s, 0.0))
+        durations.append(max(e - s, 0.0) if np.isfinite(full) else float("nan"))
     df["duration"] = durations
     return Manifest(df)
+
+
+def _default_id(audio: str | None, base: Path, table: Path, line: int) -> str:
+    """The audio path relative to the table's folder without its extension (unique where the
+    paths are), else the table's name and the row's line."""
+    if audio is None:
+        return f"{table.stem}-{line}"
+    a = Path(audio)
+    try:
+        return a.relative_to(base).with_suffix("").as_posix()
+    except ValueError:
+        return a.with_suffix("").as_posix().lstrip("/")
