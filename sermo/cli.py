@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from sermo.cli_args import Parser, UsageError, fold_numbers, json_quote, number, scale, system_names
+
 DEMO_DIR = Path("runs/demo")
 
 
@@ -36,8 +38,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     if args.layout == "table":
         options["name"] = args.name
         if args.scale:
-            lo, hi = (float(x) for x in args.scale.split(","))
-            options["scale"] = (lo, hi)
+            options["scale"] = args.scale
     elif args.name or args.scale:
         raise UsageError("--name and --scale apply to the table layout only")
     manifest = prepare(args.layout, args.root, **options)
@@ -146,7 +147,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from sermo.features import FeatureStore
     from sermo.training.runner import run_system
 
-    folds = [int(x) for x in args.folds.split(",")] if args.folds else None
+    folds = args.folds
     overrides = list(args.set or [])
     if args.label_space:
         overrides.append(f"data.label_space={json_quote(args.label_space)}")
@@ -165,7 +166,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         print(plan_system(args.system, corpora, **common).table(), end="")
         return 0
-    out = run_system(args.system, corpora, out=Path(args.out) if args.out else None, **common)
+    out = run_system(args.system, corpora, out=Path(args.out) if args.out else None, fresh=args.fresh, **common)
     print(f"results: {out / 'results.json'}\nreport:  {out / 'REPORT.md'}")
     import json
 
@@ -176,11 +177,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import json
-
-    import pandas as pd
-
     from sermo.data.audio import AudioError
+    from sermo.serving.output import format_predictions
     from sermo.serving.predictor import Predictor, audio_files
 
     predictor = Predictor.from_pretrained(args.bundle, asr=args.asr, accelerator=args.accelerator)
@@ -200,25 +198,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         rows += preds
-    if args.format == "json":
-        out = {"bundle": str(args.bundle), "predictions": [p.to_dict() for p in rows]}
-        if args.segment:
-            out["summaries"] = summaries
-        print(json.dumps(out, indent=1))
-    else:
-        table = pd.DataFrame([p.flat() for p in rows])
-        if args.format == "csv":
-            print(table.to_csv(index=False), end="")
-        else:
-            cols = [c for c in ("source", "start", "end", "arousal", "valence", "dominance", "category",
-                                "transcript_source") if c in table and table[c].notna().any()]
-            cols += [c for c in table if c.startswith("p_")]
-            with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60):
-                print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(table) else "")
-            if rows and rows[0].scale:
-                print(f"dimensions on the scale {rows[0].scale[0]:g}-{rows[0].scale[1]:g} the model was trained on")
-            for src, summary in summaries.items():
-                print(f"{src}: {json.dumps(summary)}")
+    if rows or args.format == "json":
+        print(format_predictions(rows, summaries, args.format, bundle=str(args.bundle)), end="")
     if skipped:
         print(f"sermo: {skipped} of {len(files)} file(s) skipped", file=sys.stderr)
     return 0 if rows or not files else 1
@@ -232,31 +213,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def json_quote(text: str) -> str:
-    """A string as a YAML scalar that stays a string (``--set`` values are parsed as YAML)."""
-    import json
-
-    return json.dumps(text)
-
-
-def _system_names() -> list[str]:
-    """The system modules under ``sermo/systems/``, listed without importing them (or torch)."""
-    import importlib.util
-    import pkgutil
-
-    spec = importlib.util.find_spec("sermo.systems")
-    skip = {"api", "common"}
-    return sorted(m.name for m in pkgutil.iter_modules(spec.submodule_search_locations)
-                  if m.name not in skip and not m.name.startswith("_"))
-
-
-class UsageError(ValueError):
-    """A command-line mistake; printed without a traceback."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``sermo`` sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sermo", description="Speech emotion recognition from audio and transcripts.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -265,11 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "annotators) in the real IEMOCAP or MSP-Podcast layout.")
     p.add_argument("--layout", choices=["iemocap", "msp-podcast"], default="iemocap")
     p.add_argument("--out", required=True, help="corpus folder to create (new or empty)")
-    p.add_argument("--utterances", type=int, default=None, help="number of utterances (default 1000)")
+    p.add_argument("--utterances", type=number(int, positive=True, what="a whole number"), default=None, help="number of utterances (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
-    p.add_argument("--incongruent", type=float, default=0.15,
+    p.add_argument("--incongruent", type=number(float, low=0.0, high=1.0), default=0.15,
                    help="share of utterances whose words disagree with their emotion (default 0.15)")
-    p.add_argument("--workers", type=int, default=None, help="synthesis processes (default: all cores)")
+    p.add_argument("--workers", type=number(int, positive=True, what="a whole number"), default=None, help="synthesis processes (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)
 
@@ -280,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("root", help="IEMOCAP_full_release/, the MSP-Podcast folder, or the table file")
     p.add_argument("--out", required=True, help="manifest file: .parquet, .jsonl or .csv")
     p.add_argument("--name", default=None, help="table layout: corpus name (default: the file name)")
-    p.add_argument("--scale", default=None, help="table layout: MIN,MAX of the dimensional labels")
+    p.add_argument("--scale", default=None, type=scale, help="table layout: MIN,MAX of the dimensional labels")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when problems are found")
     p.set_defaults(func=_cmd_prepare)
 
@@ -298,9 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how features are stored (default: the encoder's own: float16, float32 for eGeMAPS, whose "
                         "values overflow float16)")
     p.add_argument("--no-verify", action="store_true", help="skip checksum verification of existing entries")
-    p.add_argument("--devices", type=int, default=1,
+    p.add_argument("--devices", type=number(int, positive=True, what="a whole number"), default=1,
                    help="shard over this many processes/GPUs with Lightning DDP (default 1: no sharding)")
-    p.add_argument("--num-nodes", type=int, default=1, help="nodes for sharded extraction (torchrun / SLURM)")
+    p.add_argument("--num-nodes", type=number(int, positive=True, what="a whole number"), default=1, help="nodes for sharded extraction (torchrun / SLURM)")
     p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"],
                    help="where the encoder runs (default auto: the GPU when there is one; each rank its own with --devices)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when any utterance is skipped")
@@ -317,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "whisper-tiny, whisper-base, a Whisper Hub id or folder")
     p.add_argument("--out", default=None, help="manifest to write (default NAME.asr-ENGINE.parquet)")
     p.add_argument("--store", default=None, help="feature store folder (caches transcripts)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=number(int, positive=True, what="a whole number"), default=None, help="processes (default: all cores)")
     p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"],
                    help="where models run (default auto: the GPU when there is one)")
     p.add_argument("--quiet", action="store_true")
@@ -327,12 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run a system's recipe over every fold of its protocol and write results.json, "
                                    "REPORT.md, plots, predictions and model bundles to the run folder. Rerunning "
                                    "the same command resumes an interrupted run.")
-    p.add_argument("system", help=", ".join(_system_names()))
+    p.add_argument("system", help=", ".join(system_names()))
     p.add_argument("--corpus", action="append", required=True, metavar="NAME=PATH",
                    help="corpus folder, table or manifest (repeatable)")
     p.add_argument("--profile", default="demo", help="recipe profile: demo or paper (default demo)")
-    p.add_argument("--folds", default=None, help="only these folds, e.g. 1,3")
+    p.add_argument("--folds", default=None, type=fold_numbers, help="only these folds, e.g. 1,3")
     p.add_argument("--out", default=None, help="run folder (default runs/SYSTEM/CORPUS-PROFILE)")
+    p.add_argument("--fresh", action="store_true",
+                   help="empty the run folder first (a rerun otherwise resumes it, and refuses when it was made with "
+                        "other settings)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a recipe value, e.g. train.epochs=5 (repeatable)")
     p.add_argument("--store", default=None, help="feature store folder")
@@ -346,8 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", action="store_true",
                    help="print what the run would cost (per encoder: utterances, hours, bytes stored, stored or live, "
                         "encoder passes per epoch, per device) and exit without running")
-    p.add_argument("--devices", type=int, default=None, help="train on this many devices with Lightning DDP")
-    p.add_argument("--num-nodes", type=int, default=None, help="nodes for multi-node training")
+    p.add_argument("--devices", type=number(int, positive=True, what="a whole number"), default=None, help="train on this many devices with Lightning DDP")
+    p.add_argument("--num-nodes", type=number(int, positive=True, what="a whole number"), default=None, help="nodes for multi-node training")
     p.add_argument("--accelerator", default=None, choices=["auto", "cpu", "gpu"],
                    help="where training, extraction and prediction run (default: the recipe's train.accelerator, auto: the GPU when there is one)")
     p.add_argument("--quiet", action="store_true")
@@ -365,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ASR engine for text models (default: the bundle's, else whisper-tiny.en)")
     p.add_argument("--segment", action="store_true",
                    help="long recordings: cut by voice activity into segments, one result per segment + a summary")
-    p.add_argument("--max-seconds", type=float, default=10.0, help="longest segment with --segment (default 10)")
+    p.add_argument("--max-seconds", type=number(float, positive=True), default=10.0,
+                   help="longest segment with --segment (default 10)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"],
                    help="where models run (default auto: the GPU when there is one)")
@@ -376,9 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "schema at /docs, and a web page at / to upload or record audio.")
     p.add_argument("bundle", help="a bundle folder")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload (default 20 MB)")
-    p.add_argument("--max-seconds", type=float, default=60.0, help="longest accepted audio (default 60 s)")
+    p.add_argument("--port", type=number(int, low=1, high=65535, what="a port number"), default=8000)
+    p.add_argument("--max-upload-mb", type=number(float, positive=True), default=20.0,
+                   help="largest accepted upload (default 20 MB)")
+    p.add_argument("--max-seconds", type=number(float, positive=True), default=60.0,
+                   help="longest accepted audio (default 60 s); longer audio is refused with 413")
     p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"],
                    help="where models run (default auto: the GPU when there is one)")
     p.set_defaults(func=_cmd_serve)
@@ -389,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extract: encoders' first vs cached runs, batched vs plain loop; predict: latency, throughput "
                         "and the service's requests per second; plan: every paper profile's plan on manifests the size "
                         "of IEMOCAP and MSP-Podcast v1.10 with a 64 GB store")
-    p.add_argument("--utterances", type=int, default=60, help="utterances of the built-in corpus (default 60)")
+    p.add_argument("--utterances", type=number(int, positive=True, what="a whole number"), default=60, help="utterances of the built-in corpus (default 60)")
     p.add_argument("--corpus", default=None, help="an IEMOCAP-layout corpus to use instead of a fresh built-in one")
     p.add_argument("--out", default="runs/bench", help="folder for the report (default runs/bench)")
     p.set_defaults(func=_cmd_bench)
@@ -398,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="The main job on a fresh machine: write the built-in corpus if absent, "
                                    "run every registered system's demo profile, gather REPORT.md.")
     p.add_argument("--out", default=str(DEMO_DIR), help=f"demo folder (default {DEMO_DIR})")
-    p.add_argument("--utterances", type=int, default=1000, help="size of the built-in corpus (default 1000)")
+    p.add_argument("--utterances", type=number(int, positive=True, what="a whole number"), default=1000, help="size of the built-in corpus (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--systems", default=None, help="only these systems, e.g. baselines,distilled (default all)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -408,15 +373,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sermo`` console script."""
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
     from sermo.errors import USER_ERRORS
 
+    default_show = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category is UserWarning:  # sermo's own warnings: one line, without the source location
+            print(f"sermo: warning: {message}", file=sys.stderr)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     try:
         return int(args.func(args) or 0)
     except (UsageError, *USER_ERRORS) as exc:
         print(f"sermo: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = default_show
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,12 +3,15 @@
 A recipe (``sermo/recipes/<system>.yaml``) has profiles (``paper``, ``demo``); each profile
 gives ``data``, ``train`` and ``model`` sections. Every key is checked against the
 dataclass it fills: an unknown or misspelt key is an error naming it and listing the valid
-keys. ``--set section.key=value`` overrides a value (parsed as YAML: numbers, lists, null).
+keys; a value out of its range or not one of its choices (declared with :func:`setting` on the
+field) is an error naming the key. ``--set section.key=value`` overrides a value (parsed as
+YAML: numbers, lists, null).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,42 @@ class RunError(ValueError):
     features or losses); the message names the cause and what to do."""
 
 
+def setting(default=dataclasses.MISSING, *, default_factory=dataclasses.MISSING, min: float | None = None,
+            gt: float | None = None, max: float | None = None, lt: float | None = None,
+            choices: tuple | None = None):
+    """A config field with the values it accepts: ``min``/``max`` (inclusive) and ``gt``/``lt``
+    (exclusive) bounds for numbers (for lists: for each item), ``choices`` for anything.
+    ``None`` always passes for an optional field. :func:`build` checks them."""
+    meta = {k: v for k, v in (("min", min), ("gt", gt), ("max", max), ("lt", lt), ("choices", choices))
+            if v is not None}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def check_value(value, meta: dict, where: str) -> None:
+    """Raise :class:`ConfigError` when ``value`` breaks the bounds or choices of ``meta``."""
+    if value is None:
+        return
+    if isinstance(value, (list, tuple)) and "choices" not in meta:
+        for v in value:
+            check_value(v, meta, where)
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value!r} is not a finite number")
+    if "choices" in meta:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        bad = [v for v in items if v not in meta["choices"]]
+        if bad:
+            raise ConfigError(f"{where}: {bad[0]!r} is not one of {', '.join(map(str, meta['choices']))}")
+        return
+    for key, ok, text in (("min", lambda b: value >= b, ">="), ("gt", lambda b: value > b, ">"),
+                          ("max", lambda b: value <= b, "<="), ("lt", lambda b: value < b, "<")):
+        if key in meta and not ok(meta[key]):
+            raise ConfigError(f"{where}: {value!r} is out of range; it must be {text} {meta[key]:g}")
+
+
+
 @dataclass
 class DataConfig:
     """What the systems read.
@@ -35,7 +74,8 @@ class DataConfig:
         text_encoder: token features of the transcripts (``None``: no text).
         text_layers: hidden states of the text encoder to load (``None``: all).
         label_space: category classes (``iemocap-4`` ...).
-        protocol: fold scheme (``None``: the corpus default).
+        protocol: fold scheme (``None``: the corpus default; an IEMOCAP protocol applies to
+            IEMOCAP alone, other corpora get their default, see ``protocols.protocol_for``).
         transcripts: ``oracle`` or an ASR engine (``pocketsphinx``, ``whisper-base``, ...).
         max_frames: audio frames kept per utterance (longer ones are cut).
         max_tokens: tokens kept per transcript.
@@ -54,10 +94,10 @@ class DataConfig:
     label_space: str = "iemocap-4"
     protocol: str | None = None
     transcripts: str = "oracle"
-    max_frames: int = 3000
-    max_tokens: int = 128
-    feature_dtype: str | None = None
-    feature_mode: str = "auto"
+    max_frames: int = setting(3000, min=1)
+    max_tokens: int = setting(128, min=1)
+    feature_dtype: str | None = setting(None, choices=("float16", "float32"))
+    feature_mode: str = setting("auto", choices=("auto", "stored", "live"))
 
 
 @dataclass
@@ -87,24 +127,24 @@ class TrainConfig:
         precision: ``32``, ``16-mixed`` or ``bf16-mixed`` (autocast in training and prediction).
     """
 
-    epochs: int = 50
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_decay: float = 0.0
-    scheduler: str = "plateau"
-    plateau_factor: float = 0.75
-    plateau_patience: int = 2
-    warmup_steps: int = 0
-    warmup_max_share: float | None = 0.3
-    early_stopping: int | None = None
-    grad_clip: float | None = 1.0
-    encoder_lr_scale: float = 0.25
-    seed: int = 0
-    select: str = "metrics"
-    devices: int = 1
-    num_nodes: int = 1
-    accelerator: str = "auto"
-    precision: str = "32"
+    epochs: int = setting(50, min=1)
+    batch_size: int = setting(32, min=1)
+    lr: float = setting(5e-4, gt=0)
+    weight_decay: float = setting(0.0, min=0)
+    scheduler: str = setting("plateau", choices=("plateau", "warmup", "noam", "none"))
+    plateau_factor: float = setting(0.75, gt=0, max=1)
+    plateau_patience: int = setting(2, min=0)
+    warmup_steps: int = setting(0, min=0)
+    warmup_max_share: float | None = setting(0.3, gt=0, max=1)
+    early_stopping: int | None = setting(None, min=1)
+    grad_clip: float | None = setting(1.0, gt=0)
+    encoder_lr_scale: float = setting(0.25, min=0)
+    seed: int = setting(0, min=0)
+    select: str = setting("metrics", choices=("loss", "metrics"))
+    devices: int = setting(1, min=1)
+    num_nodes: int = setting(1, min=1)
+    accelerator: str = setting("auto", choices=("auto", "cpu", "gpu", "cuda"))
+    precision: str = setting("32", choices=("32", "16-mixed", "bf16-mixed"))
     strategy: str = "auto"
 
 
@@ -130,7 +170,8 @@ def build(cls, values: dict | None, where: str):
     """Instantiate dataclass ``cls`` from ``values``, checking every key and type.
 
     Raises:
-        ConfigError: unknown key (with the valid ones) or a value of the wrong type.
+        ConfigError: unknown key (with the valid ones), a value of the wrong type, out of its
+            range or not one of its choices (see :func:`setting`).
     """
     values = dict(values or {})
     names = {f.name: f for f in dataclasses.fields(cls)}
@@ -141,6 +182,7 @@ def build(cls, values: dict | None, where: str):
     out = {}
     for key, value in values.items():
         out[key] = _coerce(value, hints[key], f"{where}.{key}")
+        check_value(out[key], dict(names[key].metadata), f"{where}.{key}")
     return cls(**out)
 
 
@@ -225,4 +267,4 @@ def load_recipe(system: str, profile: str, model_cls, overrides: list[str] | Non
     )
 
 
-__all__ = ["ConfigError", "DataConfig", "TrainConfig", "RunConfig", "build", "load_recipe", "field"]
+__all__ = ["ConfigError", "DataConfig", "TrainConfig", "RunConfig", "build", "load_recipe", "field", "setting"]

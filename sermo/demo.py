@@ -37,7 +37,7 @@ def run_demo(out: Path, *, utterances: int = 1000, seed: int = 0, systems: list[
     built-in corpora it asks for; finished runs are reused, so an interrupted demo resumes.
     """
     from sermo.systems import load_all
-    from sermo.training.runner import run_system
+    from sermo.training.runner import RunFolderChanged, run_system
 
     t0 = time.time()
     sections = ["# sermo demo\n\n",
@@ -57,8 +57,12 @@ def run_demo(out: Path, *, utterances: int = 1000, seed: int = 0, systems: list[
         sysdef = registry[name]
         runs = [(name, sysdef.demo_corpora)] + [(f"{name}-{'+'.join(ls)}", ls) for ls in sysdef.demo_extra]
         for folder, layouts in runs:
-            run_dir = run_system(name, [(layout, corpora[layout]) for layout in layouts], profile="demo",
-                                 out=out / folder, progress=progress)
+            pairs = [(layout, corpora[layout]) for layout in layouts]
+            try:
+                run_dir = run_system(name, pairs, profile="demo", out=out / folder, progress=progress)
+            except RunFolderChanged:  # made by another version or profile of the demo: start it over
+                print(f"sermo demo: {out / folder} was made with other settings; starting it over")
+                run_dir = run_system(name, pairs, profile="demo", out=out / folder, progress=progress, fresh=True)
             results = json.loads((run_dir / "results.json").read_text())
             sections.append(f"\n## {folder}\n\n{sysdef.title}, on {' + '.join(layouts)}. Full report: "
                             f"[{folder}/REPORT.md]({folder}/REPORT.md)\n\n")

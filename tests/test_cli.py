@@ -62,3 +62,50 @@ def test_predict_names_a_folder_that_is_not_a_bundle(tmp_path, capsys):
     (tmp_path / "bundle").mkdir()
     assert main(["predict", str(tmp_path / "bundle"), str(tmp_path)]) == 2
     assert "not a sermo bundle" in capsys.readouterr().err
+
+
+def one_line_error(capsys, argv) -> str:
+    """Run ``sermo argv``; assert it ends as one ``sermo: error:`` line and exit 2; return the line."""
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    lines = [x for x in capsys.readouterr().err.strip().splitlines() if not x.startswith("sermo: warning:")]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("sermo: error:"), lines
+    return lines[0]
+
+
+def test_every_user_error_is_one_line_and_exit_2(tmp_path, capsys, iemocap_synth):
+    corpus = f"iemocap={iemocap_synth}"
+    assert "unknown system 'resnet'" in one_line_error(capsys, ["run", "resnet", "--corpus", corpus])
+    assert "no such file or folder" in one_line_error(capsys, ["run", "baselines", "--corpus",
+                                                               f"iemocap={tmp_path / 'nowhere'}"])
+    assert "'abc'" in one_line_error(capsys, ["run", "baselines", "--corpus", corpus, "--folds", "abc"])
+    (tmp_path / "a-file").write_text("x")
+    assert "a-file" in one_line_error(capsys, ["run", "baselines", "--corpus", corpus, "--out",
+                                               str(tmp_path / "a-file")])
+    assert "section.key=value" in one_line_error(capsys, ["run", "baselines", "--corpus", corpus, "--set",
+                                                          "train.epochs"])
+    assert "label space" in one_line_error(capsys, ["run", "baselines", "--corpus", corpus, "--label-space",
+                                                    "no-such-space", "--out", str(tmp_path / "r")])
+    # table corpora: ragged, latin-1, a bad number, bad JSONL, a bad scale
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("path,speaker,category\na.wav,s1,angry\nb.wav,s2,happy,extra,cells\n")
+    assert "ragged.csv" in one_line_error(capsys, ["prepare", "table", str(ragged), "--out",
+                                                   str(tmp_path / "m.jsonl")])
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("path,speaker,category,transcript\na.wav,s1,angry,caf\xe9 au lait\n".encode("latin-1"))
+    assert "latin.csv" in one_line_error(capsys, ["prepare", "table", str(latin), "--out", str(tmp_path / "m.jsonl")])
+    start = tmp_path / "start.csv"
+    start.write_text("path,speaker,category,start\na.wav,s1,angry,abc\n")
+    assert "line 2: start 'abc' is not a number" in one_line_error(
+        capsys, ["prepare", "table", str(start), "--out", str(tmp_path / "m.jsonl")])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "audio": "a.wav"}\n{"id": "b", "audio"\n')
+    assert "bad.jsonl" in one_line_error(capsys, ["run", "baselines", "--corpus", f"c={bad}"])
+    assert "MIN below MAX" in one_line_error(capsys, ["prepare", "table", str(start), "--scale", "5,1", "--out",
+                                                      str(tmp_path / "m.jsonl")])
+    for value in ("0", "-5", "nan"):
+        assert "--max-seconds" in one_line_error(capsys, ["predict", str(tmp_path), str(tmp_path), "--segment",
+                                                          "--max-seconds", value])
+    assert "port" in one_line_error(capsys, ["serve", str(tmp_path), "--port", "99999"])

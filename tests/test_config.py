@@ -34,3 +34,33 @@ def test_every_recipe_profile_validates():
         assert recipe_path(name).is_file(), name
         for profile in ("paper", "demo"):
             load_recipe(name, profile, system.config_cls)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=-1", "train.epochs: -1 is out of range; it must be >= 1"),
+    ("train.epochs=0", "train.epochs: 0 is out of range; it must be >= 1"),
+    ("train.batch_size=0", "train.batch_size"),
+    ("train.lr=-0.001", "train.lr"),
+    ("train.lr=.nan", "train.lr"),
+    ("train.scheduler=cosine", "train.scheduler: 'cosine' is not one of"),
+    ("model.head=lstm", "model.head: 'lstm' is not one of"),
+    ("model.dropout=1.5", "model.dropout"),
+    ("model.tasks=[dims, colour]", "model.tasks"),
+])
+def test_recipe_values_are_checked_when_read(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_recipe("baselines", "demo", BaselinesConfig, [override])
+    text = str(e.value)
+    assert message in text and "baselines" in text and "\n" not in text.strip()
+
+
+def test_every_system_checks_its_model_values():
+    from sermo.systems import load_all
+
+    bad = {"teacher_student": "model.residual_sigmas=0", "distilled": "model.mode=fast",
+           "hierarchical": "model.conformer_layers=-2", "label_embedding": "model.speech_k=0",
+           "cross_representation": "model.segment=0"}
+    systems = load_all()
+    for name, override in bad.items():
+        with pytest.raises(ConfigError, match=override.split("=")[0]):
+            load_recipe(name, "demo", systems[name].config_cls, [override])

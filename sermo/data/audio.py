@@ -27,6 +27,10 @@ class AudioError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class AudioTooLong(AudioError):
+    """Audio longer than a stated limit (``max_seconds``)."""
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """Header facts of an audio file (no samples read)."""
@@ -63,23 +67,30 @@ def load_audio(
     start: float | None = None,
     end: float | None = None,
     sample_rate: int = SAMPLE_RATE,
+    max_seconds: float | None = None,
 ) -> np.ndarray:
     """Load ``path`` (wav, flac, ogg, mp3, ...) as mono float32 at ``sample_rate``.
 
-    Channels are averaged; other sample rates are resampled with soxr.
+    The file is decoded in blocks of at most :data:`BLOCK_SAMPLES` samples (over all its
+    channels), each averaged to mono and resampled as a stream (soxr; identical to resampling
+    the whole signal at once): memory grows with the 16 kHz mono result, never with the file's
+    rate x channels.
 
     Args:
         path: the audio file.
         start: segment start in seconds (``None``: the beginning).
         end: segment end in seconds (``None``: the end of the file).
         sample_rate: the rate of the returned samples.
+        max_seconds: refuse more audio than this (checked on the header before decoding, and on
+            what is decoded, for headers that understate it).
 
     Returns:
         ``(samples,)`` float32 array in [-1, 1].
 
     Raises:
-        AudioError: the file is missing, empty, unreadable, has zero samples, contains
-            NaN or infinite samples, or the segment lies outside the file.
+        AudioError: the file is missing, unreadable, empty, has no samples at ``sample_rate``,
+            contains NaN or infinite samples, is longer than ``max_seconds``, or the segment lies
+            outside the file.
     """
     p = _check_file(path)
     try:
@@ -97,18 +108,84 @@ def load_audio(
                 if (last - total) / sr > 0.05:
                     raise AudioError(p, f"segment end {end:.3f} s lies outside the file ({total / sr:.3f} s)")
                 last = total
+            if max_seconds is not None and (last - first) / sr > max_seconds:
+                raise AudioTooLong(p, f"{(last - first) / sr:.1f} s of audio is over the limit of {max_seconds:g} s")
             f.seek(first)
-            data = f.read(frames=max(last - first, 0), dtype="float32", always_2d=True)
+            cap = None if max_seconds is None else int(max_seconds * sample_rate) + sample_rate // 10
+            out = _decode(f, p, max(last - first, 0), sample_rate, cap, max_seconds)
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioError(p, f"cannot be read as audio ({_short(exc)}); is it truncated or not an audio file?") from None
-    if data.shape[0] == 0:
+    return out
+
+
+BLOCK_SAMPLES = 1 << 20
+"""Samples (frames x channels) decoded at a time: 4 MB of float32, whatever the file."""
+
+
+def _decode(f, p: Path, frames: int, to_rate: int, cap: int | None, max_seconds: float | None) -> np.ndarray:
+    """``frames`` frames of the open file ``f`` from its position, mono at ``to_rate``, block by block."""
+    rate = int(f.samplerate)
+    stream = soxr.ResampleStream(rate, to_rate, 1, dtype="float32", quality="HQ") if rate != to_rate else None
+    block = max(1, BLOCK_SAMPLES // max(1, f.channels))
+    chunks: list[np.ndarray] = []
+    produced = read = 0
+    while True:
+        want = min(block, frames - read)
+        data = f.read(frames=max(want, 0), dtype="float32", always_2d=True) if want > 0 else np.zeros((0, 1), "float32")
+        read += len(data)
+        done = len(data) < block or read >= frames
+        if len(data) and not np.isfinite(data).all():
+            raise AudioError(p, "contains NaN or infinite samples")
+        mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+        y = stream.resample_chunk(np.ascontiguousarray(mono), last=done) if stream is not None else mono
+        if len(y):
+            chunks.append(np.asarray(y, dtype=np.float32).copy())
+            produced += len(y)
+        if cap is not None and produced > cap:
+            raise AudioTooLong(p, f"holds more than the limit of {max_seconds:g} s of audio (its header says less)")
+        if done:
+            break
+    if read == 0:
         raise AudioError(p, "has no samples (0 s of audio)")
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if not np.isfinite(mono).all():
-        raise AudioError(p, "contains NaN or infinite samples")
-    return resample(mono, sr, sample_rate)
+    if produced == 0:
+        raise AudioError(p, f"has no samples at {to_rate} Hz ({read} sample(s) at {rate} Hz)")
+    return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+
+
+def stream_audio(path: str | os.PathLike, block_seconds: float = 20.0, sample_rate: int = SAMPLE_RATE):
+    """Mono float32 blocks of about ``block_seconds`` at ``sample_rate`` of a whole file, decoded
+    and resampled as a stream (memory bounded by the block, not the file).
+
+    Raises:
+        AudioError: unreadable, non-finite or without samples.
+    """
+    p = _check_file(path)
+    try:
+        f = sf.SoundFile(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioError(p, f"cannot be read as audio ({_short(exc)}); is it truncated or not an audio file?") from None
+    with f:
+        rate = int(f.samplerate)
+        stream = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ") if rate != sample_rate else None
+        block = max(1, min(int(block_seconds * rate), BLOCK_SAMPLES // max(1, f.channels)))
+        seen = 0
+        while True:
+            x = f.read(block, dtype="float32", always_2d=True)
+            last = len(x) < block
+            seen += len(x)
+            if len(x) and not np.isfinite(x).all():
+                raise AudioError(p, "contains NaN or infinite samples")
+            mono = x.mean(axis=1)  # a new array: the block itself is freed before it is used
+            del x
+            y = stream.resample_chunk(mono, last=last) if stream is not None else mono
+            if len(y):
+                yield np.asarray(y, dtype=np.float32)
+            if last:
+                break
+        if seen == 0:
+            raise AudioError(p, "has no samples (0 s of audio)")
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -143,13 +220,31 @@ def prepare_waveform(samples: np.ndarray, sample_rate: int, *, name: str = "<arr
 
 
 def _check_file(path: str | os.PathLike) -> Path:
+    import errno
+
     p = Path(path)
-    if not p.exists():
-        raise AudioError(p, "does not exist")
-    if not p.is_file():
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise AudioError(p, "is a broken symbolic link" if os.path.islink(p) else "does not exist") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AudioError(p, "is a symbolic link loop") from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise AudioError(p, "cannot be read: permission denied (check its permissions)") from None
+        raise AudioError(p, f"cannot be read ({exc.strerror or exc})") from None
+    import stat
+
+    if not stat.S_ISREG(st.st_mode):
         raise AudioError(p, "is not a file")
-    if p.stat().st_size == 0:
+    if st.st_size == 0:
         raise AudioError(p, "is empty (0 bytes)")
+    try:
+        os.close(os.open(p, os.O_RDONLY))
+    except PermissionError:
+        raise AudioError(p, "cannot be read: permission denied (check its permissions)") from None
+    except OSError as exc:
+        raise AudioError(p, f"cannot be read ({exc.strerror or exc})") from None
     return p
 
 

@@ -19,6 +19,10 @@ MSP_CODES = ("A", "S", "H", "U", "F", "D", "C", "N", "O", "X")
 """MSP-Podcast EmoClass codes; ``O`` = other, ``X`` = no agreement."""
 
 
+class LabelSpaceError(ValueError):
+    """A label space that cannot be used: unknown, an unreadable mapping file, codes mapped twice."""
+
+
 @dataclass(frozen=True)
 class LabelSpace:
     """An ordered set of class names and the corpus codes that map onto each.
@@ -36,7 +40,7 @@ class LabelSpace:
     def __post_init__(self) -> None:
         unknown = sorted({c for c in self.mapping.values()} - set(self.classes))
         if unknown:
-            raise ValueError(f"label space {self.name!r} maps codes to unknown classes {unknown}")
+            raise LabelSpaceError(f"label space {self.name!r} maps codes to unknown classes {unknown}")
 
     @property
     def num_classes(self) -> int:
@@ -110,7 +114,7 @@ def get_label_space(name: str) -> LabelSpace:
     try:
         return LABEL_SPACES[name]
     except KeyError:
-        raise ValueError(f"unknown label space {name!r}; known: {', '.join(LABEL_SPACES)}, auto, a list "
+        raise LabelSpaceError(f"unknown label space {name!r}; known: {', '.join(LABEL_SPACES)}, auto, a list "
                          "(neutral,happy,sad) or a YAML file mapping each class to its codes") from None
 
 
@@ -133,7 +137,7 @@ def resolve_label_space(spec: str, categories=()) -> LabelSpace:
     if spec == "auto":
         space = LabelSpace.from_codes(categories, name="auto")
         if not space.classes:
-            raise ValueError("label space auto: the training folds have no categories")
+            raise LabelSpaceError("label space auto: the training folds have no categories")
         return space
     path = Path(spec)
     if path.suffix.lower() in (".yaml", ".yml", ".json") and path.is_file():
@@ -142,13 +146,13 @@ def resolve_label_space(spec: str, categories=()) -> LabelSpace:
         try:
             raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not a readable mapping ({str(exc).splitlines()[0]})") from None
+            raise LabelSpaceError(f"{path}: not a readable mapping ({str(exc).splitlines()[0]})") from None
         if not isinstance(raw, dict) or not raw:
-            raise ValueError(f"{path}: a label space file maps each class to its codes, e.g. happy: [hap, exc]")
+            raise LabelSpaceError(f"{path}: a label space file maps each class to its codes, e.g. happy: [hap, exc]")
         groups = {str(c): tuple(str(x) for x in (v if isinstance(v, list) else [v])) for c, v in raw.items()}
         clash = sorted({x for v in groups.values() for x in v if sum(x in w for w in groups.values()) > 1})
         if clash:
-            raise ValueError(f"{path}: code(s) {clash} map to more than one class")
+            raise LabelSpaceError(f"{path}: code(s) {clash} map to more than one class")
         return _space(path.stem, tuple(groups), groups)
     if "," in spec:
         classes = tuple(c.strip() for c in spec.split(",") if c.strip())
@@ -204,3 +208,25 @@ class Labels:
         hi = np.array([self.scale[u][1] for u in ids], dtype=float)
         lo, hi = np.nan_to_num(lo, nan=0.0), np.nan_to_num(hi, nan=1.0)
         return dims01 * (hi - lo)[:, None] + lo[:, None]
+
+
+def label_summary(manifest, space: LabelSpace) -> str:
+    """The categories a corpus has (with counts), which of them the label space maps, and whether
+    it has dimensions: what a user needs to choose a label space."""
+    from sermo.data.manifest import DIMENSIONS
+
+    df = manifest.df
+    counts = df["category"].dropna().astype(str).value_counts()
+    found = ", ".join(f"{c} {n}" for c, n in counts.head(12).items()) or "none"
+    mapped = [c for c in counts.index if space.class_of(c) is not None]
+    dims = "it has A/V/D values" if df[list(DIMENSIONS)].notna().any().any() else "it has no A/V/D values"
+    return (f"label space {space.name!r} maps {len(mapped)} of the corpus's categories ({found}); {dims}. Choose a "
+            "label space that maps its categories, or rows that learn what it has")
+
+
+def usable_ids(folds, labels: Labels, targets) -> set[str]:
+    """The utterances a run can use: in one of its folds and labelled with what its rows learn
+    from (``dims``: any dimension; ``category``: a class of the label space)."""
+    ids = {u for f in folds for u in (*f.train, *f.valid, *(x for t in f.tests.values() for x in t))}
+    return {u for u in ids if ("dims" in targets and np.isfinite(labels.dims[u]).any())
+            or ("category" in targets and labels.category[u] >= 0)}

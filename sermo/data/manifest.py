@@ -61,16 +61,25 @@ class Manifest:
         df: a DataFrame with at least ``id`` and ``audio``; missing columns are added empty.
     """
 
-    def __init__(self, df: pd.DataFrame):
+    def __init__(self, df: pd.DataFrame, reported: list[str] | None = None, *, source: str | None = None):
         missing_required = [c for c in ("id", "audio") if c not in df.columns]
         if missing_required:
             raise ManifestError(f"manifest lacks required column(s) {missing_required}; columns are {list(df.columns)}")
         df = df.copy()
+        self.reported: list[str] = list(reported or [])
+        """Problems the loader found in the corpus files (each names the file and line)."""
         for col in COLUMNS:
             if col not in df.columns:
                 df[col] = np.nan if col in _FLOAT else None
         for col in _FLOAT:
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+            numbers = pd.to_numeric(df[col], errors="coerce")
+            text = df[col].notna() & numbers.isna()
+            if text.any():  # never silently NaN: a value that is not a number is reported
+                i = int(np.flatnonzero(text.to_numpy())[0])
+                where = f"{source}: " if source else ""
+                self.reported.append(f"{where}{int(text.sum())} {col} value(s) are not numbers, e.g. "
+                                     f"{df['id'].iloc[i]}: {df[col].iloc[i]!r} (they count as missing)")
+            df[col] = numbers.astype("float64")
         df["turn_index"] = pd.to_numeric(df["turn_index"], errors="coerce").astype("Int64")
         for col in set(COLUMNS) - set(_FLOAT) - set(_INT):
             df[col] = df[col].astype(object).where(df[col].notna(), None)
@@ -120,13 +129,15 @@ class Manifest:
     @staticmethod
     def concat(manifests: list["Manifest"]) -> "Manifest":
         """Rows of several manifests in one (ids must stay unique across them)."""
-        return Manifest(pd.concat([m.df for m in manifests], ignore_index=True))
+        return Manifest(pd.concat([m.df for m in manifests], ignore_index=True),
+                        [r for m in manifests for r in m.reported])
 
     # -- validation -----------------------------------------------------------------
     def problems(self, *, check_audio: bool = True) -> list[str]:
-        """Every problem that makes the manifest unsafe to use, as readable lines."""
+        """Every problem that makes the manifest unsafe to use, as readable lines: those its loader
+        reported in the corpus files (:attr:`reported`), then those of its rows."""
         df = self.df
-        out: list[str] = []
+        out: list[str] = list(self.reported)
         dup = df["id"][df["id"].duplicated(keep=False)]
         if len(dup):
             out.append(f"{dup.nunique()} duplicate id(s), e.g. {sorted(set(dup))[:5]}")
@@ -200,7 +211,7 @@ class Manifest:
                                            "category": str, "partition": str, "gender": str})
         except Exception as exc:  # pandas raises many types for a broken file
             raise ManifestError(f"{p}: cannot read manifest ({exc})") from None
-        return cls(df)
+        return cls(df, source=str(p))
 
 
 def _format_of(p: Path) -> str:

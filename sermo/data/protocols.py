@@ -315,6 +315,17 @@ def default_protocol(manifest: Manifest) -> str:
     return "speaker-folds(5)"
 
 
+def protocol_for(spec: str | None, manifest: Manifest) -> str:
+    """The protocol a run uses: the recipe's ``spec``, except that an IEMOCAP protocol
+    (``iemocap-loso``, ``iemocap-loso-holdout``: the papers' IEMOCAP setups) applies to IEMOCAP
+    alone; other corpora get their own default (MSP-Podcast's partitions, ``corpus-transfer``
+    for both together), as the papers evaluate them."""
+    corpora = set(manifest.df["corpus"].dropna())
+    if not spec or (spec.strip().startswith("iemocap-loso") and corpora and corpora != {"iemocap"}):
+        return default_protocol(manifest)
+    return spec
+
+
 def check_speaker_independence(fold: Fold, manifest: Manifest, parts=("train", "valid", "test")) -> None:
     """Raise :class:`ProtocolError` when a speaker occurs in two of ``parts`` of ``fold`` (a part
     may join several with ``+``: ``train+valid`` when validation is held out of training)."""

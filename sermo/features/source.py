@@ -74,10 +74,12 @@ class FeatureSource:
         if self._keys is None:
             keys = feature_keys(self.manifest, self.modality, self.store)
             full = dataclasses.replace(self.identity, layers=None)
-            if self.identity.layers is not None and keys and all(self.store.has(full, k) for k in keys.values()):
+            # every entry read is checked against its checksum first (a damaged one is recomputed):
+            # one read of the features, against the many of training
+            if self.identity.layers is not None and keys and all(self.store.verify(full, k) for k in keys.values()):
                 self._full, self._report = full, None
             else:
-                self._report = extract(self.manifest, self.encoder, self.store, verify=False, progress=self.progress)
+                self._report = extract(self.manifest, self.encoder, self.store, verify=True, progress=self.progress)
                 keys = feature_keys(self.manifest, self.modality, self.store)
             self._keys = keys
         return self._keys

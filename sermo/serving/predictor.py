@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sermo.data.audio import SAMPLE_RATE, load_audio, prepare_waveform
+from sermo.data.audio import SAMPLE_RATE, AudioError, load_audio, prepare_waveform
 from sermo.data.bundle import BundleConfig, BundleError
 from sermo.data.spec import FeatureInput
 
@@ -39,6 +39,9 @@ class Prediction:
         transcript_source: ``given`` or ``asr:<engine>`` (``None`` for audio-only models).
         start, end: seconds within the recording for segments (``None`` for whole inputs).
         duration: seconds of audio.
+        windows: the windows the audio was read in: audio longer than the model reads at once
+            (its ``max_frames``) is cut into equal windows, predicted each, and their outputs
+            averaged weighted by duration (1: read whole).
     """
 
     source: str
@@ -54,6 +57,7 @@ class Prediction:
     start: float | None = None
     end: float | None = None
     duration: float = 0.0
+    windows: int = 1
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -94,7 +98,12 @@ class Predictor:
             self.model = sysdef.build_model(config.row, model_cfg, config.spec)
         except (KeyError, ValueError) as exc:
             raise BundleError(f"{where}: the config does not describe a model sermo can build ({exc})") from exc
-        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        try:
+            missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        except RuntimeError as exc:  # a tensor of another shape than the config's model has
+            first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc)[:200])
+            raise BundleError(f"{where}: the weights do not fit the model its config describes ({first}); was the "
+                              "bundle edited?") from None
         if missing or unexpected:
             raise BundleError(f"{where}: the weights do not fit the model (missing {list(missing)[:3]}, "
                               f"unexpected {list(unexpected)[:3]}); was the bundle edited?")
@@ -166,13 +175,40 @@ class Predictor:
         out = []
         for i, item in enumerate(items):
             if isinstance(item, (str, Path)):
-                out.append((str(item), load_audio(item)))
-                continue
-            if sampling_rate is None:
-                raise ValueError("predict() got an array without sampling_rate: pass sampling_rate=16000 (or "
-                                 "the array's rate)")
-            out.append((f"array[{i}]", prepare_waveform(item, int(sampling_rate), name=f"array[{i}]")))
+                name, wave = str(item), load_audio(item)
+            else:
+                if sampling_rate is None:
+                    raise ValueError("predict() got an array without sampling_rate: pass sampling_rate=16000 (or "
+                                     "the array's rate)")
+                name = f"array[{i}]"
+                wave = prepare_waveform(item, int(sampling_rate), name=name)
+            check_duration(name, wave)
+            out.append((name, wave))
         return out
+
+    @property
+    def window_seconds(self) -> float | None:
+        """The most audio the model reads at once (``None``: no limit): its ``max_frames`` of
+        audio features, or the seconds of waveform it was trained on."""
+        spec = self.inputs
+        limits = []
+        if spec.audio is not None and spec.audio.frame_rate:
+            limits.append(spec.max_frames / float(spec.audio.frame_rate))
+        if spec.wave and spec.max_wave_seconds:
+            limits.append(float(spec.max_wave_seconds))
+        return min(limits) if limits else None
+
+    def _windows(self, source: str, wave: np.ndarray, transcript) -> list[np.ndarray]:
+        """``wave`` in equal windows the model reads whole (one when it fits)."""
+        limit = self.window_seconds
+        if limit is None or len(wave) <= limit * SAMPLE_RATE:
+            return [wave]
+        if transcript is not None:
+            raise AudioError(source, f"{len(wave) / SAMPLE_RATE:.1f} s of audio is longer than the {limit:g} s the "
+                                     "model reads at once, and one transcript cannot be split across windows: leave "
+                                     "the transcript out (each window is transcribed) or cut the audio (sermo predict "
+                                     "--segment)")
+        return list(np.array_split(wave, int(np.ceil(len(wave) / (limit * SAMPLE_RATE)))))
 
     @torch.inference_mode()
     def _run(self, waves: list[np.ndarray], transcripts: list[str | None]) -> tuple[list[dict], list[tuple]]:
@@ -236,21 +272,33 @@ class Predictor:
         preds = []
         for k in range(0, len(items), batch_size):
             chunk = items[k:k + batch_size]
-            preds += self._predictions([s for s, _ in chunk], [w for _, w in chunk], texts[k:k + batch_size])
+            preds += self._predictions([s for s, _ in chunk], [w for _, w in chunk], texts[k:k + batch_size],
+                                       batch_size=batch_size)
         if single:
             return preds[0]
         import pandas as pd
 
         return pd.DataFrame([p.flat() for p in preds])
 
-    def _predictions(self, sources, waves, texts, spans=None) -> list[Prediction]:
-        results, used = self._run(waves, list(texts))
+    def _predictions(self, sources, waves, texts, spans=None, batch_size: int = 8) -> list[Prediction]:
+        pieces = [(j, x) for j, (src, w, t) in enumerate(zip(sources, waves, texts)) for x in self._windows(src, w, t)]
+        results: list[dict] = []
+        used: list[tuple] = []
+        for k in range(0, len(pieces), batch_size):
+            part = pieces[k:k + batch_size]
+            r, u = self._run([x for _, x in part], [texts[j] for j, _ in part])
+            results += r
+            used += u
         out = []
-        for j, (src, w, r, (t, ts)) in enumerate(zip(sources, waves, results, used)):
+        for j, (src, w) in enumerate(zip(sources, waves)):
+            mine = [i for i, (owner, _) in enumerate(pieces) if owner == j]
+            r = combine([results[i] for i in mine], [len(pieces[i][1]) for i in mine])
+            words = [used[i][0] for i in mine if used[i][0]]
             start, end = spans[j] if spans else (None, None)
-            out.append(Prediction(source=src, scale=self.scale, modalities=self.modalities, transcript=t,
-                                  transcript_source=ts, start=start, end=end, duration=len(w) / SAMPLE_RATE,
-                                  **r))
+            out.append(Prediction(source=src, scale=self.scale, modalities=self.modalities,
+                                  transcript=" ".join(words) if words else used[mine[0]][0],
+                                  transcript_source=used[mine[0]][1], start=start, end=end,
+                                  duration=len(w) / SAMPLE_RATE, windows=len(mine), **r))
         return out
 
     def predict_long(self, path: str | Path, *, max_seconds: float = 10.0, batch_size: int = 8,
@@ -281,21 +329,43 @@ class Predictor:
                                  spans=[(round(s, 3), round(e, 3)) for s, e, _ in segs])
 
 
+MIN_SECONDS = 0.25
+"""The shortest audio a prediction is made for: below it there is no utterance to judge."""
+
+
+def check_duration(source: str, wave: np.ndarray) -> None:
+    """Raise :class:`AudioError` for audio shorter than :data:`MIN_SECONDS`."""
+    if len(wave) < MIN_SECONDS * SAMPLE_RATE:
+        raise AudioError(source, f"is {len(wave) / SAMPLE_RATE:.3f} s long; a prediction needs at least "
+                                 f"{MIN_SECONDS:g} s of audio")
+
+
+def combine(results: list[dict], weights) -> dict:
+    """The outputs of a recording's windows as one: dimensions and category probabilities
+    averaged weighted by the windows' lengths."""
+    if len(results) == 1:
+        return results[0]
+    w = np.asarray(weights, dtype=float)
+    out: dict = {}
+    for d in ("arousal", "valence", "dominance"):
+        if d in results[0]:
+            out[d] = float(np.average([r[d] for r in results], weights=w))
+    if "categories" in results[0]:
+        classes = list(results[0]["categories"])
+        probs = np.average([[r["categories"][c] for c in classes] for r in results], axis=0, weights=w)
+        out["categories"] = {c: float(v) for c, v in zip(classes, probs)}
+        out["category"] = classes[int(np.argmax(probs))]
+    return out
+
+
 def summarise(preds: list[Prediction]) -> dict:
     """Duration-weighted means over segments, the dominant category, counts."""
     if not preds:
         return {"segments": 0, "speech_seconds": 0.0}
-    w = np.array([p.duration for p in preds])
-    out: dict = {"segments": len(preds), "speech_seconds": round(float(w.sum()), 2)}
-    for d in ("arousal", "valence", "dominance"):
-        vals = [getattr(p, d) for p in preds]
-        if all(v is not None for v in vals):
-            out[d] = float(np.average(vals, weights=w))
-    if preds[0].categories:
-        classes = list(preds[0].categories)
-        probs = np.average([[p.categories[c] for c in classes] for p in preds], axis=0, weights=w)
-        out["categories"] = {c: float(v) for c, v in zip(classes, probs)}
-        out["category"] = classes[int(np.argmax(probs))]
+    out: dict = {"segments": len(preds), "speech_seconds": round(float(sum(p.duration for p in preds)), 2)}
+    fields = ("arousal", "valence", "dominance", "categories", "category")
+    outputs = [{k: getattr(p, k) for k in fields if getattr(p, k) is not None} for p in preds]
+    out.update(combine(outputs, [p.duration for p in preds]))
     out["scale"] = list(preds[0].scale) if preds[0].scale else None
     return out
 

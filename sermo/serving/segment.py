@@ -14,35 +14,9 @@ from typing import Iterator
 
 import numpy as np
 
-from sermo.data.audio import SAMPLE_RATE, AudioError
+from sermo.data.audio import SAMPLE_RATE, AudioError, stream_audio
 
 FRAME = 480  # 30 ms at 16 kHz, one of webrtcvad's frame sizes
-
-
-def _stream_16k(path: str | Path, block_seconds: float = 20.0) -> Iterator[np.ndarray]:
-    """Mono float32 16 kHz blocks of a file of any rate and channel count."""
-    import soundfile as sf
-    import soxr
-
-    try:
-        f = sf.SoundFile(str(path))
-    except (RuntimeError, sf.LibsndfileError) as exc:
-        raise AudioError(path, f"not readable as audio ({str(exc).strip().splitlines()[-1]})") from exc
-    with f:
-        rate = f.samplerate
-        stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32") if rate != SAMPLE_RATE else None
-        block = max(1, int(block_seconds * rate))
-        while True:
-            x = f.read(block, dtype="float32", always_2d=True)
-            last = len(x) < block
-            x = x.mean(axis=1)
-            if not np.isfinite(x).all():
-                raise AudioError(path, "contains NaN or infinite samples")
-            y = stream.resample_chunk(x, last=last) if stream is not None else x
-            if len(y):
-                yield np.asarray(y, dtype=np.float32)
-            if last:
-                return
 
 
 def speech_segments(path: str | Path, *, max_seconds: float = 10.0, min_seconds: float = 0.5,
@@ -74,7 +48,7 @@ def speech_segments(path: str | Path, *, max_seconds: float = 10.0, min_seconds:
         if len(samples) >= min_seconds * SAMPLE_RATE:
             yield start * FRAME / SAMPLE_RATE, (start * FRAME + len(samples)) / SAMPLE_RATE, samples
 
-    for block in _stream_16k(path):
+    for block in stream_audio(path):
         x = np.concatenate([rest, block])
         usable = len(x) // FRAME * FRAME
         rest = x[usable:]

@@ -2,49 +2,124 @@
 
 ``POST /predict`` takes a multipart form (the audio in ``file``, an optional ``transcript``)
 and answers the prediction as JSON; ``GET /health`` says which model is loaded; the OpenAPI
-schema is at ``/openapi.json`` (and ``/docs``); ``/`` is a page that uploads or records
-audio and shows the category probabilities and a valence-arousal plot.
+schema is at ``/docs``; ``/`` is a page that uploads or records audio and shows the category
+probabilities and a valence-arousal plot.
 
-Limits: uploads over ``max_upload_mb`` get 413 (checked on the declared length and while
-reading), audio longer than ``max_seconds`` gets 413, a content type that is not audio gets
-415, audio that cannot be decoded gets 422. Predictions run one at a time behind a lock
-(ASR engines are not thread-safe); requests themselves are served concurrently.
+Every limit bounds what it costs:
+
+- the request body is counted as it arrives (declared length or chunked): past
+  ``max_upload_mb`` the request gets 413 and nothing more is read or written to disk; a body
+  that stalls for ``body_timeout`` seconds gets 408;
+- audio longer than ``max_seconds`` gets 413, from its header before decoding and from the
+  decoded samples for a header that understates it; decoding reads blocks of bounded size
+  (whatever the file's rate x channels) and at most ``decoders`` uploads decode at once;
+- a content type that is not audio gets 415; audio that cannot be decoded, has no samples at
+  16 kHz or is shorter than the shortest prediction gets 422 (naming the upload, never a
+  server path).
+
+Predictions run one at a time behind a lock (ASR engines are not thread-safe); requests
+themselves are served concurrently.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import re
 import tempfile
 import threading
 from importlib import resources
 from pathlib import Path
 
 # at module level: FastAPI resolves the endpoints' (string) annotations in this namespace
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi.responses import HTMLResponse
 
 ACCEPTED_TYPES = ("audio/", "application/octet-stream", "video/webm", "video/ogg")
+_SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
 
 
-def create_app(predictor, *, max_upload_mb: float = 20.0, max_seconds: float = 60.0):
-    """The FastAPI application serving ``predictor`` (a :class:`~sermo.serving.Predictor`)."""
+class BodyLimit:
+    """ASGI middleware: counts the body of ``POST /predict`` as it is received and answers 413 as
+    soon as it passes ``limit`` bytes (a chunked upload has no length to check up front), 408
+    when it stalls for ``timeout`` seconds."""
+
+    def __init__(self, app, limit: int, timeout: float, limit_text: str):
+        self.app, self.limit, self.timeout, self.limit_text = app, limit, timeout, limit_text
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/predict":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            return await _answer(send, 413, f"upload of {int(length) / 1e6:.1f} MB is over the limit of "
+                                            f"{self.limit_text}")
+        seen = 0
+        started = False
+
+        async def counted():
+            nonlocal seen
+            try:
+                message = await asyncio.wait_for(receive(), timeout=self.timeout)
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"the upload stalled for {self.timeout:g} s") from None
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPException(413, f"upload is over the limit of {self.limit_text}")
+            return message
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except HTTPException as exc:  # raised while reading, outside a route's handlers
+            if started:
+                raise
+            await _answer(send, exc.status_code, exc.detail)
+
+
+async def _answer(send, status: int, detail: str) -> None:
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def upload_name(filename: str | None) -> str:
+    """The upload's file name as it may be shown: printable, at most 100 characters."""
+    name = "".join(c for c in (filename or "upload") if c.isprintable()).strip() or "upload"
+    return name if len(name) <= 100 else name[:97] + "..."
+
+
+def create_app(predictor, *, max_upload_mb: float = 20.0, max_seconds: float = 60.0, decoders: int = 2,
+               body_timeout: float = 30.0):
+    """The FastAPI application serving ``predictor`` (a :class:`~sermo.serving.Predictor`).
+
+    Args:
+        max_upload_mb: the largest body accepted.
+        max_seconds: the longest audio accepted.
+        decoders: uploads decoded at once (each holds at most one block of the file and its
+            16 kHz result).
+        body_timeout: seconds a body may stall between two parts.
+    """
     import sermo
-    from sermo.data.audio import AudioError, audio_info, load_audio
+    from sermo.data.audio import AudioError, AudioTooLong, load_audio
 
     limit = int(max_upload_mb * 1024 * 1024)
     lock = threading.Lock()
+    decoding = threading.BoundedSemaphore(max(1, decoders))
     cfg = predictor.config
     app = FastAPI(title="sermo", version=sermo.__version__,
                   description=f"Speech emotion recognition: {cfg.system} / {cfg.row}")
-
-    @app.middleware("http")
-    async def reject_oversize(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if request.url.path == "/predict" and length and length.isdigit() and int(length) > limit + 64 * 1024:
-            return JSONResponse({"detail": f"upload of {int(length) / 1e6:.1f} MB is over the limit of "
-                                           f"{max_upload_mb:g} MB"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=limit, timeout=body_timeout, limit_text=f"{max_upload_mb:g} MB")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
@@ -57,7 +132,8 @@ def create_app(predictor, *, max_upload_mb: float = 20.0, max_seconds: float = 6
                 "classes": list(predictor.space.classes),
                 "scale": list(predictor.scale) if predictor.scale else None,
                 "transcripts": predictor.asr_engine if "text" in predictor.modalities else None,
-                "max_upload_mb": max_upload_mb, "max_seconds": max_seconds}
+                "max_upload_mb": max_upload_mb, "max_seconds": max_seconds,
+                "window_seconds": predictor.window_seconds}
 
     @app.post("/predict")
     def predict(file: UploadFile = File(..., description="audio: wav, flac, ogg, mp3"),
@@ -67,8 +143,9 @@ def create_app(predictor, *, max_upload_mb: float = 20.0, max_seconds: float = 6
         ctype = (file.content_type or "application/octet-stream").lower()
         if not ctype.startswith(ACCEPTED_TYPES):
             raise HTTPException(415, f"content type {ctype!r} is not audio; send a wav, flac, ogg or mp3 file")
-        suffix = Path(file.filename or "upload").suffix.lower() or ".wav"
-        fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="sermo-upload-")
+        name = upload_name(file.filename)
+        suffix = Path(name).suffix.lower()
+        fd, tmp = tempfile.mkstemp(suffix=suffix if _SUFFIX.match(suffix) else "", prefix="sermo-upload-")
         try:
             size = 0
             with os.fdopen(fd, "wb") as out:
@@ -78,18 +155,18 @@ def create_app(predictor, *, max_upload_mb: float = 20.0, max_seconds: float = 6
                         raise HTTPException(413, f"upload is over the limit of {max_upload_mb:g} MB")
                     out.write(chunk)
             if size == 0:
-                raise HTTPException(422, f"{file.filename}: the upload is empty")
+                raise HTTPException(422, f"{name}: the upload is empty")
             try:
-                info = audio_info(tmp)
-                if info.duration > max_seconds:
-                    raise HTTPException(413, f"{file.filename}: {info.duration:.1f} s of audio is over the limit of "
-                                             f"{max_seconds:g} s; cut it, or use `sermo predict --segment`")
-                wave = load_audio(tmp)
+                with decoding:
+                    wave = load_audio(tmp, max_seconds=max_seconds)
+                with lock:
+                    result = predictor.predict(wave, sampling_rate=16000, transcript=transcript or None)
+            except AudioTooLong as exc:
+                raise HTTPException(413, f"{name}: {exc.problem.replace(tmp, name)}; cut it, or use "
+                                         "`sermo predict --segment`") from None
             except AudioError as exc:
-                raise HTTPException(422, f"{file.filename}: {exc.problem}") from exc
-            with lock:
-                result = predictor.predict(wave, sampling_rate=16000, transcript=transcript or None)
-            result.source = file.filename or "upload"
+                raise HTTPException(422, f"{name}: {exc.problem.replace(tmp, name)}") from None
+            result.source = name
             return result.to_dict()
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -126,12 +203,31 @@ def serve_in_background(app, host: str = "127.0.0.1"):
 
 def serve(bundle: str, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20.0,
           max_seconds: float = 60.0, accelerator: str = "auto") -> None:
-    """Load ``bundle`` and serve it until interrupted."""
+    """Load ``bundle`` and serve it until interrupted.
+
+    Raises:
+        ServeError: the port cannot be bound (in use, or not allowed).
+    """
+    import socket
+
     import uvicorn
 
+    from sermo.errors import ServeError
     from sermo.serving.predictor import Predictor
 
+    try:  # before the model loads, and before anything says it is serving
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise ServeError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); is another service using it? "
+                         "Pass --port") from None
     app = create_app(Predictor.from_pretrained(bundle, accelerator=accelerator), max_upload_mb=max_upload_mb,
                      max_seconds=max_seconds)
-    print(f"sermo: serving {bundle} on http://{host}:{port}/ (API schema at /docs)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_keep_alive=5,
+                            limit_concurrency=64, timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    print(f"sermo: serving {bundle} on http://{host}:{port}/ (API schema at /docs)", flush=True)
+    server.run()
+    if not server.started:
+        raise ServeError(f"the service could not start on {host}:{port}; see the messages above")

@@ -42,12 +42,14 @@ def get_system(name: str) -> SystemDef:
     """A registered system by name.
 
     Raises:
-        ValueError: unknown name; the message lists the registered ones.
+        ConfigError: unknown name; the message lists the registered ones.
     """
+    from sermo.config import ConfigError
+
     if name not in SYSTEMS:
         load_all()
     if name not in SYSTEMS:
-        raise ValueError(f"unknown system {name!r}; known: {', '.join(load_all())}")
+        raise ConfigError(f"unknown system {name!r}; known: {', '.join(load_all())}")
     return SYSTEMS[name]
 
 

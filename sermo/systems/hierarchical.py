@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sermo.config import setting
 from sermo.data.batch import Batch
 from sermo.data.spec import ModelSpec
 from sermo.nn.layers import Conformer, LayerWeighting, Standardize, average_frames
@@ -60,15 +61,15 @@ class HierarchicalConfig:
     """
 
     rows: list[str] = field(default_factory=lambda: list(ROWS))
-    conformer_layers: int = 4
-    hidden: int = 64
-    heads: int = 4
-    kernel: int = 15
-    mlp: list[int] = field(default_factory=lambda: [64, 32])
-    dropout: float = 0.2
-    subsample: int = 1
-    alpha: float = 1.0
-    beta: float = 1.0
+    conformer_layers: int = setting(4, min=1)
+    hidden: int = setting(64, min=1)
+    heads: int = setting(4, min=1)
+    kernel: int = setting(15, min=1)
+    mlp: list[int] = setting(default_factory=lambda: [64, 32], min=1)
+    dropout: float = setting(0.2, min=0, lt=1)
+    subsample: int = setting(1, min=1)
+    alpha: float = setting(1.0, min=0)
+    beta: float = setting(1.0, min=0)
     labels: dict[str, str] | None = None
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sermo.config import setting
 from sermo.data.batch import Batch, lengths_mask
 from sermo.data.spec import ModelSpec
 from sermo.evaluation.metrics import DIMENSIONS, ccc, pearson
@@ -59,17 +60,17 @@ class TeacherStudentConfig:
     """
 
     rows: list[str] = field(default_factory=lambda: list(ROWS))
-    hidden: int = 128
-    gru_layers: int = 2
-    embedding: int = 128
-    subsample: int = 1
-    lam: float = 30.0
-    residual_sigmas: float = 2.0
-    finetune_layers: int = 6
+    hidden: int = setting(128, min=1)
+    gru_layers: int = setting(2, min=1)
+    embedding: int = setting(128, min=1)
+    subsample: int = setting(1, min=1)
+    lam: float = setting(30.0, min=0)
+    residual_sigmas: float = setting(2.0, gt=0)
+    finetune_layers: int = setting(6, min=0)
     student_finetune: bool = False
     finetune_from_store: bool = True
     teacher_audio_encoder: str | None = None
-    emo_reduction: str = "sum"
+    emo_reduction: str = setting("sum", choices=("sum", "mean"))
 
 
 class Branch(nn.Module):

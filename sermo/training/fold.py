@@ -13,7 +13,8 @@ import torch
 
 from sermo.accelerator import lightning_accelerator
 from sermo.config import RunConfig, TrainConfig
-from sermo.data.labels import Labels, LabelSpace
+from sermo.data.io import atomic_path, write_text_atomic
+from sermo.data.labels import Labels, LabelSpace, label_summary
 from sermo.data.manifest import DIMENSIONS, Manifest
 from sermo.data.protocols import Fold
 from sermo.data.spec import ModelSpec
@@ -24,30 +25,11 @@ from sermo.features.source import FeatureSource
 from sermo.systems.api import Predictions, RowResult
 from sermo.systems.common import softmax
 from sermo.training.datamodule import loader
+from sermo.training.resume import atomic_checkpoint_io, merge_metrics, resume_from, set_metrics_aside
 from sermo.training.task import SystemTask, count_trainable, load_checkpoint, predict
 
 WAVE_SECONDS = 20.0
 """Seconds of each utterance a fine-tuned speech encoder reads in training."""
-
-
-def label_summary(manifest: Manifest, space: LabelSpace) -> str:
-    """The categories a corpus has (with counts), which of them the label space maps, and whether
-    it has dimensions: what a user needs to choose a label space."""
-    df = manifest.df
-    counts = df["category"].dropna().astype(str).value_counts()
-    found = ", ".join(f"{c} {n}" for c, n in counts.head(12).items()) or "none"
-    mapped = [c for c in counts.index if space.class_of(c) is not None]
-    dims = "it has A/V/D values" if df[list(DIMENSIONS)].notna().any().any() else "it has no A/V/D values"
-    return (f"label space {space.name!r} maps {len(mapped)} of the corpus's categories ({found}); {dims}. Choose a "
-            "label space that maps its categories, or rows that learn what it has")
-
-
-def usable_ids(folds, labels: Labels, targets) -> set[str]:
-    """The utterances a run can use: in one of its folds and labelled with what its rows learn
-    from (``dims``: any dimension; ``category``: a class of the label space)."""
-    ids = {u for f in folds for u in (*f.train, *f.valid, *(x for t in f.tests.values() for x in t))}
-    return {u for u in ids if ("dims" in targets and np.isfinite(labels.dims[u]).any())
-            or ("category" in targets and labels.category[u] >= 0)}
 
 
 class RunData:
@@ -62,6 +44,7 @@ class RunData:
         from sermo.accelerator import resolve_device
 
         self.cfg, self.manifest, self.space, self.store, self.progress = cfg, manifest, space, store, progress
+        self.epochs = None  # the run's RunProgress (sermo.training.progress), set by the runner
         self.device = resolve_device(cfg.train.accelerator)
         self.labels = Labels.from_manifest(manifest, space)
         self.usable = set(manifest.ids) if usable is None else set(usable)
@@ -311,13 +294,13 @@ class FoldRun:
             task.load_state_dict(load_checkpoint(stage_dir / "best.ckpt")["state_dict"])
             return task.model
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        monitor = {"loss": "val_loss", "metrics": "val_select"}.get(cfg.select)
-        if monitor is None:
-            raise ValueError(f"unknown train.select {cfg.select!r}; known: loss, metrics")
+        monitor = {"loss": "val_loss", "metrics": "val_select"}[cfg.select]  # checked when the recipe is read
         callbacks = [ModelCheckpoint(dirpath=stage_dir, filename="best", monitor=monitor, mode="min",
                                      save_last=True, save_top_k=1, enable_version_counter=False)]
         if cfg.early_stopping:
             callbacks.append(EarlyStopping(monitor=monitor, patience=cfg.early_stopping, mode="min"))
+        if getattr(self.run, "epochs", None) is not None:  # the run-level bar
+            callbacks.append(self.run.epochs.callback())
         trainer = L.Trainer(
             max_epochs=cfg.epochs, accelerator=lightning_accelerator(cfg.accelerator), devices=cfg.devices,
             num_nodes=cfg.num_nodes, precision=cfg.precision,
@@ -328,21 +311,29 @@ class FoldRun:
             gradient_clip_val=cfg.grad_clip, callbacks=callbacks,
             logger=CSVLogger(str(stage_dir), name="", version=""), enable_progress_bar=self.progress,
             enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
-            log_every_n_steps=1, deterministic=False)
-        last = stage_dir / "last.ckpt"
+            log_every_n_steps=1, deterministic=False, plugins=[atomic_checkpoint_io()])
+        last, _ = resume_from(stage_dir / "last.ckpt")
+        if last is not None and trainer.is_global_zero:
+            set_metrics_aside(stage_dir)  # the logger deletes metrics.csv when it starts
         trainer.fit(task, loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed),
-                    loader(valid, cfg.batch_size, shuffle=False), ckpt_path=str(last) if last.is_file() else None)
+                    loader(valid, cfg.batch_size, shuffle=False), ckpt_path=str(last) if last else None,
+                    weights_only=True)
         if trainer.is_global_zero:
-            best = callbacks[0].best_model_path or str(last)
-            state = load_checkpoint(best)["state_dict"]
-            task.load_state_dict(state)
+            merge_metrics(stage_dir)
+            best = callbacks[0].best_model_path or str(stage_dir / "last.ckpt")
+            kept = load_checkpoint(best)
+            task.load_state_dict(kept["state_dict"])
             if Path(best).name != "best.ckpt":
-                torch.save({"state_dict": state}, stage_dir / "best.ckpt")
-            record = {"best_epoch": _best_epoch(stage_dir), "epochs": trainer.current_epoch,
+                with atomic_path(stage_dir / "best.ckpt") as tmp:
+                    torch.save({"state_dict": kept["state_dict"], "epoch": kept.get("epoch")}, tmp)
+            score = callbacks[0].best_model_score
+            # the epoch whose weights are kept: chosen by train.select, as the checkpoint was
+            record = {"best_epoch": kept.get("epoch"), "selected_by": monitor,
+                      "best_score": None if score is None else float(score), "epochs": trainer.current_epoch,
                       "steps": int(trainer.global_step)}
             if task.schedule is not None:
                 record["schedule"] = task.schedule.to_dict()
-            done.write_text(json.dumps(record))
+            write_text_atomic(done, json.dumps(record))
         return task.model
 
     def with_train(self, **changes) -> TrainConfig:
@@ -416,15 +407,3 @@ def labelled(dataset) -> tuple[bool, bool]:
     has_dims = any(np.isfinite(labels.dims[u]).any() for u in dataset.ids)
     has_classes = any(labels.category[u] >= 0 for u in dataset.ids)
     return has_dims, has_classes
-
-
-def _best_epoch(stage_dir: Path) -> int | None:
-    import pandas as pd
-
-    path = stage_dir / "metrics.csv"
-    if not path.is_file():
-        return None
-    df = pd.read_csv(path)
-    if "val_loss" not in df or df["val_loss"].isna().all():
-        return None
-    return int(df.loc[df["val_loss"].idxmin(), "epoch"])

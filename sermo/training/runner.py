@@ -3,12 +3,15 @@
 Run folder::
 
     config.yaml               the resolved recipe profile (after --set overrides)
+    made_with.json            what the folder was made with: the recipe, a hash of the corpora, the
+                              sermo version; a rerun with other settings refuses (``--fresh`` starts over)
     protocol.json             the protocol, each fold's description and utterance ids
     PLAN.md                   per encoder: utterances, hours, bytes stored, stored or live, passes
     <fold>/<stage>/           Lightning checkpoints (last.ckpt resumes, best.ckpt), metrics.csv, DONE
     <fold>/rows.json          the fold's finished rows with metrics (a rerun skips finished folds)
-    predictions/<row>.<fold>.<test>.parquet   per-utterance predictions with the truth
-    results.json              every row: per-fold metrics, mean and std over folds
+    predictions/<row>.<fold>.<test>.parquet   per-utterance predictions with the truth (class indices
+                                             and names, A/V/D on the corpus scale, p_<class>)
+    results.json              every row: per-fold metrics, mean and sample std (ddof 1) over folds
     REPORT.md                 the paper-style table, the protocol in words, the paper's numbers
     plots/                    confusion matrices, predicted-vs-true scatter, training curves
     bundles/<row>/            the first fold's model of each servable row (safetensors + config)
@@ -29,15 +32,16 @@ from sermo.config import RunError, load_recipe
 from sermo.data.bundle import BundleConfig, save_bundle
 from sermo.data.corpora import load_corpus
 from sermo.data.io import atomic_path, write_text_atomic
-from sermo.data.labels import Labels, left_out, resolve_label_space
+from sermo.data.labels import Labels, label_summary, left_out, resolve_label_space, usable_ids
 from sermo.data.manifest import DIMENSIONS, Manifest
-from sermo.data.protocols import build_protocol, default_protocol
+from sermo.data.protocols import build_protocol, protocol_for
 from sermo.evaluation.metrics import METRIC_KEYS, score_predictions
 from sermo.features import FeatureStore, default_store_root
 from sermo.systems import get_system
 from sermo.systems.api import RowResult
 from sermo.training.datamodule import is_rank_zero
-from sermo.training.fold import FoldRun, RunData, label_summary, usable_ids
+from sermo.training.fold import FoldRun, RunData
+from sermo.training.folder import RECORD, RunFolderChanged, check_run_folder, manifest_hash, run_record  # noqa: F401
 from sermo.training.plan import Plan, check_plan, plan_run
 
 
@@ -54,6 +58,7 @@ class Prepared:
     number: dict[str, int]
     usable: set[str]
     plan: Plan
+    corpus_hash: str = ""
 
 
 def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = "demo", folds=None,
@@ -74,13 +79,16 @@ def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = 
     store_root = store.root if store is not None else default_store_root()
     names = [n for n, _ in corpora]
     manifest = Manifest.concat([load_corpus(p) for _, p in corpora])
+    _warn_reported(manifest)
+    manifest = without_duplicates(manifest)
+    corpus_hash = manifest_hash(manifest)
     if transcribe and cfg.data.transcripts != "oracle":
         from sermo.accelerator import resolve_device
         from sermo.features.transcripts import transcribe_manifest
 
         manifest, _ = transcribe_manifest(manifest, store or FeatureStore(), engine=cfg.data.transcripts,
                                           progress=progress, device=str(resolve_device(cfg.train.accelerator)))
-    protocol = build_protocol(cfg.data.protocol or default_protocol(manifest), manifest, seed=cfg.train.seed)
+    protocol = build_protocol(protocol_for(cfg.data.protocol, manifest), manifest, seed=cfg.train.seed)
     number = {f.name: i + 1 for i, f in enumerate(protocol.folds)}  # a fold's place in the whole protocol
     if folds:
         protocol = protocol.select(folds)
@@ -93,7 +101,34 @@ def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = 
                        f"{label_summary(manifest, space)}")
     plan = plan_run(sysdef.feature_uses(cfg), cfg, manifest, usable, protocol.folds, store_root,
                     devices=cfg.train.devices * cfg.train.num_nodes)
-    return Prepared(sysdef, cfg, names, manifest, space, protocol, number, usable, plan)
+    return Prepared(sysdef, cfg, names, manifest, space, protocol, number, usable, plan, corpus_hash)
+
+
+def _warn_reported(manifest: Manifest, shown: int = 10) -> None:
+    """The problems the corpus loaders found (each names its file and line), as warnings: a run
+    goes on without what they cost, but never silently (``sermo prepare --strict`` fails on them)."""
+    import warnings
+
+    for text in manifest.reported[:shown]:
+        warnings.warn(text, stacklevel=3)
+    if len(manifest.reported) > shown:
+        warnings.warn(f"... and {len(manifest.reported) - shown} more corpus problem(s); `sermo prepare` lists them all",
+                      stacklevel=3)
+
+
+def without_duplicates(manifest: Manifest) -> Manifest:
+    """The manifest without rows whose id is not unique (which row is meant cannot be known; ``sermo
+    prepare`` lists them as skipped), with a warning naming them."""
+    import warnings
+
+    dup = manifest.df["id"].duplicated(keep=False).to_numpy()
+    if not dup.any():
+        return manifest
+    ids = sorted(set(manifest.df.loc[dup, "id"]))
+    warnings.warn(f"{len(ids)} utterance id(s) appear more than once ({', '.join(map(str, ids[:5]))}"
+                  f"{', ...' if len(ids) > 5 else ''}): their {int(dup.sum())} rows are skipped; give each utterance "
+                  "its own id", stacklevel=2)
+    return manifest.where(~dup)
 
 
 def plan_system(system: str, corpora: list[tuple[str, Path]], **kwargs) -> Plan:
@@ -104,16 +139,22 @@ def plan_system(system: str, corpora: list[tuple[str, Path]], **kwargs) -> Plan:
 def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "demo", folds=None,
                out: Path | None = None, overrides: list[str] | None = None, store: FeatureStore | None = None,
                devices: int | None = None, num_nodes: int | None = None, accelerator: str | None = None,
-               progress: bool = True) -> Path:
+               progress: bool = True, fresh: bool = False) -> Path:
     """Train and evaluate ``system`` on ``corpora`` (``[(name, path)]``); return the run folder.
+
+    A rerun into the same folder with the same settings reuses its finished folds and resumes
+    an interrupted one; ``fresh`` empties the folder first.
 
     Raises:
         PlanError: the features it would store do not fit (before anything runs).
+        RunFolderChanged: the folder was made with other settings (and ``fresh`` is not set).
     """
-    from tqdm import tqdm
+    from sermo.training.progress import RunProgress
 
     t0 = time.time()
     _quiet_lightning()
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise RunError(f"--out {out} is a file; give a folder for the run")
     store = store or FeatureStore()
     prep = prepare_run(system, corpora, profile=profile, folds=folds, overrides=overrides, store=store,
                        devices=devices, num_nodes=num_nodes, accelerator=accelerator, progress=progress)
@@ -121,20 +162,29 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
     sysdef, cfg, names, manifest, space, protocol, number = (prep.sysdef, prep.cfg, prep.names, prep.manifest,
                                                                prep.space, prep.protocol, prep.number)
     out = Path(out or Path("runs") / system / f"{'+'.join(names)}-{profile}")
+    record = run_record(cfg, names, prep.corpus_hash)
+    check_run_folder(out, record, fresh=fresh)
     out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / RECORD, json.dumps(record, indent=1, default=str))
     write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     write_text_atomic(out / "protocol.json", json.dumps(
         {"protocol": protocol.spec, "description": protocol.description,
          "folds": [f.to_dict() for f in protocol.folds]}, indent=1))
     write_text_atomic(out / "PLAN.md", prep.plan.table())
     run = RunData(cfg, manifest, space, store, progress=progress, usable=prep.usable, plan=prep.plan)
+    run.epochs = RunProgress(system, len(protocol.folds), len(getattr(cfg.model, "rows", None) or [1]),
+                             cfg.train.epochs, enabled=progress and is_rank_zero())
+    if progress and is_rank_zero():
+        print(f"sermo: {system}: {run.epochs.describe()}; the bar below shows the time remaining", flush=True)
     per_fold: dict[str, list[dict]] = {}
-    for k, fold in enumerate(tqdm(protocol.folds, desc=f"{system}: folds", unit="fold", disable=not progress)):
+    for k, fold in enumerate(protocol.folds):
         fdir = out / fold.name
         done = fdir / "rows.json"
         if done.is_file():
             per_fold[fold.name] = json.loads(done.read_text())
+            run.epochs.skip_fold()
             continue
+        run.epochs.fold(fold.name)
         ctx = FoldRun(run, fold, fdir, index=number[fold.name])
         rows = sysdef.run_fold(ctx)
         if not is_rank_zero():  # under DDP every rank trains; rank 0 alone evaluates and writes
@@ -146,6 +196,7 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
                     save_bundle(out / "bundles" / r.name, r.model, _bundle_config(system, r, cfg, run))
         write_text_atomic(done, json.dumps(records, indent=1))
         per_fold[fold.name] = records
+    run.epochs.close()
     writer = is_rank_zero()  # asked before the process group goes: afterwards every rank looks like rank 0
     _end_distributed()
     if not writer:
@@ -195,12 +246,16 @@ def _evaluate_row(r: RowResult, ctx: FoldRun, out: Path) -> dict:
     for test, pred in r.predictions.items():
         ids = pred.ids
         truth_dims, truth_cls = ctx.truth(ids)
-        table = {"id": ids, "category_true": truth_cls}
+        classes = list(ctx.space.classes)
+        # class indices (what the metrics read) and the class names beside them
+        table = {"id": ids, "category_true": truth_cls,
+                 "class_true": [classes[c] if c >= 0 else None for c in truth_cls]}
         if pred.dims is not None:
             for j, d in enumerate(DIMENSIONS):
                 table[f"{d}_true"], table[f"{d}_pred"] = truth_dims[:, j], pred.dims[:, j]
         if pred.probs is not None:
             table["category_pred"] = pred.probs.argmax(1)
+            table["class_pred"] = [classes[c] for c in table["category_pred"]]
             for c, name in enumerate(ctx.space.classes):
                 table[f"p_{name}"] = pred.probs[:, c]
         metrics[test] = score_predictions(truth_dims, truth_cls, pred.dims, pred.probs, ctx.num_classes)
@@ -208,6 +263,12 @@ def _evaluate_row(r: RowResult, ctx: FoldRun, out: Path) -> dict:
             pd.DataFrame(table).to_parquet(tmp, index=False)
     return {"name": r.name, "modalities": list(r.modalities), "trainable_params": r.trainable_params,
             "metrics": metrics, "info": r.info}
+
+
+def _sample_std(values: list[float]) -> float | None:
+    """The sample standard deviation over folds (ddof 1); ``None`` for a single fold, where
+    there is no spread to show."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
 def aggregate(system: str, corpora: list[str], protocol, profile: str, label_space: str,
@@ -237,7 +298,7 @@ def aggregate(system: str, corpora: list[str], protocol, profile: str, label_spa
             keys = [k for k in METRIC_KEYS if any(k in f for f in folds)]
             summary = {"folds": folds,
                        "mean": {k: float(np.mean([f[k] for f in folds if k in f])) for k in keys},
-                       "std": {k: float(np.std([f[k] for f in folds if k in f])) for k in keys}}
+                       "std": {k: _sample_std([f[k] for f in folds if k in f]) for k in keys}}
             conf = [r["metrics"].get(test, {}).get("confusion") for _, r in recs]
             if all(c is not None for c in conf) and conf:
                 summary["confusion"] = np.sum(np.array(conf), axis=0).tolist()

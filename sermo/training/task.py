@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from sermo.data.batch import Batch
-from sermo.config import TrainConfig
+from sermo.config import RunError, TrainConfig
 
 
 class SystemTask(L.LightningModule):
@@ -219,19 +219,23 @@ def predict(model: torch.nn.Module, data, *, device=None, precision: str = "32")
             "logits": np.concatenate(logits) if logits else None}
 
 
+class CheckpointError(RunError):
+    """A checkpoint that cannot be read safely: damaged, or holding more than tensors and data."""
+
+
 def load_checkpoint(path) -> dict:
     """A training checkpoint's contents, read without executing anything it holds: only
     tensors, numbers, strings and containers of them load (``torch.load(weights_only=True)``).
     Every checkpoint sermo reads goes through here.
 
     Raises:
-        ValueError: the file is not such a checkpoint (damaged, or holding code); the message
+        CheckpointError: the file is not such a checkpoint (damaged, or holding code); the message
             names it and says how to recover.
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated zips, unsafe globals
-        raise ValueError(f"{path}: not a readable sermo checkpoint ({str(exc).splitlines()[0][:200]}); delete it "
+        raise CheckpointError(f"{path}: not a readable sermo checkpoint ({str(exc).splitlines()[0][:200]}); delete it "
                          "to train that stage again") from None
 
 

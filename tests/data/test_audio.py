@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sermo.data.audio import AudioError, audio_info, load_audio, prepare_waveform
+from sermo.data.audio import AudioError, AudioTooLong, audio_info, load_audio, prepare_waveform
 from tests.conftest import write_tone
 
 
@@ -96,3 +96,67 @@ def test_prepare_waveform_checks_and_resamples():
         prepare_waveform(np.zeros(0), 16000)
     with pytest.raises(AudioError, match="NaN"):
         prepare_waveform(np.array([0.0, np.inf]), 16000)
+
+
+def test_a_high_rate_many_channel_file_decodes_in_bounded_memory(tmp_path):
+    """20 s at 384 kHz x 8 channels is 245 MB as float32 (a few KB as FLAC of silence): decoded
+    block by block, the arrays held at once stay near one block and the 16 kHz result."""
+    import tracemalloc
+
+    rate, channels, seconds = 384000, 8, 20
+    path = tmp_path / "wide.flac"
+    with sf.SoundFile(path, "w", samplerate=rate, channels=channels, subtype="PCM_16") as f:
+        for _ in range(seconds):
+            f.write(np.zeros((rate, channels), np.int16))
+    assert path.stat().st_size < 1e6
+    tracemalloc.start()
+    x = load_audio(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(x) == seconds * 16000
+    assert peak < 40e6, f"peak {peak / 1e6:.0f} MB of arrays for {rate * channels * seconds * 4 / 1e6:.0f} MB of samples"
+    with pytest.raises(AudioTooLong, match="over the limit of 5 s"):
+        load_audio(path, max_seconds=5)
+
+
+def test_blockwise_decoding_equals_one_pass(tmp_path, monkeypatch):
+    import sermo.data.audio as audio
+
+    path = write_tone(tmp_path / "t.wav", seconds=3.0, sr=44100, channels=2)
+    whole, part = load_audio(path), load_audio(path, start=0.5, end=2.0)
+    monkeypatch.setattr(audio, "BLOCK_SAMPLES", 4096)  # many small blocks
+    assert np.array_equal(load_audio(path), whole)
+    assert np.array_equal(load_audio(path, start=0.5, end=2.0), part) and len(part) == 24000
+
+
+def test_a_rate_that_resamples_to_no_samples_is_an_error(tmp_path):
+    p = tmp_path / "tiny.wav"
+    sf.write(p, np.zeros(5, np.float32), 192000)  # 5 samples at 192 kHz: nothing at 16 kHz
+    with pytest.raises(AudioError, match="no samples at 16000 Hz"):
+        load_audio(p)
+
+
+def test_permission_denied_and_symlink_loops_are_named(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    loop = tmp_path / "loop.wav"
+    os.symlink(loop, loop)
+    with pytest.raises(AudioError, match="symbolic link loop"):
+        load_audio(loop)
+    broken = tmp_path / "broken.wav"
+    os.symlink(tmp_path / "gone.wav", broken)
+    with pytest.raises(AudioError, match="broken symbolic link"):
+        load_audio(broken)
+    locked = write_tone(tmp_path / "locked.wav")
+    real_open = os.open
+
+    def denied(path, *a, **k):  # root can read anything: stand in for a file it may not
+        if str(path) == str(locked):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(os, "open", denied)
+    with pytest.raises(AudioError, match="permission denied") as e:
+        load_audio(locked)
+    assert str(locked) in str(e.value)

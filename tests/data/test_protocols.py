@@ -3,7 +3,7 @@ import pytest
 
 from sermo.data.manifest import Manifest
 from sermo.data.protocols import (Fold, ProtocolError, build_protocol, check_speaker_independence,
-                                  default_protocol)
+                                  default_protocol, protocol_for)
 
 
 def iemocap_like():
@@ -51,6 +51,12 @@ def test_msp_partitions():
     (fold,) = p.folds
     assert set(fold.tests) == {"test1", "test2"} and fold.test == ("Test10", "Test11")
     assert default_protocol(m) == "msp-partitions"
+    # the papers' IEMOCAP protocol in a recipe: MSP-Podcast is still tested on its partitions
+    assert protocol_for("iemocap-loso-holdout", m) == "msp-partitions"
+    assert protocol_for("iemocap-loso-holdout", iemocap_like()) == "iemocap-loso-holdout"
+    both = Manifest.concat([iemocap_like(), m])
+    assert protocol_for("iemocap-loso-holdout", both) == "corpus-transfer"
+    assert protocol_for("speaker-folds(3)", both) == "speaker-folds(3)" and protocol_for(None, m) == "msp-partitions"
 
 
 def test_speaker_in_two_parts_is_an_error():

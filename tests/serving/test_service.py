@@ -116,3 +116,109 @@ def test_web_page_shows_a_prediction_in_headless_chromium(server, wav):
         assert browser.find_element(By.ID, "error").text == ""
     finally:
         browser.quit()
+
+
+def test_a_chunked_oversize_upload_is_refused_before_it_lands_on_disk(baselines_run, monkeypatch):
+    """No length header: the body is counted as it arrives; past the limit (1 MB here) the request
+    gets 413 and the rest is never read, so nothing near its 6 MB is written anywhere."""
+    import sermo.serving.service as service
+
+    made = []
+    real_mkstemp = service.tempfile.mkstemp
+    monkeypatch.setattr(service.tempfile, "mkstemp", lambda *a, **k: made.append(1) or real_mkstemp(*a, **k))
+    app = create_app(Predictor.from_pretrained(baselines_run / "bundles" / "audio"), max_upload_mb=1.0)
+    pulled = []
+
+    async def counting(scope, receive, send):  # what the application read of the body
+        async def counted():
+            message = await receive()
+            pulled.append(len(message.get("body", b"")))
+            return message
+
+        await app(scope, counted, send)
+
+    boundary = "sermoBoundary"
+
+    def body():
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.wav\"\r\n"
+               "Content-Type: audio/wav\r\n\r\n").encode()
+        for _ in range(6 * 16):  # 6 MB in 64 KB parts
+            yield b"\0" * 65536
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    with serve_in_background(counting) as url:
+        try:
+            r = httpx.post(f"{url}/predict", content=body(), timeout=60,
+                           headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        except httpx.HTTPError:  # the server may close before the client has sent everything
+            r = None
+    if r is not None:
+        assert r.status_code == 413 and "limit of 1 MB" in r.json()["detail"]
+    assert made == []  # the handler never ran
+    assert 1024 * 1024 < sum(pulled) < 1024 * 1024 + 2 * 65536 + 1024  # the limit and one part, not 6 MB
+
+
+def test_odd_file_names_and_tiny_audio_get_4xx_without_server_paths(server, wav, tmp_path):
+    import soundfile as sf
+
+    data = wav.read_bytes()
+    for name in ("a\0b.wav", "x" * 300 + ".wav", "clip." + "y" * 300, "../../etc/passwd.wav"):
+        r = httpx.post(f"{server}/predict", files={"file": (name, data, "audio/wav")}, timeout=60)
+        assert r.status_code == 200, (name[:40], r.text[:200])
+        assert len(r.json()["source"]) <= 100 and "\0" not in r.json()["source"]
+    # a name longer than the form parser takes: refused as bad multipart data, not a 500
+    r = httpx.post(f"{server}/predict", files={"file": ("x" * 5000 + ".wav", data, "audio/wav")}, timeout=60)
+    assert 400 <= r.status_code < 500
+    short = tmp_path / "short.wav"
+    sf.write(short, np.zeros(160, np.float32), 16000)  # 10 ms
+    r = httpx.post(f"{server}/predict", files={"file": ("short.wav", short.read_bytes(), "audio/wav")})
+    assert r.status_code == 422 and "0.010 s long" in r.json()["detail"]
+    one = tmp_path / "one.wav"
+    sf.write(one, np.zeros(5, np.float32), 192000)  # resamples to no samples at 16 kHz
+    r = httpx.post(f"{server}/predict", files={"file": ("one.wav", one.read_bytes(), "audio/wav")})
+    assert r.status_code == 422 and "one.wav" in r.json()["detail"]
+    for detail in (r.json()["detail"],):
+        assert "/tmp" not in detail and "sermo-upload" not in detail
+    r = httpx.post(f"{server}/predict", files={"file": ("fake.wav", b"RIFF....WAVEjunk" * 10, "audio/wav")})
+    assert r.status_code == 422 and "/tmp" not in r.text and "sermo-upload" not in r.text
+
+
+def test_serve_refuses_a_port_in_use_before_saying_it_serves(baselines_run, capsys):
+    import socket
+
+    from sermo.errors import ServeError
+    from sermo.serving.service import serve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServeError, match=f"cannot serve on 127.0.0.1:{port}.*--port"):
+            serve(str(baselines_run / "bundles" / "audio"), port=port)
+    assert "serving" not in capsys.readouterr().out
+
+
+def test_a_stalled_body_gets_408_and_the_app_never_sees_the_rest():
+    import asyncio
+
+    from sermo.serving.service import BodyLimit
+
+    async def app(scope, receive, send):  # reads the whole body, as the form parser does
+        while (await receive()).get("more_body"):
+            pass
+        raise AssertionError("the body never ended")
+
+    async def stalled():
+        if not sent:
+            sent.append(1)
+            return {"type": "http.request", "body": b"x" * 10, "more_body": True}
+        await asyncio.sleep(60)
+
+    answers, sent = [], []
+
+    async def send(message):
+        answers.append(message)
+
+    scope = {"type": "http", "path": "/predict", "headers": [(b"transfer-encoding", b"chunked")]}
+    asyncio.run(BodyLimit(app, limit=1000, timeout=0.2, limit_text="1 KB")(scope, stalled, send))
+    assert answers[0]["status"] == 408 and b"stalled for 0.2 s" in answers[1]["body"]

@@ -13,6 +13,7 @@ from sermo.nn.layers import align_frames, chunk
 from sermo.systems.cross_representation.config import CrossRepresentationConfig
 from sermo.systems.cross_representation.fusion import fusion_grid
 from sermo.systems.cross_representation.model import CrossRepresentation
+from sermo.systems.cross_representation.probe import probe_split
 from sermo.systems.cross_representation.text import TextCNN, word_tokens
 from sermo.training.runner import run_system
 from tests.conftest import small_iemocap, tiny_speech_model, tiny_text_model
@@ -127,6 +128,16 @@ def test_text_cnn_leaves_special_tokens_and_padding_out():
     x2[0, :, 4] = 1e3  # padding
     b2 = Batch(ids=["a", "b"], dims=torch.zeros(2, 3), category=torch.tensor([0, 1]), text=x2, text_mask=mask)
     assert torch.allclose(model(b2).logits, out.logits, atol=1e-5)
+
+
+def test_probe_split_tests_every_speaker_with_two_utterances():
+    speaker_of = {"a1": "A", "b1": "B", "b2": "B", "c1": "C", "c2": "C", "c3": "C", "c4": "C", "c5": "C"}
+    train, test = probe_split(sorted(speaker_of), speaker_of, 0.8, seed=0)
+    assert sorted(train + test) == sorted(speaker_of) and not set(train) & set(test)
+    tested = [speaker_of[u] for u in test]
+    # A's only utterance trains; B keeps one of two for testing; C 4 of 5 to train
+    assert "a1" in train and tested.count("B") == 1 and tested.count("C") == 1
+    assert probe_split(["a1", "b1"], speaker_of, 0.8, seed=0)[1] == []
 
 
 def test_fusion_grid_finds_the_weights():

@@ -1,6 +1,5 @@
 """A run that learned nothing must never look like a result."""
 
-import json
 
 import numpy as np
 import pandas as pd

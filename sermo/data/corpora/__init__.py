@@ -13,16 +13,20 @@ LOADERS = {"iemocap": prepare_iemocap, "msp-podcast": prepare_msp_podcast, "tabl
 """Loader per corpus layout name (the names ``sermo prepare`` takes)."""
 
 
+class CorpusError(ValueError):
+    """A corpus argument that names nothing sermo can read; the message says what was looked for."""
+
+
 def prepare(layout: str, root: str | Path, **options) -> Manifest:
     """Build the manifest of the corpus at ``root`` with the loader for ``layout``.
 
     Raises:
-        ValueError: unknown layout; the message lists the known ones.
+        CorpusError: unknown layout; the message lists the known ones.
     """
     try:
         loader = LOADERS[layout]
     except KeyError:
-        raise ValueError(f"unknown corpus layout {layout!r}; known: {', '.join(LOADERS)}") from None
+        raise CorpusError(f"unknown corpus layout {layout!r}; known: {', '.join(LOADERS)}") from None
     return loader(root, **options)
 
 
@@ -30,9 +34,12 @@ def detect_layout(root: str | Path) -> str:
     """Guess the layout of ``root``: a folder of IEMOCAP or MSP-Podcast, or a table file.
 
     Raises:
-        ValueError: nothing recognisable; says which layouts were looked for.
+        CorpusError: nothing there, or nothing recognisable; says which layouts were looked for.
     """
     p = Path(root)
+    if not p.exists():
+        raise CorpusError(f"{p}: no such file or folder; --corpus takes NAME=PATH to a corpus folder, a table or "
+                          "a manifest")
     if p.is_file() and p.suffix.lower() in (".csv", ".jsonl", ".json"):
         return "table"
     if p.is_dir():
@@ -40,7 +47,7 @@ def detect_layout(root: str | Path) -> str:
             return "iemocap"
         if (p / "Labels").is_dir():
             return "msp-podcast"
-    raise ValueError(f"{p}: not an IEMOCAP folder (Session*/dialog/EmoEvaluation), an MSP-Podcast folder "
+    raise CorpusError(f"{p}: not an IEMOCAP folder (Session*/dialog/EmoEvaluation), an MSP-Podcast folder "
                      "(Labels/labels_consensus.csv) or a corpus table (.csv/.jsonl)")
 
 
@@ -56,7 +63,11 @@ def load_corpus(path: str | Path) -> Manifest:
             return Manifest.load(p)
         import pandas as pd
 
-        head = pd.read_json(p, lines=True, nrows=1) if p.suffix.lower() != ".csv" else pd.read_csv(p, nrows=1)
+        try:
+            head = pd.read_json(p, lines=True, nrows=1) if p.suffix.lower() != ".csv" else pd.read_csv(p, nrows=1)
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise CorpusError(f"{p}: not a readable table ({str(exc).strip().splitlines()[0]}); "
+                              "a corpus table is UTF-8 CSV or JSON lines") from None
         if {"id", "audio"} <= set(head.columns):
             return Manifest.load(p)
     return prepare(detect_layout(p), p)
@@ -68,5 +79,5 @@ def parse_corpus_arg(text: str) -> tuple[str, Path]:
     if not sep:
         path, name = text, Path(text).name
     if not name or not path:
-        raise ValueError(f"--corpus takes NAME=PATH, got {text!r}")
+        raise CorpusError(f"--corpus takes NAME=PATH, got {text!r}")
     return name, Path(path)

@@ -13,6 +13,11 @@ order: valence, activation, dominance) followed by per-evaluator lines such as
 (dimensional). All of them are kept in ``ratings``. Transcription lines read
 ``Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.``; lines that are not utterances of the
 EmoEvaluation file are ignored, and utterances missing from it get no transcript.
+
+Nothing is lost silently: an utterance line that cannot be parsed exactly (a ``;`` among the
+V/A/D values, ``-`` for a value, a malformed time) is left out and reported with its file and
+line (its evaluator lines are not attached to another utterance); an EmoEvaluation or
+transcription file that is missing or unreadable is reported with what it costs.
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ from sermo.data.audio import AudioError, audio_info
 from sermo.data.manifest import Manifest
 
 SCALE = (1.0, 5.0)
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)"
 _TURN = re.compile(
-    r"^\[\s*(?P<start>[\d.]+)\s*-\s*(?P<end>[\d.]+)\s*\]\s+(?P<id>\S+)\s+(?P<cat>\S+)\s+"
-    r"\[\s*(?P<v>[-\d.]+)\s*,\s*(?P<a>[-\d.]+)\s*,\s*(?P<d>[-\d.]+)\s*\]"
+    rf"^\[\s*(?P<start>{_NUM})\s*-\s*(?P<end>{_NUM})\s*\]\s+(?P<id>\S+)\s+(?P<cat>\S+)\s+"
+    rf"\[\s*(?P<v>{_NUM})\s*,\s*(?P<a>{_NUM})\s*,\s*(?P<d>{_NUM})\s*\]\s*$"
 )
+_TURN_LIKE = re.compile(r"^\[[^\]]*\]\s+(?P<id>\S+)")  # what an utterance line starts with
 _EVAL = re.compile(r"^(?P<rater>[A-Z]-[A-Z]+\d*)\s*:\s*(?P<body>[^\t(]*)\t?\s*(?:\((?P<comment>.*)\))?\s*$")
-_DIM = re.compile(r"(val|act|dom)\s+([-\d.]+)")
+_DIM = re.compile(rf"(val|act|dom)\s+({_NUM})")
 _TRANSCRIPT = re.compile(r"^(?P<id>\S+)\s+\[(?P<start>[\d.]+)\s*-\s*(?P<end>[\d.]+)\]\s*:\s?(?P<text>.*)$")
 _SUFFIX = re.compile(r"_(?P<gender>[FM])\d+$")
 _SESSION = re.compile(r"^Ses(?P<n>\d+)")
@@ -63,16 +70,24 @@ def prepare_iemocap(root: str | Path) -> Manifest:
             f"{root}: no Session*/dialog/EmoEvaluation/ folders; point sermo at IEMOCAP_full_release/"
         )
     rows: list[dict] = []
+    problems: list[str] = []
     for session_dir in sessions:
         for eval_file in sorted((session_dir / "dialog" / "EmoEvaluation").glob("*.txt")):
             dialog = eval_file.stem
-            turns = parse_emo_evaluation(eval_file)
-            words = parse_transcriptions(session_dir / "dialog" / "transcriptions" / f"{dialog}.txt")
+            turns = parse_emo_evaluation(eval_file, problems)
+            text_file = session_dir / "dialog" / "transcriptions" / f"{dialog}.txt"
+            words = parse_transcriptions(text_file, problems)
+            if not text_file.is_file() and turns:
+                problems.append(f"{text_file}: does not exist; the {len(turns)} utterance(s) of {dialog} have no "
+                                "transcript")
             turns.sort(key=lambda t: (t["dialog_start"], t["id"]))
             for index, turn in enumerate(turns):
-                rows.append(_row(session_dir, dialog, index, turn, words.get(turn["id"])))
+                rows.append(_row(session_dir, dialog, index, turn, (words or {}).get(turn["id"])))
+    if not rows:
+        raise IemocapLayoutError(f"{root}: no utterance could be read from its EmoEvaluation files ("
+                                 + "; ".join(problems[:3] or ["they hold no utterance lines"]) + ")")
     df = pd.DataFrame(rows)
-    return Manifest(df)
+    return Manifest(df, problems)
 
 
 def _row(session_dir: Path, dialog: str, turn_index: int, turn: dict, text: str | None) -> dict:
@@ -109,22 +124,45 @@ def _row(session_dir: Path, dialog: str, turn_index: int, turn: dict, text: str 
     }
 
 
-def parse_emo_evaluation(path: str | Path) -> list[dict]:
+def parse_emo_evaluation(path: str | Path, problems: list[str] | None = None) -> list[dict]:
     """Parse one EmoEvaluation file into turns with consensus labels and evaluator ratings.
+
+    Args:
+        path: the file.
+        problems: where to report what cannot be parsed (``file line N: ...``); ``None``: raise.
 
     Returns:
         One dict per turn: ``id, dialog_start, dialog_end, category, valence, arousal,
         dominance, ratings`` where ``ratings`` is a list of
         ``{"rater": "C-E2", "categories": [...], "comment": ...}`` and
         ``{"rater": "A-E3", "valence": 3.0, "arousal": 2.0, "dominance": 2.0, "comment": ...}``.
+
+    Raises:
+        IemocapLayoutError: with ``problems=None``, the first problem.
     """
+    def report(text: str) -> None:
+        if problems is None:
+            raise IemocapLayoutError(text)
+        problems.append(text)
+
     turns: list[dict] = []
     current: dict | None = None
-    for raw in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        report(f"{path}: cannot be read ({exc.strerror or exc}); its utterances are missing")
+        return []
+    for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line or line.startswith("%"):
             continue
         m = _TURN.match(line)
+        if not m and _TURN_LIKE.match(line):
+            like = _TURN_LIKE.match(line)
+            report(f"{path} line {number}: utterance line of {like['id']} cannot be parsed ({line[:80]!r}); "
+                   "the utterance is left out")
+            current = None  # its evaluator lines belong to it, not to the utterance before
+            continue
         if m:
             current = {
                 "id": m["id"],
@@ -141,6 +179,9 @@ def parse_emo_evaluation(path: str | Path) -> list[dict]:
         e = _EVAL.match(raw.rstrip())
         if e and current is not None:
             current["ratings"].append(_rating(e["rater"], e["body"], e["comment"]))
+    if not turns and any(x.strip() and not x.lstrip().startswith("%") for x in lines):
+        report(f"{path}: no utterance line ([START - END] ID CATEGORY [V, A, D]) in it; is it an EmoEvaluation "
+               "file? Its dialog's utterances are missing")
     return turns
 
 
@@ -157,13 +198,21 @@ def _rating(rater: str, body: str, comment: str | None) -> dict:
     return rating
 
 
-def parse_transcriptions(path: str | Path) -> dict[str, str]:
-    """Map utterance id -> words for one dialog's transcription file (missing file: empty)."""
+def parse_transcriptions(path: str | Path, problems: list[str] | None = None) -> dict[str, str] | None:
+    """Map utterance id -> words for one dialog's transcription file (missing file: empty; an
+    unreadable one: ``None``, reported in ``problems``)."""
     p = Path(path)
     if not p.is_file():
         return {}
+    try:
+        lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        if problems is None:
+            raise IemocapLayoutError(f"{p}: cannot be read ({exc.strerror or exc})") from None
+        problems.append(f"{p}: cannot be read ({exc.strerror or exc}); its utterances have no transcript")
+        return None
     out: dict[str, str] = {}
-    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in lines:
         m = _TRANSCRIPT.match(line.strip())
         if m:
             out[m["id"]] = m["text"].strip()

@@ -56,18 +56,24 @@ def prepare_msp_podcast(root: str | Path) -> Manifest:
     if labels_path is None:
         raise MspLayoutError(f"{root}: no Labels/labels_consensus.csv (or labels_concensus.csv); "
                              "point sermo at the MSP-Podcast release folder")
-    labels = pd.read_csv(labels_path, dtype={"FileName": str, "EmoClass": str, "SpkrID": str, "Gender": str})
+    try:
+        # every cell as written: only an empty one is missing ('n/a', 'NA' in a label are reported)
+        labels = pd.read_csv(labels_path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise MspLayoutError(f"{labels_path}: cannot be read as a CSV table ({str(exc).strip().splitlines()[-1]})") from None
     labels.columns = [c.strip() for c in labels.columns]
     required = ["FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom"]
     lacking = [c for c in required if c not in labels.columns]
     if lacking:
         raise MspLayoutError(f"{labels_path}: missing column(s) {lacking}; found {list(labels.columns)}")
-    splits = _splits(root, labels, labels_path)
+    problems: list[str] = []
+    splits = _splits(root, labels, labels_path, problems)
     audio_index = _audio_index(root)
-    detailed = _detailed_ratings(root / "Labels" / "labels_detailed.csv")
+    detailed = _detailed_ratings(root / "Labels" / "labels_detailed.csv", problems)
 
     rows = []
-    for rec in labels.to_dict("records"):
+    for line, rec in enumerate(labels.to_dict("records"), start=2):  # line 1 is the header
+        num = _reader(labels_path, line, problems)
         name = str(rec["FileName"]).strip()
         utt = name[:-4] if name.lower().endswith(".wav") else name
         wav = audio_index.get(name) or audio_index.get(f"{utt}.wav") or (root / "Audios" / f"{utt}.wav")
@@ -78,7 +84,7 @@ def prepare_msp_podcast(root: str | Path) -> Manifest:
         spk = str(rec.get("SpkrID", "") or "").strip()
         ep = _EPISODE.match(utt)
         text_file = root / "Transcripts" / f"{utt}.txt"
-        text = text_file.read_text(encoding="utf-8", errors="replace").strip() if text_file.is_file() else None
+        text = _read_text(text_file, problems) if text_file.is_file() else None
         rows.append({
             "id": utt,
             "corpus": "msp-podcast",
@@ -91,9 +97,9 @@ def prepare_msp_podcast(root: str | Path) -> Manifest:
             "transcript": text,
             "transcript_source": "oracle" if text is not None else None,
             "partition": splits.get(name) or splits.get(utt),
-            "arousal": _num(rec["EmoAct"]),
-            "valence": _num(rec["EmoVal"]),
-            "dominance": _num(rec["EmoDom"]),
+            "arousal": num(rec, "EmoAct"),
+            "valence": num(rec, "EmoVal"),
+            "dominance": num(rec, "EmoDom"),
             "category": str(rec["EmoClass"]).strip() if pd.notna(rec["EmoClass"]) else None,
             "scale_min": SCALE[0],
             "scale_max": SCALE[1],
@@ -104,23 +110,37 @@ def prepare_msp_podcast(root: str | Path) -> Manifest:
         df = df.sort_values(["dialog", "_segment", "id"], na_position="last", kind="stable")
         df["turn_index"] = df.groupby("dialog", dropna=False).cumcount()
         df = df.drop(columns="_segment").sort_index()
-    return Manifest(df)
+    return Manifest(df, problems)
 
 
-def _num(x) -> float:
+def _reader(path: Path, line: int, problems: list[str]):
+    """A reader of a label file row's numeric fields: empty is missing; anything else that is not a
+    finite number is missing and reported with the file and line."""
+
+    def num(rec: dict, column: str) -> float:
+        x = rec.get(column)
+        if x is None or (isinstance(x, float) and np.isnan(x)) or (isinstance(x, str) and not x.strip()):
+            return float("nan")
+        try:
+            v = float(x)
+        except (TypeError, ValueError):
+            v = float("nan")
+        if not np.isfinite(v):
+            problems.append(f"{path} line {line}: {column} {x!r} is not a number (counted as missing)")
+        return v if np.isfinite(v) else float("nan")
+
+    return num
+
+
+def _read_text(path: Path, problems: list[str]) -> str | None:
     try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return float("nan")
-    return v if np.isfinite(v) else float("nan")
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError as exc:
+        problems.append(f"{path}: cannot be read ({exc.strerror or exc}); the utterance has no transcript")
+        return None
 
 
-def _num_or_none(x) -> float | None:
-    v = _num(x)
-    return None if np.isnan(v) else v  # ratings are JSON: no NaN there
-
-
-def _splits(root: Path, labels: pd.DataFrame, labels_path: Path) -> dict[str, str]:
+def _splits(root: Path, labels: pd.DataFrame, labels_path: Path, problems: list[str]) -> dict[str, str]:
     if "Split_Set" in labels.columns:
         return {str(f).strip(): str(s).strip() for f, s in zip(labels["FileName"], labels["Split_Set"]) if pd.notna(s)}
     part = root / "Partitions.txt"
@@ -128,9 +148,12 @@ def _splits(root: Path, labels: pd.DataFrame, labels_path: Path) -> dict[str, st
         raise MspLayoutError(f"{labels_path} has no Split_Set column and {part} does not exist; "
                              "one of them must give the partitions")
     out: dict[str, str] = {}
-    for line in part.read_text(encoding="utf-8", errors="replace").splitlines():
+    for number, line in enumerate(part.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         fields = [f.strip() for f in re.split(r"[;,\t]", line) if f.strip()]
+        if not fields:
+            continue
         if len(fields) != 2:
+            problems.append(f"{part} line {number}: expected 'Split; FileName', got {line.strip()!r}")
             continue
         a, b = fields
         split, name = (a, b) if b.lower().endswith(".wav") or a in SPLITS else (b, a)
@@ -148,21 +171,25 @@ def _audio_index(root: Path) -> dict[str, Path]:
     return index
 
 
-def _detailed_ratings(path: Path) -> dict[str, list[dict]]:
+def _detailed_ratings(path: Path, problems: list[str]) -> dict[str, list[dict]]:
     if not path.is_file():
         return {}
-    df = pd.read_csv(path, dtype=str)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        problems.append(f"{path}: cannot be read ({str(exc).strip().splitlines()[-1]}); no per-annotator ratings")
+        return {}
     df.columns = [c.strip() for c in df.columns]
     worker = next((c for c in df.columns if "worker" in c.lower() or "annotator" in c.lower()), None)
     out: dict[str, list[dict]] = {}
-    for rec in df.to_dict("records"):
+    for line, rec in enumerate(df.to_dict("records"), start=2):
         name = str(rec.get("FileName", "")).strip()
         utt = name[:-4] if name.lower().endswith(".wav") else name
+        num = _reader(path, line, problems)
+        values = {d: num(rec, c) for d, c in (("arousal", "EmoAct"), ("valence", "EmoVal"), ("dominance", "EmoDom"))}
         out.setdefault(utt, []).append({
             "rater": rec.get(worker) if worker else None,
             "category": rec.get("EmoClass"),
-            "arousal": _num_or_none(rec.get("EmoAct")),
-            "valence": _num_or_none(rec.get("EmoVal")),
-            "dominance": _num_or_none(rec.get("EmoDom")),
+            **{d: None if np.isnan(v) else v for d, v in values.items()},  # ratings are JSON: no NaN there
         })
     return out

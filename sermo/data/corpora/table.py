@@ -50,7 +50,9 @@ def prepare_table(path: str | Path, *, name: str | None = None, scale: tuple[flo
         if p.suffix.lower() in (".jsonl", ".json"):
             df = pd.read_json(p, orient="records", lines=True, dtype=False)
         else:
-            df = pd.read_csv(p, dtype=str, keep_default_na=True)
+            # cells as written: only an empty one is missing (a transcript 'NA' stays words, a label
+            # 'n/a' is reported as not a number)
+            df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""])
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise TableLayoutError(f"{p}: not a readable table ({str(exc).splitlines()[0]})") from None
     line = lambda i: i + 2 if p.suffix.lower() == ".csv" else i + 1  # noqa: E731  (the header is line 1)
@@ -59,7 +61,7 @@ def prepare_table(path: str | Path, *, name: str | None = None, scale: tuple[flo
         lacking.append("path (or transcript, for a text-only corpus)")
     if lacking:
         raise TableLayoutError(f"{p}: missing required column(s) {lacking}; found {list(df.columns)}")
-    extra = [c for c in df.columns if c not in KNOWN]
+    extra = [c for c in df.columns if c not in KNOWN + REQUIRED]
     if extra:
         warnings.warn(f"{p}: column(s) {extra} kept in the manifest as they are", stacklevel=2)
     for col in [c for c in NUMERIC if c in df.columns]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sermo.config import setting
+
 ROWS = ("speech_small", "speech_large", "speech_mel_input", "text", "fusion")
 SPEECH_ROWS = {"speech_small": ("small", "features"), "speech_large": ("large", "features"),
                "speech_mel_input": ("small", "mel")}
@@ -47,35 +49,35 @@ class CrossRepresentationConfig:
 
     rows: list[str] = field(default_factory=lambda: list(ROWS))
     bottlenecks: dict[str, list[int]] = field(default_factory=lambda: {"small": [8, 48], "large": [128, 2]})
-    segment: int = 96
-    speech_subsample: int = 1
+    segment: int = setting(96, min=1)
+    speech_subsample: int = setting(1, min=1)
     mel_encoder: str = "logmel"
-    channels: int = 512
-    encoder_convs: int = 3
-    encoder_lstm_layers: int = 2
-    kernel: int = 5
+    channels: int = setting(512, min=1)
+    encoder_convs: int = setting(3, min=1)
+    encoder_lstm_layers: int = setting(2, min=1)
+    kernel: int = setting(5, min=1)
     decoder_lstm1: int = 512
     decoder_convs: int = 3
     decoder_lstm2: int = 1024
     decoder_lstm2_layers: int = 2
     postnet_convs: int = 5
     postnet_channels: int = 512
-    phone_dim: int = 64
-    classifier: list[int] = field(default_factory=lambda: [256])
-    dropout: float = 0.2
-    speaker_utterances: int = 100
+    phone_dim: int = setting(64, min=1)
+    classifier: list[int] = setting(default_factory=lambda: [256], min=1)
+    dropout: float = setting(0.2, min=0, lt=1)
+    speaker_utterances: int = setting(100, min=1)
     text_filters: list[int] = field(default_factory=lambda: [256, 256])
-    text_kernel: int = 3
+    text_kernel: int = setting(3, min=1)
     text_encoders: list[str] = field(default_factory=list)
-    text_epochs: int | None = None
-    text_batch_size: int | None = None
-    text_lr: float | None = None
-    speech_iterations: int | None = None
-    text_iterations: int | None = None
+    text_epochs: int | None = setting(None, min=1)
+    text_batch_size: int | None = setting(None, min=1)
+    text_lr: float | None = setting(None, gt=0)
+    speech_iterations: int | None = setting(None, min=1)
+    text_iterations: int | None = setting(None, min=1)
     fusion_speech: str = "speech_small"
-    fusion_grid: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
-    probe: list[int] = field(default_factory=lambda: [2048, 1024, 1024])
-    probe_epochs: int = 30
-    probe_lr: float = 1e-4
-    probe_share: float = 0.8
-    probe_folds: int = 5
+    fusion_grid: list[float] = setting(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)], min=0, max=1)
+    probe: list[int] = setting(default_factory=lambda: [2048, 1024, 1024], min=1)
+    probe_epochs: int = setting(30, min=1)
+    probe_lr: float = setting(1e-4, gt=0)
+    probe_share: float = setting(0.8, gt=0, lt=1)
+    probe_folds: int = setting(5, min=0)

@@ -25,6 +25,21 @@ def bottleneck_features(model: CrossRepresentation, ctx, data_ids, src, inputs) 
     return np.concatenate(feats), owners
 
 
+def probe_split(ids: list[str], speaker_of: dict, share: float, seed: int) -> tuple[list[str], list[str]]:
+    """Each speaker's utterances shuffled, ``share`` of them to train the probe and the rest to
+    test it; a speaker with two or more utterances keeps at least one of each, a speaker with one
+    trains only."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for spk in sorted({speaker_of[u] for u in ids}):
+        own = [u for u in ids if speaker_of[u] == spk]
+        rng.shuffle(own)
+        k = len(own) if len(own) == 1 else min(len(own) - 1, max(1, int(round(share * len(own)))))
+        train += own[:k]
+        test += own[k:]
+    return train, test
+
+
 def speaker_probe(ctx, model: CrossRepresentation, inputs, cfg: CrossRepresentationConfig) -> dict:
     """Table 3: speaker identification from the frozen bottleneck codes of the fold's training
     sessions, each speaker's utterances split ``probe_share`` / rest; UA over test utterances
@@ -36,14 +51,10 @@ def speaker_probe(ctx, model: CrossRepresentation, inputs, cfg: CrossRepresentat
         src = inputs.mel
     ids = [u for u in ctx.ids("train") if src.has(u) and inputs.speakers.get(u) is not None]
     speakers = sorted({inputs.speakers[u] for u in ids})
-    rng = np.random.default_rng(ctx.cfg.train.seed)
-    train_ids, test_ids = [], []
-    for spk in speakers:
-        own = [u for u in ids if inputs.speakers[u] == spk]
-        rng.shuffle(own)
-        k = int(round(cfg.probe_share * len(own)))
-        train_ids += own[:k]
-        test_ids += own[k:]
+    train_ids, test_ids = probe_split(ids, inputs.speakers, cfg.probe_share, ctx.cfg.train.seed)
+    if not test_ids:
+        return {"skipped": f"no speaker has two utterances in this fold's training split ({len(ids)} utterances, "
+                           f"{len(speakers)} speakers): nothing to test a speaker probe on"}
     index = {s: i for i, s in enumerate(speakers)}
     x_tr, o_tr = bottleneck_features(model, ctx, train_ids, src, inputs)
     x_te, o_te = bottleneck_features(model, ctx, test_ids, src, inputs)

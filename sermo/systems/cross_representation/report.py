@@ -42,12 +42,14 @@ def finish(out: Path, results: dict) -> str:
                         + f"\n![fusion grid]({path.relative_to(out)})\n")
     probes = fold_analyses(out, "probe.json")
     if probes:
-        rows = []
+        rows, skipped = [], []
         for size in ("small", "large"):
-            vals = [pr[size] for _, pr in probes if size in pr]
+            skipped += [f"{fold} ({size}): {pr[size]['skipped']}" for fold, pr in probes if "skipped" in pr.get(size, {})]
+            ran = [(fold, pr[size]) for fold, pr in probes if "ua" in pr.get(size, {})]
+            vals = [v for _, v in ran]
             if not vals:
                 continue
-            row = {"bottleneck": size, **{f"{fold} UA": pr[size]["ua"] for fold, pr in probes if size in pr}}
+            row = {"bottleneck": size, **{f"{fold} UA": v["ua"] for fold, v in ran}}
             row["mean UA"] = float(np.mean([v["ua"] for v in vals]))
             row["mean WA"] = float(np.mean([v["wa"] for v in vals]))
             row["chance"] = vals[0]["chance"]
@@ -57,5 +59,6 @@ def finish(out: Path, results: dict) -> str:
                         "speaker's utterances to train, the rest to test; UA (mean recall) over test utterances, WA "
                         "(accuracy) beside it. Lower is less speaker identity in the emotion features (paper, its "
                         "accuracy: small 17.6%, large 22.9%).\n\n"
-                        + markdown_table(rows))
+                        + (markdown_table(rows) if rows else "No fold could test a probe.\n")
+                        + "".join(f"\nSkipped: {line}\n" for line in skipped))
     return "\n".join(sections)

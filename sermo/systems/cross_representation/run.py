@@ -8,7 +8,7 @@ import numpy as np
 
 from sermo.data.io import write_json_atomic
 from sermo.systems.api import sequence
-from sermo.systems.cross_representation.config import ROWS, SPEECH_ROWS, CrossRepresentationConfig
+from sermo.systems.cross_representation.config import SPEECH_ROWS, CrossRepresentationConfig
 from sermo.systems.cross_representation.fusion import score_fusion
 from sermo.systems.cross_representation.model import CrossRepresentation
 from sermo.systems.cross_representation.probe import speaker_probe

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sermo.config import setting
+
 MODES = ("frozen", "ft", "ft_frz")
 
 
@@ -47,19 +49,19 @@ class DistilledConfig:
                                                                 "distilhubert"])
     speech_layers: list[int] | None = field(default_factory=lambda: [-1])
     text: bool = True
-    mode: str = "ft"
-    finetune_layers: int | None = None
-    text_finetune_layers: int | None = None
+    mode: str = setting("ft", choices=("ft", "frozen", "ft_frz"))
+    finetune_layers: int | None = setting(None, min=0)
+    text_finetune_layers: int | None = setting(None, min=0)
     text_from_store: bool = True
     speech_from_store: bool = True
-    hidden: int = 256
-    pooling: str = "sum"
-    dropout: float = 0.1
+    hidden: int = setting(256, min=1)
+    pooling: str = setting("sum", choices=("sum", "concat"))
+    dropout: float = setting(0.1, min=0, lt=1)
     compare_ft_frz: bool = True
     layer_importance: bool = True
     importance_encoders: list[str] | None = None
-    importance_epochs: int | None = None
+    importance_epochs: int | None = setting(None, min=1)
     transcript_engines: list[str] = field(default_factory=lambda: ["whisper-base", "whisper-tiny", "pocketsphinx"])
     robustness_encoder: str | None = None
-    robustness_utterances: int | None = None
-    analysis_folds: int = 1
+    robustness_utterances: int | None = setting(None, min=1)
+    analysis_folds: int = setting(1, min=0)

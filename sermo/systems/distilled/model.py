@@ -55,10 +55,11 @@ class DistilledModel(nn.Module):
 
     def __init__(self, *, audio: tuple[int, int] | None, text: tuple[int, int] | None, cfg: DistilledConfig,
                  speech: nn.Module | None = None, text_model: nn.Module | None = None,
-                 text_top: int | None = None, targets: tuple[int, ...] = (0, 1, 2), speech_top: int | None = None):
+                 text_top: int | None = None, targets: tuple[int, ...] = (0, 1, 2), speech_top: int | None = None,
+                 audio_stream: Stream | None = None):
         super().__init__()
-        self.audio = None
-        if audio is not None or speech is not None:
+        self.audio = audio_stream  # an already trained speech stream (the FT=>FRZ comparison)
+        if audio_stream is None and (audio is not None or speech is not None):
             dim = int(speech.config.hidden_size) if speech is not None else audio[1]
             select = cfg.speech_layers if speech is not None else None
             self.audio = Stream(audio[0] if audio else 0, dim, encoder=speech, select=select, top=speech_top,

@@ -88,11 +88,9 @@ class Rows:
         model = DistilledModel(audio=(audio_src.num_layers, audio_src.dim) if audio_src is not None else None,
                                text=(src.num_layers, src.dim) if src is not None else None,
                                cfg=self.cfg, speech=speech, text_model=text_model, text_top=text.get("top"),
-                               targets=targets, speech_top=self.speech_top(speech))
+                               targets=targets, speech_top=self.speech_top(speech), audio_stream=audio_stream)
         model.lr_scale = ctx.cfg.train.encoder_lr_scale
-        if audio_stream is not None:
-            model.audio = audio_stream
-        elif model.audio is not None and speech is None:
+        if audio_stream is None and model.audio is not None and speech is None:
             model.audio.norm.set(*ctx.feature_stats(audio_src))
         if model.text is not None and text_model is None:
             model.text.norm.set(*ctx.feature_stats(src))

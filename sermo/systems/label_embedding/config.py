@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sermo.config import setting
+
 ROWS = ("text", "text_context", "text_context_le", "speech", "speech_2nd", "speech_le", "score_fusion", "le_mer",
         "fusion_ar_plus_al", "fusion_al_only", "fusion_ar_only")
 FUSION = {"le_mer": "constraint", "fusion_ar_plus_al": "sum", "fusion_al_only": "al", "fusion_ar_only": "ar"}
@@ -47,24 +49,24 @@ class LabelEmbeddingConfig:
     """
 
     rows: list[str] = field(default_factory=lambda: list(ROWS))
-    text_k: int = 9
-    speech_k: int = 100
-    units: int = 500
+    text_k: int = setting(9, min=1)
+    speech_k: int = setting(100, min=1)
+    units: int = setting(500, min=2)
     text_init: str = "tfidf"
     speech_init: str = "codebook"
     compare_inits: bool = True
-    context: int = 10
-    context_tokens: int = 150
-    dim: int = 256
-    speech_subsample: int = 1
-    mu: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.2, 0.2])
-    dropout: float = 0.1
-    k_grid: list[int] = field(default_factory=lambda: [25, 50, 100, 200, 400])
-    analysis_folds: int = 1
+    context: int = setting(10, min=0)
+    context_tokens: int = setting(150, min=1)
+    dim: int = setting(256, min=1)
+    speech_subsample: int = setting(1, min=1)
+    mu: list[float] = setting(default_factory=lambda: [1.0, 0.5, 0.2, 0.2], min=0)
+    dropout: float = setting(0.1, min=0, lt=1)
+    k_grid: list[int] = setting(default_factory=lambda: [25, 50, 100, 200, 400], min=1)
+    analysis_folds: int = setting(1, min=0)
     speech_units: str = "auto"
-    pretrain_steps: int = 0
-    pretrain_lr: float = 5e-5
-    pretrain_batch_size: int = 4
+    pretrain_steps: int = setting(0, min=0)
+    pretrain_lr: float = setting(5e-5, gt=0)
+    pretrain_batch_size: int = setting(4, min=1)
     finetune: bool = False
-    speech_lr_scale: float = 0.02
-    text_lr_scale: float = 0.1
+    speech_lr_scale: float = setting(0.02, min=0)
+    text_lr_scale: float = setting(0.1, min=0)

@@ -99,3 +99,38 @@ def test_missing_audio_is_kept_and_reported(tmp_path):
 def test_not_iemocap(tmp_path):
     with pytest.raises(IemocapLayoutError, match="IEMOCAP_full_release"):
         prepare_iemocap(tmp_path)
+
+
+def test_a_malformed_utterance_line_is_reported_and_its_ratings_attach_to_nothing(tmp_path):
+    root = make_iemocap(tmp_path / "r")
+    evaluation = root / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"
+    # M000's V/A/D written with ';': the line must not vanish and pass its ratings to F000
+    evaluation.write_text(EVAL.replace("[2.0000, 3.5000, 3.5000]", "[2.0000; 3.5000; 3.5000]"))
+    m = prepare_iemocap(root)
+    df = m.df.set_index("id")
+    assert "Ses01F_impro01_M000" not in df.index
+    assert len(json.loads(df.loc["Ses01F_impro01_F000", "ratings"])) == 7  # its own raters only
+    (problem,) = [p for p in m.problems() if "cannot be parsed" in p]
+    assert "Ses01F_impro01.txt line 12" in problem and "Ses01F_impro01_M000" in problem
+    # a '-' for a value, a bad time: reported with file and line, no traceback
+    evaluation.write_text(EVAL.replace("[2.5000, 2.5000, 2.5000]", "[-, 2.5000, 2.5000]")
+                          .replace("[1.5000 - 4.2000]", "[1.5x00 - 4.2000]"))
+    m = prepare_iemocap(root)
+    lines = [p for p in m.problems() if "cannot be parsed" in p]
+    assert len(lines) == 2 and "line 3:" in lines[0] and "line 19:" in lines[1]
+    assert list(m.df["id"]) == ["Ses01F_impro01_M000"]
+    evaluation.write_text(EVAL.replace("[", "(").replace("]", ")"))  # no utterance line left
+    with pytest.raises(IemocapLayoutError, match="no utterance line"):
+        prepare_iemocap(root)
+
+
+def test_missing_or_unreadable_label_and_transcript_files_are_reported(tmp_path):
+    root = make_iemocap(tmp_path / "r")
+    (root / "Session1/dialog/transcriptions/Ses01F_impro01.txt").unlink()
+    m = prepare_iemocap(root)
+    assert len(m) == 3 and m.df["transcript"].isna().all()
+    assert any("transcriptions/Ses01F_impro01.txt" in p and "does not exist" in p for p in m.problems())
+    evaluation = root / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"
+    evaluation.write_bytes(b"\xff\xfe\x00garbage\x00" * 10)  # the corpus's only label file
+    with pytest.raises(IemocapLayoutError, match="no utterance could be read.*Ses01F_impro01.txt: no utterance line"):
+        prepare_iemocap(root)

@@ -65,3 +65,32 @@ def test_old_release_without_partitions_is_an_error(tmp_path):
 def test_no_label_file(tmp_path):
     with pytest.raises(MspLayoutError, match="labels_consensus.csv"):
         prepare_msp_podcast(tmp_path)
+
+
+def test_non_numeric_labels_are_reported_with_file_and_line_and_strict_fails(tmp_path, capsys):
+    from sermo.cli import main
+
+    root = make_msp(tmp_path / "msp")
+    consensus = root / "Labels" / "labels_consensus.csv"
+    consensus.write_text(consensus.read_text().replace(",4.0,4.0,4.0,", ",4.0,n/a,4.0,"))  # line 3
+    detailed = root / "Labels" / "labels_detailed.csv"
+    detailed.write_text(detailed.read_text().replace("W2,C,6,2,5", "W2,C,six,2,5"))
+    m = prepare_msp_podcast(root)
+    df = m.df.set_index("id")
+    assert len(df) == 4 and df["valence"].isna().sum() == 1  # the row is kept, the value missing
+    problems = m.problems()
+    assert any("labels_consensus.csv line 3: EmoVal 'n/a' is not a number" in p for p in problems), problems
+    assert any("labels_detailed.csv line 3" in p and "'six'" in p for p in problems), problems
+    out = tmp_path / "m.jsonl"
+    assert main(["prepare", "msp-podcast", str(root), "--out", str(out)]) == 0
+    assert main(["prepare", "msp-podcast", str(root), "--out", str(out), "--strict"]) == 1
+    assert "EmoVal 'n/a'" in capsys.readouterr().err
+
+
+def test_malformed_partition_lines_are_reported(tmp_path):
+    root = make_msp(tmp_path / "msp", old=True)
+    part = root / "Partitions.txt"
+    part.write_text(part.read_text() + "this line has no separator\n")
+    m = prepare_msp_podcast(root)
+    assert len(m) == 4
+    assert any("Partitions.txt line 5: expected 'Split; FileName'" in p for p in m.problems())

@@ -16,9 +16,9 @@ def test_table_csv(tmp_path):
     m = prepare("table", t, scale=(1, 5))
     df = m.df.set_index("id")
     assert m.problems() == []
-    assert df.loc["x", "corpus"] == "mine" and df.loc["x", "duration"] == pytest.approx(1.0)
-    assert df.loc["x", "transcript_source"] == "oracle" and df.loc["y", "transcript_source"] is None
-    assert df.loc["y", "audio"].endswith("audio/y.wav")
+    assert df.loc["audio/x", "corpus"] == "mine" and df.loc["audio/x", "duration"] == pytest.approx(1.0)
+    assert df.loc["audio/x", "transcript_source"] == "oracle" and df.loc["audio/y", "transcript_source"] is None
+    assert df.loc["audio/y", "audio"].endswith("audio/y.wav")
 
 
 def test_table_errors(tmp_path):
@@ -30,7 +30,19 @@ def test_table_errors(tmp_path):
     with pytest.raises(TableLayoutError, match="--scale"):
         prepare("table", t)
     t.write_text("path,speaker,valance\na.wav,s,3\n")
-    with pytest.raises(TableLayoutError, match="unknown column"):
-        prepare("table", t)
+    with pytest.warns(UserWarning, match=r"\['valance'\] kept") as caught:  # a misspelt label is named
+        m = prepare("table", t)
+    assert len(caught) == 1 and "valance" in m.df.columns and m.df["valence"].isna().all()
     with pytest.raises(ValueError, match="known: iemocap, msp-podcast, table"):
         prepare("crema", t)
+
+
+def test_cells_are_read_as_written(tmp_path):
+    write_tone(tmp_path / "a.wav")
+    t = tmp_path / "t.csv"
+    t.write_text("path,speaker,category,transcript,valence\na.wav,s1,angry,NA,3\n")
+    m = prepare("table", t, scale=(1, 5))
+    assert m.df["transcript"].iloc[0] == "NA"  # words, not a missing value
+    t.write_text("path,speaker,category,valence\na.wav,s1,angry,n/a\n")
+    with pytest.raises(TableLayoutError, match=r"line 2: valence 'n/a' is not a number"):
+        prepare("table", t, scale=(1, 5))
