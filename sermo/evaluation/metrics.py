@@ -2,7 +2,8 @@
 
 Dimensional: ``ccc_<dim>``, ``pearson_<dim>`` for arousal, valence, dominance and
 ``ccc_mean`` (mean of the three CCCs). Categorical: ``ua`` (unweighted accuracy: the mean of
-per-class recalls), ``wa`` (weighted accuracy: overall accuracy) and ``macro_f1``.
+per-class recalls), ``wa`` (weighted accuracy: overall accuracy), ``macro_f1`` and
+``weighted_f1`` (F1 per class weighted by its share of the truth, what MELD-style corpora report).
 
 Edge cases, defined rather than NaN:
 - a constant prediction or a constant truth gives CCC 0 and Pearson 0 (no agreement can be
@@ -24,7 +25,7 @@ DIMENSIONS = ("arousal", "valence", "dominance")
 METRIC_KEYS = (
     "ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean",
     "pearson_arousal", "pearson_valence", "pearson_dominance",
-    "ua", "wa", "macro_f1",
+    "ua", "wa", "macro_f1", "weighted_f1",
 )
 """Every metric key a results file may hold, in report order."""
 
@@ -110,6 +111,17 @@ def macro_f1(y_true, y_pred) -> float:
     return float(np.mean(scores))
 
 
+def weighted_f1(y_true, y_pred) -> float:
+    """F1 per class present in the truth, weighted by its share of the truth (scikit-learn's
+    ``f1_score(average="weighted")``)."""
+    t, p = _labels(np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64))
+    total = 0.0
+    for c in np.unique(t):
+        tp = np.sum((t == c) & (p == c))
+        total += np.sum(t == c) * 2.0 * tp / (np.sum(t == c) + np.sum(p == c))
+    return float(total / len(t))
+
+
 def regression_metrics(y_true, y_pred, dims=DIMENSIONS) -> dict[str, float]:
     """CCC and Pearson per dimension and ``ccc_mean``.
 
@@ -137,11 +149,12 @@ def regression_metrics(y_true, y_pred, dims=DIMENSIONS) -> dict[str, float]:
 
 
 def classification_metrics(y_true, y_pred) -> dict[str, float]:
-    """``ua``, ``wa`` and ``macro_f1`` of class indices (-1 in the truth = unlabelled)."""
+    """``ua``, ``wa``, ``macro_f1`` and ``weighted_f1`` of class indices (-1 in the truth = unlabelled)."""
     return {
         "ua": unweighted_accuracy(y_true, y_pred),
         "wa": weighted_accuracy(y_true, y_pred),
         "macro_f1": macro_f1(y_true, y_pred),
+        "weighted_f1": weighted_f1(y_true, y_pred),
     }
 
 

@@ -54,12 +54,26 @@ def describe_manifest(manifest: Manifest, *, title: str | None = None) -> str:
 COLUMNS = {
     "ccc_mean": "CCC", "ccc_arousal": "CCC A", "ccc_valence": "CCC V", "ccc_dominance": "CCC D",
     "pearson_arousal": "r A", "pearson_valence": "r V", "pearson_dominance": "r D",
-    "ua": "UA", "wa": "WA", "macro_f1": "F1",
+    "ua": "UA", "wa": "WA", "macro_f1": "F1", "weighted_f1": "wF1",
 }
-METRIC_NOTE = ("CCC: concordance correlation per dimension (A arousal, V valence, D dominance) and their mean; "
-               "r: Pearson. UA: unweighted accuracy, the mean of per-class recalls over the classes present; "
-               "WA: weighted accuracy, the share of utterances classified correctly (paper 004 swaps these two "
-               "names; sermo does not). Values are the mean ± standard deviation over folds.")
+METRIC_NOTES = {
+    "CCC": "CCC: concordance correlation per dimension (A arousal, V valence, D dominance) and their mean",
+    "r": "r: Pearson correlation",
+    "UA": "UA: unweighted accuracy, the mean of per-class recalls over the classes present",
+    "WA": "WA: weighted accuracy, the share of utterances classified correctly (paper 004 swaps UA and WA's "
+          "names; sermo does not)",
+    "F1": "F1: macro F1 over the classes",
+    "wF1": "wF1: F1 per class weighted by its share of the test utterances (what MELD-style corpora report)",
+}
+
+
+def metric_note(rows: list[dict], folds: int) -> str:
+    """What the metrics shown in a results table mean, and what ± is (only those shown)."""
+    shown = {COLUMNS[k].split()[0] for r in rows for k in r.get("mean", {}) if k in COLUMNS}
+    parts = [text for short, text in METRIC_NOTES.items() if short in shown]
+    spread = ("Values are the mean ± the sample standard deviation (ddof 1) over folds." if folds > 1
+              else "One fold (or partition): values are its scores, with no spread over folds to show.")
+    return (". ".join(parts) + ". " if parts else "") + spread
 
 
 def results_table(rows: list[dict], key: str = "mean") -> str:
@@ -74,7 +88,8 @@ def results_table(rows: list[dict], key: str = "mean") -> str:
         line = {"row": r["name"], "modalities": "+".join(r["modalities"]), "#params": f"{r['trainable_params']:,}"}
         for c in cols:
             if c in r[key]:
-                line[COLUMNS[c]] = f"{r[key][c]:.3f} ± {r['std'][c]:.3f}"
+                spread = (r.get("std") or {}).get(c)
+                line[COLUMNS[c]] = f"{r[key][c]:.3f}" + (f" ± {spread:.3f}" if spread is not None else "")
         lines.append(line)
     return markdown_table(lines, ["row", "modalities", "#params"] + [COLUMNS[c] for c in cols])
 
@@ -94,6 +109,21 @@ def is_builtin_corpus(path) -> bool:
     return any((c / "SERMO_SYNTH.json").is_file() for c in candidates)
 
 
+def encoders_line(sysdef, cfg) -> str:
+    """The encoders a run's rows read, and where its transcripts come from, in one sentence."""
+    from dataclasses import fields
+
+    names: list[str] = [u.encoder for u in sysdef.feature_uses(cfg)]
+    for f in fields(cfg.model):  # fine-tuned and extra encoders a system names in its model section
+        if f.name.endswith(("_encoder", "_encoders")):
+            value = getattr(cfg.model, f.name)
+            names += [value] if isinstance(value, str) else list(value or [])
+    names = list(dict.fromkeys(n for n in names if n))
+    transcripts = cfg.data.transcripts if cfg.data.text_encoder else None
+    return ("Encoders: " + (", ".join(f"`{n}`" for n in names) or "none") + "."
+            + (f" Transcripts: {transcripts}." if transcripts else ""))
+
+
 def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str = "", *, run_folder=None,
                cfg=None) -> str:
     """REPORT.md of a run (``run_folder`` and ``cfg``: for the significance of the paper's
@@ -105,11 +135,16 @@ def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str
         out.append("**This ran on sermo's built-in synthetic corpus** (espeak-ng speech, simulated annotators). "
                    "Its numbers show the method works end to end; they say nothing about IEMOCAP or MSP-Podcast "
                    "and are not comparable with the paper's.\n\n")
+    elif results["profile"] == "demo":
+        out.append("Profile `demo` (the default): stand-in encoders and smaller sizes that run on 2 CPU cores; "
+                   "`sermo run ... --profile paper` runs the paper's settings.\n\n")
     out.append(f"Protocol `{protocol.spec}`: {protocol.description}. Label space `{results['label_space']}`"
                + (f": {', '.join(results['classes'])}" if results.get("classes") else "") + ".")
     if results.get("left_out"):
         out.append(" Categories it leaves out (neither trained nor scored on): "
                    + ", ".join(f"{c} {n}" for c, n in results["left_out"].items()) + ".")
+    if cfg is not None:
+        out.append(" " + encoders_line(sysdef, cfg))
     out.append("\n\n")
     for f in protocol.folds:
         out.append(f"- {f.name}: {f.description} ({len(f.train)} / {len(f.valid)} / "
@@ -124,7 +159,7 @@ def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str
                 "trainable_params": r["trainable_params"]} for r in rows if t in r.get("tests", {})]
         out.append(f"\n## Results ({t})\n\n")
         out.append(results_table(sub))
-    out.append(f"\n{METRIC_NOTE}\n")
+    out.append(f"\n{metric_note(rows, len(protocol.folds))}\n")
     paper = sysdef.paper.get(results["corpus"].split("+")[0], {}) if sysdef.paper else {}
     if paper and not any(is_builtin_corpus(p) for _, p in corpora):
         lines = [{"row": name, **{COLUMNS.get(k, k): v for k, v in vals.items()}} for name, vals in paper.items()]

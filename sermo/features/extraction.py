@@ -12,6 +12,7 @@ from sermo.encoders.base import Encoder, FeatureOverflow
 from sermo.features.store import FeatureStore, _none, text_content_key
 
 CHUNK_SECONDS = 600.0  # audio held in memory at once: bounds memory on corpora of any size
+TEXT_CHUNK = 256  # sentences encoded per chunk: the progress bar moves and memory stays small
 
 
 @dataclass
@@ -131,7 +132,7 @@ def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, verify
             bar.update()
             continue
         pending.append((uid, key, item))
-        held += size if encoder.modality == "audio" else 0.01
+        held += size if encoder.modality == "audio" else CHUNK_SECONDS / TEXT_CHUNK
         if held >= CHUNK_SECONDS:
             flush()
     flush()

@@ -39,12 +39,14 @@ def ccc_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | N
     return total / w.sum() if reduction == "mean" else total
 
 
-def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over items whose class is known (``target >= 0``); 0 when none is."""
+def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+                         ) -> torch.Tensor:
+    """Cross-entropy over items whose class is known (``target >= 0``); 0 when none is.
+    ``weight``: ``(C,)`` per-class weights (the weighted mean over the batch's items)."""
     ok = target >= 0
     if not ok.any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits[ok], target[ok])
+    return F.cross_entropy(logits[ok], target[ok], weight=None if weight is None else weight.to(logits.dtype))
 
 
 def masked_mse(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,10 @@
-"""Baseline systems: audio-only, text-only and concatenation fusion.
+"""Baseline systems: the linear probe, audio-only, text-only and concatenation fusion.
+
+The linear probe (rows ``linear`` and ``linear_text``) is the field's reference (SUPERB,
+EmoBox): the frozen features pooled per layer into mean and standard deviation, logistic
+regression with balanced class weights and ridge regression per dimension, their strengths
+chosen on the validation split only. A neural row that does not beat it on a corpus is not
+learning what the features hold.
 
 Each row encodes its modalities with a learned layer weighting, then either a GRU (last
 real frame, paper 000's branches) or mask-aware mean+max pooling (paper 001's), projects to
@@ -12,17 +18,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
+from sermo.config import setting
 from sermo.data.batch import Batch
 from sermo.data.spec import ModelSpec
 from sermo.nn.layers import GRUEncoder, LayerWeighting, Standardize, mlp
 from sermo.nn.losses import ccc_loss, masked_cross_entropy
 from sermo.nn.pooling import MeanMaxPool
+from sermo.nn.probe import LinearProbe
 from sermo.systems.api import Output, SystemDef, lr_groups, recipe_features, register
 
-ROWS = {"audio": ("audio",), "text": ("text",), "fusion": ("audio", "text")}
+ROWS = {"linear": ("audio",), "linear_text": ("text",), "audio": ("audio",), "text": ("text",),
+        "fusion": ("audio", "text")}
+LINEAR_ROWS = ("linear", "linear_text")
+"""The linear probes: the field's reference (SUPERB / EmoBox) the neural rows are read against."""
 
 
 @dataclass
@@ -30,7 +42,10 @@ class BaselinesConfig:
     """Model section of the baselines recipe.
 
     Attributes:
-        rows: which of ``audio``, ``text``, ``fusion`` to train.
+        rows: which of ``linear``, ``linear_text``, ``audio``, ``text``, ``fusion`` to train.
+            ``linear`` / ``linear_text``: the linear probe on the audio / text features (per-layer
+            mean and std over time, standardised; logistic regression with balanced class weights
+            and ridge regression per dimension, their strengths chosen on the validation split only).
         head: ``gru`` (2-layer GRU, last output) or ``pool`` (mean + max over time).
         hidden: GRU / pooling MLP width.
         gru_layers: GRU depth.
@@ -49,21 +64,30 @@ class BaselinesConfig:
         aux_weight: fusion only: weight of auxiliary losses of per-modality heads on each
             branch's own embedding, which keep every branch as predictive as a unimodal model
             (the joint head still makes the predictions).
+        class_weights: ``balanced``: the cross-entropy weights each class by the inverse of its
+            share of the fold's training utterances (for corpora whose classes are unbalanced);
+            ``none``: every utterance counts the same.
+        linear_c: the linear probe's inverse regularisation strengths tried (logistic
+            regression); the best validation UA wins.
+        linear_alpha: the ridge strengths tried per dimension; the best validation CCC wins.
     """
 
-    rows: list[str] = field(default_factory=lambda: ["audio", "text", "fusion"])
-    head: str = "gru"
-    hidden: int = 128
-    gru_layers: int = 2
-    embedding: int = 128
-    dropout: float = 0.2
-    tasks: list[str] = field(default_factory=lambda: ["dims", "category"])
-    ccc_weight: float = 1.0
-    ce_weight: float = 1.0
-    modality_dropout: float = 0.0
-    fusion_init: str = "scratch"
+    rows: list[str] = field(default_factory=lambda: ["linear", "audio", "text", "fusion"])
+    head: str = setting("gru", choices=("gru", "pool"))
+    hidden: int = setting(128, min=1)
+    gru_layers: int = setting(2, min=1)
+    embedding: int = setting(128, min=1)
+    dropout: float = setting(0.2, min=0, lt=1)
+    tasks: list[str] = setting(default_factory=lambda: ["dims", "category"], choices=("dims", "category"))
+    ccc_weight: float = setting(1.0, min=0)
+    ce_weight: float = setting(1.0, min=0)
+    modality_dropout: float = setting(0.0, min=0, lt=1)
+    fusion_init: str = setting("scratch", choices=("scratch", "unimodal"))
     freeze_branches: bool = False
-    aux_weight: float = 0.0
+    aux_weight: float = setting(0.0, min=0)
+    class_weights: str = setting("none", choices=("none", "balanced"))
+    linear_c: list[float] = setting(default_factory=lambda: [0.0001, 0.001, 0.01, 0.1, 1.0], gt=0)
+    linear_alpha: list[float] = setting(default_factory=lambda: [1.0, 10.0, 100.0, 1000.0, 10000.0], gt=0)
 
 
 class ModalityEncoder(nn.Module):
@@ -108,6 +132,8 @@ class BaselineModel(nn.Module):
                                   nn.Dropout(cfg.dropout))
         self.dims_head = nn.Linear(width, 3) if "dims" in cfg.tasks else None
         self.cls_head = nn.Linear(width, num_classes) if "category" in cfg.tasks else None
+        # per-class cross-entropy weights (ones unless cfg.class_weights is balanced; set from the fold)
+        self.register_buffer("class_weight", torch.ones(num_classes))
         self.aux = nn.ModuleDict()
         if cfg.aux_weight > 0 and audio and text:
             for name in ("audio", "text"):
@@ -145,7 +171,7 @@ class BaselineModel(nn.Module):
         if out.dims is not None:
             parts["ccc"] = ccc_loss(out.dims, batch.dims)
         if out.logits is not None:
-            parts["ce"] = masked_cross_entropy(out.logits, batch.category)
+            parts["ce"] = masked_cross_entropy(out.logits, batch.category, self.class_weight)
         total = self.cfg.ccc_weight * parts.get("ccc", 0.0) + self.cfg.ce_weight * parts.get("ce", 0.0)
         for name in self.aux:
             if f"aux_{name}" not in out.extras:
@@ -155,15 +181,134 @@ class BaselineModel(nn.Module):
             if out.dims is not None:
                 aux = aux + self.cfg.ccc_weight * ccc_loss(pred[:, :3], batch.dims)
             if out.logits is not None:
-                aux = aux + self.cfg.ce_weight * masked_cross_entropy(pred[:, -out.logits.shape[1]:], batch.category)
+                aux = aux + self.cfg.ce_weight * masked_cross_entropy(pred[:, -out.logits.shape[1]:], batch.category,
+                                                                      self.class_weight)
             parts[f"aux_{name}"] = aux
             total = total + self.cfg.aux_weight * aux
         return {"loss": total, **parts}
 
 
-def build_model(row: str, cfg: BaselinesConfig, spec: ModelSpec) -> BaselineModel:
+class LinearRow(nn.Module):
+    """A linear-probe row: :class:`~sermo.nn.probe.LinearProbe` on one modality's features."""
+
+    def __init__(self, modality: str, num_layers: int, dim: int, num_classes: int, tasks):
+        super().__init__()
+        self.modality = modality
+        self.probe = LinearProbe(num_layers, dim, num_classes, dims="dims" in tasks, category="category" in tasks)
+
+    def inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.modality == "audio":
+            return batch.audio, batch.audio_mask
+        return batch.text, batch.text_mask
+
+    def forward(self, batch: Batch) -> Output:
+        dims, logits = self.probe(*self.inputs(batch))
+        return Output(dims=dims, logits=logits)
+
+    def losses(self, out: Output, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.probe.losses_of(out.dims, out.logits, batch)
+
+
+def fit_linear(probe: LinearProbe, train: tuple, valid: tuple, cfg: BaselinesConfig) -> dict:
+    """Fit a probe's heads on pooled features: ``train`` and ``valid`` are ``(features (n, w),
+    dims (n, 3) on [0, 1] with NaN missing, class indices (n,) with -1 unlabelled)``. Logistic
+    regression (balanced class weights) per ``cfg.linear_c`` and ridge per dimension per
+    ``cfg.linear_alpha``, each chosen by its validation score (UA, CCC); the standardisation of
+    the pooled features is folded into the linear maps. Returns what was chosen."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    from sermo.evaluation.metrics import ccc, unweighted_accuracy
+
+    (xt, dt, ct), (xv, dv, cv) = train, valid
+    mu, sd = xt.mean(0), xt.std(0) + 1e-6
+    zt, zv = (xt - mu) / sd, (xv - mu) / sd
+    info: dict = {}
+
+    def install(head: str, w, b, rows=None) -> None:
+        w = np.atleast_2d(w) / sd
+        probe.install(head, w, np.atleast_1d(b) - w @ mu, rows=rows)
+
+    def choose(grid, fit, score):
+        """The grid value with the best validation score (the first of equals: the most regularised)."""
+        best = None
+        for value in grid:
+            model = fit(value)
+            s = score(model)
+            if best is None or s > best[0]:
+                best = (s, value, model)
+        return best
+
+    if probe.cls_head is not None:
+        with torch.no_grad():  # a class the training split lacks is never predicted
+            probe.cls_head.weight.zero_()
+            probe.cls_head.bias.fill_(-30.0)
+        lt, lv = ct >= 0, cv >= 0
+        present = np.unique(ct[lt])
+        if len(present) >= 2:
+            def fit(c):
+                return LogisticRegression(C=c, class_weight="balanced", max_iter=3000).fit(zt[lt], ct[lt])
+
+            score = (lambda m: unweighted_accuracy(cv[lv], m.predict(zv[lv]))) if lv.any() else (lambda m: 0.0)
+            best, c, clf = choose(cfg.linear_c, fit, score)
+            if len(present) == 2:  # one score for the second class against the first
+                install("cls", np.zeros_like(clf.coef_), [0.0], rows=[int(present[0])])
+                install("cls", clf.coef_, clf.intercept_, rows=[int(present[1])])
+            else:
+                install("cls", clf.coef_, clf.intercept_, rows=[int(k) for k in clf.classes_])
+            info.update(linear_c=c, valid_ua=float(best) if lv.any() else None)
+        elif len(present) == 1:
+            with torch.no_grad():
+                probe.cls_head.bias[int(present[0])] = 0.0
+    if probe.dims_head is not None:
+        with torch.no_grad():
+            probe.dims_head.weight.zero_()
+            probe.dims_head.bias.fill_(0.5)
+        alphas = []
+        for j in range(3):
+            lt, lv = np.isfinite(dt[:, j]), np.isfinite(dv[:, j])
+            if lt.sum() < 2:
+                alphas.append(None)
+                continue
+            def fit(a, j=j, lt=lt):
+                return Ridge(alpha=a).fit(zt[lt], dt[lt, j])
+
+            score = (lambda m, j=j, lv=lv: ccc(dv[lv, j], m.predict(zv[lv]))) if lv.sum() > 1 else (lambda m: 0.0)
+            _, a, reg = choose(cfg.linear_alpha, fit, score)
+            install("dims", reg.coef_, [reg.intercept_], rows=[j])
+            alphas.append(a)
+        info["linear_alpha"] = alphas
+    return info
+
+
+def train_linear(ctx, row: str, cfg: BaselinesConfig):
+    """Pool the frozen features of a fold's splits, fit the probe (tuned on validation only),
+    evaluate; returns its RowResult."""
+    modality = ROWS[row][0]
+    ctx.seed(row)
+    src = ctx.audio if modality == "audio" else ctx.text
+    model = LinearRow(modality, src.num_layers, src.dim, ctx.num_classes, cfg.tasks)
+    model.probe.norm.set(*ctx.feature_stats(src))
+
+    def data(split):
+        return ctx.dataset(split, audio=modality == "audio", text=modality == "text")
+
+    def pooled(split) -> tuple:
+        feats, dims, cls = [], [], []
+        for batch, f in ctx.forward(model, data(split), 64, call=lambda m, b: m.probe.pooled(*m.inputs(b))):
+            feats.append(f.float().cpu().numpy())
+            dims.append(batch.dims.float().cpu().numpy())
+            cls.append(batch.category.cpu().numpy())
+        return np.concatenate(feats).astype(np.float64), np.concatenate(dims), np.concatenate(cls)
+
+    info = fit_linear(model.probe, pooled("train"), pooled("valid"), cfg)
+    return ctx.row(row, (modality,), model, ctx.predict(model, data), info=info)
+
+
+def build_model(row: str, cfg: BaselinesConfig, spec: ModelSpec) -> nn.Module:
     """A row's model for the features its spec names."""
     mods = ROWS[row]
+    if row in LINEAR_ROWS:
+        return LinearRow(mods[0], *(spec.audio if mods[0] == "audio" else spec.text), spec.num_classes, cfg.tasks)
     return BaselineModel(audio=spec.audio if "audio" in mods else None, text=spec.text if "text" in mods else None,
                          num_classes=spec.num_classes, cfg=cfg)
 
@@ -193,12 +338,24 @@ def train_row(ctx, row: str, cfg: BaselinesConfig, *, stage: str | None = None, 
                 p.requires_grad = False
     model._pretrained_branches = set(branches or {})
     model._branch_lr_scale = ctx.cfg.train.encoder_lr_scale
+    if cfg.class_weights == "balanced":
+        model.class_weight.copy_(torch.as_tensor(balanced_weights(ctx.truth(ctx.ids("train"))[1], ctx.num_classes)))
 
     def data(split):
         return ctx.dataset(split, audio="audio" in mods, text="text" in mods)
 
     model = ctx.fit(model, stage or row, data("train"), data("valid"), train_cfg)
     return ctx.row(row, mods, model, ctx.predict(model, data))
+
+
+def balanced_weights(classes: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-class weights ``n / (k n_c)`` over the ``k`` classes present among labelled items
+    (-1: unlabelled); a class with no item gets 1 (it is never a target)."""
+    counts = np.bincount(classes[classes >= 0], minlength=num_classes).astype(float)
+    present = counts > 0
+    weights = np.ones(num_classes)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights.astype(np.float32)
 
 
 def absent(ctx, modality: str) -> str:
@@ -219,7 +376,8 @@ def run_fold(ctx) -> list:
         raise ValueError(f"unknown fusion_init {cfg.fusion_init!r}; known: scratch, unimodal")
     done: dict = {}
     results = []
-    missing = {m: why for m, why in (("audio", absent(ctx, "audio")), ("text", absent(ctx, "text"))) if why}
+    used = {m for row in cfg.rows for m in ROWS[row]}  # a modality no row reads is never extracted
+    missing = {m: why for m in sorted(used) if (why := absent(ctx, m))}
     for row in cfg.rows:
         lacking = [missing[m] for m in ROWS[row] if m in missing]
         if lacking:  # a text-only corpus, or one without transcripts
@@ -227,11 +385,11 @@ def run_fold(ctx) -> list:
             continue
         branches = None
         if row == "fusion" and cfg.fusion_init == "unimodal":
-            missing = [m for m in ("audio", "text") if m not in done]
-            if missing:
-                raise ValueError(f"fusion_init unimodal needs the rows {missing} before fusion in model.rows")
+            untrained = [m for m in ("audio", "text") if m not in done]
+            if untrained:
+                raise ValueError(f"fusion_init unimodal needs the rows {untrained} before fusion in model.rows")
             branches = {m: getattr(done[m].model, m) for m in ("audio", "text")}
-        result = train_row(ctx, row, cfg, branches=branches)
+        result = train_linear(ctx, row, cfg) if row in LINEAR_ROWS else train_row(ctx, row, cfg, branches=branches)
         done[row] = result
         results.append(result)
     return results

@@ -3,7 +3,8 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, accuracy_score, confusion_matrix as sk_cm, f1_score
 
 from sermo.evaluation.metrics import (METRIC_KEYS, ccc, classification_metrics, confusion_matrix, macro_f1,
-                                      pearson, regression_metrics, unweighted_accuracy, weighted_accuracy)
+                                      pearson, regression_metrics, unweighted_accuracy, weighted_accuracy,
+                                      weighted_f1)
 
 
 def test_ccc_hand_computed():
@@ -34,6 +35,9 @@ def test_against_scikit_learn():
     assert unweighted_accuracy(t, p) == pytest.approx(balanced_accuracy_score(t, p))
     assert weighted_accuracy(t, p) == pytest.approx(accuracy_score(t, p))
     assert macro_f1(t, p) == pytest.approx(f1_score(t, p, average="macro"))
+    assert weighted_f1(t, p) == pytest.approx(f1_score(t, p, average="weighted"))
+    skewed = np.where(t == 3, 0, t)  # class 3 never true; imbalanced truth
+    assert weighted_f1(skewed, p) == pytest.approx(f1_score(skewed, p, average="weighted", labels=[0, 1, 2]))
     assert (confusion_matrix(t, p, 4) == sk_cm(t, p, labels=range(4))).all()
     x = rng.normal(size=100)
     y = 0.5 * x + rng.normal(size=100)
@@ -59,3 +63,17 @@ def test_result_keys():
     assert set(r) | set(classification_metrics([0, 1], [0, 1])) == set(METRIC_KEYS)
     t[:, 2] = np.nan  # a corpus without dominance
     assert "ccc_dominance" not in regression_metrics(t, t)
+
+
+def test_the_report_explains_only_the_metrics_it_shows_and_its_spread():
+    from sermo.evaluation.report import metric_note, results_table
+    from sermo.training.runner import _sample_std
+
+    assert _sample_std([0.5, 0.7]) == pytest.approx(0.1414214) and _sample_std([0.5]) is None
+    rows = [{"name": "audio", "modalities": ["audio"], "trainable_params": 10,
+             "mean": {"ua": 0.5, "weighted_f1": 0.4}, "std": {"ua": 0.1, "weighted_f1": None}}]
+    note = metric_note(rows, folds=5)
+    assert "UA:" in note and "wF1:" in note and "CCC" not in note and "ddof 1" in note
+    assert "no spread" in metric_note(rows, folds=1)
+    table = results_table(rows)
+    assert "0.500 ± 0.100" in table and "| 0.400 |" in table

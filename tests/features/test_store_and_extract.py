@@ -116,6 +116,18 @@ def test_text_features_and_missing_transcripts(tmp_path, manifest):
     assert f.hidden.shape[0] == 2 and f.tokens[0] == "[CLS]" and len(f.word_ids) == f.hidden.shape[1]
 
 
+def test_text_is_encoded_in_chunks_of_sentences(tmp_path, manifest, monkeypatch):
+    """Many sentences are not one huge batch: the progress bar moves chunk by chunk."""
+    monkeypatch.setattr(extract_mod, "TEXT_CHUNK", 5)
+    enc = get_encoder("minilm", layers=[6])
+    sizes = []
+    real = enc.encode_batch
+    monkeypatch.setattr(enc, "encode_batch", lambda items: sizes.append(len(items)) or real(items))
+    rep = extract(manifest, enc, FeatureStore(tmp_path / "s"), progress=False)
+    assert rep.computed == sum(sizes) == len(set(manifest.df["transcript"]))
+    assert max(sizes) == 5 and len(sizes) >= 4
+
+
 def test_cli_extract(tmp_path, iemocap_synth, capsys):
     from sermo.cli import main
 

@@ -25,15 +25,21 @@ def test_baselines_run_writes_everything(iemocap_synth, store, tmp_path):
         "system": "baselines", "corpus": "iemocap", "protocol": "iemocap-loso", "profile": "demo",
         "label_space": "iemocap-4"}
     rows = {r["name"]: r for r in results["rows"]}
-    assert list(rows) == ["audio", "text", "fusion"]
+    assert list(rows) == ["linear", "audio", "text", "fusion"]
+    # the linear probe, fitted on pooled frozen features and tuned on validation, beside the neural rows
+    assert rows["linear"]["modalities"] == ["audio"] and rows["linear"]["info"][0]["linear_c"] > 0
+    assert "| linear | audio |" in (out / "REPORT.md").read_text()
     for r in rows.values():
         assert {"ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean", "pearson_valence", "ua", "wa",
-                "macro_f1"} <= set(r["mean"])
+                "macro_f1", "weighted_f1"} <= set(r["mean"])
         assert r["folds"][0]["fold"] == "fold1" and r["trainable_params"] > 0
+        assert all(v is None for v in r["std"].values())  # one fold: no spread, not a spread of 0
     assert rows["fusion"]["modalities"] == ["audio", "text"]
     report = (out / "REPORT.md").read_text()
     assert "built-in synthetic corpus" in report and "| fusion | audio+text |" in report
     assert "test Ses01, validation Ses02" in report and "UA: unweighted accuracy" in report
+    assert "Encoders: `whisper-tiny.en`, `minilm`. Transcripts: oracle." in report
+    assert "no spread over folds" in report and " ± " not in report.split("## Results")[1].split("##")[0]
     for name in ("confusion_audio.png", "scatter_text.png", "curves_fusion.png"):
         assert (out / "plots" / name).stat().st_size > 1000
     pred = out / "predictions" / "fusion.fold1.test.parquet"
@@ -42,10 +48,12 @@ def test_baselines_run_writes_everything(iemocap_synth, store, tmp_path):
     df = pd.read_parquet(pred)
     assert len(df) == 40 and {"valence_true", "valence_pred", "p_neutral"} <= set(df.columns)
     assert df["valence_pred"].between(-1, 7).all()  # on the corpus scale, not [0, 1]
+    assert set(df["class_pred"]) <= {"neutral", "happy", "angry", "sad"}
+    assert (df["class_true"].isna() == (df["category_true"] < 0)).all()
     cfg, weights = read_bundle(out / "bundles" / "fusion")
     assert cfg.system == "baselines" and cfg.row == "fusion" and cfg.label_scale == [1.0, 5.0]
     assert cfg.label_space["classes"] == ["neutral", "happy", "angry", "sad"] and weights
-    assert cfg.spec.inputs.audio.encoder == "logmel" and cfg.spec.inputs.text.encoder == "minilm"
+    assert cfg.spec.inputs.audio.encoder == "whisper-tiny.en" and cfg.spec.inputs.text.encoder == "minilm"
     assert (out / "config.yaml").is_file() and json.loads((out / "protocol.json").read_text())["folds"]
 
 
@@ -113,7 +121,7 @@ def test_gru_head_and_classification_only(iemocap_synth, store, tmp_path):
                      overrides=FAST + ["model.head=gru", "model.rows=[audio]", "train.epochs=1",
                                        "model.tasks=[category]"], progress=False)
     row = json.loads((out / "results.json").read_text())["rows"][0]
-    assert set(row["mean"]) == {"ua", "wa", "macro_f1"}  # only what the row predicts
+    assert set(row["mean"]) == {"ua", "wa", "macro_f1", "weighted_f1"}  # only what the row predicts
     assert row["folds"][0]["fold"] == "fold2"
 
 

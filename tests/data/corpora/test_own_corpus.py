@@ -77,7 +77,7 @@ def test_own_categories_train_without_recoding_and_text_only_trains_the_text_row
                  "--out", str(tmp_path / "run"), *store]) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["classes"] == ["bored", "calm", "joyful"] and {r["name"] for r in results["rows"]} == {
-        "audio", "text", "fusion"}
+        "linear", "audio", "text", "fusion"}
     assert "Label space `auto`: bored, calm, joyful" in (tmp_path / "run" / "REPORT.md").read_text()
     bundle = json.loads((tmp_path / "run" / "bundles" / "text" / "config.json").read_text())
     assert bundle["label_space"]["classes"] == ["bored", "calm", "joyful"]
@@ -89,4 +89,5 @@ def test_own_categories_train_without_recoding_and_text_only_trains_the_text_row
     assert code == 1  # rows that produced nothing make the exit code non-zero
     rows = {r["name"]: r for r in json.loads((tmp_path / "text-run" / "results.json").read_text())["rows"]}
     assert "ua" in rows["text"]["mean"] and "no audio" in rows["audio"]["skipped"] and rows["fusion"]["skipped"]
+    assert "no audio" in rows["linear"]["skipped"]
     assert "row audio produced nothing" in capsys.readouterr().err
