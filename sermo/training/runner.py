@@ -196,6 +196,7 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
                     save_bundle(out / "bundles" / r.name, r.model, _bundle_config(system, r, cfg, run))
         write_text_atomic(done, json.dumps(records, indent=1))
         per_fold[fold.name] = records
+        run.epochs.fold_done()
     run.epochs.close()
     writer = is_rank_zero()  # asked before the process group goes: afterwards every rank looks like rank 0
     _end_distributed()
