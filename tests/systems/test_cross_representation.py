@@ -197,3 +197,28 @@ def test_epochs_follow_from_the_papers_iterations():
     assert cfg.epochs == 455 and info["steps"] >= 1_000_000 and info["derived_epochs"] == 455
     cfg, info = epochs_for(Ctx(), None, 4_400, 2, TrainConfig(epochs=7))
     assert cfg.epochs == 7 and info == {}
+
+
+@pytest.mark.slow
+def test_a_table_corpus_of_ones_own_trains_a_step(tmp_path):
+    """No sessions, dialogs or IEMOCAP codes: speaker folds, its own classes, mel and phones
+    computed for its audio (issue 21: a KeyError on 'mel_len' before)."""
+    from tests.data.corpora.test_own_corpus import write_corpus
+
+    table = write_corpus(tmp_path / "mine")
+    speech, text = tiny_speech_model(tmp_path / "hubert"), tiny_text_model(tmp_path / "bert")
+    out = run_system("cross_representation", [("mine", table)], folds=[1], out=tmp_path / "run",
+                     store=FeatureStore(tmp_path / "store"), progress=False, overrides=[
+                         "data.protocol=speaker-folds(3)", "data.label_space=auto",
+                         f"data.audio_encoder={speech}", "data.audio_layers=null", f"data.text_encoder={text}",
+                         "data.text_layers=[-1]", "train.epochs=1", "train.batch_size=8", "model.text_epochs=1",
+                         "model.rows=[speech_small, speech_mel_input, text, fusion]", "model.channels=16",
+                         "model.encoder_convs=1", "model.encoder_lstm_layers=1", "model.decoder_lstm1=16",
+                         "model.decoder_lstm2=16", "model.decoder_lstm2_layers=1", "model.postnet_convs=2",
+                         "model.postnet_channels=16", "model.phone_dim=8", "model.classifier=[16]",
+                         "model.text_filters=[8]", "model.probe_folds=0", "model.fusion_grid=[0.0, 1.0]",
+                         "model.text_encoders=[]"])
+    results = json.loads((out / "results.json").read_text())
+    assert results["classes"] == ["bored", "calm", "joyful"]
+    rows = {r["name"]: r for r in results["rows"]}
+    assert all("ua" in rows[r]["mean"] for r in ("speech_small", "speech_mel_input", "text", "fusion")), rows
