@@ -109,7 +109,8 @@ def test_each_mode_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path, mode):
                          f"data.text_encoder={text}", "data.text_layers=[-1]", "train.epochs=1",
                          "train.batch_size=8", f"model.speech_encoders=[{speech}]", "model.hidden=8",
                          f"model.mode={mode}", "model.text_finetune_layers=1", "model.importance_epochs=1",
-                         f"model.importance_encoders=[{speech}]",
+                         f"model.importance_encoders=[{speech}]", f"model.robustness_encoder={speech}",
+                         f"data.audio_encoder={speech}",
                          "model.transcript_engines=[whisper-tiny]"]
                      # the analyses once (with ft) are enough
                      + ([] if mode == "ft" else ["model.layer_importance=false", "model.transcript_engines=[]"]))
