@@ -124,33 +124,43 @@ BLOCK_SAMPLES = 1 << 20
 """Samples (frames x channels) decoded at a time: 4 MB of float32, whatever the file."""
 
 
-def _decode(f, p: Path, frames: int, to_rate: int, cap: int | None, max_seconds: float | None) -> np.ndarray:
-    """``frames`` frames of the open file ``f`` from its position, mono at ``to_rate``, block by block."""
+def _blocks(f, p: Path, frames: int | None, to_rate: int, block: int):
+    """Mono float32 blocks at ``to_rate`` of ``frames`` frames (``None``: to the end) of the open
+    file ``f`` from its position, read ``block`` frames at a time and resampled as a stream;
+    raises for non-finite samples and for no samples at all."""
     rate = int(f.samplerate)
     stream = soxr.ResampleStream(rate, to_rate, 1, dtype="float32", quality="HQ") if rate != to_rate else None
-    block = max(1, BLOCK_SAMPLES // max(1, f.channels))
-    chunks: list[np.ndarray] = []
-    produced = read = 0
+    read = produced = 0
     while True:
-        want = min(block, frames - read)
-        data = f.read(frames=max(want, 0), dtype="float32", always_2d=True) if want > 0 else np.zeros((0, 1), "float32")
-        read += len(data)
-        done = len(data) < block or read >= frames
-        if len(data) and not np.isfinite(data).all():
+        want = block if frames is None else min(block, frames - read)
+        x = f.read(frames=want, dtype="float32", always_2d=True) if want > 0 else np.zeros((0, 1), "float32")
+        read += len(x)
+        last = len(x) < block or (frames is not None and read >= frames)
+        if len(x) and not np.isfinite(x).all():
             raise AudioError(p, "contains NaN or infinite samples")
-        mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-        y = stream.resample_chunk(np.ascontiguousarray(mono), last=done) if stream is not None else mono
+        mono = x.mean(axis=1)  # a new array: the block itself is freed before it is resampled
+        del x
+        y = stream.resample_chunk(mono, last=last) if stream is not None else mono
         if len(y):
-            chunks.append(np.asarray(y, dtype=np.float32).copy())
             produced += len(y)
-        if cap is not None and produced > cap:
-            raise AudioTooLong(p, f"holds more than the limit of {max_seconds:g} s of audio (its header says less)")
-        if done:
+            yield np.asarray(y, dtype=np.float32)
+        if last:
             break
     if read == 0:
         raise AudioError(p, "has no samples (0 s of audio)")
     if produced == 0:
         raise AudioError(p, f"has no samples at {to_rate} Hz ({read} sample(s) at {rate} Hz)")
+
+
+def _decode(f, p: Path, frames: int, to_rate: int, cap: int | None, max_seconds: float | None) -> np.ndarray:
+    """``frames`` frames of the open file ``f`` from its position, mono at ``to_rate``, block by block."""
+    chunks: list[np.ndarray] = []
+    produced = 0
+    for y in _blocks(f, p, frames, to_rate, max(1, BLOCK_SAMPLES // max(1, f.channels))):
+        chunks.append(y.copy())  # resampler output may be a view of its internal buffer
+        produced += len(y)
+        if cap is not None and produced > cap:
+            raise AudioTooLong(p, f"holds more than the limit of {max_seconds:g} s of audio (its header says less)")
     return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
 
 
@@ -167,25 +177,8 @@ def stream_audio(path: str | os.PathLike, block_seconds: float = 20.0, sample_ra
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioError(p, f"cannot be read as audio ({_short(exc)}); is it truncated or not an audio file?") from None
     with f:
-        rate = int(f.samplerate)
-        stream = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ") if rate != sample_rate else None
-        block = max(1, min(int(block_seconds * rate), BLOCK_SAMPLES // max(1, f.channels)))
-        seen = 0
-        while True:
-            x = f.read(block, dtype="float32", always_2d=True)
-            last = len(x) < block
-            seen += len(x)
-            if len(x) and not np.isfinite(x).all():
-                raise AudioError(p, "contains NaN or infinite samples")
-            mono = x.mean(axis=1)  # a new array: the block itself is freed before it is used
-            del x
-            y = stream.resample_chunk(mono, last=last) if stream is not None else mono
-            if len(y):
-                yield np.asarray(y, dtype=np.float32)
-            if last:
-                break
-        if seen == 0:
-            raise AudioError(p, "has no samples (0 s of audio)")
+        block = max(1, min(int(block_seconds * f.samplerate), BLOCK_SAMPLES // max(1, f.channels)))
+        yield from _blocks(f, p, None, sample_rate, block)
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int = SAMPLE_RATE) -> np.ndarray:
