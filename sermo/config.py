@@ -85,6 +85,18 @@ class DataConfig:
             ``live`` (the encoders run inside the data path on the accelerator, nothing stored)
             or ``auto`` (stored while the run's features fit in the store's free space, the
             largest encoders live otherwise; ``sermo run --plan`` shows the choice).
+        frame_pool: every ``frame_pool`` consecutive frames of a frozen speech encoder averaged into
+            one as they are read (1: none), once in the data path instead of inside the model every
+            epoch; a system's own ``subsample`` counts the frames averaged in all, so it averages
+            only what the data path has not (the rows that fine-tune an encoder's top layers read
+            its frames unpooled and average after them).
+        pool_finetuned: the rows that fine-tune an encoder's top layers read the stored state below
+            them pooled by ``frame_pool`` too (a speed trade for CPU demos: the layers then attend
+            over a quarter of the frames; the papers' encoders see every frame).
+        memory_gb: gigabytes of decoded (pooled) features the run keeps in memory after their
+            first read, shared by all its encoders and folds (0: read the store every time).
+        max_folds: run only the protocol's first ``max_folds`` folds (``None``: all; ``--folds``
+            chooses others); the report says which of how many ran.
     """
 
     audio_encoder: str | None = "logmel"
@@ -98,6 +110,10 @@ class DataConfig:
     max_tokens: int = setting(128, min=1)
     feature_dtype: str | None = setting(None, choices=("float16", "float32"))
     feature_mode: str = setting("auto", choices=("auto", "stored", "live"))
+    frame_pool: int = setting(1, min=1)
+    pool_finetuned: bool = False
+    memory_gb: float = setting(4.0, min=0.0)
+    max_folds: int | None = setting(None, min=1)
 
 
 @dataclass

@@ -47,6 +47,7 @@ class Batch:
     token_lengths: torch.Tensor | None = None
     speaker: torch.Tensor | None = None
     extras: dict = field(default_factory=dict)
+    audio_pool: int = 1
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -54,7 +55,7 @@ class Batch:
     def to(self, device) -> "Batch":
         """The batch on ``device`` (tensors in ``extras`` too)."""
         move = lambda x: x.to(device) if isinstance(x, torch.Tensor) else x  # noqa: E731
-        values = {f.name: move(getattr(self, f.name)) for f in fields(self) if f.name not in ("ids", "extras")}
+        values = {f.name: move(getattr(self, f.name)) for f in fields(self) if f.name not in ("ids", "extras")}  # ints stay
         return Batch(ids=self.ids, **values, extras={k: move(v) for k, v in self.extras.items()})
 
 
@@ -91,7 +92,8 @@ def pad_sequences(arrays: list[np.ndarray], max_len: int | None = None) -> tuple
     out = torch.zeros(len(arrays), layers, t, dim, dtype=torch.float32)
     mask = torch.zeros(len(arrays), t, dtype=torch.bool)
     for i, (a, n) in enumerate(zip(arrays, lengths)):
-        out[i, :, :n] = torch.from_numpy(np.asarray(a[:, :n], dtype=np.float32))
+        # torch converts float16 -> float32 as it copies, several times faster than numpy's astype
+        out[i, :, :n] = torch.from_numpy(np.require(a[:, :n], requirements=("C", "W")))
         mask[i, :n] = True
     return out, mask
 

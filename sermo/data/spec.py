@@ -24,6 +24,8 @@ class FeatureInput:
         frame_rate: frames per second (``None`` for text tokens and utterance-level features).
         weights: hash of the encoder's weights the model was trained on (``None``: unknown).
         dtype: the dtype the features were stored in.
+        pool: consecutive frames averaged into one as they are read (``data.frame_pool``; 1: none);
+            ``frame_rate`` is the rate after it.
     """
 
     encoder: str
@@ -33,6 +35,7 @@ class FeatureInput:
     frame_rate: float | None = None
     weights: str | None = None
     dtype: str = "float16"
+    pool: int = 1
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -51,7 +54,7 @@ class FeatureInput:
         layers = d.get("layers")
         return cls(str(d["encoder"]), tuple(int(i) for i in layers) if layers is not None else None,
                    int(d["num_layers"]), int(d["dim"]), d.get("frame_rate"), d.get("weights"),
-                   str(d.get("dtype", "float16")))
+                   str(d.get("dtype", "float16")), int(d.get("pool", 1)))
 
 
 @dataclass(frozen=True)

@@ -198,16 +198,18 @@ def finite(x: np.ndarray, uid: str, source) -> np.ndarray:
 TYPED = ("id", "dims", "category", "audio", "text", "text_words", "wave", "tokens", "speaker")
 
 
-def collate(items: list[dict], sequences: frozenset[str] = frozenset()) -> Batch:
+def collate(items: list[dict], sequences: frozenset[str] = frozenset(), audio_pool: int = 1) -> Batch:
     """Stack items into a :class:`Batch`: features padded with masks, samples and token ids
     padded with lengths; extras stacked, or padded with ``<name>_len`` where they are
-    sequences (marked, or of unequal shapes)."""
+    sequences (marked, or of unequal shapes). ``audio_pool``: the frames the data path averaged
+    into each audio frame (models average only what remains of their own ``subsample``)."""
     batch = Batch(ids=[it["id"] for it in items],
                   dims=torch.from_numpy(np.stack([it["dims"] for it in items]).astype(np.float32)),
                   category=torch.tensor([it["category"] for it in items], dtype=torch.long))
     first = items[0]
     if "audio" in first:
         batch.audio, batch.audio_mask = pad_sequences([it["audio"] for it in items])
+        batch.audio_pool = int(audio_pool)
     if "text" in first:
         batch.text, batch.text_mask = pad_sequences([it["text"] for it in items])
         if all("text_words" in it for it in items):
@@ -233,7 +235,9 @@ def collate(items: list[dict], sequences: frozenset[str] = frozenset()) -> Batch
 
 
 def collate_for(dataset: UtteranceDataset) -> Callable[[list[dict]], Batch]:
-    """The collate function of a dataset (its sequence extras always padded)."""
+    """The collate function of a dataset (its sequence extras always padded, its audio frames'
+    pooling recorded)."""
     from functools import partial
 
-    return partial(collate, sequences=frozenset(k for k, fn in dataset.extras.items() if isinstance(fn, Sequence)))
+    return partial(collate, sequences=frozenset(k for k, fn in dataset.extras.items() if isinstance(fn, Sequence)),
+                   audio_pool=dataset.spec.audio.pool if dataset.spec.audio is not None else 1)

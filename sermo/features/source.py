@@ -30,11 +30,52 @@ class Utterances(Protocol):
     def transcript(self, uid: str) -> str | None: ...
 
 
-def feature_input(encoder) -> FeatureInput:
-    """The :class:`FeatureInput` describing an encoder's features."""
+def feature_input(encoder, pool: int = 1) -> FeatureInput:
+    """The :class:`FeatureInput` describing an encoder's features (every ``pool`` frames averaged)."""
     ident = encoder.identity
-    return FeatureInput(encoder.name, ident.layers, len(encoder.layers), int(encoder.dim), encoder.frame_rate,
-                        ident.weights, ident.dtype)
+    pool = frame_pool(encoder, pool)
+    rate = encoder.frame_rate / pool if encoder.frame_rate else encoder.frame_rate
+    return FeatureInput(encoder.name, ident.layers, len(encoder.layers), int(encoder.dim), rate,
+                        ident.weights, ident.dtype, pool)
+
+
+def frame_pool(encoder, pool: int) -> int:
+    """The pooling that applies to an encoder: ``pool`` for a speech encoder's frames, 1 for text
+    tokens and utterance-level features (no frame rate)."""
+    return max(1, int(pool)) if encoder.modality == "audio" and encoder.frame_rate else 1
+
+
+def pool_frames(x: np.ndarray, n: int) -> np.ndarray:
+    """``(L, T, D) -> (L, ceil(T / n), D)``: the mean of every ``n`` consecutive frames (the last
+    of what remains), in ``x``'s dtype; the same frames :func:`sermo.nn.layers.average_frames`
+    gives inside a model, computed once in the data path instead of every epoch."""
+    if n <= 1:
+        return x
+    whole = x.shape[1] // n * n
+    x32 = np.asarray(x, dtype=np.float32)
+    out = x32[:, :whole].reshape(x.shape[0], whole // n, n, x.shape[2]).mean(2)
+    if whole < x.shape[1]:
+        out = np.concatenate([out, x32[:, whole:].mean(1, keepdims=True)], axis=1)
+    return out.astype(x.dtype)
+
+
+class MemoryBudget:
+    """Bytes of decoded features a run may keep in memory, shared by its sources: a source keeps
+    what it has read while the budget lasts, so later epochs and folds read memory, not the store.
+
+    Args:
+        nbytes: the budget (0: keep nothing).
+    """
+
+    def __init__(self, nbytes: float):
+        self.left = int(max(0.0, nbytes))
+
+    def take(self, nbytes: int) -> bool:
+        """Whether ``nbytes`` more may be kept (they are then counted)."""
+        if nbytes > self.left:
+            return False
+        self.left -= nbytes
+        return True
 
 
 class FeatureSource:
@@ -51,16 +92,19 @@ class FeatureSource:
     """
 
     def __init__(self, name: str, layers, manifest: Manifest, store: FeatureStore, *, progress: bool = True,
-                 device: str = "cpu", dtype: str | None = None):
+                 device: str = "cpu", dtype: str | None = None, pool: int = 1, memory: MemoryBudget | None = None):
         from sermo.encoders import get_encoder
 
         self.encoder = get_encoder(name, layers=layers, device=str(device), dtype=dtype)
         self.name, self.modality = name, self.encoder.modality
         self.identity = self.encoder.identity
-        self.input = feature_input(self.encoder)
+        self.pool = frame_pool(self.encoder, pool)
+        self.input = feature_input(self.encoder, self.pool)
         self.num_layers, self.dim = self.input.num_layers, self.input.dim
-        self.frame_rate = self.encoder.frame_rate
+        self.frame_rate = self.input.frame_rate
         self.manifest, self.store, self.progress = manifest, store, progress
+        self.memory = memory
+        self._kept: dict[str, tuple[np.ndarray, list[int]]] = {}  # uid -> (features, word ids) held in memory
         self._keys: dict[str, str] | None = None
         self._report = None
         self._full = None  # an identity of all the encoder's layers to read these from
@@ -84,11 +128,20 @@ class FeatureSource:
             self._keys = keys
         return self._keys
 
-    def _entry(self, uid: str):
+    def _entry(self, uid: str) -> tuple[np.ndarray, list[int]]:
+        kept = self._kept.get(uid)
+        if kept is not None:
+            return kept
         if self._full is not None:  # the layers asked for, from the entry of all layers
             entry = self.store.get(self._full, self.keys[uid])
-            return dataclasses.replace(entry, hidden=entry.hidden[list(self.identity.layers)])
-        return self.store.get(self.identity, self.keys[uid])
+            entry = dataclasses.replace(entry, hidden=entry.hidden[list(self.identity.layers)])
+        else:
+            entry = self.store.get(self.identity, self.keys[uid])
+        hidden = pool_frames(entry.hidden, self.pool)
+        if self.memory is not None and self.memory.take(hidden.nbytes):
+            hidden = np.array(hidden)  # read out of the memory map, once
+            self._kept[uid] = (hidden, entry.word_ids)
+        return hidden, entry.word_ids
 
     @property
     def report(self):
@@ -101,13 +154,13 @@ class FeatureSource:
         return uid in self.keys
 
     def get(self, uid: str) -> np.ndarray:
-        """``(layers, frames, dim)`` features of one utterance (memory-mapped float16)."""
-        return self._entry(uid).hidden
+        """``(layers, frames, dim)`` features of one utterance (memory-mapped from the store, or
+        held in memory; frames pooled by ``pool``)."""
+        return self._entry(uid)[0]
 
     def read(self, uid: str) -> tuple[np.ndarray, list[int]]:
         """Features and, for text, each token's word index (-1 on special tokens)."""
-        entry = self._entry(uid)
-        return entry.hidden, entry.word_ids
+        return self._entry(uid)
 
     def length(self, uid: str) -> int:
         """Frames (or tokens) of one utterance; read from the store once, then remembered."""
@@ -125,12 +178,13 @@ class LiveFeatures:
         utterances: where the waveforms and transcripts come from.
     """
 
-    def __init__(self, encoder, utterances: Utterances):
+    def __init__(self, encoder, utterances: Utterances, *, pool: int = 1):
         self.encoder, self.utterances = encoder, utterances
         self.name, self.modality = encoder.name, encoder.modality
-        self.input = feature_input(encoder)
+        self.pool = frame_pool(encoder, pool)
+        self.input = feature_input(encoder, self.pool)
         self.num_layers, self.dim = self.input.num_layers, self.input.dim
-        self.frame_rate = encoder.frame_rate
+        self.frame_rate = self.input.frame_rate
         self._cache: dict[str, np.ndarray] = {}
 
     def _raw(self, uid: str):
@@ -147,7 +201,7 @@ class LiveFeatures:
         todo = [u for u in dict.fromkeys(uids) if u not in self._cache]
         if todo:
             for u, out in zip(todo, self.encoder.encode_batch([self._raw(u) for u in todo])):
-                self._cache[u] = (out.hidden, out.word_ids)
+                self._cache[u] = (pool_frames(out.hidden, self.pool), out.word_ids)
 
     def read(self, uid: str) -> tuple[np.ndarray, list[int]]:
         """Features and token word indices of one utterance (encoded now unless prefetched);
@@ -174,11 +228,12 @@ class LiveSource(LiveFeatures):
     """
 
     def __init__(self, name: str, layers, manifest: Manifest, store: FeatureStore, *, device: str = "cpu",
-                 dtype: str | None = None):
+                 dtype: str | None = None, pool: int = 1):
         from sermo.encoders import get_encoder
         from sermo.features.pipeline import ManifestUtterances
 
-        super().__init__(get_encoder(name, layers=layers, device=str(device), dtype=dtype), ManifestUtterances(manifest))
+        super().__init__(get_encoder(name, layers=layers, device=str(device), dtype=dtype), ManifestUtterances(manifest),
+                         pool=pool)
         self.name, self.identity = name, self.encoder.identity
         self.manifest, self.store = manifest, store
         self._keys: dict[str, str] | None = None
@@ -202,6 +257,7 @@ class LiveSource(LiveFeatures):
             else:
                 row = self._rows.loc[uid]
                 n = self.encoder.num_frames(self.store.audio_samples(str(row["audio"]), row["start"], row["end"]))
+                n = None if n is None else -(-int(n) // self.pool)
             if n is None:  # only running the encoder tells (eGeMAPS frames)
                 self.prefetch([uid])
                 n = int(self._cache[uid][0].shape[1])

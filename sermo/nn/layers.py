@@ -35,6 +35,15 @@ class LayerWeighting(nn.Module):
             return x[:, 0]
         return torch.einsum("l,bltd->btd", self.weights(), x)
 
+    def standardized(self, x: torch.Tensor, norm: "Standardize", mask: torch.Tensor) -> torch.Tensor:
+        """``self(norm(x, mask))`` in one pass over ``x``: the weighted sum of standardised layers is
+        ``sum_l (w_l / std_l) x_l - sum_l w_l mean_l / std_l`` (the features are read once, not
+        three times: a third of a frozen-feature row's step)."""
+        scale = self.weights()[:, None] / norm.std  # (L, D)
+        shift = (scale * norm.mean).sum(0)  # (D,)
+        y = torch.einsum("ld,bltd->btd", scale.to(x.dtype), x) - shift.to(x.dtype)
+        return y * mask[..., None].to(y.dtype)
+
 
 class GRUEncoder(nn.Module):
     """Stacked GRU over masked frames; returns the last real frame's output ``(B, H)`` and all
@@ -132,6 +141,17 @@ class Conformer(nn.Module):
         for block in self.blocks:
             h = block(h, mask)
         return h
+
+
+def frames_left(subsample: int, pooled: int) -> int:
+    """Of a model's ``subsample`` (frames averaged in all), what it still averages itself when the
+    data path averaged ``pooled`` frames into each of its input frames (``data.frame_pool``)."""
+    if pooled <= 1:
+        return max(1, subsample)
+    if subsample > pooled and subsample % pooled:
+        raise ValueError(f"the model averages {subsample} frames in all, which the {pooled} frames data.frame_pool "
+                         f"averaged do not divide: make the subsample a multiple of data.frame_pool")
+    return max(1, subsample // pooled)
 
 
 def average_frames(x: torch.Tensor, mask: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:

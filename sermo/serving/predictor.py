@@ -213,7 +213,7 @@ class Predictor:
     @torch.inference_mode()
     def _run(self, waves: list[np.ndarray], transcripts: list[str | None]) -> tuple[list[dict], list[tuple]]:
         """Model outputs for 16 kHz waveforms; returns per-item dicts and the transcripts used."""
-        from sermo.features.pipeline import GivenUtterances, SpeakerEmbeddings, UtteranceDataset, collate
+        from sermo.features.pipeline import GivenUtterances, SpeakerEmbeddings, UtteranceDataset, collate_for
         from sermo.features.source import LiveFeatures
 
         n = len(waves)
@@ -223,14 +223,15 @@ class Predictor:
                     for w, t in zip(waves, transcripts)]
         ids = [str(i) for i in range(n)]
         utterances = GivenUtterances(dict(zip(ids, waves)), {u: t for u, (t, _) in zip(ids, used)})
-        live = lambda enc: LiveFeatures(enc, utterances) if enc is not None else None  # noqa: E731
         spec = self.inputs
+        pool = spec.audio.pool if spec.audio is not None else 1
+        live = lambda enc: LiveFeatures(enc, utterances, pool=pool) if enc is not None else None  # noqa: E731
         dataset = UtteranceDataset(
             ids, utterances=utterances, audio=live(self.audio_encoder), text=live(self.text_encoder), wave=spec.wave,
             tokenizer=(spec.tokens, self.tokenizer) if self.tokenizer is not None else None,
             speaker=SpeakerEmbeddings(live(self.speaker_encoder)) if self.speaker_encoder is not None else None,
             max_frames=spec.max_frames, max_tokens=spec.max_tokens)
-        out = self.model(collate(dataset.__getitems__(list(range(n)))).to(self.device))
+        out = self.model(collate_for(dataset)(dataset.__getitems__(list(range(n)))).to(self.device))
         results = []
         for i in range(n):
             r: dict = {}

@@ -170,9 +170,10 @@ class FoldContext(Protocol):
     def analysis_folder(self) -> Path:
         """``<fold>/analysis/`` (created); ``finish`` reads every fold's from the run folder."""
 
-    def features(self, name: str, layers=None, *, manifest: Manifest | None = None) -> Features:
+    def features(self, name: str, layers=None, *, manifest: Manifest | None = None, pooled: bool = True) -> Features:
         """Frames of encoder ``name`` for the run's utterances (or for ``manifest``'s, e.g. with
-        other transcripts), extracted into the store on first use."""
+        other transcripts), extracted into the store on first use; a speech encoder's frames
+        averaged by ``data.frame_pool`` unless not ``pooled`` (the input of fine-tuned top layers)."""
 
     def feature_stats(self, source: Features, max_items: int = 400) -> tuple[np.ndarray, np.ndarray]:
         """Per-layer, per-dimension mean and std ``(L, D)`` of the training split's frames."""

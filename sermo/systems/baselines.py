@@ -110,7 +110,7 @@ class ModalityEncoder(nn.Module):
         self.out_dim = embedding
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.layers(self.norm(x, mask))  # (B, T, D)
+        h = self.layers.standardized(x, self.norm, mask)  # (B, T, D)
         if self.head == "gru":
             last, _ = self.seq(h, mask)
             return self.proj(last)

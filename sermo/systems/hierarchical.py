@@ -21,7 +21,7 @@ from torch import nn
 from sermo.config import setting
 from sermo.data.batch import Batch
 from sermo.data.spec import ModelSpec
-from sermo.nn.layers import Conformer, LayerWeighting, Standardize, average_frames
+from sermo.nn.layers import Conformer, LayerWeighting, Standardize, average_frames, frames_left
 from sermo.nn.losses import ccc_per_dim, masked_cross_entropy
 from sermo.nn.pooling import SelfAttentivePool
 from sermo.systems.api import Deviation, Output, SystemDef, recipe_features, register
@@ -113,8 +113,8 @@ class HierarchicalModel(nn.Module):
             nn.init.constant_(self.dims_head.bias, 0.5)
 
     def forward(self, batch: Batch) -> Output:
-        x = self.layers(self.norm(batch.audio, batch.audio_mask))  # (B, T, D)
-        x, mask = average_frames(x, batch.audio_mask, self.cfg.subsample)
+        x = self.layers.standardized(batch.audio, self.norm, batch.audio_mask)  # (B, T, D)
+        x, mask = average_frames(x, batch.audio_mask, frames_left(self.cfg.subsample, batch.audio_pool))
         h = self.encoder(x, mask)  # (B, T', hidden): H
         e_c = self.cont(h, mask) if self.cont is not None else None  # E_C
         e_d = self.disc(h, mask) if self.disc is not None else None  # E_D

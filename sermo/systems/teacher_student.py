@@ -24,7 +24,7 @@ from sermo.data.batch import Batch, lengths_mask
 from sermo.data.spec import ModelSpec
 from sermo.evaluation.metrics import DIMENSIONS, ccc, pearson
 from sermo.nn.inputs import hidden_states
-from sermo.nn.layers import GRUEncoder, LayerWeighting, Standardize, average_frames
+from sermo.nn.layers import GRUEncoder, LayerWeighting, Standardize, average_frames, frames_left
 from sermo.nn.losses import ccc_loss
 from sermo.systems.api import Deviation, FeatureUse, Output, SystemDef, lr_groups, recipe_features, register
 
@@ -83,9 +83,10 @@ class Branch(nn.Module):
         self.subsample = max(1, cfg.subsample)
         self.gru = GRUEncoder(dim, cfg.hidden, cfg.gru_layers)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.layers(self.norm(x, mask))  # (B, T, D)
-        h, mask = average_frames(h, mask, self.subsample)  # (B, T/s, D): means of real frames
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, pooled: int = 1) -> torch.Tensor:
+        """``pooled``: frames the data path already averaged into each of ``x``'s."""
+        h = self.layers.standardized(x, self.norm, mask)  # (B, T, D)
+        h, mask = average_frames(h, mask, frames_left(self.subsample, pooled))  # (B, T/s, D): means of real frames
         last, _ = self.gru(h, mask)
         return last  # (B, hidden)
 
@@ -132,7 +133,7 @@ class TSModel(nn.Module):
     def forward(self, batch: Batch) -> Output:
         parts = []
         if self.audio is not None:
-            parts.append(self.audio(*self._audio_input(batch)))
+            parts.append(self.audio(*self._audio_input(batch), batch.audio_pool))
         if self.text is not None:
             parts.append(self.text(batch.text, batch.text_mask))
         emb = self.project(torch.cat(parts, dim=-1))  # (B, E): e_A, e_T or e_AT
@@ -242,7 +243,9 @@ def run_fold(ctx) -> list:
             model.text.norm.set(*ctx.feature_stats(ctx.text))
         if sp is None:
             return model, audio_src
-        below = ctx.features(ctx.cfg.data.audio_encoder, [sp.num_hidden_states - 1 - top]) if top else "wave"
+        # the fine-tuned layers read the state below them frame by frame (unless data.pool_finetuned)
+        below = ctx.features(ctx.cfg.data.audio_encoder, [sp.num_hidden_states - 1 - top],
+                             pooled=ctx.cfg.data.pool_finetuned) if top else "wave"
         return model, below
 
     def data(split: str, *, audio_src=None, text: bool = False, extras: dict | None = None):

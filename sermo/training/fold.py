@@ -21,7 +21,7 @@ from sermo.data.spec import ModelSpec
 from sermo.evaluation.metrics import score_predictions
 from sermo.features import FeatureStore
 from sermo.features.pipeline import ManifestUtterances, UtteranceDataset
-from sermo.features.source import FeatureSource
+from sermo.features.source import FeatureSource, MemoryBudget
 from sermo.systems.api import Predictions, RowResult
 from sermo.systems.common import softmax
 from sermo.training.datamodule import loader
@@ -52,6 +52,7 @@ class RunData:
         self.plan = plan
         self.utterances = ManifestUtterances(manifest)
         self._sources: dict[tuple, FeatureSource] = {}
+        self.memory = MemoryBudget(cfg.data.memory_gb * 1e9)
         self._audio_keys: dict[str, str] | None = None
         self._speakers: dict[int, object] = {}
         self._samples: dict[str, int] = {}
@@ -64,16 +65,18 @@ class RunData:
             return manifest
         return manifest.subset([u for u in manifest.ids if u in self.usable])
 
-    def source(self, name: str, layers=None, manifest: Manifest | None = None):
+    def source(self, name: str, layers=None, manifest: Manifest | None = None, *, pooled: bool = True):
         """Features of encoder ``name`` for the used utterances (of ``manifest``, default the
-        run's): stored (extracted on first use) or live, as the plan says."""
-        key = (name, tuple(layers) if layers is not None else None)
+        run's): stored (extracted on first use) or live, as the plan says; speech frames averaged
+        by ``data.frame_pool`` unless not ``pooled``."""
+        pool = self.cfg.data.frame_pool if pooled else 1
+        key = (name, tuple(layers) if layers is not None else None, pool)
         mode = self.plan.mode(name, layers) if self.plan is not None else "stored"
         if manifest is not None:
             manifest = self.restrict(manifest)
-            return self._make_source(mode, name, layers, manifest)
+            return self._make_source(mode, name, layers, manifest, pool)
         if key not in self._sources:
-            self._sources[key] = self._make_source(mode, name, layers, self.used)
+            self._sources[key] = self._make_source(mode, name, layers, self.used, pool)
         return self._sources[key]
 
     @property
@@ -90,14 +93,14 @@ class RunData:
         """What labels the corpus has and what the label space takes of them (for errors)."""
         return label_summary(self.manifest, self.space)
 
-    def _make_source(self, mode: str, name: str, layers, manifest: Manifest):
+    def _make_source(self, mode: str, name: str, layers, manifest: Manifest, pool: int):
         from sermo.features.source import LiveSource
 
         dtype = self.cfg.data.feature_dtype
         if mode == "live":
-            return LiveSource(name, layers, manifest, self.store, device=self.device, dtype=dtype)
+            return LiveSource(name, layers, manifest, self.store, device=self.device, dtype=dtype, pool=pool)
         return FeatureSource(name, layers, manifest, self.store, progress=self.progress, device=self.device,
-                             dtype=dtype)
+                             dtype=dtype, pool=pool, memory=self.memory)
 
     def readable(self, uid: str) -> bool:
         """Whether an utterance's audio could be read (it has a content key in the store)."""
@@ -174,8 +177,8 @@ class FoldRun:
         path.mkdir(exist_ok=True)
         return path
 
-    def features(self, name: str, layers=None, *, manifest: Manifest | None = None):
-        return self.run.source(name, layers, None if manifest is self.manifest else manifest)
+    def features(self, name: str, layers=None, *, manifest: Manifest | None = None, pooled: bool = True):
+        return self.run.source(name, layers, None if manifest is self.manifest else manifest, pooled=pooled)
 
     def feature_stats(self, source, max_items: int = 400):
         key = (id(source), max_items)

@@ -31,6 +31,26 @@ def test_layer_weights_sum_to_one():
         assert lw(x).shape == (2, 4, 3)
 
 
+def test_standardized_mix_is_the_weighting_of_standardised_layers():
+    torch.manual_seed(0)
+    for layers, mode in ((5, "softmax"), (1, "softmax"), (3, "normalized")):
+        lw, norm = LayerWeighting(layers, mode), Standardize(layers, 4)
+        norm.set(torch.randn(layers, 4), torch.rand(layers, 4) + 0.5)
+        with torch.no_grad():
+            lw.raw.add_(torch.randn(layers))
+        x = torch.randn(2, layers, 6, 4)
+        mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+        fused = lw.standardized(x, norm, mask)
+        plain = lw(norm(x, mask))
+        torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+        assert fused[1, 4:].abs().sum() == 0  # padding stays zero
+        if layers == 1:
+            continue
+        (g_fused,) = torch.autograd.grad(fused.square().sum(), lw.raw)
+        (g_plain,) = torch.autograd.grad(lw(norm(x, mask)).square().sum(), lw.raw)
+        torch.testing.assert_close(g_fused, g_plain, rtol=1e-4, atol=1e-5)
+
+
 def test_ccc_loss_masks_missing_labels():
     pred = torch.tensor([[0.1, 0.5, 0.2], [0.4, 0.1, 0.9], [0.8, 0.7, 0.3]])
     target = pred.clone()

@@ -164,9 +164,11 @@ def test_audio_longer_than_the_model_reads_is_windowed_not_cut(baselines_run, ie
 
     manifest = prepare("iemocap", iemocap_synth).df
     predictor = Predictor.from_pretrained(baselines_run / "bundles" / "audio")
-    assert predictor.window_seconds == pytest.approx(predictor.inputs.max_frames / 50)  # Whisper: 50 Hz
+    audio = predictor.inputs.audio  # the demo profile: Whisper's 50 Hz frames averaged 4 to 1 as they are read
+    assert audio.pool == 4 and audio.frame_rate == 12.5
+    assert predictor.window_seconds == pytest.approx(predictor.inputs.max_frames / 12.5)
     # a model that reads 8 s at once (its max_frames), to keep the test short
-    predictor.inputs = dataclasses.replace(predictor.inputs, max_frames=400)
+    predictor.inputs = dataclasses.replace(predictor.inputs, max_frames=100)
     limit = predictor.window_seconds
     assert limit == pytest.approx(8.0)
     parts, seconds, k = [], 0.0, 0
@@ -185,7 +187,7 @@ def test_audio_longer_than_the_model_reads_is_windowed_not_cut(baselines_run, ie
     assert max([abs(result.arousal - first.arousal)]
                + [abs(result.categories[c] - first.categories[c]) for c in first.categories]) > 1e-4
     fusion = Predictor.from_pretrained(baselines_run / "bundles" / "fusion")
-    fusion.inputs = dataclasses.replace(fusion.inputs, max_frames=400)
+    fusion.inputs = dataclasses.replace(fusion.inputs, max_frames=100)
     with pytest.raises(AudioError, match="one transcript cannot be split"):
         fusion.predict(str(long), transcript="one transcript for a long file")
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from sermo.data.batch import Batch
 from sermo.nn.autovc import conv_norm, downsample, upsample
-from sermo.nn.layers import LayerWeighting, Standardize, align_frames, chunk, mlp, subsample_layers
+from sermo.nn.layers import LayerWeighting, Standardize, align_frames, chunk, frames_left, mlp, subsample_layers
 from sermo.nn.losses import masked_cross_entropy, masked_mse
 from sermo.systems.api import Output
 from sermo.systems.cross_representation.config import MEL_BINS, NUM_PHONES, SPEAKER_DIM, CrossRepresentationConfig
@@ -102,7 +102,8 @@ class CrossRepresentation(nn.Module):
         self.decoder = Decoder(2 * d, cfg)
 
     def inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        x, mask = subsample_layers(self.norm(batch.audio, batch.audio_mask), batch.audio_mask, self.subsample)
+        x, mask = subsample_layers(self.norm(batch.audio, batch.audio_mask), batch.audio_mask,
+                                   frames_left(self.subsample, batch.audio_pool))
         return x, mask
 
     def codes(self, x: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:

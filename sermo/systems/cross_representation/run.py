@@ -26,7 +26,7 @@ class Inputs:
         state = ctx.shared.get("cross_representation")
         if state is None:  # computed once per run: none of it depends on the fold's labels
             labelled = [u for u, c in ctx.labels.category.items() if c >= 0]
-            mel = ctx.features(cfg.mel_encoder)
+            mel = ctx.features(cfg.mel_encoder, pooled=False)  # the target keeps its own frames
             phones, failed = ctx.phone_alignments(labelled)
             state = ctx.shared["cross_representation"] = dict(mel=mel, phones=phones, unaligned=failed)
         self.mel, self.phones, self.unaligned = state["mel"], state["phones"], state["unaligned"]

@@ -43,7 +43,7 @@ class Stream(nn.Module):
 
     def forward(self, batch: Batch, kind: str) -> torch.Tensor:
         x, mask = self.inputs(batch, kind)
-        return self.pool(self.layers(self.norm(x, mask)), mask)
+        return self.pool(self.layers.standardized(x, self.norm, mask), mask)
 
 
 class DistilledModel(nn.Module):

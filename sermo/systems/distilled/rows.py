@@ -45,7 +45,9 @@ class Rows:
         if speech is None:
             return self.ctx.features(name, self.cfg.speech_layers)
         top = self.speech_top(speech)
-        return self.ctx.features(name, [speech.num_hidden_states - 1 - top]) if top else "wave"
+        # the fine-tuned layers read the state below them frame by frame (unless data.pool_finetuned)
+        return self.ctx.features(name, [speech.num_hidden_states - 1 - top],
+                                 pooled=self.ctx.cfg.data.pool_finetuned) if top else "wave"
 
     def text_plan(self, *, trainable: bool, manifest=None) -> dict:
         """How a row reads text: ``{"src": FeatureSource | None, "model": TextSSL | None,

@@ -64,4 +64,12 @@ def attention_example(ctx, model: LEMER, data, context_manifest=None) -> dict:
     tokens = pieces(previous.get(uid)) + pieces(own.get(uid))
     return {"id": uid, "transcript": own.get(uid), "context": previous.get(uid),
             "tokens": tokens if len(tokens) == len(g_t) else None, "own_tokens": len(pieces(own.get(uid))),
-            "g_t": g_t, "g_s": g_s, "frame_seconds": model.speech.subsample / (ctx.audio.frame_rate or 100.0)}
+            "g_t": g_t, "g_s": g_s, "frame_seconds": frame_seconds(model.speech.subsample, ctx.audio)}
+
+
+def frame_seconds(subsample: int, src) -> float:
+    """Seconds per speech frame of the model: ``subsample`` frames of the encoder in all, of which
+    the source averaged ``pool`` (its ``frame_rate`` is the pooled one)."""
+    from sermo.nn.layers import frames_left
+
+    return frames_left(subsample, src.input.pool) / (src.frame_rate or 100.0)

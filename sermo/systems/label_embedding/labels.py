@@ -132,7 +132,7 @@ class LabelEmbeddings:
             if not src.has(u):
                 continue
             x = torch.from_numpy(np.asarray(src.get(u), dtype=np.float32)[-1:][None])
-            h, _ = probe.frames(x, torch.ones(1, x.shape[2], dtype=torch.bool))
+            h, _ = probe.frames(x, torch.ones(1, x.shape[2], dtype=torch.bool), src.input.pool)
             frames[u] = h[0].numpy()
         pool = np.concatenate(list(frames.values()))
         if len(pool) > 40000:

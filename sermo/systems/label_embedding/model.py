@@ -11,7 +11,7 @@ from torch import nn
 from sermo.data.batch import Batch
 from sermo.data.spec import ModelSpec
 from sermo.nn.inputs import hidden_states
-from sermo.nn.layers import Standardize, average_frames
+from sermo.nn.layers import Standardize, average_frames, frames_left
 from sermo.nn.losses import masked_cross_entropy
 from sermo.nn.pooling import masked_max, masked_mean
 from sermo.systems.api import Output, lr_groups
@@ -35,10 +35,11 @@ class Modality(nn.Module):
         self.label_in = nn.Linear(labels.shape[1], dim_in) if labels is not None and labels.shape[1] != dim_in \
             else None
 
-    def frames(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Standardised, averaged input frames ``(B, T', D)`` (what the units are learned on)."""
+    def frames(self, x: torch.Tensor, mask: torch.Tensor, pooled: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardised, averaged input frames ``(B, T', D)`` (what the units are learned on):
+        ``subsample`` frames in all, of which the data path averaged ``pooled``."""
         h = self.norm(x[:, -1:], mask)[:, 0]
-        return average_frames(h, mask, self.subsample)
+        return average_frames(h, mask, frames_left(self.subsample, pooled))
 
     def inputs(self, batch: Batch, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, 1, T, D)`` and its mask: the stored features, or the fine-tuned encoder's last
@@ -47,7 +48,7 @@ class Modality(nn.Module):
         return (hidden if self.encoder is None else hidden[:, -1:]), mask
 
     def forward(self, batch: Batch, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-        h, mask = self.frames(*self.inputs(batch, kind))
+        h, mask = self.frames(*self.inputs(batch, kind), batch.audio_pool if kind == "audio" else 1)
         return self.proj(h) * mask.unsqueeze(-1), mask
 
     def label_space(self) -> torch.Tensor:
