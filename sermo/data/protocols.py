@@ -86,7 +86,12 @@ class Protocol:
         bad = [n for n in numbers if not 1 <= n <= len(self.folds)]
         if bad:
             raise ProtocolError(f"protocol {self.spec} has folds 1..{len(self.folds)}; asked for {bad}")
-        return Protocol(self.spec, tuple(self.folds[n - 1] for n in numbers), self.description)
+        if sorted(set(numbers)) == list(range(1, len(self.folds) + 1)):
+            return self
+        ran = ", ".join(str(n) for n in numbers)
+        return Protocol(self.spec, tuple(self.folds[n - 1] for n in numbers),
+                        f"{self.description} (of its {len(self.folds)} folds, fold{'s' if len(numbers) > 1 else ''} "
+                        f"{ran} ran)")
 
 
 def iemocap_loso(manifest: Manifest) -> Protocol:

@@ -92,6 +92,8 @@ def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = 
     number = {f.name: i + 1 for i, f in enumerate(protocol.folds)}  # a fold's place in the whole protocol
     if folds:
         protocol = protocol.select(folds)
+    elif cfg.data.max_folds:  # the first n folds (the demo profiles: what 2 CPU cores finish in minutes)
+        protocol = protocol.select(range(1, min(cfg.data.max_folds, len(protocol.folds)) + 1))
     category = dict(zip(manifest.df["id"], manifest.df["category"]))
     trained_on = [category[u] for u in sorted({u for f in protocol.folds for u in f.train})]
     space = resolve_label_space(cfg.data.label_space, trained_on)

@@ -46,6 +46,17 @@ def test_auto_mode_computes_the_largest_encoders_live_and_stored_mode_stops_befo
 
 
 @pytest.mark.slow
+def test_max_folds_runs_the_protocols_first_folds_and_says_so(iemocap_synth):
+    from sermo.training.runner import prepare_run
+
+    prep = prepare_run("baselines", [("iemocap", iemocap_synth)], overrides=["data.max_folds=2"], transcribe=False,
+                       progress=False)
+    assert [f.name for f in prep.protocol.folds] == ["fold1", "fold2"]
+    assert prep.protocol.description.endswith("(of its 5 folds, folds 1, 2 ran)")
+    assert len(prepare_run("baselines", [("iemocap", iemocap_synth)], overrides=["data.max_folds=9"],
+                           transcribe=False, progress=False).protocol.folds) == 5
+
+
 def test_stored_and_live_features_give_identical_metrics(iemocap_synth, tmp_path):
     small = small_iemocap(iemocap_synth, tmp_path / "small.parquet", 5)
     speech = tiny_speech_model(tmp_path / "hubert")
@@ -54,6 +65,7 @@ def test_stored_and_live_features_give_identical_metrics(iemocap_synth, tmp_path
         out = run_system("baselines", [("iemocap", small)], folds=[1], out=tmp_path / mode, progress=False,
                          store=FeatureStore(tmp_path / f"store-{mode}"), overrides=[
                              f"data.feature_mode={mode}", f"data.audio_encoder={speech}", "data.audio_layers=[-1]",
+                             "data.frame_pool=2",  # live frames pooled as the stored ones are
                              "model.rows=[audio]", "train.epochs=2", "train.batch_size=8", "model.hidden=16",
                              "model.embedding=8"])
         results[mode] = json.loads((out / "results.json").read_text())["rows"][0]["mean"]
