@@ -22,16 +22,30 @@ BOOTSTRAPS = 1000
 def metric_of(df: pd.DataFrame, metric: str) -> float:
     """A metric of a predictions table (columns ``<dim>_true``/``<dim>_pred``, ``category_true``/
     ``category_pred``): ``ccc_<dim>``, ``ccc_mean``, ``ua``, ``wa`` or ``macro_f1``."""
+    return _metric(_arrays(df, metric), metric, np.arange(len(df)))
+
+
+def _arrays(df: pd.DataFrame, metric: str) -> dict[str, np.ndarray]:
+    """The columns ``metric`` reads, as arrays (a bootstrap indexes them a thousand times)."""
+    if metric.startswith("ccc_"):
+        dims = DIMENSIONS if metric == "ccc_mean" else (metric[4:],)
+        return {c: df[c].to_numpy(float) for d in dims for c in (f"{d}_true", f"{d}_pred")}
+    return {c: df[c].to_numpy() for c in ("category_true", "category_pred")}
+
+
+def _metric(cols: dict[str, np.ndarray], metric: str, idx: np.ndarray) -> float:
+    """``metric`` on the utterances ``idx`` (with repeats) of :func:`_arrays`' columns."""
     if metric.startswith("ccc_"):
         dims = DIMENSIONS if metric == "ccc_mean" else (metric[4:],)
         vals = []
         for d in dims:
-            ok = np.isfinite(df[f"{d}_true"].to_numpy(float))
-            vals.append(ccc(df[f"{d}_true"].to_numpy(float)[ok], df[f"{d}_pred"].to_numpy(float)[ok]))
+            truth, pred = cols[f"{d}_true"][idx], cols[f"{d}_pred"][idx]
+            ok = np.isfinite(truth)
+            vals.append(ccc(truth[ok], pred[ok]))
         return float(np.mean(vals))
-    known = df["category_true"].to_numpy() >= 0
-    return float(classification_metrics(df["category_true"].to_numpy()[known],
-                                        df["category_pred"].to_numpy()[known])[metric])
+    truth, pred = cols["category_true"][idx], cols["category_pred"][idx]
+    known = truth >= 0
+    return float(classification_metrics(truth[known], pred[known])[metric])
 
 
 def load_predictions(run: Path, row: str, test: str) -> pd.DataFrame:
@@ -63,20 +77,21 @@ def paired_bootstrap(a: pd.DataFrame, b: pd.DataFrame, metric: str, *, n: int = 
         out = df[list(cols.values())].rename(columns={v: k for k, v in cols.items()})
         return out
 
-    left, right = side(both, "_a"), side(both, "_b")
-    diff = metric_of(right, metric) - metric_of(left, metric)
+    left, right = _arrays(side(both, "_a"), metric), _arrays(side(both, "_b"), metric)
+    everything = np.arange(len(both))
+    diff = _metric(right, metric, everything) - _metric(left, metric, everything)
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(n):
         idx = rng.integers(0, len(both), len(both))
         try:
-            draws.append(metric_of(right.iloc[idx], metric) - metric_of(left.iloc[idx], metric))
+            draws.append(_metric(right, metric, idx) - _metric(left, metric, idx))
         except ValueError:  # a resample without any labelled utterance
             continue
     folds = {}
     for fold, g in both.groupby("fold", sort=True):
-        idx = g.index.to_numpy()
-        folds[fold] = metric_of(right.loc[idx], metric) - metric_of(left.loc[idx], metric)
+        idx = g.index.to_numpy()  # both has a fresh RangeIndex: labels are positions
+        folds[fold] = _metric(right, metric, idx) - _metric(left, metric, idx)
     low, high = (np.percentile(draws, [2.5, 97.5]) if draws else (np.nan, np.nan))
     return {"difference": float(diff), "low": float(low), "high": float(high), "utterances": len(both),
             "folds": folds}
