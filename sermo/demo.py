@@ -13,14 +13,20 @@ from sermo.data.synth import synthesize_corpus
 from sermo.data.synth.check import modality_check
 from sermo.evaluation.report import describe_manifest, markdown_table, results_table
 
-DEMO_CORPORA = {"iemocap": 0, "msp-podcast": 1}  # layout -> seed offset (different voices and words)
+DEMO_CORPORA = {"iemocap": (0, 1.0), "msp-podcast": (1, 0.6)}
+"""layout -> (seed offset: different voices and words; share of ``--utterances``: MSP-Podcast serves
+only hierarchical's corpus-transfer run, whose training takes as many utterances as IEMOCAP's)"""
 
 
 def demo_corpus(out: Path, layout: str, *, utterances: int, seed: int, progress: bool = True) -> Path:
     """Synthesise (if absent) one built-in corpus of the demo and cache its manifest; returns
     the manifest path (what systems are run on)."""
     root = out / "corpus" / layout
-    synthesize_corpus(layout, root, utterances=utterances, seed=seed + DEMO_CORPORA[layout], progress=progress)
+    from sermo.data.synth.plan import MINIMUM
+
+    offset, share = DEMO_CORPORA[layout]
+    n = max(MINIMUM[layout], round(utterances * share))
+    synthesize_corpus(layout, root, utterances=n, seed=seed + offset, progress=progress)
     cached = root / "manifest.parquet"
     if not (cached.is_file() and cached.stat().st_mtime >= (root / "SERMO_SYNTH.json").stat().st_mtime):
         manifest = prepare(layout, root)
@@ -44,13 +50,16 @@ def run_demo(out: Path, *, utterances: int = 1000, seed: int = 0, systems: list[
                 "Everything below ran on the built-in synthetic corpus (`sermo synth`): espeak-ng speech "
                 "with simulated annotators. It is not IEMOCAP or MSP-Podcast, and its numbers say nothing "
                 "about the papers' results.\n"]
-    corpora = {layout: demo_corpus(out, layout, utterances=utterances, seed=seed, progress=progress)
-               for layout in DEMO_CORPORA}
     registry = load_all()
     chosen = systems or list(registry)
     unknown = [s for s in chosen if s not in registry]
     if unknown:
         raise ValueError(f"unknown system(s) {unknown}; known: {', '.join(registry)}")
+    # only the layouts the chosen systems run on are synthesised
+    needed = {layout for s in chosen for layouts in (registry[s].demo_corpora, *registry[s].demo_extra)
+              for layout in layouts}
+    corpora = {layout: demo_corpus(out, layout, utterances=utterances, seed=seed, progress=progress)
+               for layout in DEMO_CORPORA if layout in needed}
     timings = []
     for name in chosen:
         t1 = time.time()

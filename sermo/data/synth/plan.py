@@ -205,17 +205,20 @@ def _assign_splits(rng: np.random.Generator, sizes: list[int]) -> list[str]:
     return out
 
 
+MINIMUM = {"iemocap": 20, "msp-podcast": 40}
+"""The fewest utterances each layout can be planned with."""
+
+
 def plan_corpus(layout: str, n: int, seed: int, incongruent_share: float = 0.15) -> list[Utterance]:
     """Plan a corpus of ``n`` utterances in ``layout`` (``iemocap`` or ``msp-podcast``).
 
     Raises:
         ValueError: unknown layout, or too few utterances for the layout.
     """
-    minimum = {"iemocap": 20, "msp-podcast": 40}
-    if layout not in minimum:
-        raise ValueError(f"unknown layout {layout!r}; known: {', '.join(minimum)}")
-    if n < minimum[layout]:
-        raise ValueError(f"the {layout} layout needs at least {minimum[layout]} utterances, got {n}")
+    if layout not in MINIMUM:
+        raise ValueError(f"unknown layout {layout!r}; known: {', '.join(MINIMUM)}")
+    if n < MINIMUM[layout]:
+        raise ValueError(f"the {layout} layout needs at least {MINIMUM[layout]} utterances, got {n}")
     plan = plan_iemocap if layout == "iemocap" else plan_msp_podcast
     utts = plan(n, seed, incongruent_share)
     for u in utts:  # every category must have a code in its layout
