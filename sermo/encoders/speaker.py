@@ -76,17 +76,27 @@ def speaker_embeddings(embeddings: dict[str, np.ndarray], speakers: dict[str, st
         embeddings: utterance id -> ``(256,)`` utterance embedding.
         speakers: utterance id -> speaker (utterances without a speaker are skipped).
     """
+    out = {}
+    for spk, ids in chosen_utterances(speakers, embeddings, max_utterances=max_utterances, seed=seed).items():
+        mean = np.mean([np.asarray(embeddings[u], dtype=np.float32).ravel() for u in ids], axis=0)
+        out[spk] = mean / (np.linalg.norm(mean) + 1e-9)
+    return out
+
+
+def chosen_utterances(speakers: dict[str, str], available, *, max_utterances: int = 100,
+                      seed: int = 0) -> dict[str, list[str]]:
+    """Per speaker, the (up to ``max_utterances``) random utterances among ``available`` whose
+    embeddings :func:`speaker_embeddings` averages: known before any is computed, so only these
+    need a speaker encoder's pass."""
     rng = np.random.default_rng(seed)
     by_speaker: dict[str, list[str]] = {}
     for uid, spk in speakers.items():
-        if spk is not None and uid in embeddings:
+        if spk is not None and uid in available:
             by_speaker.setdefault(spk, []).append(uid)
     out = {}
     for spk, ids in sorted(by_speaker.items()):
         ids = sorted(ids)
-        chosen = rng.choice(len(ids), min(max_utterances, len(ids)), replace=False)
-        mean = np.mean([np.asarray(embeddings[ids[i]], dtype=np.float32).ravel() for i in chosen], axis=0)
-        out[spk] = mean / (np.linalg.norm(mean) + 1e-9)
+        out[spk] = [ids[i] for i in rng.choice(len(ids), min(max_utterances, len(ids)), replace=False)]
     return out
 
 

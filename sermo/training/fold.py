@@ -121,14 +121,20 @@ class RunData:
     def speaker_table(self, max_utterances: int):
         """``uid -> (256,)``: the speaker's mean Resemblyzer embedding, else the utterance's own."""
         if max_utterances not in self._speakers:
-            from sermo.encoders.speaker import speaker_embeddings
+            from sermo.encoders.speaker import chosen_utterances, speaker_embeddings
+            from sermo.features import feature_keys
 
-            # every utterance of a speaker counts, labelled or not (the embedding needs no labels)
-            src = FeatureSource("resemblyzer", None, self.manifest, self.store, progress=self.progress,
-                                device=self.device)
+            # every utterance of a speaker may count, labelled or not (the embedding needs no labels);
+            # only those averaged (and the run's own utterances without a speaker) are encoded
             df = self.manifest.df
-            own = {u: np.asarray(src.get(u), dtype=np.float32).ravel() for u in df["id"] if src.has(u)}
             speakers = dict(zip(df["id"], df["speaker"]))
+            readable = feature_keys(self.manifest, "audio", self.store)
+            chosen = chosen_utterances(speakers, readable, max_utterances=max_utterances, seed=self.cfg.train.seed)
+            need = {u for ids in chosen.values() for u in ids}
+            need |= {u for u in self.usable if speakers.get(u) is None and u in readable}
+            src = FeatureSource("resemblyzer", None, self.manifest.subset([u for u in df["id"] if u in need]),
+                                self.store, progress=self.progress, device=self.device)
+            own = {u: np.asarray(src.get(u), dtype=np.float32).ravel() for u in need if src.has(u)}
             mean = speaker_embeddings(own, speakers, max_utterances=max_utterances, seed=self.cfg.train.seed)
             zero = np.zeros(src.dim, dtype=np.float32)
 

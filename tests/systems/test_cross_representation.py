@@ -162,11 +162,17 @@ def test_both_configurations_and_the_text_model_run_one_step(iemocap_synth, tmp_
                          "model.postnet_convs=2", "model.postnet_channels=16", "model.phone_dim=8",
                          "model.classifier=[16]", "model.text_filters=[8]", "model.probe=[32, 16, 16]",
                          "model.probe_epochs=2", "model.fusion_grid=[0.0, 0.5, 1.0]",
-                         "model.text_encoders=[not-a-cached/model]"])
+                         "model.text_encoders=[not-a-cached/model]", "model.speaker_utterances=2"])
     results = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in results["rows"]}
     assert list(rows) == ["speech_small", "speech_large", "speech_mel_input", "text", "text@not-a-cached/model",
                           "fusion"]
+    # the speaker encoder ran only on the utterances each speaker's embedding averages
+    import pandas as pd
+
+    table = pd.read_parquet(small)
+    folder = next(p.parent for p in (tmp_path / "store").glob("*/identity.json") if "resemblyzer" in p.read_text())
+    assert len(list(folder.rglob("*.npy"))) == 2 * table["speaker"].nunique() < len(table)
     assert "unavailable" in rows["text@not-a-cached/model"]["skipped"]
     assert all("ua" in rows[r]["mean"] for r in ("speech_small", "speech_large", "speech_mel_input", "text", "fusion"))
     weights = rows["speech_small"]["info"][0]["layer_weights"]
