@@ -124,7 +124,7 @@ def _tiny_run(corpus, tmp_path, overrides, speech_kind="hubert"):
 
 @pytest.mark.slow
 def test_every_row_runs_one_step_with_tiny_hf_encoders(iemocap_synth, tmp_path):
-    out, _, _ = _tiny_run(iemocap_synth, tmp_path, ["model.k_grid=[2, 4]"], speech_kind="wav2vec2-pretraining")
+    out, _, _ = _tiny_run(iemocap_synth, tmp_path, ["model.k_grid=[2, 3]"], speech_kind="wav2vec2-pretraining")
     results = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in results["rows"]}
     assert list(rows) == ["text", "text_context", "text_context_le", "speech", "speech_2nd", "speech_le", "le_mer",
@@ -135,7 +135,9 @@ def test_every_row_runs_one_step_with_tiny_hf_encoders(iemocap_synth, tmp_path):
     assert set(keywords) == {"angry", "happy", "neutral", "sad"} and all(len(w) <= 2 for w in keywords.values())
     assert rows["speech_le"]["info"][0]["speech_labels"]["units"] == "wav2vec 2.0 quantizer (2 x 8 codes)"
     analysis = out / "fold1" / "analysis"
-    assert [g["k"] for g in json.loads((analysis / "k_grid.json").read_text())] == [2, 4]
+    assert [g["k"] for g in json.loads((analysis / "k_grid.json").read_text())] == [2, 3]
+    # the row's own K (3) is the speech_le row itself, not trained a second time
+    assert (out / "fold1" / "kgrid_speech_le_k2").is_dir() and not (out / "fold1" / "kgrid_speech_le_k3").exists()
     inits = json.loads((analysis / "inits.json").read_text())
     assert {(e["row"], e["init"]) for e in inits} == {("text_context_le", i) for i in ("tfidf", "label_words", "random")} \
         | {("speech_le", i) for i in ("codebook", "text", "random")}

@@ -198,7 +198,7 @@ def run_fold(ctx) -> list:
     if ctx.is_analysis_fold(cfg.analysis_folds):
         analysis = ctx.analysis_folder()
         if cfg.k_grid and audio is not None:
-            write_json_atomic(analysis / "k_grid.json", k_grid(ctx, train, audio))
+            write_json_atomic(analysis / "k_grid.json", k_grid(ctx, train, audio, models))
         if cfg.compare_inits:
             write_json_atomic(analysis / "inits.json", compare_inits(ctx, train, models, context, audio))
         if "le_mer" in models:
