@@ -155,7 +155,9 @@ def test_a_chunked_oversize_upload_is_refused_before_it_lands_on_disk(baselines_
     if r is not None:
         assert r.status_code == 413 and "limit of 1 MB" in r.json()["detail"]
     assert made == []  # the handler never ran
-    assert 1024 * 1024 < sum(pulled) < 1024 * 1024 + 2 * 65536 + 1024  # the limit and one part, not 6 MB
+    # reading stopped just past the limit: within two of the server's messages (how much one holds
+    # depends on its buffering, up to 256 KB here), never near the body's 6 MB
+    assert 1024 * 1024 < sum(pulled) <= 1024 * 1024 + 2 * max(pulled) < 2 * 1024 * 1024
 
 
 def test_odd_file_names_and_tiny_audio_get_4xx_without_server_paths(server, wav, tmp_path):
