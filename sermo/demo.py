@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from sermo.data.corpora import prepare
 from sermo.data.io import write_text_atomic
 from sermo.data.manifest import Manifest
 from sermo.data.synth import synthesize_corpus
+from sermo.data.synth.corpus import MARKER, SynthError
 from sermo.data.synth.check import modality_check
 from sermo.evaluation.report import describe_manifest, markdown_table, results_table
 
@@ -26,7 +28,15 @@ def demo_corpus(out: Path, layout: str, *, utterances: int, seed: int, progress:
 
     offset, share = DEMO_CORPORA[layout]
     n = max(MINIMUM[layout], round(utterances * share))
-    synthesize_corpus(layout, root, utterances=n, seed=seed + offset, progress=progress)
+    try:
+        synthesize_corpus(layout, root, utterances=n, seed=seed + offset, progress=progress)
+    except SynthError:
+        if not (root / MARKER).is_file():  # not a corpus sermo made: never removed
+            raise
+        # a corpus of another size, seed or version of the demo: made again (as its runs are)
+        print(f"sermo demo: {root} holds a built-in corpus of other settings; synthesising it again")
+        shutil.rmtree(root)
+        synthesize_corpus(layout, root, utterances=n, seed=seed + offset, progress=progress)
     cached = root / "manifest.parquet"
     if not (cached.is_file() and cached.stat().st_mtime >= (root / "SERMO_SYNTH.json").stat().st_mtime):
         manifest = prepare(layout, root)

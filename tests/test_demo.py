@@ -25,3 +25,12 @@ def test_demo_runs_registered_systems_and_gathers_their_tables(tmp_path, monkeyp
     assert "## baselines" in text and "| audio | audio |" in text and "baselines/REPORT.md" in text
     assert "not IEMOCAP or MSP-Podcast" in text and "Total time" in text and "prosody r" in text
     assert json.loads((tmp_path / "demo" / "baselines" / "results.json").read_text())["rows"]
+
+
+def test_a_demo_corpus_of_other_settings_is_made_again(tmp_path):
+    from sermo.data.manifest import Manifest
+    from sermo.demo import demo_corpus
+
+    assert len(Manifest.load(demo_corpus(tmp_path, "iemocap", utterances=20, seed=0, progress=False))) == 20
+    # a later demo of another size (an older version's corpus) replaces it instead of stopping
+    assert len(Manifest.load(demo_corpus(tmp_path, "iemocap", utterances=24, seed=0, progress=False))) == 24
