@@ -12,6 +12,7 @@ from sermo.data.io import write_text_atomic
 from sermo.data.manifest import Manifest
 from sermo.data.synth import synthesize_corpus
 from sermo.data.synth.corpus import MARKER, SynthError
+from sermo.data.synth.plan import MINIMUM
 from sermo.data.synth.check import modality_check
 from sermo.evaluation.report import describe_manifest, markdown_table, results_table
 
@@ -24,8 +25,6 @@ def demo_corpus(out: Path, layout: str, *, utterances: int, seed: int, progress:
     """Synthesise (if absent) one built-in corpus of the demo and cache its manifest; returns
     the manifest path (what systems are run on)."""
     root = out / "corpus" / layout
-    from sermo.data.synth.plan import MINIMUM
-
     offset, share = DEMO_CORPORA[layout]
     n = max(MINIMUM[layout], round(utterances * share))
     try:

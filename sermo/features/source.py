@@ -98,9 +98,8 @@ class FeatureSource:
         self.encoder = get_encoder(name, layers=layers, device=str(device), dtype=dtype)
         self.name, self.modality = name, self.encoder.modality
         self.identity = self.encoder.identity
-        self.pool = frame_pool(self.encoder, pool)
-        self.input = feature_input(self.encoder, self.pool)
-        self.num_layers, self.dim = self.input.num_layers, self.input.dim
+        self.input = feature_input(self.encoder, pool)
+        self.pool, self.num_layers, self.dim = self.input.pool, self.input.num_layers, self.input.dim
         self.frame_rate = self.input.frame_rate
         self.manifest, self.store, self.progress = manifest, store, progress
         self.memory = memory
@@ -181,9 +180,8 @@ class LiveFeatures:
     def __init__(self, encoder, utterances: Utterances, *, pool: int = 1):
         self.encoder, self.utterances = encoder, utterances
         self.name, self.modality = encoder.name, encoder.modality
-        self.pool = frame_pool(encoder, pool)
-        self.input = feature_input(encoder, self.pool)
-        self.num_layers, self.dim = self.input.num_layers, self.input.dim
+        self.input = feature_input(encoder, pool)
+        self.pool, self.num_layers, self.dim = self.input.pool, self.input.num_layers, self.input.dim
         self.frame_rate = self.input.frame_rate
         self._cache: dict[str, np.ndarray] = {}
 
