@@ -78,7 +78,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         name, path = parse_corpus_arg(corpus)
         manifest = load_corpus(path)
         for enc_name in args.encoder:
-            encoder = get_encoder(enc_name, layers=layers, dtype=args.dtype, device=str(resolve_device(args.accelerator)))
+            encoder = get_encoder(enc_name, layers=layers, dtype=args.dtype, device=str(resolve_device(args.accelerator)),
+                                  padding=args.speech_padding)
             if args.devices > 1 or args.num_nodes > 1:
                 from sermo.features.sharded import extract_sharded
 
@@ -129,6 +130,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         report = run_extract_bench(Path(args.out), utterances=args.utterances,
                                    corpus=Path(args.corpus) if args.corpus else None)
+    elif args.what == "padding":
+        from sermo.bench.padding import run_padding_bench
+
+        report = run_padding_bench(Path(args.out), utterances=args.utterances,
+                                   corpus=Path(args.corpus) if args.corpus else None)
     elif args.what == "plan":
         from sermo.bench.plan import run_plan_bench
 
@@ -167,6 +173,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(plan_system(args.system, corpora, **common).table(), end="")
         return 0
     out = run_system(args.system, corpora, out=Path(args.out) if args.out else None, fresh=args.fresh, **common)
+    from sermo.training.distributed import is_rank_zero
+
+    if not is_rank_zero():  # another rank of a DDP run: rank 0 writes and reports the results
+        return 0
     print(f"results: {out / 'results.json'}\nreport:  {out / 'REPORT.md'}")
     import json
 
@@ -257,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how features are stored (default: the encoder's own: float16, float32 for eGeMAPS, whose "
                         "values overflow float16)")
     p.add_argument("--no-verify", action="store_true", help="skip checksum verification of existing entries")
+    p.add_argument("--speech-padding", default="bucket", choices=["bucket", "exact"],
+                   help="speech models without an attention mask (HuBERT/wav2vec 2.0 Base, DistilHuBERT): zero-padded "
+                        "batches of lengths rounded up to 0.25 s (bucket, the default; what sermo run reads) or one "
+                        "utterance at a time (exact)")
     p.add_argument("--devices", type=number(int, positive=True, what="a whole number"), default=1,
                    help="shard over this many processes/GPUs with Lightning DDP (default 1: no sharding)")
     p.add_argument("--num-nodes", type=number(int, positive=True, what="a whole number"), default=1, help="nodes for sharded extraction (torchrun / SLURM)")
@@ -348,12 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where models run (default auto: the GPU when there is one)")
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("bench", help="measure speed: feature extraction, prediction",
+    p = sub.add_parser("bench", help="measure speed: feature extraction, prediction, padded batches",
                        description="Benchmarks whose figures go in issue notes; nothing here asserts a time.")
-    p.add_argument("what", choices=["extract", "predict", "plan"],
-                   help="extract: encoders' first vs cached runs, batched vs plain loop; predict: latency, throughput "
-                        "and the service's requests per second; plan: every paper profile's plan on manifests the size "
-                        "of IEMOCAP and MSP-Podcast v1.10 with a 64 GB store")
+    p.add_argument("what", choices=["extract", "predict", "plan", "padding"],
+                   help="extract: encoders' first vs cached runs, batched vs plain loop (and the throughput later plans "
+                        "count encoder hours with); predict: latency, throughput and the service's requests per "
+                        "second; plan: every paper profile's plan on manifests the size of IEMOCAP and MSP-Podcast "
+                        "v1.10 with a 64 GB store; padding: a HuBERT-shaped model without an attention mask, padded "
+                        "batches against one utterance at a time (feature agreement, a probe's UA, training steps/s)")
     p.add_argument("--utterances", type=number(int, positive=True, what="a whole number"), default=60, help="utterances of the built-in corpus (default 60)")
     p.add_argument("--corpus", default=None, help="an IEMOCAP-layout corpus to use instead of a fresh built-in one")
     p.add_argument("--out", default="runs/bench", help="folder for the report (default runs/bench)")

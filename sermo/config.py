@@ -97,6 +97,14 @@ class DataConfig:
             first read, shared by all its encoders and folds (0: read the store every time).
         max_folds: run only the protocol's first ``max_folds`` folds (``None``: all; ``--folds``
             chooses others); the report says which of how many ran.
+        speech_padding: how speech models without an attention mask (HuBERT Base, wav2vec 2.0
+            Base, DistilHuBERT) run utterances of unequal lengths, frozen or fine-tuned: ``bucket``
+            (zero-padded batches, as their model cards recommend: lengths rounded up to 0.25 s when
+            features are extracted, so an utterance's features never depend on its batch) or
+            ``exact`` (one forward pass per utterance, unpadded: slow on a GPU).
+        loader_workers: processes that prepare training batches (reading features and audio)
+            beside the training; ``None``: up to 4 on a GPU (none for features computed live),
+            none on the CPU. Batches for a GPU are pinned in page-locked memory.
     """
 
     audio_encoder: str | None = "logmel"
@@ -114,6 +122,8 @@ class DataConfig:
     pool_finetuned: bool = False
     memory_gb: float = setting(4.0, min=0.0)
     max_folds: int | None = setting(None, min=1)
+    speech_padding: str = setting("bucket", choices=("bucket", "exact"))
+    loader_workers: int | None = setting(None, min=0)
 
 
 @dataclass

@@ -97,6 +97,20 @@ def run_extract_bench(out_dir: Path, *, utterances: int = 60, corpus: Path | Non
             facts["plain_loop_s"] = min(loop)
             facts["sermo_s"] = best.wall_seconds
             facts["encoder_forward_s"] = best.encoder_seconds
+            # what later plans on this machine count encoder hours with (sermo.training.cost)
+            from sermo.encoders.registry import REGISTRY
+            from sermo.training.cost import device_name, flop_per_second_of_audio, record_throughput
+
+            flop = audio_seconds * flop_per_second_of_audio("hubert-base", REGISTRY["hubert-base"].shape)
+            facts["flop_per_second"] = flop / max(best.encoder_seconds, 1e-9)
+            facts["throughput_file"] = str(record_throughput(facts["flop_per_second"], device="cpu"))
+            import torch
+
+            if torch.cuda.is_available():  # and the GPU's, which plans use
+                on_gpu = extract(manifest, get_encoder(name, device="cuda"), FeatureStore(work / "store-gpu"),
+                                 progress=False)
+                facts["gpu_flop_per_second"] = flop / max(on_gpu.encoder_seconds, 1e-9)
+                record_throughput(facts["gpu_flop_per_second"], device=device_name())
     facts.update(audio_seconds=audio_seconds, utterances=len(manifest),
                  real_hubert=not hubert.startswith(str(work)))
     text = [f"# sermo bench extract\n\n{len(manifest)} utterances, {audio_seconds:.0f} s of audio "
@@ -108,7 +122,10 @@ def run_extract_bench(out_dir: Path, *, utterances: int = 60, corpus: Path | Non
             f": sermo extract {facts['sermo_s']:.2f} s, plain per-utterance transformers loop "
             f"{facts['plain_loop_s']:.2f} s (sermo / loop = {facts['sermo_s'] / facts['plain_loop_s']:.2f}), "
             f"encoder forward {facts['encoder_forward_s']:.2f} s "
-            f"(sermo / forward = {facts['sermo_s'] / max(facts['encoder_forward_s'], 1e-9):.2f}).\n"]
+            f"(sermo / forward = {facts['sermo_s'] / max(facts['encoder_forward_s'], 1e-9):.2f}).\n",
+            f"\nEncoder throughput kept for plans on this machine: CPU {facts['flop_per_second'] / 1e12:.3f} TFLOP/s"
+            + (f", GPU {facts['gpu_flop_per_second'] / 1e12:.1f} TFLOP/s" if "gpu_flop_per_second" in facts else "")
+            + f" (in {facts['throughput_file']}).\n"]
     out_dir.mkdir(parents=True, exist_ok=True)
     report = out_dir / "extract.md"
     write_text_atomic(report, "".join(text))

@@ -101,14 +101,22 @@ def run_plan_bench(out: Path) -> Path:
                                      "stored": "-", "live": f"n/a ({str(exc).split(';')[0]})"})
                         continue
                     live = [e for e in plan.entries if e.mode == "live"]
+                    stored_h, live_h = plan.device_hours()
+                    every = [e.device_hours(plan.flop_per_second, plan.folds) for e in plan.entries]
                     rows.append({"system": system, "profile": profile, "corpus": corpus,
                                  "stored": human(plan.stored_bytes), "fits 64 GB": "yes" if plan.fits() else "NO",
                                  "live": ", ".join(f"{e.encoder} ({human(e.bytes)}, {e.passes_per_epoch:,} "
-                                                   "passes/epoch)" for e in live) or "-"})
+                                                   "passes/epoch)" for e in live) or "-",
+                                 "GPU h as planned": f"{stored_h + live_h:,.1f}",
+                                 "GPU h all stored": f"{sum(o or 0 for o, _ in every):,.1f}",
+                                 "GPU h all live": f"{sum(v or 0 for _, v in every):,.1f}"})
                     details.append(f"### {system} / {profile} / {corpus}\n\n{plan.table()}")
     finally:
         plan_mod.free_space = free_space
     report = Path(out) / "PLANS.md"
-    write_text_atomic(report, "# Paper profiles at full corpus size, 64 GB store\n\n" + markdown_table(rows)
+    write_text_atomic(report, "# Paper profiles at full corpus size, 64 GB store\n\nGPU hours: the frozen "
+                      "encoders' passes x their operations at the throughput `sermo.training.cost` gives (measured "
+                      "by `sermo bench extract` on this machine's GPU, else a documented 25 TFLOP/s), for every "
+                      "fold; the models' own training comes on top.\n\n" + markdown_table(rows)
                       + "\n" + "\n".join(details))
     return report

@@ -53,8 +53,15 @@ class Batch:
         return len(self.ids)
 
     def to(self, device) -> "Batch":
-        """The batch on ``device`` (tensors in ``extras`` too)."""
-        move = lambda x: x.to(device) if isinstance(x, torch.Tensor) else x  # noqa: E731
+        """The batch on ``device`` (tensors in ``extras`` too); pinned tensors copy asynchronously."""
+        return self._map(lambda x: x.to(device, non_blocking=x.is_pinned()))
+
+    def pin_memory(self) -> "Batch":
+        """The batch in page-locked memory (the DataLoader calls it with ``pin_memory=True``)."""
+        return self._map(lambda x: x.pin_memory())
+
+    def _map(self, fn) -> "Batch":
+        move = lambda x: fn(x) if isinstance(x, torch.Tensor) else x  # noqa: E731
         values = {f.name: move(getattr(self, f.name)) for f in fields(self) if f.name not in ("ids", "extras")}  # ints stay
         return Batch(ids=self.ids, **values, extras={k: move(v) for k, v in self.extras.items()})
 

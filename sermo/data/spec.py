@@ -26,6 +26,8 @@ class FeatureInput:
         dtype: the dtype the features were stored in.
         pool: consecutive frames averaged into one as they are read (``data.frame_pool``; 1: none);
             ``frame_rate`` is the rate after it.
+        padding: how a speech encoder without an attention mask batched its inputs (``bucket`` or
+            ``exact``; bundles from before this field: ``exact``).
     """
 
     encoder: str
@@ -36,6 +38,7 @@ class FeatureInput:
     weights: str | None = None
     dtype: str = "float16"
     pool: int = 1
+    padding: str = "exact"
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -54,7 +57,7 @@ class FeatureInput:
         layers = d.get("layers")
         return cls(str(d["encoder"]), tuple(int(i) for i in layers) if layers is not None else None,
                    int(d["num_layers"]), int(d["dim"]), d.get("frame_rate"), d.get("weights"),
-                   str(d.get("dtype", "float16")), int(d.get("pool", 1)))
+                   str(d.get("dtype", "float16")), int(d.get("pool", 1)), str(d.get("padding", "exact")))
 
 
 @dataclass(frozen=True)

@@ -39,16 +39,23 @@ class EncoderIdentity:
         weights: hash of the weights (or of the algorithm's settings for acoustic encoders).
         layers: the hidden-state indices kept (``None``: all).
         dtype: the dtype features are stored in.
+        padding: how a speech model without an attention mask was batched (``bucket``; ``None``:
+            exactly, unpadded, or a model whose mask makes padding irrelevant).
     """
 
     name: str
     weights: str
     layers: tuple[int, ...] | None
     dtype: str = "float16"
+    padding: str | None = None
 
     def key(self) -> str:
-        """A short stable hex key of the identity (the feature store's folder name)."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:20]
+        """A short stable hex key of the identity (the feature store's folder name); identities
+        without a padding keep the keys they had before padding was part of them."""
+        d = asdict(self)
+        if d["padding"] is None:
+            del d["padding"]
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:20]
 
 
 @dataclass

@@ -113,7 +113,8 @@ def encoder_modality(name: str) -> str:
     return "audio" if hasattr(cfg, "conv_stride") else "text"
 
 
-def get_encoder(name: str, *, layers=None, dtype: str | None = None, device: str = "cpu") -> Encoder:
+def get_encoder(name: str, *, layers=None, dtype: str | None = None, device: str = "cpu",
+                padding: str = "bucket") -> Encoder:
     """Build an encoder from a registry name, a Hub id or a local checkpoint folder.
 
     Args:
@@ -121,6 +122,8 @@ def get_encoder(name: str, *, layers=None, dtype: str | None = None, device: str
         layers: hidden-state indices to keep (``None``: all the entry keeps).
         dtype: storage dtype of the features (``None``: the encoder's own, float16 but for eGeMAPS).
         device: torch device for neural encoders.
+        padding: how a speech model without an attention mask batches inputs of unequal
+            lengths: ``bucket`` or ``exact`` (see :class:`~sermo.encoders.speech.HFSpeechEncoder`).
 
     Raises:
         EncoderError: unknown name (the message lists the known ones) or unavailable model.
@@ -140,8 +143,9 @@ def get_encoder(name: str, *, layers=None, dtype: str | None = None, device: str
         if is_whisper(name):
             return _whisper_encoder(name, layers=layers, dtype=dtype, device=device)
         kind = encoder_modality(name)
-        cls = HFSpeechEncoder if kind == "audio" else HFTextEncoder
-        return cls(name, layers=layers, dtype=dtype, device=device)
+        if kind == "audio":
+            return HFSpeechEncoder(name, layers=layers, dtype=dtype, device=device, padding=padding)
+        return HFTextEncoder(name, layers=layers, dtype=dtype, device=device)
     if spec.kind == "logmel":
         return LogMelEncoder(layers=layers, dtype=dtype)
     if spec.kind in ("egemaps", "egemaps-functionals"):
@@ -153,7 +157,7 @@ def get_encoder(name: str, *, layers=None, dtype: str | None = None, device: str
     if spec.kind == "text":
         return HFTextEncoder(_hub_folder(spec), name=name, layers=layers, dtype=dtype, device=device)
     return HFSpeechEncoder(_hub_folder(spec), name=name, layers=layers, dtype=dtype, device=device,
-                           prune=spec.keep_layers - 1 if spec.keep_layers else None)
+                           prune=spec.keep_layers - 1 if spec.keep_layers else None, padding=padding)
 
 
 def _whisper_encoder(name: str, **kw):
@@ -200,10 +204,12 @@ def checkpoint_folder(name: str) -> tuple[str, str]:
     return spec.kind, _hub_folder(spec)
 
 
-def load_trainable(name: str, *, max_tokens: int = 128):
+def load_trainable(name: str, *, max_tokens: int = 128, padding: str = "bucket"):
     """The transformers model of encoder ``name`` as a module that runs inside a system's model
     (``SpeechSSL`` or ``TextSSL``), all layers frozen; ``source`` names it. Bundles of
-    fine-tuned rows rebuild their encoders with it before loading their weights.
+    fine-tuned rows rebuild their encoders with it before loading their weights. ``padding``:
+    how a speech model without an attention mask runs batches of unequal lengths (``bucket``:
+    zero-padded in one pass; ``exact``: one pass per utterance).
 
     Raises:
         EncoderError: not a transformers encoder, or not available here.
@@ -219,7 +225,8 @@ def load_trainable(name: str, *, max_tokens: int = 128):
     if kind == "speech" and is_whisper(name):
         enc = WhisperSpeech(folder)
     else:
-        enc = SpeechSSL(folder, prune=prune) if kind == "speech" else TextSSL(folder, max_tokens=max_tokens)
+        enc = SpeechSSL(folder, prune=prune, padding=padding) if kind == "speech" else \
+            TextSSL(folder, max_tokens=max_tokens)
     enc.source = name
     return enc
 

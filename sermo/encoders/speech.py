@@ -10,18 +10,35 @@ from sermo.encoders.base import Encoder, EncoderError, EncoderOutput, file_diges
 from sermo.encoders.hub import load_pretrained, resolve_checkpoint, weight_files
 
 
+PADDINGS = ("bucket", "exact")
+BUCKET_SAMPLES = 4000
+"""Checkpoints without an attention mask are batched by lengths rounded up to 0.25 s (see
+:func:`bucket_length`)."""
+
+
+def bucket_length(samples: int) -> int:
+    """``samples`` rounded up to the next multiple of :data:`BUCKET_SAMPLES` (0.25 s at 16 kHz)."""
+    return -(-int(samples) // BUCKET_SAMPLES) * BUCKET_SAMPLES
+
+
 class SpeechSSL(nn.Module):
     """A transformers speech model returning every hidden state; usable frozen or fine-tuned.
 
     ``forward(waveforms [B, samples], attention_mask [B, samples] | None)`` returns
-    ``(hidden [B, layers, frames, dim], frame_lengths [B])``; checkpoints that take no attention
-    mask see each utterance unpadded. The CNN front end is always
-    frozen; :meth:`set_trainable_layers` unfreezes the top k transformer layers (paper 000
+    ``(hidden [B, layers, frames, dim], frame_lengths [B])``. Checkpoints that take no attention
+    mask (HuBERT Base, wav2vec 2.0 Base, DistilHuBERT) run a batch of unequal lengths as their model
+    cards say: zero-padded, without a mask, their padded frames dropped by length (``padding``
+    ``bucket``, the default); ``exact`` runs each utterance alone on its own samples (one forward
+    pass per utterance: the same numbers as unbatched, several times slower). The CNN front end is
+    always frozen; :meth:`set_trainable_layers` unfreezes the top k transformer layers (paper 000
     fine-tunes the top 6; paper 001 all of them).
     """
 
-    def __init__(self, folder: str, *, prune: int | None = None):
+    def __init__(self, folder: str, *, prune: int | None = None, padding: str = "bucket"):
         super().__init__()
+        if padding not in PADDINGS:
+            raise EncoderError(f"unknown speech padding {padding!r}; known: {', '.join(PADDINGS)}")
+        self.padding = padding
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
         self.config = AutoConfig.from_pretrained(folder)
@@ -98,9 +115,10 @@ class SpeechSSL(nn.Module):
         mask = None
         if self.use_attention_mask:
             mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).long()
-        elif int(lengths.min()) != x.shape[1]:
-            # no attention mask: padding would leak into every frame, so each utterance runs on
-            # its own samples and the outputs are padded afterwards
+        elif int(lengths.min()) != x.shape[1] and self.padding == "exact":
+            # no attention mask and exact: each utterance runs on its own samples (padding would
+            # reach every frame through the front end's normalisation and the attention), and the
+            # outputs are padded afterwards
             outs = [self.forward(x[i:i + 1, : int(n)], lengths[i:i + 1]) for i, n in enumerate(lengths)]
             frames = torch.cat([f for _, f in outs])
             hidden = torch.zeros(x.shape[0], outs[0][0].shape[1], int(frames.max()), outs[0][0].shape[3],
@@ -118,20 +136,26 @@ class HFSpeechEncoder(Encoder):
     """Frozen speech SSL encoder for feature extraction.
 
     Checkpoints whose feature extractor says ``return_attention_mask=False`` (HuBERT base,
-    wav2vec 2.0 base) get no padding mask: they are batched only with inputs of exactly
-    the same length, never padded.
+    wav2vec 2.0 base) get no padding mask. With ``padding="bucket"`` (the default) they are
+    batched with the inputs whose lengths round up to the same multiple of 0.25 s and zero-padded
+    to exactly that length, so an utterance's features depend on its own samples alone (never on
+    the batch it came in: stored and live features stay identical), within 0.25 s of padding;
+    ``padding="exact"`` batches only inputs of exactly the same length, never padded. The choice
+    is part of the encoder's identity (the store keeps the two apart).
     """
 
     modality = "audio"
 
     def __init__(self, source: str, *, name: str | None = None, layers=None, dtype: str = "float16",
                  device: str = "cpu", max_batch_seconds: float = 120.0, prune: int | None = None,
-                 module: nn.Module | None = None):
+                 module: nn.Module | None = None, padding: str = "bucket"):
         super().__init__(layers=layers, dtype=dtype)
         self.folder = resolve_checkpoint(source)
         self.name = name or source
         # ``module``: another speech model with SpeechSSL's interface (Whisper's encoder)
-        self.module = (module if module is not None else SpeechSSL(self.folder, prune=prune)).to(device)
+        self.module = (module if module is not None else SpeechSSL(self.folder, prune=prune, padding=padding)).to(device)
+        # only a checkpoint without an attention mask pads one way or the other
+        self.padding = padding if isinstance(self.module, SpeechSSL) and not self.module.use_attention_mask else None
         self.device = device
         self.num_layers = self.module.num_hidden_states
         self.dim = int(self.module.config.hidden_size)
@@ -142,6 +166,13 @@ class HFSpeechEncoder(Encoder):
     def weights_hash(self) -> str:
         return self._hash
 
+    @property
+    def identity(self):
+        from dataclasses import replace
+
+        base = super().identity
+        return replace(base, padding=self.padding) if self.padding == "bucket" else base
+
     def num_frames(self, samples: int) -> int:
         return self.module.frames(samples)
 
@@ -151,19 +182,28 @@ class HFSpeechEncoder(Encoder):
         return self
 
     def batches(self, lengths: list[int]) -> list[list[int]]:
-        """Indices grouped into batches: sorted by length, padded only where the model masks."""
+        """Indices grouped into batches: sorted by length, padded where the model masks, and for a
+        model without a mask only within one 0.25 s bucket (``bucket``) or not at all (``exact``)."""
         order = sorted(range(len(lengths)), key=lambda i: lengths[i])
         out: list[list[int]] = []
         for i in order:
             if out:
                 cur = out[-1]
-                same = lengths[cur[0]] == lengths[i]
-                fits = (len(cur) + 1) * lengths[i] <= self.max_batch_samples
+                same = self._padded(lengths[cur[0]]) == self._padded(lengths[i])
+                fits = (len(cur) + 1) * self._padded(lengths[i]) <= self.max_batch_samples
                 if fits and (self.module.use_attention_mask or same):
                     cur.append(i)
                     continue
             out.append([i])
         return out
+
+    def _padded(self, samples: int) -> int:
+        """The length an input of ``samples`` is padded to in its batch (a mask model: its own)."""
+        return bucket_length(samples) if self.padding == "bucket" else int(samples)
+
+    def _padded(self, samples: int) -> int:
+        """The length an input of ``samples`` is padded to in its batch (a mask model: its own)."""
+        return bucket_length(samples) if self.padding == "bucket" else int(samples)
 
     @torch.inference_mode()
     def _encode_batch(self, items: list) -> list[EncoderOutput]:
@@ -171,7 +211,7 @@ class HFSpeechEncoder(Encoder):
         results: list[EncoderOutput | None] = [None] * len(items)
         keep = list(self.layers)
         for group in self.batches(lengths):
-            longest = max(lengths[i] for i in group)
+            longest = self._padded(max(lengths[i] for i in group))
             wav = torch.zeros(len(group), longest)
             for row, i in enumerate(group):
                 wav[row, : lengths[i]] = torch.from_numpy(np.asarray(items[i], dtype=np.float32))

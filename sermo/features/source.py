@@ -36,7 +36,7 @@ def feature_input(encoder, pool: int = 1) -> FeatureInput:
     pool = frame_pool(encoder, pool)
     rate = encoder.frame_rate / pool if encoder.frame_rate else encoder.frame_rate
     return FeatureInput(encoder.name, ident.layers, len(encoder.layers), int(encoder.dim), rate,
-                        ident.weights, ident.dtype, pool)
+                        ident.weights, ident.dtype, pool, ident.padding or "exact")
 
 
 def frame_pool(encoder, pool: int) -> int:
@@ -92,10 +92,11 @@ class FeatureSource:
     """
 
     def __init__(self, name: str, layers, manifest: Manifest, store: FeatureStore, *, progress: bool = True,
-                 device: str = "cpu", dtype: str | None = None, pool: int = 1, memory: MemoryBudget | None = None):
+                 device: str = "cpu", dtype: str | None = None, pool: int = 1, memory: MemoryBudget | None = None,
+                 padding: str = "bucket"):
         from sermo.encoders import get_encoder
 
-        self.encoder = get_encoder(name, layers=layers, device=str(device), dtype=dtype)
+        self.encoder = get_encoder(name, layers=layers, device=str(device), dtype=dtype, padding=padding)
         self.name, self.modality = name, self.encoder.modality
         self.identity = self.encoder.identity
         self.input = feature_input(self.encoder, pool)
@@ -226,11 +227,12 @@ class LiveSource(LiveFeatures):
     """
 
     def __init__(self, name: str, layers, manifest: Manifest, store: FeatureStore, *, device: str = "cpu",
-                 dtype: str | None = None, pool: int = 1):
+                 dtype: str | None = None, pool: int = 1, padding: str = "bucket"):
         from sermo.encoders import get_encoder
         from sermo.features.pipeline import ManifestUtterances
 
-        super().__init__(get_encoder(name, layers=layers, device=str(device), dtype=dtype), ManifestUtterances(manifest),
+        super().__init__(get_encoder(name, layers=layers, device=str(device), dtype=dtype, padding=padding),
+                         ManifestUtterances(manifest),
                          pool=pool)
         self.name, self.identity = name, self.encoder.identity
         self.manifest, self.store = manifest, store

@@ -39,10 +39,14 @@ class LayerWeighting(nn.Module):
         """``self(norm(x, mask))`` in one pass over ``x``: the weighted sum of standardised layers is
         ``sum_l (w_l / std_l) x_l - sum_l w_l mean_l / std_l`` (the features are read once, not
         three times: a third of a frozen-feature row's step)."""
-        scale = self.weights()[:, None] / norm.std  # (L, D)
-        shift = (scale * norm.mean).sum(0)  # (D,)
-        y = torch.einsum("ld,bltd->btd", scale.to(x.dtype), x) - shift.to(x.dtype)
-        return y * mask[..., None].to(y.dtype)
+        # in float32 under any autocast: rounded to bfloat16 first, a dimension whose mean is many
+        # standard deviations would lose its whole signal when the shift is taken off
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.float()
+            scale = self.weights().float()[:, None] / norm.std  # (L, D)
+            shift = (scale * norm.mean).sum(0)  # (D,)
+            y = torch.einsum("ld,bltd->btd", scale, x) - shift  # (B, T, D)
+            return y * mask[..., None].to(y.dtype)
 
 
 class GRUEncoder(nn.Module):

@@ -153,7 +153,8 @@ class Predictor:
 
         if entry is None:
             return None
-        enc = get_encoder(entry.encoder, layers=entry.layers, dtype=entry.dtype, device=str(self.device))
+        enc = get_encoder(entry.encoder, layers=entry.layers, dtype=entry.dtype, device=str(self.device),
+                          padding=entry.padding)
         if entry.weights is not None and enc.identity.weights != entry.weights:
             import warnings
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, ContextManager, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -169,6 +169,14 @@ class FoldContext(Protocol):
 
     def analysis_folder(self) -> Path:
         """``<fold>/analysis/`` (created); ``finish`` reads every fold's from the run folder."""
+
+    def write_analysis(self, name: str, data) -> Path:
+        """Write ``data`` as JSON to ``<fold>/analysis/<name>`` (atomically, from one rank of a
+        multi-process run) and return the path."""
+
+    def rank_zero_first(self) -> ContextManager[None]:
+        """A context whose block rank 0 of a multi-process run runs first while the other ranks
+        wait, then they run it (finding what rank 0 wrote: a cache, a checkpoint folder)."""
 
     def features(self, name: str, layers=None, *, manifest: Manifest | None = None, pooled: bool = True) -> Features:
         """Frames of encoder ``name`` for the run's utterances (or for ``manifest``'s, e.g. with
@@ -331,6 +339,8 @@ class SystemDef:
         deviations: where the system's runs differ from the paper (REPORT.md lists them).
         comparisons: the pairs of rows the paper compares, ``(a, b, metric)``, or
             ``(RunConfig) -> list`` of them: REPORT.md gives each difference with a bootstrap interval.
+        plan_epochs: ``(RunConfig, modality, training utterances) -> epochs`` the models reading a
+            modality's features train for, where the system derives them (default ``train.epochs``).
     """
 
     name: str
@@ -349,6 +359,7 @@ class SystemDef:
     features: Callable[[RunConfig], list[FeatureUse]] | None = None
     deviations: tuple[Deviation, ...] = ()
     comparisons: tuple[tuple[str, str, str], ...] | Callable[[RunConfig], list] = ()
+    plan_epochs: Callable[[RunConfig, str, int], int] | None = None
 
     def paper_comparisons(self, cfg: RunConfig) -> list[tuple[str, str, str]]:
         """The pairs of rows the paper compares, for this recipe."""

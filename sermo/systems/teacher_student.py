@@ -197,8 +197,9 @@ def _embed(ctx, model: TSModel, dataset) -> tuple[list[str], np.ndarray, np.ndar
     ids, emb, dims = [], [], []
     for batch, out in ctx.forward(model, dataset):
         ids += batch.ids
-        emb.append(out.embedding.cpu().numpy())
-        dims.append(out.dims.cpu().numpy())
+        # float32 whatever the precision the forward ran at (numpy has no bfloat16)
+        emb.append(out.embedding.float().cpu().numpy())
+        dims.append(out.dims.float().cpu().numpy())
     return ids, np.concatenate(emb), np.concatenate(dims)
 
 

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from sermo.features.pipeline import UtteranceDataset, collate_for
+from sermo.training.distributed import world as _world
 
 
 class BucketBatchSampler(Sampler):
@@ -52,20 +53,32 @@ class BucketBatchSampler(Sampler):
         return math.ceil(n / world) if world > 1 else n
 
 
-def is_rank_zero() -> bool:
-    """True in the process that writes results (global rank 0, or no distributed run)."""
-    return _world()[1] == 0
 
 
-def _world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size(), torch.distributed.get_rank()
-    return 1, 0
-
-
-def loader(dataset: UtteranceDataset, batch_size: int, *, shuffle: bool, seed: int = 0) -> DataLoader:
+def loader(dataset: UtteranceDataset, batch_size: int, *, shuffle: bool, seed: int = 0, workers: int = 0,
+           pin: bool = False) -> DataLoader:
     """A DataLoader with length-bucketed batches and :func:`collate`; shuffled loaders (training)
-    are sharded across DDP ranks."""
+    are sharded across DDP ranks. ``workers`` processes prepare batches beside the training
+    (:func:`loader_workers`); ``pin``: batches in page-locked memory, for a GPU to copy from."""
     lengths = [dataset.length(i) for i in range(len(dataset))]
     sampler = BucketBatchSampler(lengths, batch_size, shuffle=shuffle, seed=seed, shard=shuffle)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_for(dataset), num_workers=0)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_for(dataset), num_workers=workers,
+                      pin_memory=pin, persistent_workers=workers > 0)
+
+
+def loader_workers(asked: int | None, dataset: UtteranceDataset, device, devices: int = 1) -> int:
+    """DataLoader worker processes for ``dataset``: ``asked`` (``data.loader_workers``) when set;
+    otherwise none on the CPU (the workers would take the cores training needs) and none for
+    features computed live (their encoder runs on the accelerator, which a forked worker cannot
+    use), and on a GPU up to 4, sharing the machine's cores with the other ranks."""
+    import os
+
+    from sermo.features.source import LiveFeatures
+
+    if asked is not None:
+        return int(asked)
+    if getattr(device, "type", str(device)) != "cuda":
+        return 0
+    if any(isinstance(s, LiveFeatures) for s in (dataset.audio, dataset.text)):
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) // max(devices, 1) - 1))

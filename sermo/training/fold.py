@@ -13,7 +13,7 @@ import torch
 
 from sermo.accelerator import lightning_accelerator
 from sermo.config import RunConfig, TrainConfig
-from sermo.data.io import atomic_path, write_text_atomic
+from sermo.data.io import atomic_path, write_json_atomic, write_text_atomic
 from sermo.data.labels import Labels, LabelSpace, label_summary
 from sermo.data.manifest import DIMENSIONS, Manifest
 from sermo.data.protocols import Fold
@@ -24,7 +24,8 @@ from sermo.features.pipeline import ManifestUtterances, UtteranceDataset
 from sermo.features.source import FeatureSource, MemoryBudget
 from sermo.systems.api import Predictions, RowResult
 from sermo.systems.common import softmax
-from sermo.training.datamodule import loader
+from sermo.training.datamodule import loader, loader_workers
+from sermo.training.distributed import barrier, is_rank_zero, rank_zero_first
 from sermo.training.resume import atomic_checkpoint_io, merge_metrics, resume_from, set_metrics_aside
 from sermo.training.task import SystemTask, count_trainable, load_checkpoint, predict
 
@@ -96,11 +97,12 @@ class RunData:
     def _make_source(self, mode: str, name: str, layers, manifest: Manifest, pool: int):
         from sermo.features.source import LiveSource
 
-        dtype = self.cfg.data.feature_dtype
+        dtype, padding = self.cfg.data.feature_dtype, self.cfg.data.speech_padding
         if mode == "live":
-            return LiveSource(name, layers, manifest, self.store, device=self.device, dtype=dtype, pool=pool)
+            return LiveSource(name, layers, manifest, self.store, device=self.device, dtype=dtype, pool=pool,
+                              padding=padding)
         return FeatureSource(name, layers, manifest, self.store, progress=self.progress, device=self.device,
-                             dtype=dtype, pool=pool, memory=self.memory)
+                             dtype=dtype, pool=pool, memory=self.memory, padding=padding)
 
     def readable(self, uid: str) -> bool:
         """Whether an utterance's audio could be read (it has a content key in the store)."""
@@ -183,6 +185,15 @@ class FoldRun:
         path.mkdir(exist_ok=True)
         return path
 
+    def rank_zero_first(self):
+        return rank_zero_first()
+
+    def write_analysis(self, name: str, data) -> Path:
+        path = self.analysis_folder() / name
+        if is_rank_zero():  # every rank computed it (the training in it is collective); one writes it
+            write_json_atomic(path, data)
+        return path
+
     def features(self, name: str, layers=None, *, manifest: Manifest | None = None, pooled: bool = True):
         return self.run.source(name, layers, None if manifest is self.manifest else manifest, pooled=pooled)
 
@@ -216,14 +227,16 @@ class FoldRun:
     def transcribe(self, manifest: Manifest, engine: str) -> tuple[Manifest, float | None]:
         from sermo.features.transcripts import transcribe_manifest
 
-        out, report = transcribe_manifest(manifest, self.run.store, engine=engine, progress=self.progress,
-                                          device=self.run.device)
+        with rank_zero_first():  # one rank transcribes into the store's cache, the others read it
+            out, report = transcribe_manifest(manifest, self.run.store, engine=engine, progress=self.progress,
+                                              device=self.run.device)
         return out, report.wer
 
     def phone_alignments(self, ids):
         from sermo.features.phones import align_manifest
 
-        segments, report = align_manifest(self.manifest, self.run.store, ids=ids, progress=self.progress)
+        with rank_zero_first():
+            segments, report = align_manifest(self.manifest, self.run.store, ids=ids, progress=self.progress)
         return segments, report.failed
 
     def speaker_embeddings(self, max_utterances: int = 100):
@@ -248,7 +261,7 @@ class FoldRun:
                     self._encoders[key] = (None, f"the {'audio' if kind == 'speech' else 'text'} encoder {name!r} "
                                                  f"is not a {kind} model")
                 else:
-                    self._encoders[key] = (load_trainable(name, max_tokens=d.max_tokens), "")
+                    self._encoders[key] = (load_trainable(name, max_tokens=d.max_tokens, padding=d.speech_padding), "")
             except (EncoderError, OSError, ValueError) as exc:
                 self._encoders[key] = (None, f"no trainable copy of {name!r}: {exc}")
         enc, why = self._encoders[key]
@@ -324,14 +337,18 @@ class FoldRun:
         last, _ = resume_from(stage_dir / "last.ckpt")
         if last is not None and trainer.is_global_zero:
             set_metrics_aside(stage_dir)  # the logger deletes metrics.csv when it starts
-        trainer.fit(task, loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed),
-                    loader(valid, cfg.batch_size, shuffle=False), ckpt_path=str(last) if last else None,
+        device, asked = self.run.device, self.cfg.data.loader_workers
+        pin = getattr(device, "type", "") == "cuda"
+        trainer.fit(task, loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, pin=pin,
+                                 workers=loader_workers(asked, train, device, cfg.devices)),
+                    loader(valid, cfg.batch_size, shuffle=False, pin=pin,
+                           workers=loader_workers(asked, valid, device, cfg.devices)), ckpt_path=str(last) if last else None,
                     weights_only=True)
+        kept = None
         if trainer.is_global_zero:
             merge_metrics(stage_dir)
             best = callbacks[0].best_model_path or str(stage_dir / "last.ckpt")
             kept = load_checkpoint(best)
-            task.load_state_dict(kept["state_dict"])
             if Path(best).name != "best.ckpt":
                 with atomic_path(stage_dir / "best.ckpt") as tmp:
                     torch.save({"state_dict": kept["state_dict"], "epoch": kept.get("epoch")}, tmp)
@@ -343,6 +360,13 @@ class FoldRun:
             if task.schedule is not None:
                 record["schedule"] = task.schedule.to_dict()
             write_text_atomic(done, json.dumps(record))
+        # every rank goes on from the best epoch's weights rank 0 kept: what a stage computes next
+        # from its model (a teacher's embeddings, a residual mask, a frozen stream) is data, which
+        # DDP's parameter broadcast never reaches
+        barrier()
+        if kept is None:
+            kept = load_checkpoint(stage_dir / "best.ckpt")
+        task.load_state_dict(kept["state_dict"])
         return task.model
 
     def with_train(self, **changes) -> TrainConfig:

@@ -49,6 +49,20 @@ class PlanEntry:
     what: list[str] = field(default_factory=list)
     mode: str = "stored"
     passes_per_epoch: int = 0  # encoder forward passes per epoch when live
+    seconds_per_epoch: float = 0.0  # seconds of audio those passes read
+    epochs: int = 1  # epochs of the models that read it
+    flop_per_second_of_audio: float | None = None  # one forward pass (None: a text or CPU-only encoder)
+
+    def device_hours(self, flop_per_second: float, folds: int) -> tuple[float | None, float | None]:
+        """``(stored, live)``: device hours to extract its features once, and to compute them in
+        every epoch of every fold instead (``None`` where no accelerator time is counted)."""
+        from sermo.training.cost import hours
+
+        if self.flop_per_second_of_audio is None:
+            return None, None
+        once = hours(self.hours * 3600 * self.flop_per_second_of_audio, flop_per_second)
+        live = hours(self.seconds_per_epoch * self.epochs * folds * self.flop_per_second_of_audio, flop_per_second)
+        return once, live
 
     @property
     def key(self) -> tuple:
@@ -66,6 +80,9 @@ class Plan:
     epochs: int = 1
     folds: int = 1
     requested: str = "auto"
+    flop_per_second: float = 25e12  # the device's encoder throughput (sermo.training.cost)
+    throughput_source: str = "documented"
+    device_kind: str = "GPU"
 
     @property
     def stored_bytes(self) -> int:
@@ -80,11 +97,24 @@ class Plan:
         key = (encoder, tuple(int(i) for i in layers) if layers is not None else None)
         return next((e.mode for e in self.entries if e.key == key), "stored")
 
+    def device_hours(self) -> tuple[float, float]:
+        """``(stored, live)`` device hours of the run as planned: one extraction pass over what is
+        stored, and every epoch's passes over what is live."""
+        stored = live = 0.0
+        for e in self.entries:
+            once, every = e.device_hours(self.flop_per_second, self.folds)
+            if once is not None:
+                stored += once if e.mode == "stored" else 0.0
+                live += every if e.mode == "live" else 0.0
+        return stored, live
+
     def table(self) -> str:
-        """The plan as markdown: one line per encoder, then the totals and the store."""
+        """The plan as markdown: one line per encoder, then the totals, the device time and the store."""
         rows = []
+        dev = self.device_kind
         for e in self.entries:
             live = e.mode == "live"
+            once, every = e.device_hours(self.flop_per_second, self.folds)
             rows.append({
                 "encoder": e.encoder + (f" {list(e.layers)}" if e.layers is not None else ""),
                 "for": ", ".join(e.what), "layers x dim": f"{e.shape[0]} x {e.shape[1]}",
@@ -92,11 +122,29 @@ class Plan:
                 "bytes to store": "0 (live)" if live else human(e.bytes), "mode": e.mode,
                 "passes per epoch": f"{e.passes_per_epoch:,}" if live else "0 (1 extraction pass)",
                 "per device": f"{math.ceil(e.passes_per_epoch / self.devices):,}" if live else
-                f"{math.ceil(e.utterances / self.devices):,} once"})
+                f"{math.ceil(e.utterances / self.devices):,} once",
+                f"{dev} h stored (once)": "-" if once is None else f"{once:,.2f}",
+                f"{dev} h live (run)": "-" if every is None else f"{every:,.2f}",
+                f"{dev} h live (fold)": "-" if every is None else f"{every / max(self.folds, 1):,.2f}"})
         free = "unknown" if self.free_bytes is None else human(self.free_bytes)
-        return (markdown_table(rows) + f"\nStored: {human(self.stored_bytes)} of {free} free at {self.store} "
+        stored_h, live_h = self.device_hours()
+        text = (markdown_table(rows) + f"\nStored: {human(self.stored_bytes)} of {free} free at {self.store} "
                 f"({'fits' if self.fits() else 'does NOT fit'}); {self.folds} fold(s), {self.epochs} epochs, "
-                f"{self.devices} device(s); feature mode asked: {self.requested}.\n")
+                f"{self.devices} device(s); feature mode asked: {self.requested}.\n"
+                f"\nEncoder time as planned: {stored_h:,.2f} {dev} hours to extract the stored features once, "
+                f"{live_h:,.2f} {dev} hours for the live ones over the run ({live_h / max(self.folds, 1):,.2f} a "
+                f"fold), on {self.devices} device(s) together: about {(stored_h + live_h) / self.devices:,.2f} "
+                f"hours of wall time (encoder passes x their operations at {self.flop_per_second / 1e12:g} TFLOP/s, "
+                f"{self.throughput_source}; training the models' own layers comes on top).\n")
+        moved = [e for e in self.entries if e.mode == "live" and e.device_hours(self.flop_per_second, 1)[0] is not None]
+        if moved and self.requested == "auto":
+            need = sum(e.bytes for e in self.entries) / HEADROOM
+            saved = sum(e.device_hours(self.flop_per_second, self.folds)[1] - e.device_hours(
+                self.flop_per_second, self.folds)[0] for e in moved)
+            text += (f"\nComputed live because they do not fit: {', '.join(e.encoder for e in moved)}. With --store "
+                     f"(or $SERMO_FEATURES) on a disk with {human(need)} free they would be stored, saving about "
+                     f"{saved:,.1f} {dev} hours.\n")
+        return text
 
 
 def human(n: float) -> str:
@@ -132,15 +180,17 @@ def _frames(df, rate: float | None, max_tokens: int) -> np.ndarray:
 
 
 def plan_run(uses, cfg, manifest: Manifest, usable: set[str], folds, store_root: Path, *,
-             devices: int = 1) -> Plan:
+             devices: int = 1, epochs=None) -> Plan:
     """The plan of a run reading ``uses`` (a system's :class:`~sermo.systems.api.FeatureUse` list)
-    for the ``usable`` utterances of ``manifest`` over ``folds``.
+    for the ``usable`` utterances of ``manifest`` over ``folds``; ``epochs``: ``(modality,
+    training utterances) -> epochs`` where a system derives them (default ``train.epochs``).
 
     Raises:
         PlanError: an unknown ``data.feature_mode``.
     """
     from sermo.encoders.base import EncoderError
     from sermo.encoders.registry import encoder_dtype, encoder_shape
+    from sermo.training.cost import flop_per_second_of_audio, throughput
 
     requested = cfg.data.feature_mode
     if requested not in MODES:
@@ -149,6 +199,10 @@ def plan_run(uses, cfg, manifest: Manifest, usable: set[str], folds, store_root:
     used_df = df[df["id"].isin(usable)]
     # utterances a model sees per epoch (training and validation), averaged over the folds
     per_epoch = sum(sum(u in usable for u in (*f.train, *f.valid)) for f in folds) / max(len(folds), 1)
+    seconds = dict(zip(df["id"], df["duration"].fillna(0.0).astype(float)))
+    seconds_per_epoch = sum(sum(seconds.get(u, 0.0) for u in (*f.train, *f.valid) if u in usable)
+                            for f in folds) / max(len(folds), 1)
+    train_size = int(round(sum(sum(u in usable for u in f.train) for f in folds) / max(len(folds), 1)))
     entries: dict[tuple, PlanEntry] = {}
     for use in uses:
         try:
@@ -168,15 +222,21 @@ def plan_run(uses, cfg, manifest: Manifest, usable: set[str], folds, store_root:
             entries[key] = PlanEntry(use.encoder, layers, (kept, dim), rate, utterances=len(part),
                                      hours=float(part["duration"].fillna(0).sum() / 3600),
                                      bytes=int(frames.sum() * kept * dim * width + ENTRY_OVERHEAD * len(part)),
-                                     analysis=use.analysis)
+                                     analysis=use.analysis,
+                                     flop_per_second_of_audio=flop_per_second_of_audio(use.encoder, (n_layers, dim, rate)),
+                                     epochs=int(epochs("text" if rate is None else "audio", train_size) if epochs
+                                                else cfg.train.epochs))
         e = entries[key]
         e.readers += use.readers
         e.analysis = e.analysis and use.analysis
         e.what.append(use.what)
+    flop_per_second, source, kind = throughput(cfg.train.accelerator)
     plan = Plan(list(entries.values()), Path(store_root), free_space(store_root), devices=devices,
-                epochs=cfg.train.epochs, folds=len(folds), requested=requested)
+                epochs=max((e.epochs for e in entries.values()), default=cfg.train.epochs), folds=len(folds),
+                requested=requested, flop_per_second=flop_per_second, throughput_source=source, device_kind=kind)
     for e in plan.entries:
         e.passes_per_epoch = int(round(e.readers * per_epoch))
+        e.seconds_per_epoch = e.readers * seconds_per_epoch
         e.mode = "live" if requested == "live" else "stored"
     if requested == "auto":  # the largest go live until the rest fits
         for e in sorted(plan.entries, key=lambda x: -x.bytes):

@@ -39,7 +39,7 @@ from sermo.evaluation.metrics import METRIC_KEYS, score_predictions
 from sermo.features import FeatureStore, default_store_root
 from sermo.systems import get_system
 from sermo.systems.api import RowResult
-from sermo.training.datamodule import is_rank_zero
+from sermo.training.distributed import is_rank_zero
 from sermo.training.fold import FoldRun, RunData
 from sermo.training.folder import RECORD, RunFolderChanged, check_run_folder, manifest_hash, run_record  # noqa: F401
 from sermo.training.plan import Plan, check_plan, plan_run
@@ -102,6 +102,7 @@ def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = 
         raise RunError(f"no utterance carries a label {system}'s rows learn from ({', '.join(sysdef.targets)}): "
                        f"{label_summary(manifest, space)}")
     plan = plan_run(sysdef.feature_uses(cfg), cfg, manifest, usable, protocol.folds, store_root,
+                    epochs=(lambda modality, n: sysdef.plan_epochs(cfg, modality, n)) if sysdef.plan_epochs else None,
                     devices=cfg.train.devices * cfg.train.num_nodes)
     return Prepared(sysdef, cfg, names, manifest, space, protocol, number, usable, plan, corpus_hash)
 
@@ -165,14 +166,17 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
                                                                prep.space, prep.protocol, prep.number)
     out = Path(out or Path("runs") / system / f"{'+'.join(names)}-{profile}")
     record = run_record(cfg, names, prep.corpus_hash)
-    check_run_folder(out, record, fresh=fresh)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / RECORD, json.dumps(record, indent=1, default=str))
-    write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    write_text_atomic(out / "protocol.json", json.dumps(
-        {"protocol": protocol.spec, "description": protocol.description,
-         "folds": [f.to_dict() for f in protocol.folds]}, indent=1))
-    write_text_atomic(out / "PLAN.md", prep.plan.table())
+    if is_rank_zero():
+        # the other ranks of a DDP run start this same command again once rank 0 trains: the
+        # folder is rank 0's to check, empty (--fresh) and describe, never theirs
+        check_run_folder(out, record, fresh=fresh)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / RECORD, json.dumps(record, indent=1, default=str))
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_text_atomic(out / "protocol.json", json.dumps(
+            {"protocol": protocol.spec, "description": protocol.description,
+             "folds": [f.to_dict() for f in protocol.folds]}, indent=1))
+        write_text_atomic(out / "PLAN.md", prep.plan.table())
     run = RunData(cfg, manifest, space, store, progress=progress, usable=prep.usable, plan=prep.plan)
     run.epochs = RunProgress(system, len(protocol.folds), len(getattr(cfg.model, "rows", None) or [1]),
                              cfg.train.epochs, enabled=progress and is_rank_zero())
@@ -200,7 +204,7 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
         per_fold[fold.name] = records
         run.epochs.fold_done()
     run.epochs.close()
-    writer = is_rank_zero()  # asked before the process group goes: afterwards every rank looks like rank 0
+    writer = is_rank_zero()
     _end_distributed()
     if not writer:
         return out

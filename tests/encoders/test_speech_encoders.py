@@ -30,15 +30,47 @@ def test_every_hidden_state_and_frame_rate(hubert_dir):
     assert enc.identity.layers is None and len(enc.identity.weights) == 16
 
 
-def test_no_attention_mask_means_no_padding(hubert_dir):
-    enc = get_encoder(hubert_dir)
-    assert enc.module.use_attention_mask is False
+def test_no_attention_mask_exact_means_no_padding(hubert_dir):
+    enc = get_encoder(hubert_dir, padding="exact")
+    assert enc.module.use_attention_mask is False and enc.identity.padding is None
     assert enc.batches([8000, 4000, 8000, 4000, 6000]) == [[1, 3], [4], [0, 2]]  # equal lengths only
     a, b = waves(0.5, 0.25)
     together = enc.encode_batch([a, b])
     alone = [enc.encode(a), enc.encode(b)]
     for x, y in zip(together, alone):
         np.testing.assert_array_equal(x.hidden, y.hidden)
+
+
+def test_no_attention_mask_buckets_pad_to_a_grid_so_features_never_depend_on_the_batch(hubert_dir):
+    enc = get_encoder(hubert_dir)  # padding="bucket", the default
+    assert enc.identity.padding == "bucket" and enc.identity.key() != get_encoder(hubert_dir, padding="exact").identity.key()
+    # lengths rounded up to 0.25 s (4000 samples) batch together; another bucket is another batch
+    assert enc.batches([8000, 3900, 7000, 3000, 4100]) == [[3, 1], [4, 2, 0]]
+    a, b, c = waves(0.5, 0.24, 0.2)
+    together = enc.encode_batch([a, b, c])
+    exact = get_encoder(hubert_dir, padding="exact")
+    for x, u in zip(together, (a, b, c)):
+        y = enc.encode(u)  # alone: padded to the same 0.25 s boundary, so the same numbers (but for
+        # the float rounding of another batch size, below float16's own)
+        assert x.hidden.shape == y.hidden.shape == (4, enc.num_frames(len(u)), 16)
+        np.testing.assert_allclose(x.hidden.astype(float), y.hidden.astype(float), rtol=2e-3, atol=2e-3)
+        # and not the exact (unpadded) features where padding was added: b and c were padded
+        differs = not np.allclose(x.hidden.astype(float), exact.encode(u).hidden.astype(float), rtol=2e-3, atol=2e-3)
+        assert differs == (len(u) % 4000 != 0)
+
+
+def test_fine_tuned_encoder_without_mask_runs_a_padded_batch_in_one_pass(hubert_dir):
+    calls = {}
+    for padding in ("bucket", "exact"):
+        m = SpeechSSL(hubert_dir, padding=padding)
+        n = [0]
+        m.model.register_forward_hook(lambda *_: n.__setitem__(0, n[0] + 1))
+        hidden, frames = m(torch.randn(3, 8000), torch.tensor([8000, 4000, 6000]))
+        calls[padding] = n[0]
+        assert frames.tolist() == [398, 198, 298] and hidden.shape[2] == 398
+    assert calls == {"bucket": 1, "exact": 3}
+    with pytest.raises(EncoderError, match="unknown speech padding 'zero'; known: bucket, exact"):
+        SpeechSSL(hubert_dir, padding="zero")
 
 
 def test_attention_mask_models_pad_and_trim(w2v_masked_dir):
@@ -64,7 +96,7 @@ def test_fine_tuning_touches_only_top_k(hubert_dir):
     hidden, frames = m(x, torch.tensor([8000, 8000]))
     hidden[:, -1].sum().backward()
     assert all(p.grad is None for n, p in m.named_parameters() if "feature_extractor" in n)
-    short, frames = m(torch.randn(2, 8000), torch.tensor([8000, 4000]))  # unequal: run one by one
+    short, frames = m(torch.randn(2, 8000), torch.tensor([8000, 4000]))  # unequal: zero-padded, one pass
     assert frames.tolist() == [398, 198] and short.shape[2] == 398
     with pytest.raises(EncoderError, match="3 transformer layers"):
         m.set_trainable_layers(5)

@@ -100,3 +100,18 @@ def test_conformer_and_frame_averaging_ignore_padding():
     avg, m = average_frames(x, mask, 4)
     assert avg.shape == (2, 3, 5) and m[1].tolist() == [True, True, False]
     assert torch.allclose(avg[1, 1], x[1, 4:6].mean(0))
+
+
+def test_standardized_mix_keeps_its_precision_under_bf16_autocast():
+    # features whose mean is 500 standard deviations: rounded to bfloat16 before the mean is
+    # taken off (the fused einsum under autocast), the signal of unit size is lost entirely
+    torch.manual_seed(0)
+    lw, norm = LayerWeighting(3), Standardize(3, 4)
+    norm.set(torch.full((3, 4), 500.0), torch.ones(3, 4))
+    x = 500.0 + torch.randn(2, 3, 6, 4)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    plain = lw(norm(x, mask))
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        mixed = lw.standardized(x, norm, mask)
+    assert mixed.dtype == torch.float32
+    assert float((mixed - plain).abs().max().detach()) < 1e-3  # before: errors of ~1, the signal's own size

@@ -70,7 +70,11 @@ def test_stored_and_live_features_give_identical_metrics(iemocap_synth, tmp_path
                              "model.embedding=8"])
         results[mode] = json.loads((out / "results.json").read_text())["rows"][0]["mean"]
         assert f"| {mode} |" in (out / "PLAN.md").read_text()
-    assert results["stored"] == results["live"]
+    # the tiny HuBERT has no attention mask: its utterances are padded to 0.25 s buckets either way,
+    # so stored and live features agree but for the float rounding of other batch sizes
+    assert results["stored"].keys() == results["live"].keys()
+    for k, v in results["stored"].items():
+        assert abs(v - results["live"][k]) < 2e-3, k
     # live: the encoder's features were never written to the store
     assert not list((tmp_path / "store-live").glob("*/identity.json"))
     assert list((tmp_path / "store-stored").glob("*/identity.json"))
@@ -91,3 +95,44 @@ def test_reference_sized_iemocap_plans_every_paper_profile_within_64_gb(tmp_path
     assert entry.shape == (25, 1024) and entry.bytes > 60e9 and entry.mode == "live" and hier.fits()
     ts = plan_system("teacher_student", [("iemocap", path)], profile="paper")
     assert all(e.mode == "stored" for e in ts.entries) and ts.stored_bytes < 5e9
+
+
+def test_plan_gives_gpu_hours_stored_and_live_with_the_epochs_a_system_derives(tmp_path, monkeypatch):
+    from sermo.bench.plan import BUDGET, reference_manifest
+    from sermo.training import cost
+
+    monkeypatch.setenv("SERMO_MODELS", str(tmp_path / "models"))  # nothing measured here
+    path = reference_manifest("iemocap").save(tmp_path / "iemocap.parquet")
+    monkeypatch.setattr(plan_mod, "free_space", lambda root: int(BUDGET))
+    plan = plan_system("cross_representation", [("iemocap", path)], profile="paper")
+    speech = next(e for e in plan.entries if e.encoder == "wav2vec2-large")
+    # the speech rows train for the paper's 1M iterations of batch 2, not train.epochs (450)
+    assert speech.epochs > 450 and speech.mode == "live"
+    once, live = speech.device_hours(plan.flop_per_second, plan.folds)
+    # one pass over the four classes' 6.8 h against hundreds of epochs over the training sessions
+    per_pass = cost.hours(speech.hours * 3600 * cost.flop_per_second_of_audio("wav2vec2-large", (25, 1024, 50.0)), 25e12)
+    assert speech.hours == pytest.approx(6.8, abs=0.1) and once == pytest.approx(per_pass)
+    # live: every epoch reads the training and validation sessions (four of five) once per reader
+    assert speech.seconds_per_epoch == pytest.approx(speech.readers * 0.8 * speech.hours * 3600, rel=0.1)
+    assert live == pytest.approx(once * speech.seconds_per_epoch / (speech.hours * 3600) * speech.epochs * plan.folds)
+    assert live > 100 * once
+    assert plan.throughput_source.startswith("documented") and plan.flop_per_second == 25e12
+    table = plan.table()
+    assert "GPU h stored (once)" in table and "GPU h live (run)" in table and "GPU h live (fold)" in table
+    assert "Encoder time as planned" in table and "would be stored, saving about" in table
+    # a throughput measured here replaces the documented one (for this machine's device kind)
+    cost.record_throughput(1e12, device="cpu")
+    cpu = plan_system("cross_representation", [("iemocap", path)], profile="paper", accelerator="cpu")
+    assert cpu.flop_per_second == 1e12 and "measured" in cpu.throughput_source and "CPU h" in cpu.table()
+
+
+def test_encoder_operations_per_second_of_audio():
+    from sermo.training.cost import flop_per_second_of_audio
+
+    base = flop_per_second_of_audio("hubert-base", (13, 768, 50.0))
+    large = flop_per_second_of_audio("wav2vec2-large", (25, 1024, 50.0))
+    # 12 layers of 768 at 50 frames a second: 2 x 12 x 768^2 x 12 x 50 + the CNN's 4.9 GFLOP
+    assert base == pytest.approx(2 * 12 * 768**2 * 12 * 50 + 4.9e9)
+    assert 2.3 < large / base < 2.8
+    assert flop_per_second_of_audio("bert-base", (13, 768, None)) is None
+    assert flop_per_second_of_audio("egemaps", (1, 25, 100.0)) is None

@@ -136,3 +136,24 @@ def test_fusion_from_frozen_unimodal_branches_with_auxiliary_heads(iemocap_synth
     with pytest.raises(ValueError, match="needs the rows"):
         run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "bad", store=store,
                    overrides=FAST + ["model.rows=[fusion]", "model.fusion_init=unimodal"], progress=False)
+
+
+def test_loader_workers_give_the_same_run(iemocap_synth, store, tmp_path):
+    """Batches prepared by two worker processes (as GPU runs do by default) train the same model as
+    batches prepared in the training process."""
+    from sermo.training.datamodule import loader, loader_workers
+    from sermo.features.pipeline import UtteranceDataset
+
+    means = {}
+    for workers in (0, 2):
+        out = run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / f"w{workers}",
+                         store=store, progress=False,
+                         overrides=FAST + ["model.rows=[audio]", "train.epochs=2", f"data.loader_workers={workers}"])
+        means[workers] = json.loads((out / "results.json").read_text())["rows"][0]["mean"]
+    assert means[0] == means[2]
+    # by default: none on the CPU, some on a GPU, none for live features there
+    ds = UtteranceDataset(["a"])
+    assert loader_workers(None, ds, __import__("torch").device("cpu")) == 0
+    assert loader_workers(3, ds, __import__("torch").device("cpu")) == 3
+    assert loader_workers(None, ds, __import__("torch").device("cuda"), devices=1) >= 1
+    assert loader(ds, 4, shuffle=False, workers=0).num_workers == 0

@@ -28,7 +28,7 @@ from sermo.systems.api import Deviation, FeatureUse, SystemDef, register
 from sermo.systems.cross_representation.config import ROWS, SPEECH_ROWS, CrossRepresentationConfig
 from sermo.systems.cross_representation.model import CrossRepresentation
 from sermo.systems.cross_representation.report import finish
-from sermo.systems.cross_representation.run import run_fold
+from sermo.systems.cross_representation.run import plan_epochs, run_fold
 from sermo.systems.cross_representation.text import TextCNN
 
 
@@ -91,6 +91,6 @@ COMPARISONS = (("speech_small", "fusion", "ua"), ("text", "fusion", "ua"), ("spe
 register(SystemDef(
     name="cross_representation", config_cls=CrossRepresentationConfig, run_fold=run_fold,
     build_model=build_model, rows=ROWS, paper=PAPER, finish=finish, order=5, targets=("category",),
-    features=features, deviations=DEVIATIONS, comparisons=COMPARISONS,
+    features=features, deviations=DEVIATIONS, comparisons=COMPARISONS, plan_epochs=plan_epochs,
     title="Cross-representation speech model, CNN text model and score fusion (Makiuchi et al., ASRU 2021)",
 ))

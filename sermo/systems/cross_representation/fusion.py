@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from sermo.data.io import write_json_atomic
 from sermo.systems.common import aligned_probs, fuse
 from sermo.systems.cross_representation.config import CrossRepresentationConfig
 
@@ -32,7 +31,7 @@ def score_fusion(ctx, models: dict, cfg: CrossRepresentationConfig):
     truth = np.array([ctx.labels.category[u] for u in ids])
     grid = fusion_grid(p_s, p_t, truth, cfg.fusion_grid)
     best = max(grid, key=lambda g: (round(g["ua"], 6), round(g["wa"], 6)))
-    write_json_atomic(ctx.analysis_folder() / "fusion_grid.json", {"speech": cfg.fusion_speech, "valid": grid,
+    ctx.write_analysis("fusion_grid.json", {"speech": cfg.fusion_speech, "valid": grid,
                                                                    "best": best})
 
     def weighted(p_s, p_t):  # the rows' own test predictions, weighted

@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 
-from sermo.data.io import write_json_atomic
 from sermo.systems.api import sequence
 from sermo.systems.cross_representation.config import SPEECH_ROWS, CrossRepresentationConfig
 from sermo.systems.cross_representation.fusion import score_fusion
@@ -60,9 +59,27 @@ def epochs_for(ctx, iterations: int | None, utterances: int, batch_size: int, tr
     if not iterations or not utterances:
         return train_cfg, {}
     per_epoch = math.ceil(utterances / batch_size)
-    epochs = max(1, math.ceil(iterations / per_epoch))
+    epochs = iteration_epochs(iterations, utterances, batch_size)
     return dataclasses.replace(train_cfg, epochs=epochs), {
         "iterations": iterations, "derived_epochs": epochs, "steps": epochs * per_epoch, "train_utterances": utterances}
+
+
+def iteration_epochs(iterations: int, utterances: int, batch_size: int) -> int:
+    """Epochs of about ``iterations`` optimizer steps over ``utterances`` in batches of ``batch_size``."""
+    import math
+
+    return max(1, math.ceil(iterations / math.ceil(utterances / batch_size)))
+
+
+def plan_epochs(cfg, modality: str, utterances: int) -> int:
+    """The epochs the rows reading ``modality``'s features train for (the plan's live passes)."""
+    m = cfg.model
+    if modality == "audio":
+        iterations, batch, epochs = m.speech_iterations, cfg.train.batch_size, cfg.train.epochs
+    else:
+        iterations = m.text_iterations
+        batch, epochs = m.text_batch_size or cfg.train.batch_size, m.text_epochs or cfg.train.epochs
+    return iteration_epochs(iterations, utterances, batch) if iterations and utterances else epochs
 
 
 def run_fold(ctx) -> list:
@@ -135,5 +152,5 @@ def run_fold(ctx) -> list:
             if row in models:
                 probes[SPEECH_ROWS[row][0]] = speaker_probe(ctx, models[row][0], inputs, cfg)
         if probes:
-            write_json_atomic(ctx.analysis_folder() / "probe.json", probes)
+            ctx.write_analysis("probe.json", probes)
     return results

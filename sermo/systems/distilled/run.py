@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-from sermo.data.io import write_json_atomic
 from sermo.systems.distilled.analysis import layer_importance, transcript_robustness
 from sermo.systems.distilled.config import MODES, DistilledConfig
 from sermo.systems.distilled.model import freeze
@@ -25,11 +24,10 @@ def run_fold(ctx) -> list:
     for name in cfg.speech_encoders:
         results += _encoder_rows(ctx, rows, name)
     if ctx.is_analysis_fold(cfg.analysis_folds):
-        analysis = ctx.analysis_folder()
         if cfg.layer_importance:
-            write_json_atomic(analysis / "layer_importance.json", layer_importance(ctx, rows))
+            ctx.write_analysis("layer_importance.json", layer_importance(ctx, rows))
         if cfg.text and cfg.transcript_engines:
-            write_json_atomic(analysis / "transcripts.json", transcript_robustness(ctx, rows))
+            ctx.write_analysis("transcripts.json", transcript_robustness(ctx, rows))
     return results
 
 

@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 
-from sermo.data.io import write_json_atomic
 from sermo.systems.common import fuse, softmax
 from sermo.systems.label_embedding.analysis import attention_example, compare_inits, k_grid
 from sermo.systems.label_embedding.config import FUSION, SPEECH_INITS, TEXT_INITS, LabelEmbeddingConfig
@@ -68,10 +67,12 @@ class FoldInputs:
 
             waves = [(lambda u=u: self.ctx.waveform(u, 20.0)) for u in self.ctx.ids("train")]
             try:
-                self._checkpoint = continue_pretraining(
-                    checkpoint_folder(name)[1], waves, self.ctx.folder / "speech_2nd_stage",
-                    steps=self.cfg.pretrain_steps, lr=self.cfg.pretrain_lr, batch_size=self.cfg.pretrain_batch_size,
-                    seed=self.ctx.cfg.train.seed, progress=self.ctx.progress, device=self.ctx.device)
+                with self.ctx.rank_zero_first():  # one rank writes the folder, the others then read it
+                    self._checkpoint = continue_pretraining(
+                        checkpoint_folder(name)[1], waves, self.ctx.folder / "speech_2nd_stage",
+                        steps=self.cfg.pretrain_steps, lr=self.cfg.pretrain_lr,
+                        batch_size=self.cfg.pretrain_batch_size, seed=self.ctx.cfg.train.seed,
+                        progress=self.ctx.progress, device=self.ctx.device)
             except EncoderError as exc:  # no pre-training head (HuBERT, a CTC checkpoint): the stage is optional
                 warnings.warn(f"continued pre-training skipped: {exc}", stacklevel=2)
                 self._checkpoint = name
@@ -196,11 +197,10 @@ def run_fold(ctx) -> list:
             results.append(ctx.combined_row("score_fusion", ("text", "audio"),
                                             fuse([row_preds[r] for r in pair], product), info={"of": list(pair)}))
     if ctx.is_analysis_fold(cfg.analysis_folds):
-        analysis = ctx.analysis_folder()
         if cfg.k_grid and audio is not None:
-            write_json_atomic(analysis / "k_grid.json", k_grid(ctx, train, audio, models))
+            ctx.write_analysis("k_grid.json", k_grid(ctx, train, audio, models))
         if cfg.compare_inits:
-            write_json_atomic(analysis / "inits.json", compare_inits(ctx, train, models, context, audio))
+            ctx.write_analysis("inits.json", compare_inits(ctx, train, models, context, audio))
         if "le_mer" in models:
-            write_json_atomic(analysis / "attention.json", attention_example(ctx, *models["le_mer"], fold.previous))
+            ctx.write_analysis("attention.json", attention_example(ctx, *models["le_mer"], fold.previous))
     return results
