@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sermo-installed
 
-.PHONY: demo test install browser clean
+.PHONY: demo test check-paper install browser clean
 
 install: $(STAMP)
 
@@ -30,6 +30,11 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# the paper-path check: every `paper` profile end to end on tiny randomly initialised models saved
+# under the papers' Hub ids (offline), two-process DDP and bf16 runs; about 15 minutes on 2 cores
+check-paper: $(STAMP)
+	$(PY) -m pytest -q -m paper tests/paper
 
 clean:
 	rm -rf runs/demo .pytest_cache

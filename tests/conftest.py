@@ -77,9 +77,10 @@ def tiny_text_model(folder, *, seed=0):
     return str(folder)
 
 
-def tiny_whisper_model(folder, *, seed=0):
+def tiny_whisper_model(folder, *, seed=0, positions: int = 64):
     """Save a randomly initialised tiny Whisper (1+1 layers, d_model 16) with a small byte-level
-    BPE tokenizer, processor and generation config to ``folder``."""
+    BPE tokenizer, processor and generation config to ``folder``; ``positions``: the decoder's
+    (a random decoder never says end-of-text, so it decodes as many tokens as it may)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
@@ -101,12 +102,12 @@ def tiny_whisper_model(folder, *, seed=0):
                          unk_token="<|endoftext|>", pad_token="<|endoftext|>").save_pretrained(folder)
     cfg = WhisperConfig(vocab_size=tok.get_vocab_size(), num_mel_bins=80, d_model=16, encoder_layers=1,
                         decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-                        decoder_ffn_dim=32, max_source_positions=1500, max_target_positions=64, pad_token_id=eot,
+                        decoder_ffn_dim=32, max_source_positions=1500, max_target_positions=positions, pad_token_id=eot,
                         bos_token_id=eot, eos_token_id=eot, decoder_start_token_id=ids["<|startoftranscript|>"],
                         suppress_tokens=[], begin_suppress_tokens=[])
     model = WhisperForConditionalGeneration(cfg).eval()
     model.generation_config = GenerationConfig(
-        decoder_start_token_id=ids["<|startoftranscript|>"], eos_token_id=eot, pad_token_id=eot, max_length=24,
+        decoder_start_token_id=ids["<|startoftranscript|>"], eos_token_id=eot, pad_token_id=eot, max_length=min(24, positions),
         no_timestamps_token_id=ids["<|notimestamps|>"], lang_to_id={"<|en|>": ids["<|en|>"]},
         task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]}, is_multilingual=True)
     model.save_pretrained(folder)
