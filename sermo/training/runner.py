@@ -40,7 +40,8 @@ from sermo.features import FeatureStore, default_store_root
 from sermo.systems import get_system
 from sermo.systems.api import RowResult
 from sermo.training.distributed import is_rank_zero
-from sermo.training.fold import FoldRun, RunData
+from sermo.training.fold import FoldRun
+from sermo.training.rundata import RunData
 from sermo.training.folder import RECORD, RunFolderChanged, check_run_folder, manifest_hash, run_record  # noqa: F401
 from sermo.training.plan import Plan, check_plan, plan_run
 
