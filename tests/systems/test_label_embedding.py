@@ -216,3 +216,91 @@ def test_label_guided_attention_is_on_the_vanilla_attentions_scale_and_only_guid
     al_only = LEMER(text=(1, 6), speech=(1, 4), num_classes=3, cfg=CFG, fusion="al",
                     text_labels=torch.randn(3, 6), speech_labels=torch.randn(3, 4))
     assert torch.isfinite(al_only(batch_).logits).all() and al_only(batch_).logits.abs().max() < 50
+
+
+def _realistic(seed=0, b=16, tt=100, ts=250, d=256, c=4, sep=1.0):
+    """Token and frame states of realistic shapes whose label scores single out, for each token,
+    the frames of its own class (``sep``: how strongly frames and tokens carry their class)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randn(c, d, generator=g)
+    tok_cls = torch.randint(0, c, (b, tt), generator=g)
+    frm_cls = torch.randint(0, c, (b, ts), generator=g)
+    ht = torch.randn(b, tt, d, generator=g) + sep * labels[tok_cls]
+    hs = torch.randn(b, ts, d, generator=g) + sep * labels[frm_cls]
+    t_mask, s_mask = torch.ones(b, tt, dtype=torch.bool), torch.ones(b, ts, dtype=torch.bool)
+    _realistic.same = tok_cls[:, :, None] == frm_cls[:, None, :]  # (B, Tt, Ts): frame of the token's class
+    return ht, hs, labels, t_mask, s_mask, torch.randint(0, c, (b,), generator=g)
+
+
+def _fusion_losses(w, head, ht, hs, labels, t_mask, s_mask, y, temperature):
+    from sermo.nn.pooling import masked_max
+    from sermo.systems.label_embedding.model import label_guided_attention
+
+    a_r = cross_attention(ht, hs, w, t_mask, s_mask)
+    a_l = label_guided_attention(label_scores(ht, t_mask, labels), label_scores(hs, s_mask, labels), t_mask, s_mask,
+                                 temperature=temperature)
+    v = masked_max(torch.cat([ht, a_r @ hs], dim=-1), t_mask)
+    l_m = torch.nn.functional.cross_entropy(head(v), y)
+    return l_m, attention_constraint(a_l, a_r, t_mask, s_mask), a_l, a_r
+
+
+def test_attention_constraint_has_a_real_share_of_the_gradient_at_realistic_shapes():
+    """Eq. 10 as written (a per-utterance squared norm) against a peaked, row-normalised A_l: at
+    initialisation mu2 L_c moves W by at least 1e-2 of what L_m does (a mean over all token-frame
+    pairs against a flat softmax gave 2.6e-5: ../shared/reviews/lc_check.py)."""
+    torch.manual_seed(0)
+    ht, hs, labels, t_mask, s_mask, y = _realistic()
+    d = ht.shape[-1]
+    w = torch.nn.Parameter(torch.eye(d) + 0.01 * torch.randn(d, d))
+    head = torch.nn.Linear(2 * d, 4)
+    l_m, l_c, a_l, a_r = _fusion_losses(w, head, ht, hs, labels, t_mask, s_mask, y, CFG.attention_temperature)
+    mu1, mu2 = CFG.mu[:2]
+    (g_m,) = torch.autograd.grad(mu1 * l_m, w, retain_graph=True)
+    (g_c,) = torch.autograd.grad(mu2 * l_c, w)
+    assert g_c.norm() / g_m.norm() >= 1e-2
+    # and A_l is a target that guides: it puts most of each token's weight on the frames of the
+    # token's class (a quarter of them), where a flat softmax puts a quarter
+    on_own_class = float((a_l * _realistic.same).sum(-1).mean())
+    assert on_own_class > 0.8
+
+
+def test_attention_constraint_pulls_the_vanilla_attention_towards_the_label_guided_one():
+    """A few hundred steps with L_c bring A_r close to A_l; the same training without it does not."""
+    ht, hs, labels, t_mask, s_mask, y = _realistic(seed=1, b=8, tt=12, ts=40, d=32, sep=2.0)
+    distance = {}
+    for with_constraint in (True, False):
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.eye(32) + 0.01 * torch.randn(32, 32))
+        head = torch.nn.Linear(64, 4)
+        opt = torch.optim.Adam([w, *head.parameters()], lr=1e-2)
+        for _ in range(300):
+            l_m, l_c, _, _ = _fusion_losses(w, head, ht, hs, labels, t_mask, s_mask, y, CFG.attention_temperature)
+            loss = CFG.mu[0] * l_m + (CFG.mu[1] * l_c if with_constraint else 0.0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            _, _, a_l, a_r = _fusion_losses(w, head, ht, hs, labels, t_mask, s_mask, y, CFG.attention_temperature)
+            # KL(A_l || A_r) per token, mean
+            distance[with_constraint] = float((a_l * (torch.log(a_l + 1e-9) - torch.log(a_r + 1e-9))).sum(-1).mean())
+    assert distance[True] < 0.5 * distance[False], distance
+
+
+def test_le_mer_and_fusion_ar_only_are_different_models():
+    """C1 (A_r under L_c) and C4 (A_r alone) trained on the same batch from the same seed end with
+    other weights and other predictions: the constraint acts."""
+    b = batch()
+    outs = {}
+    for fusion in ("constraint", "ar"):
+        torch.manual_seed(0)
+        model = LEMER(text=(1, 6), speech=(1, 4), num_classes=3, cfg=CFG, fusion=fusion,
+                      text_labels=torch.randn(3, 6), speech_labels=torch.randn(3, 4))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(20):
+            loss = model.losses(model(b), b)["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        outs[fusion] = torch.softmax(model.eval()(b).logits, -1)
+    # (with the mean over pairs and the flat A_l of before: 0.007 apart, Adam's step size alone)
+    assert (outs["constraint"] - outs["ar"]).abs().max() > 0.03

@@ -67,11 +67,18 @@ DEVIATIONS = (
     Deviation("The warm-up of 8,000 steps is cut to 30% of a run's real steps when longer; 30 epochs.",
               "The paper does not give its epochs; 8,000 steps is about a whole run on IEMOCAP.",
               "Every row trains on the same schedule.", profiles=("paper",)),
-    Deviation("A_l is G_t G_s^T row-normalised (a softmax over each token's frames) and is A_r's target "
-              "without a gradient of its own.",
+    Deviation("A_l is a softmax of G_t G_s^T / 0.1 over each token's frames (model.attention_temperature) and is "
+              "A_r's target without a gradient of its own; L_c is Eq. 10's squared norm per utterance, averaged "
+              "over the batch.",
               "As written, A_l's entries are near 1 and A_r's near 1/frames: L_c would mostly shrink the label "
-              "scores; fused with A_l alone (C3) or summed (C2), H_s' would grow with the number of frames.",
-              "C1-C4 compare fusions on one scale."),
+              "scores, and fused with A_l alone (C3) or summed (C2) H_s' would grow with the number of frames. A "
+              "softmax at temperature 1 is nearly flat (cosine products differ by a few units), a target that "
+              "pulls A_r towards uniform; at 0.1 it peaks on the frames whose label scores agree with the "
+              "token's. A mean over every (token, frame) pair instead of the norm left L_c 2.6e-5 of L_m's "
+              "gradient on W (sermo's earlier L_c: C1 and C4 were the same model).",
+              "C1-C4 compare fusions on one scale, and C1's constraint moves A_r (a test shows it: L_c's share of "
+              "W's gradient at the paper's lengths is above 1e-2 of L_m's, and training with it brings A_r to "
+              "A_l); the temperature is ours, not the paper's."),
     Deviation("The speech input is the waveform, not log-mel with SpecAugment.",
               "The paper's preprocessing names log-mel spectrograms, which wav2vec 2.0 does not read.",
               "None on the comparisons."),

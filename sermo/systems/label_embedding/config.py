@@ -31,6 +31,11 @@ class LabelEmbeddingConfig:
         dim: the projection both modalities are mapped into.
         speech_subsample: average every n speech frames before the model.
         mu: loss weights (L_m, L_c, L_g^t, L_g^s); paper: 1, 0.5, 0.2, 0.2.
+        attention_temperature: ``A_l`` is a softmax of ``G_t G_s^T / attention_temperature`` over
+            each token's frames (paper: ``A_l = G_t G_s^T``, unnormalised): on ``A_r``'s scale, and
+            peaked on the frames whose label scores agree with the token's (cosine products differ
+            by at most a few units; at temperature 1 every entry stays within a factor 2-3 of
+            ``1/frames``, a target that guides nothing).
         dropout: dropout on the projections.
         k_grid: values of ``speech_k`` for the Figure 3 grid (first fold; empty: none).
         analysis_folds: the K grid and the attention plot run on this many folds.
@@ -60,6 +65,7 @@ class LabelEmbeddingConfig:
     dim: int = setting(256, min=1)
     speech_subsample: int = setting(1, min=1)
     mu: list[float] = setting(default_factory=lambda: [1.0, 0.5, 0.2, 0.2], min=0)
+    attention_temperature: float = setting(0.1, gt=0)
     dropout: float = setting(0.1, min=0, lt=1)
     k_grid: list[int] = setting(default_factory=lambda: [25, 50, 100, 200, 400], min=1)
     analysis_folds: int = setting(1, min=0)

@@ -82,26 +82,31 @@ def cross_attention(ht: torch.Tensor, hs: torch.Tensor, w: torch.Tensor, t_mask:
 
 
 def label_guided_attention(g_t: torch.Tensor, g_s: torch.Tensor, t_mask: torch.Tensor,
-                           s_mask: torch.Tensor) -> torch.Tensor:
-    """``A_l``: the agreement of each token's and each frame's label scores, ``G_t G_s^T``, put
-    on ``A_r``'s scale: a softmax over each token's real frames (rows sum to one), zero on padded
-    tokens. ``(B, Tt, Ts)``.
+                           s_mask: torch.Tensor, *, temperature: float = 0.1) -> torch.Tensor:
+    """``A_l``: the agreement of each token's and each frame's label scores, ``G_t G_s^T`` (Eq. 9),
+    put on ``A_r``'s scale: a softmax at ``temperature`` over each token's real frames (rows sum
+    to one), zero on padded tokens. ``(B, Tt, Ts)``.
 
     Unnormalised, ``G_t G_s^T`` sums cosine products over the classes (entries near 1, rows
     summing to about ``Ts``) while ``A_r``'s entries are near ``1/Ts``: pulling one towards the
-    other would mostly shrink the label scores instead of guiding the attention.
+    other would mostly shrink the label scores instead of guiding the attention. At temperature 1
+    the softmax is nearly flat (the products differ by a few units at most), so the target would
+    be a uniform attention; at 0.1 it picks the frames whose label scores agree with the token's.
     """
-    scores = (g_t @ g_s.transpose(1, 2)).masked_fill(~s_mask[:, None, :], float("-inf"))
+    scores = (g_t @ g_s.transpose(1, 2)) / temperature
+    scores = scores.masked_fill(~s_mask[:, None, :], float("-inf"))
     return torch.nan_to_num(torch.softmax(scores, dim=-1)) * t_mask[:, :, None]
 
 
 def attention_constraint(a_l: torch.Tensor, a_r: torch.Tensor, t_mask: torch.Tensor,
                          s_mask: torch.Tensor) -> torch.Tensor:
-    """``L_c``: mean squared difference of ``A_r`` and its target ``A_l`` (no gradient reaches
-    ``A_l``: the label scores learn from ``L_g``) over real (token, frame) pairs."""
+    """``L_c = ||A_l - A_r||^2`` (Eq. 10): the squared Frobenius norm of each utterance's
+    difference over its real (token, frame) pairs, averaged over the batch; no gradient reaches
+    ``A_l`` (the label scores learn from ``L_g``). A mean over every pair instead would divide it
+    by tokens x frames (25,000 at the paper's lengths) and leave ``A_r`` untouched."""
     a_l = a_l.detach()
     pair = (t_mask[:, :, None] & s_mask[:, None, :]).to(a_r.dtype)
-    return (((a_l - a_r) ** 2) * pair).sum() / pair.sum().clamp(min=1.0)
+    return (((a_l - a_r) ** 2) * pair).sum() / max(a_r.shape[0], 1)
 
 
 class LEMER(nn.Module):
@@ -130,6 +135,7 @@ class LEMER(nn.Module):
         width = cfg.dim * (2 if fusion else 1) + (cfg.dim if text else 0)
         self.head = nn.Linear(width, num_classes)
         self.mu = list(cfg.mu)
+        self.temperature = cfg.attention_temperature
 
     def forward(self, batch: Batch) -> Output:
         extras: dict = {}
@@ -147,8 +153,8 @@ class LEMER(nn.Module):
             v = masked_max(ht, own) if ht is not None else masked_max(hs, s_mask)
         else:
             a_r = cross_attention(ht, hs, self.w, t_mask, s_mask) if self.fusion != "al" else None
-            a_l = label_guided_attention(extras["g_t"], extras["g_s"], t_mask, s_mask) \
-                if "g_t" in extras and "g_s" in extras else None
+            a_l = label_guided_attention(extras["g_t"], extras["g_s"], t_mask, s_mask,
+                                         temperature=self.temperature) if "g_t" in extras and "g_s" in extras else None
             if self.fusion in ("sum", "al") and a_l is None:
                 raise ValueError(f"fusion {self.fusion!r} needs label embeddings for both modalities")
             attn = a_l if self.fusion == "al" else (a_r + a_l if self.fusion == "sum" else a_r)
