@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sermo.encoders.base import Encoder, EncoderError, EncoderOutput, file_digest
+from sermo.encoders.base import Encoder, EncoderError, EncoderOutput, FineTunable, file_digest
 from sermo.encoders.hub import load_pretrained, resolve_checkpoint, weight_files
 
 
@@ -21,7 +21,7 @@ def bucket_length(samples: int) -> int:
     return -(-int(samples) // BUCKET_SAMPLES) * BUCKET_SAMPLES
 
 
-class SpeechSSL(nn.Module):
+class SpeechSSL(FineTunable, nn.Module):
     """A transformers speech model returning every hidden state; usable frozen or fine-tuned.
 
     ``forward(waveforms [B, samples], attention_mask [B, samples] | None)`` returns
@@ -91,6 +91,7 @@ class SpeechSSL(nn.Module):
                 if name not in ("feature_extractor", "masked_spec_embed"):
                     for p in module.parameters():
                         p.requires_grad = True
+            self.refresh_mode()
             return
         k = int(k)
         if not 0 <= k <= len(layers):
@@ -98,6 +99,7 @@ class SpeechSSL(nn.Module):
         for layer in list(layers)[len(layers) - k:]:
             for p in layer.parameters():
                 p.requires_grad = True
+        self.refresh_mode()
 
     def prepare(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Per-utterance zero-mean unit-variance normalisation over the valid samples, when the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sermo.encoders.base import Encoder, EncoderOutput, file_digest
+from sermo.encoders.base import Encoder, EncoderOutput, FineTunable, file_digest
 from sermo.encoders.hub import load_pretrained, resolve_checkpoint, weight_files
 
 
@@ -107,7 +107,7 @@ class TextTokenizer:
         return np.asarray(enc["input_ids"], dtype=np.int64)
 
 
-class TextSSL(torch.nn.Module):
+class TextSSL(FineTunable, torch.nn.Module):
     """A transformers text model returning every hidden state; usable frozen or fine-tuned.
 
     :meth:`tokenize` turns a transcript into token ids (the same word splitting as
@@ -124,8 +124,7 @@ class TextSSL(torch.nn.Module):
         self.tokens = TextTokenizer(folder, max_tokens=max_tokens, config=self.config)
         self.tokenizer, self.max_tokens = self.tokens.tokenizer, self.tokens.max_tokens
         self.model = load_pretrained(AutoModel, folder)
-        self.model.train()  # from_pretrained leaves eval mode; the trainer switches modes
-        self.set_trainable_layers(0)
+        self.set_trainable_layers(0)  # frozen: eval mode until layers train (FineTunable)
 
     @property
     def num_hidden_states(self) -> int:
@@ -142,6 +141,7 @@ class TextSSL(torch.nn.Module):
         for p in self.model.parameters():
             p.requires_grad = k == "all"
         if k == "all":
+            self.refresh_mode()
             return
         layers = list(self.model.encoder.layer)
         k = int(k)
@@ -150,6 +150,7 @@ class TextSSL(torch.nn.Module):
         for layer in layers[len(layers) - k:]:
             for p in layer.parameters():
                 p.requires_grad = True
+        self.refresh_mode()
 
     def tokenize(self, text: str) -> np.ndarray:
         """Token ids (with the model's special tokens) of one transcript, int64."""

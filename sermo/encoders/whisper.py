@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sermo.encoders.base import EncoderError
+from sermo.encoders.base import EncoderError, FineTunable
 
 SAMPLE_RATE = 16000
 HOP = 160
@@ -195,7 +195,7 @@ def log_mel(wave: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
     return (torch.maximum(mel, mel.max() - 8.0) + 4.0) / 4.0
 
 
-class WhisperSpeech(nn.Module):
+class WhisperSpeech(FineTunable, nn.Module):
     """Whisper's encoder returning every hidden state, with the interface of
     :class:`~sermo.encoders.speech.SpeechSSL`: ``forward(waveforms [B, S], lengths [B])`` gives
     ``(hidden [B, layers + 1, frames, dim], frame_lengths [B])`` at 50 frames per second. Hidden
@@ -258,6 +258,7 @@ class WhisperSpeech(nn.Module):
         for module in [*layers[len(layers) - k:], *([self.encoder.layer_norm] if k else [])]:
             for p in module.parameters():
                 p.requires_grad = True
+        self.refresh_mode()
 
     def frames(self, samples: int) -> int:
         """Encoder frames of ``samples`` (50 per second, windows of 30 s joined; a remainder

@@ -150,3 +150,58 @@ def test_continued_pretraining_trains_saves_and_resumes(tmp_path):
     assert (tmp_path / "continued" / "model.safetensors").stat().st_mtime_ns == stamp
     with pytest.raises(EncoderError):
         continue_pretraining(tiny_speech_model(tmp_path / "hubert"), waves, tmp_path / "h", steps=1, progress=False)
+
+
+def test_a_fine_tuned_encoder_trains_in_train_mode_and_a_frozen_one_stays_in_eval(tmp_path):
+    """Fine-tuning runs the checkpoint's dropout and time masking (two passes of one input
+    differ); a frozen encoder gives the same features every time, whatever mode its parent model
+    is put in; and Lightning's fit keeps those modes in the training step."""
+    import lightning as L
+    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+
+    from tests.conftest import TINY_SPEECH
+
+    folder = tmp_path / "hubert-dropout"
+    torch.manual_seed(0)  # a checkpoint with the dropout and time masking HuBERT Base has
+    HubertModel(HubertConfig(**TINY_SPEECH, hidden_dropout=0.1, attention_dropout=0.1, mask_time_prob=0.2,
+                             mask_time_length=2)).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(return_attention_mask=False).save_pretrained(folder)
+    x, n = torch.randn(2, 8000), torch.tensor([8000, 8000])
+
+    class Parent(torch.nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.ssl = SpeechSSL(str(folder))
+            self.ssl.set_trainable_layers(k)
+            self.head = torch.nn.Linear(16, 1)
+
+    for k in (0, 2):
+        parent = Parent(k).train()
+        modes = {m.training for m in parent.ssl.modules()}
+        a, b = parent.ssl(x, n)[0], parent.ssl(x, n)[0]
+        if k:  # fine-tuned: every module of the encoder trains; dropout and masking act
+            assert modes == {True} and not torch.equal(a, b)
+        else:  # frozen: eval throughout, the same features twice
+            assert modes == {False} and torch.equal(a, b)
+        parent.eval()
+        assert {m.training for m in parent.ssl.modules()} == {False}
+        assert torch.equal(parent.ssl(x, n)[0], parent.ssl(x, n)[0])
+
+    seen = []
+
+    class Task(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = Parent(2)
+
+        def training_step(self, batch, i):
+            seen.append({m.training for m in self.model.ssl.modules()})
+            h, _ = self.model.ssl(x, n)
+            return self.model.head(h[:, -1].mean(1)).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=0.0)
+
+    L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(Task(), torch.utils.data.DataLoader([0], batch_size=1))
+    assert seen == [{True}]
