@@ -10,7 +10,7 @@ when the Hugging Face cache has it, else random weights of its architecture), th
 - a linear probe's unweighted accuracy on each (mean-pooled last layer, sessions 1-4 train,
   session 5 tests);
 - fine-tuning speed: optimizer steps per second of the top two layers and a linear head, on the
-  same batches, padded against one forward pass per utterance.
+  same length-bucketed batches training takes, padded against one forward pass per utterance.
 """
 
 from __future__ import annotations
@@ -69,9 +69,11 @@ def _steps_per_second(folder: str, waves: list[np.ndarray], padding: str, *, bat
     ssl.train()
     head = torch.nn.Linear(int(ssl.config.hidden_size), 4)
     opt = torch.optim.Adam([p for p in ssl.parameters() if p.requires_grad] + list(head.parameters()), lr=1e-5)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(waves))
-    batches = [order[i:i + batch] for i in range(0, len(order) - batch + 1, batch)][: steps + 1]
+    from sermo.training.datamodule import BucketBatchSampler
+
+    # the batches training takes: length-bucketed (sorted within pools of 50 batches), shuffled
+    sampler = BucketBatchSampler([len(w) for w in waves], batch, shuffle=True, seed=seed)
+    batches = [b for b in sampler if len(b) == batch][: steps + 1]
 
     def step(idx) -> None:
         lengths = torch.tensor([len(waves[i]) for i in idx])
