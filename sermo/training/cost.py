@@ -70,7 +70,8 @@ def throughput(accelerator: str = "auto") -> tuple[float, str, str]:
     entry = measured.get(name) if (name == "cpu") == (kind == "cpu") else None
     if isinstance(entry, dict) and float(entry.get("flop_per_second", 0)) > 0:
         return float(entry["flop_per_second"]), f"measured on {name} by `sermo bench extract`", kind.upper()
-    return DOCUMENTED[kind], f"documented: {DOCUMENTED[kind] / 1e12:g} TFLOP/s", kind.upper()
+    return DOCUMENTED[kind], f"documented for a {kind.upper()}; `sermo bench extract` measures this machine's", \
+        kind.upper()
 
 
 def record_throughput(flop_per_second: float, *, device: str = "cpu") -> Path:
