@@ -8,7 +8,7 @@ from sermo.features import FeatureStore
 from sermo.training.runner import run_system
 from tests.conftest import small_iemocap, tiny_speech_model, tiny_text_model
 from sermo.systems.label_embedding.config import LabelEmbeddingConfig
-from sermo.systems.label_embedding.labels import tfidf_top_k
+from sermo.systems.label_embedding.labels import keyword_overlap, tfidf_top_k
 from sermo.systems.label_embedding.model import LEMER, attention_constraint, cross_attention, label_scores
 
 CFG = LabelEmbeddingConfig(dim=8, dropout=0.0)
@@ -24,6 +24,29 @@ def test_tfidf_picks_each_class_its_own_words_and_units():
     units = [[[1, 1, 7, 0], [1, 7, 0]], [[2, 2, 0], [2, 0, 9]]]  # unit 0 everywhere (silence)
     got = tfidf_top_k(units, 1)
     assert got == [[1], [2]]
+
+
+def test_tfidf_keywords_are_class_specific_on_a_zipf_corpus_with_shared_and_own_words():
+    """Four classes share a Zipf vocabulary (function words, the silence unit) and each has 15
+    words of its own, each rarer than the shared top words: most picked keywords are the class's
+    own, and the lists hardly overlap (an IDF over utterances picked the same frequent words for
+    every class: ../shared/reviews/tfidf_check.py)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    vocab, classes, per_class, length = 3000, 4, 1100, 12
+    zipf = 1.0 / np.arange(1, vocab + 1) ** 1.05
+    zipf /= zipf.sum()
+    own = {c: list(range(vocab + 15 * c, vocab + 15 * (c + 1))) for c in range(classes)}
+    docs = []
+    for c in range(classes):
+        p = np.concatenate([zipf * (1 - 15 * 0.0015), np.zeros(15 * classes)])
+        p[own[c]] = 0.0015
+        docs.append([list(rng.choice(len(p), length, p=p)) for _ in range(per_class)])
+    top = tfidf_top_k(docs, 9)
+    assert all(sum(t in own[c] for t in top[c]) >= 7 for c in range(classes)), top
+    assert keyword_overlap(top) < 0.1
+    assert keyword_overlap([[1, 2], [1, 2]]) == 1.0 and keyword_overlap([[1], [2]]) == 0.0
 
 
 def batch(n=2, tt=5, ts=7, dt=6, ds=4):

@@ -10,11 +10,14 @@ from sermo.systems.label_embedding.model import Modality
 
 
 def tfidf_top_k(docs_by_class: list[list[list]], k: int, stop: set | frozenset = frozenset()) -> list[list]:
-    """Per class, the ``k`` terms with the highest TF-IDF.
+    """Per class, the ``k`` terms with the highest TF-IDF, each class's items taken together as
+    one document.
 
-    The term frequency is counted over all of a class's training items together; the inverse
-    document frequency over the items (utterances) themselves, so a term every utterance has
-    (a function word, the silence unit) scores low whatever its count.
+    The term frequency is counted over all of a class's training items; the inverse document
+    frequency over the classes, ``log((1 + C) / (1 + classes with the term))``, so a term every
+    class uses (a function word, the silence unit) scores zero whatever its count and is never
+    picked, and a term of one class scores highest. (An IDF over the utterances instead let the
+    frequent words of every class top every class's list: ../shared/reviews/tfidf_check.py.)
 
     Args:
         docs_by_class: per class, its items, each a list of terms (words or unit ids).
@@ -24,15 +27,15 @@ def tfidf_top_k(docs_by_class: list[list[list]], k: int, stop: set | frozenset =
     Returns:
         Per class, its top terms, best first (ties broken by the term's sort order).
     """
-    items = [set(d) for docs in docs_by_class for d in docs]
-    vocab = sorted({t for d in items for t in d} - set(stop), key=str)
+    classes = [{t for d in docs for t in d} for docs in docs_by_class]
+    vocab = sorted(set().union(*classes) - set(stop), key=str)
     index = {t: i for i, t in enumerate(vocab)}
     df = np.zeros(len(vocab))
-    for d in items:
-        for t in d:
+    for terms in classes:
+        for t in terms:
             if t in index:
                 df[index[t]] += 1
-    idf = np.log((1 + len(items)) / (1 + df)) + 1.0
+    idf = np.log((1 + len(classes)) / (1 + df))
     out = []
     for docs in docs_by_class:
         tf = np.zeros(len(vocab))
@@ -46,6 +49,14 @@ def tfidf_top_k(docs_by_class: list[list[list]], k: int, stop: set | frozenset =
         order = np.argsort(-score, kind="stable")
         out.append([vocab[i] for i in order[:k] if score[i] > 0])
     return out
+
+
+def keyword_overlap(top: list[list]) -> float:
+    """How much the classes' term lists share: the mean over class pairs of ``|A & B| / |A | B|``
+    (0: every class has its own terms, 1: the same list for every class)."""
+    sets = [set(t) for t in top]
+    pairs = [(a, b) for i, a in enumerate(sets) for b in sets[i + 1:] if a or b]
+    return float(np.mean([len(a & b) / len(a | b) for a, b in pairs])) if pairs else 0.0
 
 
 def words(text) -> list[str]:
@@ -103,7 +114,8 @@ class LabelEmbeddings:
             emb = np.concatenate([t for t in toks if len(t)]).mean(0)
             rows.append((emb - mean[-1]) / np.maximum(std[-1], 1e-5))
         return torch.tensor(np.stack(rows)), {"init": init, "keywords": {c: list(map(str, ws)) for c, ws in
-                                                                        zip(self.space.classes, terms)}}
+                                                                        zip(self.space.classes, terms)},
+                                              "overlap": keyword_overlap(terms)}
 
     def units(self, src):
         """Each training utterance's speech unit sequence, a function from unit ids to their mean
@@ -192,4 +204,5 @@ class LabelEmbeddings:
         everything = sorted({int(x) for d in docs for item in d for x in item})
         emb = np.stack([embed(t if t else everything) for t in top])
         return torch.tensor(emb, dtype=torch.float32), {"init": "codebook", "units": what, "k": k,
-                                                        "top_units": [list(map(int, t[:10])) for t in top]}
+                                                        "top_units": [list(map(int, t[:10])) for t in top],
+                                                        "overlap": keyword_overlap(top)}

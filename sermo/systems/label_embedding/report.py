@@ -68,10 +68,17 @@ def finish(out: Path, results: dict) -> str:
                         + f"\n\n![attention]({path.relative_to(out)})\n")
     row = next((r for r in results["rows"] if r["name"] == "text_context_le" and r.get("info")), None)
     if row and row["info"][0].get("text_labels", {}).get("keywords"):
-        kw = row["info"][0]["text_labels"]["keywords"]
+        info = row["info"][0]["text_labels"]
+        kw = info["keywords"]
+        overlap = info.get("overlap")
         sections.append("## Keywords of the text label embeddings (first fold)\n\n"
-                        + "\n".join(f"- {c}: {', '.join(ws)}" for c, ws in kw.items()) + "\n")
+                        + "\n".join(f"- {c}: {', '.join(ws)}" for c, ws in kw.items()) + "\n"
+                        + (f"\nOverlap of the classes' keyword lists (mean over class pairs of shared / all "
+                           f"keywords; 0: each class its own): {overlap:.2f}.\n" if overlap is not None else ""))
     row = next((r for r in results["rows"] if r["name"] == "speech_le" and r.get("info")), None)
     if row and row["info"][0].get("speech_labels", {}).get("units"):
-        sections.append(f"Speech units (first fold): {row['info'][0]['speech_labels']['units']}.\n")
+        info = row["info"][0]["speech_labels"]
+        sections.append(f"Speech units (first fold): {info['units']}"
+                        + (f"; overlap of the classes' top units: {info['overlap']:.2f}" if "overlap" in info else "")
+                        + ".\n")
     return "\n".join(sections)
