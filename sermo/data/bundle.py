@@ -6,6 +6,11 @@
     <bundle>/config.json          a :class:`BundleConfig`: system, row, the system's model
                                   config, the model spec (inputs, classes, embedded encoders),
                                   label space and scale, transcript engine, versions
+    <bundle>/encoders/speech|text the configuration, feature-extractor and tokenizer files of an
+                                  embedded encoder that came from a local folder (a continued
+                                  pre-training, a user's checkpoint): its architecture, whose
+                                  weights are in model.safetensors, so a copied bundle needs
+                                  nothing outside itself
 
 This module is the only one that writes or reads a bundle: the engine fills a
 :class:`BundleConfig`, the predictor gets one back.
@@ -14,13 +19,17 @@ This module is the only one that writes or reads a bundle: the engine fills a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import shutil
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sermo.data.io import atomic_path, write_text_atomic
 from sermo.data.spec import FeatureInput, InputSpec, ModelSpec
 
 BUNDLE_VERSION = 2
+EMBEDDED = "./encoders/"
+"""How a spec names an encoder whose architecture the bundle holds (relative to the bundle)."""
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
 
 
 class BundleError(ValueError):
@@ -104,14 +113,45 @@ def _spec_v1(d: dict) -> ModelSpec:
     return ModelSpec(inputs, int(spec["num_classes"]), speech, text_model, options)
 
 
+def _embed_encoders(folder: Path, spec: ModelSpec) -> ModelSpec:
+    """Copy the non-weight files of every embedded encoder that is a local folder into
+    ``folder/encoders/<kind>`` and name it there (its weights are the bundle's own)."""
+    changes, moved = {}, {}
+    for kind, src in (("speech", spec.speech_model), ("text", spec.text_model)):
+        if not src or str(src).startswith(EMBEDDED) or not Path(src).is_dir():
+            continue
+        dest = folder / "encoders" / kind
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        for f in Path(src).iterdir():
+            if f.is_file() and not f.name.endswith(WEIGHT_SUFFIXES):
+                shutil.copy(f, dest / f.name)
+        moved[src] = changes[f"{kind}_model"] = EMBEDDED + kind
+    if spec.inputs.tokens in moved:
+        changes["inputs"] = replace(spec.inputs, tokens=moved[spec.inputs.tokens])
+    return replace(spec, **changes) if changes else spec
+
+
+def _resolve_encoders(folder: Path, spec: ModelSpec) -> ModelSpec:
+    """The spec with the bundle's embedded encoders named by their folder in ``folder``."""
+    def where(name):
+        return str(folder.resolve() / name[2:]) if isinstance(name, str) and name.startswith(EMBEDDED) else name
+
+    changes = {k: where(getattr(spec, k)) for k in ("speech_model", "text_model")}
+    changes["inputs"] = replace(spec.inputs, tokens=where(spec.inputs.tokens))
+    return replace(spec, **changes)
+
+
 def save_bundle(folder: str | Path, model, config: BundleConfig) -> Path:
-    """Write ``model``'s weights and ``config`` to ``folder`` atomically."""
+    """Write ``model``'s weights and ``config`` to ``folder`` atomically (the config last: a folder
+    without it is no bundle); encoders from local folders are embedded (see the module's docs)."""
     from safetensors.torch import save_file
 
     import sermo
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    config = replace(config, spec=_embed_encoders(folder, config.spec))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(folder / "model.safetensors") as tmp:
         save_file(state, str(tmp))
@@ -138,6 +178,7 @@ def read_bundle(folder: str | Path) -> tuple[BundleConfig, dict]:
     except Exception as exc:  # a corrupt safetensors or JSON file
         raise BundleError(f"{folder}: unreadable bundle ({exc})") from None
     try:
-        return BundleConfig.from_dict(raw), weights
+        config = BundleConfig.from_dict(raw)
     except BundleError as exc:
         raise BundleError(f"{folder}: {exc}") from None
+    return replace(config, spec=_resolve_encoders(folder, config.spec)), weights

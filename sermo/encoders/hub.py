@@ -84,3 +84,19 @@ def load_pretrained(cls, folder: str, **kwargs):
             raise EncoderError(f"{folder}: refusing its weights: the .bin file holds more than tensors (a pickle "
                                f"that would run code?): {text.splitlines()[0][:200]}") from None
         raise
+
+
+def load_or_build(cls, folder: str, *, config=None):
+    """``load_pretrained(cls, folder)``, or, for a folder holding a configuration and no weights
+    (an encoder embedded in a bundle, whose weights the bundle holds), the architecture with
+    fresh weights that the caller then overwrites."""
+    try:
+        weight_files(folder)
+    except EncoderError:
+        if config is None:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(folder)
+        return cls.from_config(config)
+    return load_pretrained(cls, folder, **({"config": config} if config is not None else {}))
+

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from sermo.encoders.base import Encoder, EncoderError, EncoderOutput, FineTunable, file_digest
-from sermo.encoders.hub import load_pretrained, resolve_checkpoint, weight_files
+from sermo.encoders.hub import load_or_build, load_pretrained, resolve_checkpoint, weight_files
 
 
 PADDINGS = ("bucket", "exact")
@@ -46,7 +46,7 @@ class SpeechSSL(FineTunable, nn.Module):
         # state (the layer weightings and the selections index them)
         if hasattr(self.config, "layerdrop"):
             self.config.layerdrop = 0.0
-        self.model = load_pretrained(AutoModel, folder, config=self.config)
+        self.model = load_or_build(AutoModel, folder, config=self.config)
         if prune is not None and prune < int(self.config.num_hidden_layers):
             # a pruned model keeps its first transformer layers only (paper 001's w2v2-L-robust(p):
             # 12 of 24); the rest is dropped, not merely left unread
@@ -58,6 +58,11 @@ class SpeechSSL(FineTunable, nn.Module):
             self.normalize = bool(getattr(fe, "do_normalize", True))
         except (OSError, ValueError):  # no preprocessor_config.json: wav2vec2 defaults
             self.use_attention_mask, self.normalize = False, True
+        # the CNN front end never trains: its own flag too, or in train mode it makes the waveform
+        # require a gradient and every backward runs through the convolutions over raw audio
+        front = getattr(self.model, "feature_extractor", None)
+        if front is not None and hasattr(front, "_freeze_parameters"):
+            front._freeze_parameters()
         self.model.eval()
         self.set_trainable_layers(0)
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from sermo.encoders.base import Encoder, EncoderOutput, FineTunable, file_digest
-from sermo.encoders.hub import load_pretrained, resolve_checkpoint, weight_files
+from sermo.encoders.hub import load_or_build, load_pretrained, resolve_checkpoint, weight_files
 
 
 class HFTextEncoder(Encoder):
@@ -123,7 +123,7 @@ class TextSSL(FineTunable, torch.nn.Module):
         self.config = AutoConfig.from_pretrained(folder)
         self.tokens = TextTokenizer(folder, max_tokens=max_tokens, config=self.config)
         self.tokenizer, self.max_tokens = self.tokens.tokenizer, self.tokens.max_tokens
-        self.model = load_pretrained(AutoModel, folder)
+        self.model = load_or_build(AutoModel, folder)
         self.set_trainable_layers(0)  # frozen: eval mode until layers train (FineTunable)
 
     @property

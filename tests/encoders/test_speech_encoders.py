@@ -187,6 +187,13 @@ def test_a_fine_tuned_encoder_trains_in_train_mode_and_a_frozen_one_stays_in_eva
         assert {m.training for m in parent.ssl.modules()} == {False}
         assert torch.equal(parent.ssl(x, n)[0], parent.ssl(x, n)[0])
 
+    # the frozen CNN front end builds no autograd graph in train mode: backward never runs through
+    # the convolutions over raw audio
+    parent, out = Parent(2).train(), {}
+    parent.ssl.model.feature_extractor.register_forward_hook(lambda m, i, o: out.__setitem__("cnn", o.requires_grad))
+    parent.ssl(x, n)
+    assert out["cnn"] is False
+
     seen = []
 
     class Task(L.LightningModule):

@@ -327,3 +327,39 @@ def test_le_mer_and_fusion_ar_only_are_different_models():
         outs[fusion] = torch.softmax(model.eval()(b).logits, -1)
     # (with the mean over pairs and the flat A_l of before: 0.007 apart, Adam's step size alone)
     assert (outs["constraint"] - outs["ar"]).abs().max() > 0.03
+
+
+def test_a_copied_bundle_of_a_row_on_the_continued_speech_encoder_predicts(tmp_path):
+    """A row fine-tuned on the 2nd stage's checkpoint (a folder inside the run's fold) keeps that
+    encoder's architecture in its bundle: copied elsewhere, with the run folder gone, it rebuilds
+    the same model and predicts new audio."""
+    import dataclasses
+    import shutil
+
+    from sermo.data.bundle import BundleConfig, read_bundle, save_bundle
+    from sermo.data.labels import get_label_space
+    from sermo.data.spec import InputSpec, ModelSpec
+    from sermo.serving.predictor import Predictor
+    from sermo.systems.label_embedding.model import build_model
+    from tests.conftest import write_tone
+
+    second = tiny_speech_model(tmp_path / "run" / "fold1" / "speech_2nd_stage", kind="wav2vec2")
+    spec = ModelSpec(InputSpec(wave=True, max_wave_seconds=20.0), 4, second, None, {"label_dims": {"audio": 3}})
+    torch.manual_seed(0)
+    model = build_model("speech_le", CFG, spec).eval()
+    b = Batch(ids=["a", "b"], dims=torch.zeros(2, 3), category=torch.tensor([0, 1]), wave=torch.randn(2, 8000),
+              wave_lengths=torch.tensor([8000, 6000]))
+    expected = model(b).logits
+    save_bundle(tmp_path / "run" / "bundles" / "speech_le", model, BundleConfig(
+        system="label_embedding", row="speech_le", modalities=["audio"], model=dataclasses.asdict(CFG), spec=spec,
+        label_space=get_label_space("iemocap-4").to_dict(), label_scale=[1.0, 5.0]))
+    copy = shutil.copytree(tmp_path / "run" / "bundles" / "speech_le", tmp_path / "elsewhere" / "speech_le")
+    shutil.rmtree(tmp_path / "run")
+    assert not list(copy.glob("encoders/speech/*.safetensors")) and (copy / "encoders/speech/config.json").is_file()
+    config, weights = read_bundle(copy)
+    assert config.spec.speech_model == str(copy.resolve() / "encoders" / "speech")
+    rebuilt = build_model(config.row, CFG, config.spec)
+    rebuilt.load_state_dict(weights)
+    torch.testing.assert_close(rebuilt.eval()(b).logits, expected)
+    prediction = Predictor.from_pretrained(copy).predict(str(write_tone(tmp_path / "tone.wav", seconds=1.0)))
+    assert set(prediction.categories) == set(get_label_space("iemocap-4").classes) and prediction.category
