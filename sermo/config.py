@@ -100,8 +100,11 @@ class DataConfig:
         speech_padding: how speech models without an attention mask (HuBERT Base, wav2vec 2.0
             Base, DistilHuBERT) run utterances of unequal lengths, frozen or fine-tuned: ``bucket``
             (zero-padded batches, as their model cards recommend: lengths rounded up to 0.25 s when
-            features are extracted, so an utterance's features never depend on its batch) or
-            ``exact`` (one forward pass per utterance, unpadded: slow on a GPU).
+            features are extracted, so an utterance's features never depend on its batch),
+            ``exact`` (one forward pass per utterance, unpadded: slow on a GPU) or ``auto`` (the
+            default: frozen features ``bucket`` everywhere, so their store key does not depend on
+            the device; fine-tuning ``bucket`` on a GPU and ``exact`` on the CPU, where batching
+            gains nothing and padding costs).
         loader_workers: processes that prepare training batches (reading features and audio)
             beside the training; ``None``: up to 4 on a GPU (none for features computed live),
             none on the CPU. Batches for a GPU are pinned in page-locked memory.
@@ -122,7 +125,7 @@ class DataConfig:
     pool_finetuned: bool = False
     memory_gb: float = setting(4.0, min=0.0)
     max_folds: int | None = setting(None, min=1)
-    speech_padding: str = setting("bucket", choices=("bucket", "exact"))
+    speech_padding: str = setting("auto", choices=("auto", "bucket", "exact"))
     loader_workers: int | None = setting(None, min=0)
 
 

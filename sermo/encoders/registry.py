@@ -114,7 +114,7 @@ def encoder_modality(name: str) -> str:
 
 
 def get_encoder(name: str, *, layers=None, dtype: str | None = None, device: str = "cpu",
-                padding: str = "bucket") -> Encoder:
+                padding: str = "auto") -> Encoder:
     """Build an encoder from a registry name, a Hub id or a local checkpoint folder.
 
     Args:
@@ -123,7 +123,8 @@ def get_encoder(name: str, *, layers=None, dtype: str | None = None, device: str
         dtype: storage dtype of the features (``None``: the encoder's own, float16 but for eGeMAPS).
         device: torch device for neural encoders.
         padding: how a speech model without an attention mask batches inputs of unequal
-            lengths: ``bucket`` or ``exact`` (see :class:`~sermo.encoders.speech.HFSpeechEncoder`).
+            lengths: ``auto`` (``bucket`` for frozen features), ``bucket`` or ``exact`` (see
+            :class:`~sermo.encoders.speech.HFSpeechEncoder`).
 
     Raises:
         EncoderError: unknown name (the message lists the known ones) or unavailable model.
@@ -204,12 +205,12 @@ def checkpoint_folder(name: str) -> tuple[str, str]:
     return spec.kind, _hub_folder(spec)
 
 
-def load_trainable(name: str, *, max_tokens: int = 128, padding: str = "bucket"):
+def load_trainable(name: str, *, max_tokens: int = 128, padding: str = "auto"):
     """The transformers model of encoder ``name`` as a module that runs inside a system's model
     (``SpeechSSL`` or ``TextSSL``), all layers frozen; ``source`` names it. Bundles of
     fine-tuned rows rebuild their encoders with it before loading their weights. ``padding``:
     how a speech model without an attention mask runs batches of unequal lengths (``bucket``:
-    zero-padded in one pass; ``exact``: one pass per utterance).
+    zero-padded in one pass; ``exact``: one pass per utterance; ``auto``: ``bucket`` on a GPU).
 
     Raises:
         EncoderError: not a transformers encoder, or not available here.

@@ -10,7 +10,7 @@ from sermo.encoders.base import Encoder, EncoderError, EncoderOutput, FineTunabl
 from sermo.encoders.hub import load_or_build, load_pretrained, resolve_checkpoint, weight_files
 
 
-PADDINGS = ("bucket", "exact")
+PADDINGS = ("auto", "bucket", "exact")
 BUCKET_SAMPLES = 4000
 """Checkpoints without an attention mask are batched by lengths rounded up to 0.25 s (see
 :func:`bucket_length`)."""
@@ -28,13 +28,15 @@ class SpeechSSL(FineTunable, nn.Module):
     ``(hidden [B, layers, frames, dim], frame_lengths [B])``. Checkpoints that take no attention
     mask (HuBERT Base, wav2vec 2.0 Base, DistilHuBERT) run a batch of unequal lengths as their model
     cards say: zero-padded, without a mask, their padded frames dropped by length (``padding``
-    ``bucket``, the default); ``exact`` runs each utterance alone on its own samples (one forward
-    pass per utterance: the same numbers as unbatched, several times slower). The CNN front end is
+    ``bucket``); ``exact`` runs each utterance alone on its own samples (one forward pass per
+    utterance: the same numbers as unbatched, several times slower on a GPU); ``auto`` (the
+    default) is ``bucket`` on a GPU and ``exact`` on the CPU, where a batch gains no parallelism
+    and padding only costs (measured: ``sermo bench padding``). The CNN front end is
     always frozen; :meth:`set_trainable_layers` unfreezes the top k transformer layers (paper 000
     fine-tunes the top 6; paper 001 all of them).
     """
 
-    def __init__(self, folder: str, *, prune: int | None = None, padding: str = "bucket"):
+    def __init__(self, folder: str, *, prune: int | None = None, padding: str = "auto"):
         super().__init__()
         if padding not in PADDINGS:
             raise EncoderError(f"unknown speech padding {padding!r}; known: {', '.join(PADDINGS)}")
@@ -122,7 +124,8 @@ class SpeechSSL(FineTunable, nn.Module):
         mask = None
         if self.use_attention_mask:
             mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).long()
-        elif int(lengths.min()) != x.shape[1] and self.padding == "exact":
+        elif int(lengths.min()) != x.shape[1] and (self.padding == "exact" or
+                                                   (self.padding == "auto" and x.device.type == "cpu")):
             # no attention mask and exact: each utterance runs on its own samples (padding would
             # reach every frame through the front end's normalisation and the attention), and the
             # outputs are padded afterwards
@@ -143,7 +146,7 @@ class HFSpeechEncoder(Encoder):
     """Frozen speech SSL encoder for feature extraction.
 
     Checkpoints whose feature extractor says ``return_attention_mask=False`` (HuBERT base,
-    wav2vec 2.0 base) get no padding mask. With ``padding="bucket"`` (the default) they are
+    wav2vec 2.0 base) get no padding mask. With ``padding="bucket"`` (the default; ``auto`` means it here) they are
     batched with the inputs whose lengths round up to the same multiple of 0.25 s and zero-padded
     to exactly that length, so an utterance's features depend on its own samples alone (never on
     the batch it came in: stored and live features stay identical), within 0.25 s of padding;
@@ -155,11 +158,14 @@ class HFSpeechEncoder(Encoder):
 
     def __init__(self, source: str, *, name: str | None = None, layers=None, dtype: str = "float16",
                  device: str = "cpu", max_batch_seconds: float = 120.0, prune: int | None = None,
-                 module: nn.Module | None = None, padding: str = "bucket"):
+                 module: nn.Module | None = None, padding: str = "auto"):
         super().__init__(layers=layers, dtype=dtype)
         self.folder = resolve_checkpoint(source)
         self.name = name or source
         # ``module``: another speech model with SpeechSSL's interface (Whisper's encoder)
+        # frozen features pad alike on every device (``auto``: ``bucket``), so the store's key does not
+        # depend on where they were extracted
+        padding = "bucket" if padding == "auto" else padding
         self.module = (module if module is not None else SpeechSSL(self.folder, prune=prune, padding=padding)).to(device)
         # only a checkpoint without an attention mask pads one way or the other
         self.padding = padding if isinstance(self.module, SpeechSSL) and not self.module.use_attention_mask else None

@@ -93,7 +93,7 @@ class FeatureSource:
 
     def __init__(self, name: str, layers, manifest: Manifest, store: FeatureStore, *, progress: bool = True,
                  device: str = "cpu", dtype: str | None = None, pool: int = 1, memory: MemoryBudget | None = None,
-                 padding: str = "bucket"):
+                 padding: str = "auto"):
         from sermo.encoders import get_encoder
 
         self.encoder = get_encoder(name, layers=layers, device=str(device), dtype=dtype, padding=padding)
@@ -227,7 +227,7 @@ class LiveSource(LiveFeatures):
     """
 
     def __init__(self, name: str, layers, manifest: Manifest, store: FeatureStore, *, device: str = "cpu",
-                 dtype: str | None = None, pool: int = 1, padding: str = "bucket"):
+                 dtype: str | None = None, pool: int = 1, padding: str = "auto"):
         from sermo.encoders import get_encoder
         from sermo.features.pipeline import ManifestUtterances
 

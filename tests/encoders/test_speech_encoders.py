@@ -61,15 +61,15 @@ def test_no_attention_mask_buckets_pad_to_a_grid_so_features_never_depend_on_the
 
 def test_fine_tuned_encoder_without_mask_runs_a_padded_batch_in_one_pass(hubert_dir):
     calls = {}
-    for padding in ("bucket", "exact"):
+    for padding in ("bucket", "exact", "auto"):
         m = SpeechSSL(hubert_dir, padding=padding)
         n = [0]
         m.model.register_forward_hook(lambda *_: n.__setitem__(0, n[0] + 1))
         hidden, frames = m(torch.randn(3, 8000), torch.tensor([8000, 4000, 6000]))
         calls[padding] = n[0]
         assert frames.tolist() == [398, 198, 298] and hidden.shape[2] == 398
-    assert calls == {"bucket": 1, "exact": 3}
-    with pytest.raises(EncoderError, match="unknown speech padding 'zero'; known: bucket, exact"):
+    assert calls == {"bucket": 1, "exact": 3, "auto": 3}  # auto: exact on the CPU, a padded batch on a GPU
+    with pytest.raises(EncoderError, match="unknown speech padding 'zero'; known: auto, bucket, exact"):
         SpeechSSL(hubert_dir, padding="zero")
 
 
@@ -96,7 +96,7 @@ def test_fine_tuning_touches_only_top_k(hubert_dir):
     hidden, frames = m(x, torch.tensor([8000, 8000]))
     hidden[:, -1].sum().backward()
     assert all(p.grad is None for n, p in m.named_parameters() if "feature_extractor" in n)
-    short, frames = m(torch.randn(2, 8000), torch.tensor([8000, 4000]))  # unequal: zero-padded, one pass
+    short, frames = m(torch.randn(2, 8000), torch.tensor([8000, 4000]))  # unequal lengths
     assert frames.tolist() == [398, 198] and short.shape[2] == 398
     with pytest.raises(EncoderError, match="3 transformer layers"):
         m.set_trainable_layers(5)

@@ -140,8 +140,12 @@ def test_each_mode_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path, mode):
     config = json.loads((out / "bundles" / (speech + "+text") / "config.json").read_text())
     # the fine-tuned speech encoder reads samples; the text model its top layer on the stored state below it
     spec = config["spec"]
-    assert spec["speech_model"] == folder and spec["inputs"]["wave"] and spec["inputs"]["audio"] is None
-    assert spec["text_model"] == text and spec["options"] == {"text_top": 1}
+    # (both are local checkpoint folders: their architectures travel in the bundle, their weights are its own)
+    assert spec["speech_model"] == "./encoders/speech" and spec["inputs"]["wave"] and spec["inputs"]["audio"] is None
+    assert spec["text_model"] == "./encoders/text" and spec["options"] == {"text_top": 1}
+    bundle = out / "bundles" / (speech + "+text")
+    assert json.loads((bundle / "encoders" / "speech" / "config.json").read_text()) == \
+        json.loads((__import__("pathlib").Path(folder) / "config.json").read_text())
     assert spec["inputs"]["text"]["layers"] == [1] and spec["inputs"]["tokens"] is None
     from sermo.serving.predictor import Predictor
 

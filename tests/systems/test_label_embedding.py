@@ -190,9 +190,14 @@ def test_fine_tuned_encoders_train_inside_the_model(iemocap_synth, tmp_path):
     second = out / "fold1" / "speech_2nd_stage"
     from sermo.data.spec import ModelSpec
 
-    spec = ModelSpec.from_dict(config["spec"])
-    assert spec.speech_model == str(second) and spec.text_model == text
-    assert spec.inputs.wave and spec.inputs.tokens == text and spec.inputs.audio is None
+    assert ModelSpec.from_dict(config["spec"]).speech_model == "./encoders/speech"  # embedded in the bundle
+    from sermo.data.bundle import read_bundle
+
+    spec = read_bundle(out / "bundles" / "le_mer")[0].spec
+    bundled = out / "bundles" / "le_mer" / "encoders"
+    assert spec.speech_model == str(bundled.resolve() / "speech") and spec.text_model == str(bundled.resolve() / "text")
+    assert json.loads((bundled / "speech" / "config.json").read_text()) == json.loads((second / "config.json").read_text())
+    assert spec.inputs.wave and spec.inputs.tokens == spec.text_model and spec.inputs.audio is None
     from safetensors.torch import load_file
 
     before, after = load_file(f"{speech}/model.safetensors"), load_file(f"{second}/model.safetensors")
