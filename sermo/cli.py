@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how features are stored (default: the encoder's own: float16, float32 for eGeMAPS, whose "
                         "values overflow float16)")
     p.add_argument("--no-verify", action="store_true", help="skip checksum verification of existing entries")
-    p.add_argument("--speech-padding", default="bucket", choices=["auto", "bucket", "exact"],
+    p.add_argument("--speech-padding", default="bucket", choices=["bucket", "exact"],
                    help="speech models without an attention mask (HuBERT/wav2vec 2.0 Base, DistilHuBERT): zero-padded "
                         "batches of lengths rounded up to 0.25 s (bucket, the default; what sermo run reads) or one "
                         "utterance at a time (exact)")

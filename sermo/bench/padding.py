@@ -62,6 +62,7 @@ def _steps_per_second(folder: str, waves: list[np.ndarray], padding: str, *, bat
     import torch
 
     from sermo.encoders.speech import SpeechSSL
+    from sermo.training.datamodule import BucketBatchSampler
 
     torch.manual_seed(seed)
     ssl = SpeechSSL(folder, padding=padding)
@@ -69,8 +70,6 @@ def _steps_per_second(folder: str, waves: list[np.ndarray], padding: str, *, bat
     ssl.train()
     head = torch.nn.Linear(int(ssl.config.hidden_size), 4)
     opt = torch.optim.Adam([p for p in ssl.parameters() if p.requires_grad] + list(head.parameters()), lr=1e-5)
-    from sermo.training.datamodule import BucketBatchSampler
-
     # the batches training takes: length-bucketed (sorted within pools of 50 batches), shuffled
     sampler = BucketBatchSampler([len(w) for w in waves], batch, shuffle=True, seed=seed)
     batches = [b for b in sampler if len(b) == batch][: steps + 1]

@@ -190,4 +190,3 @@ class FineTunable:
     def refresh_mode(self) -> None:
         """Apply the mode last asked for after the trainable layers changed."""
         self.train(getattr(self, "_asked_mode", True))
-

@@ -99,4 +99,3 @@ def load_or_build(cls, folder: str, *, config=None):
             config = AutoConfig.from_pretrained(folder)
         return cls.from_config(config)
     return load_pretrained(cls, folder, **({"config": config} if config is not None else {}))
-

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from torch import nn
@@ -181,8 +183,6 @@ class HFSpeechEncoder(Encoder):
 
     @property
     def identity(self):
-        from dataclasses import replace
-
         base = super().identity
         return replace(base, padding=self.padding) if self.padding == "bucket" else base
 
@@ -209,10 +209,6 @@ class HFSpeechEncoder(Encoder):
                     continue
             out.append([i])
         return out
-
-    def _padded(self, samples: int) -> int:
-        """The length an input of ``samples`` is padded to in its batch (a mask model: its own)."""
-        return bucket_length(samples) if self.padding == "bucket" else int(samples)
 
     def _padded(self, samples: int) -> int:
         """The length an input of ``samples`` is padded to in its batch (a mask model: its own)."""

@@ -5,7 +5,7 @@ point operations (attention projections ``4 d^2`` and a feed-forward of ``4 d`` 
 per frame and layer, two operations a multiply-add); wav2vec 2.0 and HuBERT's convolutional front
 end adds about 4.9 GFLOP per second of audio (seven convolutions of 512 channels from 16 kHz
 down to 50 Hz), Whisper's two convolutions over the log-mel frames ``2 x 3 x (80 + 3 d) x d`` per
-100 Hz frame. Training (forward and backward) costs three passes.
+100 Hz frame.
 
 Operations become hours through a throughput in operations per second: measured on this machine
 when ``sermo bench extract`` has run here (it keeps what it measured in ``throughput.json`` under
@@ -24,8 +24,6 @@ DOCUMENTED = {"gpu": 25e12, "cpu": 0.1e12}
 """Operations per second an encoder pass reaches when nothing was measured here."""
 CNN_FLOP_PER_SECOND = 4.9e9
 """wav2vec 2.0 / HuBERT's convolutional front end, per second of 16 kHz audio."""
-TRAIN_PASSES = 3.0
-"""A training step's cost in forward passes (forward, and a backward of twice its cost)."""
 
 
 def flop_per_second_of_audio(encoder: str, shape: tuple[int, int, float | None]) -> float | None:
@@ -93,4 +91,3 @@ def record_throughput(flop_per_second: float, *, device: str = "cpu") -> Path:
 def hours(flop: float, flop_per_second: float) -> float:
     """Device hours for ``flop`` operations."""
     return flop / flop_per_second / 3600.0
-

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Sampler
 
 from sermo.features.pipeline import UtteranceDataset, collate_for
@@ -51,8 +50,6 @@ class BucketBatchSampler(Sampler):
         world, _ = _world() if self.shard else (1, 0)
         n = math.ceil(len(self.lengths) / self.batch_size)
         return math.ceil(n / world) if world > 1 else n
-
-
 
 
 def loader(dataset: UtteranceDataset, batch_size: int, *, shuffle: bool, seed: int = 0, workers: int = 0,

@@ -219,12 +219,12 @@ class FoldRun:
         last, _ = resume_from(stage_dir / "last.ckpt")
         if last is not None and trainer.is_global_zero:
             set_metrics_aside(stage_dir)  # the logger deletes metrics.csv when it starts
-        device, asked = self.run.device, self.cfg.data.loader_workers
-        pin = getattr(device, "type", "") == "cuda"
-        trainer.fit(task, loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, pin=pin,
-                                 workers=loader_workers(asked, train, device, cfg.devices)),
-                    loader(valid, cfg.batch_size, shuffle=False, pin=pin,
-                           workers=loader_workers(asked, valid, device, cfg.devices)), ckpt_path=str(last) if last else None,
+        # both splits read the same sources: one choice of workers
+        workers = loader_workers(self.cfg.data.loader_workers, train, self.run.device, cfg.devices)
+        pin = self.run.device.type == "cuda"
+        trainer.fit(task, loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, pin=pin, workers=workers),
+                    loader(valid, cfg.batch_size, shuffle=False, pin=pin, workers=workers),
+                    ckpt_path=str(last) if last else None,
                     weights_only=True)
         kept = None
         if trainer.is_global_zero:

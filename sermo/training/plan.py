@@ -112,9 +112,10 @@ class Plan:
         """The plan as markdown: one line per encoder, then the totals, the device time and the store."""
         rows = []
         dev = self.device_kind
+        hours = {id(e): e.device_hours(self.flop_per_second, self.folds) for e in self.entries}
         for e in self.entries:
             live = e.mode == "live"
-            once, every = e.device_hours(self.flop_per_second, self.folds)
+            once, every = hours[id(e)]
             rows.append({
                 "encoder": e.encoder + (f" {list(e.layers)}" if e.layers is not None else ""),
                 "for": ", ".join(e.what), "layers x dim": f"{e.shape[0]} x {e.shape[1]}",
@@ -136,11 +137,10 @@ class Plan:
                 f"fold), on {self.devices} device(s) together: about {(stored_h + live_h) / self.devices:,.2f} "
                 f"hours of wall time (encoder passes x their operations at {self.flop_per_second / 1e12:g} TFLOP/s, "
                 f"{self.throughput_source}; training the models' own layers comes on top).\n")
-        moved = [e for e in self.entries if e.mode == "live" and e.device_hours(self.flop_per_second, 1)[0] is not None]
+        moved = [e for e in self.entries if e.mode == "live" and hours[id(e)][0] is not None]
         if moved and self.requested == "auto":
             need = sum(e.bytes for e in self.entries) / HEADROOM
-            saved = sum(e.device_hours(self.flop_per_second, self.folds)[1] - e.device_hours(
-                self.flop_per_second, self.folds)[0] for e in moved)
+            saved = sum(hours[id(e)][1] - hours[id(e)][0] for e in moved)
             text += (f"\nComputed live because they do not fit: {', '.join(e.encoder for e in moved)}. With --store "
                      f"(or $SERMO_FEATURES) on a disk with {human(need)} free they would be stored, saving about "
                      f"{saved:,.1f} {dev} hours.\n")

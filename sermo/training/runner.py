@@ -19,6 +19,7 @@ Run folder::
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = 
         raise RunError(f"no utterance carries a label {system}'s rows learn from ({', '.join(sysdef.targets)}): "
                        f"{label_summary(manifest, space)}")
     plan = plan_run(sysdef.feature_uses(cfg), cfg, manifest, usable, protocol.folds, store_root,
-                    epochs=(lambda modality, n: sysdef.plan_epochs(cfg, modality, n)) if sysdef.plan_epochs else None,
+                    epochs=functools.partial(sysdef.plan_epochs, cfg) if sysdef.plan_epochs else None,
                     devices=cfg.train.devices * cfg.train.num_nodes)
     return Prepared(sysdef, cfg, names, manifest, space, protocol, number, usable, plan, corpus_hash)
 
