@@ -85,7 +85,8 @@ def _space(name: str, classes: tuple[str, ...], groups: dict[str, tuple[str, ...
 # IEMOCAP and MSP-Podcast codes never collide, so one space can serve both corpora: this is
 # what lets the hierarchical system train on the two with one classifier.
 _FOUR = {"neutral": ("neu", "N"), "happy": ("hap", "exc", "H"), "angry": ("ang", "A"), "sad": ("sad", "S")}
-_FIVE = {**_FOUR, "disgust": ("dis", "D")}
+# paper 002's five classes name "happy" and no merge: excited stays out (as fru, sur, ...)
+_FIVE = {**_FOUR, "happy": ("hap", "H"), "disgust": ("dis", "D")}
 _MSP8 = {
     "angry": ("A",), "sad": ("S",), "happy": ("H",), "surprise": ("U",),
     "fear": ("F",), "disgust": ("D",), "contempt": ("C",), "neutral": ("N",),
@@ -100,7 +101,8 @@ LABEL_SPACES: dict[str, LabelSpace] = {
 }
 """Named label spaces. ``iemocap-4``: neutral, happy (= hap + exc), angry, sad (the common
 4-class set; excited merged into happy). ``iemocap-5``: the 5-class set of paper 002
-(neutral, angry, happy, sad, disgust). The ``msp-*`` spaces are the same classes read from
+(neutral, angry, happy, sad, disgust; happy is ``hap`` alone, excited is left out, as the paper
+names no merge). The ``msp-*`` spaces are the same classes read from
 MSP-Podcast codes; ``msp-8`` is its eight primary emotions. Each space maps the other
 corpus's codes too, so mixed-corpus runs share one classifier."""
 
@@ -228,5 +230,10 @@ def usable_ids(folds, labels: Labels, targets) -> set[str]:
     """The utterances a run can use: in one of its folds and labelled with what its rows learn
     from (``dims``: any dimension; ``category``: a class of the label space)."""
     ids = {u for f in folds for u in (*f.train, *f.valid, *(x for t in f.tests.values() for x in t))}
+    return labelled_ids(ids, labels, targets)
+
+
+def labelled_ids(ids, labels: Labels, targets) -> set[str]:
+    """Those of ``ids`` labelled with what a system's rows learn from (see :func:`usable_ids`)."""
     return {u for u in ids if ("dims" in targets and np.isfinite(labels.dims[u]).any())
             or ("category" in targets and labels.category[u] >= 0)}

@@ -248,41 +248,51 @@ def shared_speakers(fold: Fold, manifest: Manifest) -> dict[tuple[str, str], int
             if sets[a] & sets[b] and not (a.startswith("test") and b.startswith("test"))}
 
 
-def corpus_transfer(manifest: Manifest, *, seed: int = 0) -> Protocol:
+def corpus_transfer(manifest: Manifest, *, seed: int = 0, share: float = 0.1, keep=None) -> Protocol:
     """IEMOCAP and MSP-Podcast in one fold (paper 002, Table 2): IEMOCAP tests on its last
-    session and validates on its first; MSP-Podcast trains on a random subset of Train as large
-    as IEMOCAP's training part, validates on Development, tests on Test1. Each corpus's test
-    set is reported separately (``iemocap``, ``msp-test1``)."""
+    session and trains on the four others, less a held-out ``share`` of their dialogs that
+    validates (as ``iemocap-loso-holdout``); MSP-Podcast trains on a random subset of Train as
+    large as IEMOCAP's training part, validates on Development, tests on Test1. Each corpus's
+    test set is reported separately (``iemocap``, ``msp-test1``).
+
+    ``keep``: the utterances a run can learn from (those with a class of its label space); the
+    subset is drawn from MSP-Podcast's usable Train utterances to the size of IEMOCAP's usable
+    training part, so the two corpora train on equally many utterances after the label filter
+    (paper 002, section 3.6). ``None``: every utterance counts."""
     df = manifest.df
     iem, msp = df["corpus"] == "iemocap", df["corpus"] == "msp-podcast"
     sessions = sorted(df.loc[iem, "session"].dropna().unique())
-    if len(sessions) < 3 or not msp.any():
-        raise ProtocolError("corpus-transfer needs an IEMOCAP corpus (3+ sessions) and an MSP-Podcast corpus; "
+    if len(sessions) < 2 or not msp.any():
+        raise ProtocolError("corpus-transfer needs an IEMOCAP corpus (2+ sessions) and an MSP-Podcast corpus; "
                             f"the manifest has {sorted(df['corpus'].dropna().unique())} with sessions {sessions}")
-    test_s, valid_s = sessions[-1], sessions[0]
-    iem_train = _ids(df, iem & ~df["session"].isin([test_s, valid_s]))
-    pool = list(_ids(df, msp & (df["partition"] == "Train")))
+    iem_only = Manifest(df[iem].reset_index(drop=True))
+    last = iemocap_loso_holdout(iem_only, share, seed=seed).folds[-1]  # tests on the last session
+    counted = (lambda ids: [u for u in ids if u in keep]) if keep is not None else list
+    pool = sorted(counted(_ids(df, msp & (df["partition"] == "Train"))))
     rng = np.random.default_rng(seed)
-    take = min(len(iem_train), len(pool))
+    take = min(len(counted(last.train)), len(pool))
     msp_train = tuple(sorted(rng.choice(pool, take, replace=False).tolist())) if take else ()
-    tests = {"iemocap": _ids(df, iem & (df["session"] == test_s)),
-             "msp-test1": _ids(df, msp & (df["partition"] == "Test1"))}
+    tests = {"iemocap": last.tests["test"], "msp-test1": _ids(df, msp & (df["partition"] == "Test1"))}
     if not msp_train or not tests["msp-test1"] or not (msp & (df["partition"] == "Development")).any():
         raise ProtocolError("corpus-transfer needs MSP-Podcast Train, Development and Test1 partitions")
-    fold = Fold("transfer", iem_train + msp_train,
-                _ids(df, iem & (df["session"] == valid_s)) + _ids(df, msp & (df["partition"] == "Development")),
-                tests, description=f"IEMOCAP: train {len(iem_train)} utterances, validation {valid_s}, test {test_s}; "
-                                   f"MSP-Podcast: a random {len(msp_train)} of {len(pool)} Train utterances (IEMOCAP's "
-                                   "training size), validation Development, test Test1")
-    check_speaker_independence(fold, manifest)
+    usable = "usable " if keep is not None else ""
+    fold = Fold("transfer", last.train + msp_train,
+                last.valid + _ids(df, msp & (df["partition"] == "Development")),
+                tests, description=f"IEMOCAP: {last.description}, {len(counted(last.train))} {usable}training "
+                                   f"utterances; MSP-Podcast: a random {len(msp_train)} of {len(pool)} {usable}Train "
+                                   "utterances (IEMOCAP's training size), validation Development, test Test1")
+    check_speaker_independence(fold, manifest, parts=("train+valid", "test"))
     return Protocol("corpus-transfer", (fold,),
-                    "IEMOCAP and MSP-Podcast together, the MSP-Podcast training subset drawn to the size of "
-                    "IEMOCAP's training part; each corpus tested on its own test set")
+                    "IEMOCAP and MSP-Podcast together: IEMOCAP trains on four sessions (less a held-out share of "
+                    "their dialogs that validates) and tests on the last; the MSP-Podcast training subset is drawn "
+                    "to the size of IEMOCAP's training part, counted after the label filter; each corpus tested on "
+                    "its own test set")
 
 
-def build_protocol(spec: str, manifest: Manifest, *, seed: int = 0) -> Protocol:
+def build_protocol(spec: str, manifest: Manifest, *, seed: int = 0, keep=None) -> Protocol:
     """Build a protocol from its name: ``iemocap-loso``, ``msp-partitions``, ``speaker-folds(k)``,
-    ``corpus-transfer`` (IEMOCAP + MSP-Podcast together).
+    ``corpus-transfer`` (IEMOCAP + MSP-Podcast together; ``keep``: the utterances that count
+    when sizing its MSP-Podcast subset, see :func:`corpus_transfer`).
 
     Raises:
         ProtocolError: unknown name (the message lists the known ones) or unusable manifest.
@@ -300,7 +310,7 @@ def build_protocol(spec: str, manifest: Manifest, *, seed: int = 0) -> Protocol:
     if spec == "msp-partitions":
         return msp_partitions(manifest)
     if spec == "corpus-transfer":
-        return corpus_transfer(manifest, seed=seed)
+        return corpus_transfer(manifest, seed=seed, keep=keep)
     raise ProtocolError(f"unknown protocol {spec!r}; known: iemocap-loso, iemocap-loso-holdout(share), "
                         "msp-partitions, partitions, speaker-folds(k[, column]), corpus-transfer")
 

@@ -33,7 +33,7 @@ from sermo.config import RunError, load_recipe
 from sermo.data.bundle import BundleConfig, save_bundle
 from sermo.data.corpora import load_corpus
 from sermo.data.io import atomic_path, write_text_atomic
-from sermo.data.labels import Labels, label_summary, left_out, resolve_label_space, usable_ids
+from sermo.data.labels import Labels, label_summary, labelled_ids, left_out, resolve_label_space, usable_ids
 from sermo.data.manifest import DIMENSIONS, Manifest
 from sermo.data.protocols import build_protocol, protocol_for
 from sermo.evaluation.metrics import METRIC_KEYS, score_predictions
@@ -99,7 +99,11 @@ def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = 
     category = dict(zip(manifest.df["id"], manifest.df["category"]))
     trained_on = [category[u] for u in sorted({u for f in protocol.folds for u in f.train})]
     space = resolve_label_space(cfg.data.label_space, trained_on)
-    usable = usable_ids(protocol.folds, Labels.from_manifest(manifest, space), sysdef.targets)
+    labels = Labels.from_manifest(manifest, space)
+    if protocol.spec == "corpus-transfer":  # one fold, whose MSP-Podcast subset is sized after the label filter
+        protocol = build_protocol(protocol.spec, manifest, seed=cfg.train.seed,
+                                  keep=labelled_ids(manifest.df["id"], labels, sysdef.targets))
+    usable = usable_ids(protocol.folds, labels, sysdef.targets)
     if not usable:
         raise RunError(f"no utterance carries a label {system}'s rows learn from ({', '.join(sysdef.targets)}): "
                        f"{label_summary(manifest, space)}")

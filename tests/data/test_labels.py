@@ -19,6 +19,13 @@ def test_iemocap_5_and_msp_codes_share_classes():
     assert all(s.index_of(c) >= -1 for c in IEMOCAP_CODES)
 
 
+def test_iemocap_5_keeps_excited_out_of_happy():
+    # paper 002 (section 3.1) names five classes and no merge: excited is not happy there
+    s = get_label_space("iemocap-5")
+    assert s.index_of("hap") == 2 and s.index_of("exc") == -1
+    assert get_label_space("msp-5").index_of("H") == 2
+
+
 def test_roundtrip_and_errors():
     s = get_label_space("msp-8")
     assert LabelSpace.from_dict(s.to_dict()) == s

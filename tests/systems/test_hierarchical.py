@@ -96,7 +96,29 @@ def test_transfer_protocol_draws_an_msp_subset_of_iemocaps_training_size(iemocap
     assert len(msp) == min(len(iem), msp_train) and len(msp) > 0
     assert set(fold.tests) == {"iemocap", "msp-test1"}
     other = build_protocol("corpus-transfer", manifest, seed=1).folds[0]
-    assert len(other.train) == len(fold.train)
+    assert set(other.train) != set(fold.train) and set(other.tests["iemocap"]) == set(fold.tests["iemocap"])
+
+
+def test_transfer_protocol_trains_iemocap_on_four_sessions_and_sizes_msp_after_the_label_filter(iemocap_synth,
+                                                                                               msp_synth):
+    # paper 002, section 3.6: IEMOCAP trains on the four sessions it does not test on; the MSP-Podcast
+    # subset is as large as IEMOCAP's training data, which is the 5-class data the models learn from
+    from sermo.data.labels import Labels, get_label_space, labelled_ids
+
+    manifest = two_corpora(iemocap_synth, msp_synth)
+    df = manifest.df
+    session = dict(zip(df["id"], df["session"]))
+    corpus = dict(zip(df["id"], df["corpus"]))
+    labels = Labels.from_manifest(manifest, get_label_space("iemocap-5"))
+    keep = labelled_ids(df["id"], labels, ("category",))
+    fold = build_protocol("corpus-transfer", manifest, seed=0, keep=keep).folds[0]
+    sessions = sorted(df.loc[df["corpus"] == "iemocap", "session"].unique())
+    iem_seen = {session[u] for u in (*fold.train, *fold.valid) if corpus[u] == "iemocap"}
+    assert iem_seen == set(sessions[:-1]) and {session[u] for u in fold.tests["iemocap"]} == {sessions[-1]}
+    assert {session[u] for u in fold.train if corpus[u] == "iemocap"} == set(sessions[:-1])
+    iem = [u for u in fold.train if corpus[u] == "iemocap" and u in keep]
+    msp = [u for u in fold.train if corpus[u] == "msp-podcast"]
+    assert len(msp) == len(iem) > 0 and all(u in keep for u in msp)
 
 
 def test_masked_labels_keep_only_the_chosen_type(iemocap_synth, msp_synth):
