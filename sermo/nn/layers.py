@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -95,9 +97,55 @@ class Standardize(nn.Module):
         return y if mask is None else y * mask[:, None, :, None]
 
 
+def relative_positions(length: int, dim: int, *, device=None) -> torch.Tensor:
+    """Sinusoidal encodings of the relative distances ``length - 1`` down to ``-(length - 1)``:
+    ``(2 length - 1, dim)`` (Transformer-XL; ESPnet's ``RelPositionalEncoding``)."""
+    distance = torch.arange(length - 1, -length, -1, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(2 * length - 1, dim, device=device)
+    pe[:, 0::2] = torch.sin(distance * freq)
+    pe[:, 1::2] = torch.cos(distance * freq)[:, : dim // 2]
+    return pe
+
+
+class RelativeSelfAttention(nn.Module):
+    """Multi-head self-attention with relative positional encodings (Dai et al. 2019), as
+    ESPnet's conformer has it (``rel_selfattn``): score(i, j) = (q_i + u) k_j + (q_i + v) W_p r_{i-j}
+    over ``sqrt(d_k)``, with learned biases u, v per head. ``(B, T, D), pos (2T-1, D) -> (B, T, D)``."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.1):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"the attention width {dim} is not a multiple of its {heads} heads")
+        self.heads, self.d_k = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.pos = nn.Linear(dim, dim, bias=False)
+        self.out = nn.Linear(dim, dim)
+        self.bias_u = nn.Parameter(torch.zeros(heads, self.d_k))
+        self.bias_v = nn.Parameter(torch.zeros(heads, self.d_k))
+        nn.init.xavier_uniform_(self.bias_u)
+        nn.init.xavier_uniform_(self.bias_v)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = (z.view(b, t, self.heads, self.d_k) for z in self.qkv(x).chunk(3, dim=-1))
+        p = self.pos(pos.to(x.dtype)).view(-1, self.heads, self.d_k)  # (2T-1, H, d_k)
+        content = torch.einsum("bihd,bjhd->bhij", q + self.bias_u, k)
+        position = torch.einsum("bihd,rhd->bhir", q + self.bias_v, p)  # (B, H, T, 2T-1)
+        # entry (i, j) reads the encoding of distance i - j, at index (T - 1) - (i - j)
+        idx = (t - 1) - torch.arange(t, device=x.device)[:, None] + torch.arange(t, device=x.device)[None, :]
+        position = position.gather(-1, idx.expand(b, self.heads, t, t))
+        scores = (content + position) / math.sqrt(self.d_k)
+        scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+        attn = self.dropout(torch.softmax(scores.float(), dim=-1).to(v.dtype))
+        return self.out(torch.einsum("bhij,bjhd->bihd", attn, v).reshape(b, t, -1))
+
+
 class ConformerBlock(nn.Module):
     """One conformer block (Gulati et al. 2020): half-step feed-forward, masked multi-head
-    self-attention, convolution module, half-step feed-forward, layer norm. ``(B, T, D) -> (B, T, D)``."""
+    self-attention with relative positional encodings, convolution module, half-step
+    feed-forward, layer norm. ``(B, T, D) -> (B, T, D)``."""
 
     def __init__(self, dim: int, heads: int = 4, kernel: int = 15, ff_mult: int = 4, dropout: float = 0.1):
         super().__init__()
@@ -108,31 +156,42 @@ class ConformerBlock(nn.Module):
 
         self.ff1, self.ff2 = ffn(), ffn()
         self.attn_norm = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.attn = RelativeSelfAttention(dim, heads, dropout=dropout)
         self.conv_norm = nn.LayerNorm(dim)
         self.pointwise_in = nn.Conv1d(dim, 2 * dim, 1)
         self.depthwise = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim)
-        self.conv_act = nn.Sequential(nn.GroupNorm(1, dim), nn.SiLU())
+        self.conv_norm_out = nn.GroupNorm(1, dim)  # its affine weights; statistics over real frames only
         self.pointwise_out = nn.Conv1d(dim, dim, 1)
         self.dropout = nn.Dropout(dropout)
         self.out_norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
         keep = mask.unsqueeze(-1).to(x.dtype)
+        if pos is None:
+            pos = relative_positions(x.shape[1], x.shape[2], device=x.device)
         x = x + 0.5 * self.ff1(x)
-        h = self.attn_norm(x)
-        a, _ = self.attn(h, h, h, key_padding_mask=~mask, need_weights=False)
-        x = x + self.dropout(a)
+        x = x + self.dropout(self.attn(self.attn_norm(x), pos, mask))
         h = (self.conv_norm(x) * keep).transpose(1, 2)  # (B, D, T); padding zeroed before convolving
         h = nn.functional.glu(self.pointwise_in(h), dim=1)
-        h = self.pointwise_out(self.conv_act(self.depthwise(h) * keep.transpose(1, 2)))
+        h = self.pointwise_out(nn.functional.silu(self._norm(self.depthwise(h), keep.transpose(1, 2))))
         x = x + self.dropout(h.transpose(1, 2))
         x = x + 0.5 * self.ff2(x)
         return self.out_norm(x) * keep
 
 
+    def _norm(self, h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """GroupNorm with one group over an utterance's real frames ``(B, D, T)``: padding (how
+        long the batch's longest utterance is) changes no statistic."""
+        count = keep.sum(dim=(1, 2), keepdim=True).clamp(min=1) * h.shape[1]
+        mean = (h * keep).sum(dim=(1, 2), keepdim=True) / count
+        var = (((h - mean) * keep) ** 2).sum(dim=(1, 2), keepdim=True) / count
+        g = self.conv_norm_out
+        return ((h - mean) / torch.sqrt(var + g.eps) * g.weight[None, :, None] + g.bias[None, :, None]) * keep
+
+
 class Conformer(nn.Module):
-    """Input projection to ``hidden`` then ``layers`` conformer blocks: ``(B, T, D_in) -> (B, T, hidden)``."""
+    """Input projection to ``hidden`` then ``layers`` conformer blocks (relative positional
+    self-attention, as ESPnet's default): ``(B, T, D_in) -> (B, T, hidden)``."""
 
     def __init__(self, dim_in: int, hidden: int = 64, layers: int = 4, heads: int = 4, kernel: int = 15,
                  dropout: float = 0.1):
@@ -142,8 +201,9 @@ class Conformer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.proj(x) * mask.unsqueeze(-1).to(x.dtype)
+        pos = relative_positions(h.shape[1], h.shape[2], device=h.device)
         for block in self.blocks:
-            h = block(h, mask)
+            h = block(h, mask, pos)
         return h
 
 

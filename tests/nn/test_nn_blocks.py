@@ -102,6 +102,25 @@ def test_conformer_and_frame_averaging_ignore_padding():
     assert torch.allclose(avg[1, 1], x[1, 4:6].mean(0))
 
 
+def test_conformer_attention_knows_the_order_of_frames():
+    # ESPnet's conformer (paper 002's encoder) attends with relative positional encodings; without
+    # them, and with a convolution that sees one frame (kernel 1), a conformer is permutation-
+    # equivariant: a reversed utterance would give the reversed frames, and the same pooled vector
+    from sermo.nn.layers import Conformer
+
+    torch.manual_seed(0)
+    conf = Conformer(5, hidden=8, layers=2, heads=2, kernel=1).eval()
+    x = torch.randn(1, 12, 5)
+    mask = torch.ones(1, 12, dtype=torch.bool)
+    y, y_rev = conf(x, mask), conf(x.flip(1), mask)
+    gap = (y.flip(1) - y_rev).abs().mean() / y.abs().mean()
+    assert gap > 5e-3, gap  # without positions: ~1e-7 (float rounding)
+    # padding still changes nothing where the utterance is (distances, not absolute positions)
+    padded = torch.cat([x, torch.randn(1, 5, 5)], dim=1)
+    pmask = torch.cat([mask, torch.zeros(1, 5, dtype=torch.bool)], dim=1)
+    assert torch.allclose(conf(padded, pmask)[:, :12], y, atol=1e-5)
+
+
 def test_standardized_mix_keeps_its_precision_under_bf16_autocast():
     # features whose mean is 500 standard deviations: rounded to bfloat16 before the mean is
     # taken off (the fused einsum under autocast), the signal of unit size is lost entirely
