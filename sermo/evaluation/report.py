@@ -160,7 +160,7 @@ def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str
         out.append(f"\n## Results ({t})\n\n")
         out.append(results_table(sub))
     out.append(f"\n{metric_note(rows, len(protocol.folds))}\n")
-    paper = sysdef.paper.get(results["corpus"].split("+")[0], {}) if sysdef.paper else {}
+    paper = sysdef.paper.get(results["corpus"], {}) if sysdef.paper else {}  # a mixed run has its own tables
     if paper and not any(is_builtin_corpus(p) for _, p in corpora):
         lines = [{"row": name, **{COLUMNS.get(k, k): v for k, v in vals.items()}} for name, vals in paper.items()]
         out.append("\n## The paper's numbers\n\n" + markdown_table(lines))
@@ -181,7 +181,8 @@ def _significance(run_folder, sysdef, cfg, rows: list[dict], test: str) -> str:
     from sermo.evaluation.significance import significance_table
 
     ran = [r["name"] for r in rows if not r.get("skipped")]
-    table = significance_table(run_folder, sysdef.paper_comparisons(cfg), test, ran)
+    tests = [test] + sorted({t for r in rows for t in r.get("tests", {})} - {test})
+    table = significance_table(run_folder, sysdef.paper_comparisons(cfg), tests, ran)
     if not table:
         return ""
     return ("\n## Significance of the paper's comparisons\n\nThe difference between two rows on the test utterances of "

@@ -97,20 +97,30 @@ def paired_bootstrap(a: pd.DataFrame, b: pd.DataFrame, metric: str, *, n: int = 
             "folds": folds}
 
 
-def significance_table(run: Path, comparisons, test: str, rows: list[str]) -> list[dict]:
-    """One line per comparison ``(a, b, metric)`` whose rows both ran: the difference b - a, its
-    interval, whether the interval excludes zero, the signs per fold."""
+def significance_table(run: Path, comparisons, tests, rows: list[str]) -> list[dict]:
+    """One line per comparison whose rows both ran and per test set it applies to: the
+    difference b - a, its interval, whether the interval excludes zero, the signs per fold.
+
+    ``comparisons``: ``(a, b, metric)`` (on the run's main test set, the first of ``tests``) or
+    ``(a, b, metric, test_sets)`` (on each of those test sets the run has: a paper that reports
+    UA on one corpus and macro-F1 on another compares each on its own)."""
+    tests = [tests] if isinstance(tests, str) else list(tests)
     out = []
-    for a, b, metric in comparisons:
-        if a not in rows or b not in rows:
-            continue
-        try:
-            r = paired_bootstrap(load_predictions(run, a, test), load_predictions(run, b, test), metric)
-        except (FileNotFoundError, ValueError, KeyError):
-            continue
-        signs = "".join("+" if d > 0 else "-" if d < 0 else "0" for d in r["folds"].values())
-        out.append({"comparison": f"{b} vs {a}", "metric": metric, "difference": f"{r['difference']:+.3f}",
-                    "95% interval": f"[{r['low']:+.3f}, {r['high']:+.3f}]",
-                    "significant": "yes" if r["low"] > 0 or r["high"] < 0 else "no",
-                    "per fold": signs, "utterances": r["utterances"]})
+    for test in tests:
+        for a, b, metric, *where in comparisons:
+            if a not in rows or b not in rows or test not in (where[0] if where else tests[:1]):
+                continue
+            try:
+                r = paired_bootstrap(load_predictions(run, a, test), load_predictions(run, b, test), metric)
+            except (FileNotFoundError, ValueError, KeyError):
+                continue
+            signs = "".join("+" if d > 0 else "-" if d < 0 else "0" for d in r["folds"].values())
+            out.append({"comparison": f"{b} vs {a}", "test set": test, "metric": metric,
+                        "difference": f"{r['difference']:+.3f}",
+                        "95% interval": f"[{r['low']:+.3f}, {r['high']:+.3f}]",
+                        "significant": "yes" if r["low"] > 0 or r["high"] < 0 else "no",
+                        "per fold": signs, "utterances": r["utterances"]})
+    if len({line["test set"] for line in out}) < 2:
+        for line in out:
+            del line["test set"]
     return out

@@ -337,7 +337,8 @@ class SystemDef:
         features: ``(RunConfig) -> list[FeatureUse]``: the frozen features a run reads (default:
             the recipe's audio and text encoders, one model each).
         deviations: where the system's runs differ from the paper (REPORT.md lists them).
-        comparisons: the pairs of rows the paper compares, ``(a, b, metric)``, or
+        comparisons: the pairs of rows the paper compares, ``(a, b, metric)`` (on the run's main
+            test set) or ``(a, b, metric, test_sets)`` (on each of those test sets), or
             ``(RunConfig) -> list`` of them: REPORT.md gives each difference with a bootstrap interval.
         plan_epochs: ``(RunConfig, modality, training utterances) -> epochs`` the models reading a
             modality's features train for, where the system derives them (default ``train.epochs``).
@@ -358,10 +359,10 @@ class SystemDef:
     targets: tuple[str, ...] = ("dims", "category")
     features: Callable[[RunConfig], list[FeatureUse]] | None = None
     deviations: tuple[Deviation, ...] = ()
-    comparisons: tuple[tuple[str, str, str], ...] | Callable[[RunConfig], list] = ()
+    comparisons: tuple[tuple, ...] | Callable[[RunConfig], list] = ()
     plan_epochs: Callable[[RunConfig, str, int], int] | None = None
 
-    def paper_comparisons(self, cfg: RunConfig) -> list[tuple[str, str, str]]:
+    def paper_comparisons(self, cfg: RunConfig) -> list[tuple]:
         """The pairs of rows the paper compares, for this recipe."""
         return list(self.comparisons(cfg) if callable(self.comparisons) else self.comparisons)
 

@@ -54,6 +54,41 @@ def test_hierarchical_heads_read_and_train_the_other_branch(row, head, other):
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in plain.disc.parameters())
 
 
+@pytest.mark.parametrize("row", ["hier_dc", "hier_cd", "multitask"])
+def test_each_head_reads_what_the_paper_says(row):
+    # paper 002, Fig. 1: D-C predicts the dimensions from [E_D, E_C] and the class from E_D alone;
+    # C-D the class from [E_C, E_D] and the dimensions from E_C alone; multi-task each from its own
+    torch.manual_seed(0)
+    model = HierarchicalModel(row, audio=(1, 8), num_classes=5, cfg=CFG).eval()
+    batch = make_batch()
+    out = model(batch)
+
+    def after_scrambling(branch):
+        copy = __import__("copy").deepcopy(model)
+        with torch.no_grad():
+            for p in getattr(copy, branch).parameters():
+                p.add_(torch.randn_like(p))
+        o = copy(batch)
+        return (o.dims - out.dims).abs().max().item(), (o.logits - out.logits).abs().max().item()
+
+    dims_by_disc, _ = after_scrambling("disc")
+    _, logits_by_cont = after_scrambling("cont")
+    assert (dims_by_disc > 1e-3) == (row == "hier_dc"), dims_by_disc
+    assert (logits_by_cont > 1e-3) == (row == "hier_cd"), logits_by_cont
+    # and the other label type teaches the branch it reads: the CCC loss alone moves E_D's branch
+    # in D-C (not in the multi-task model), the CE alone moves E_C's branch in C-D
+    loss_of, moved = ("ccc", "disc") if row != "hier_cd" else ("ce", "cont")
+    model.train()
+    before = [p.detach().clone() for p in getattr(model, moved).parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(5):
+        opt.zero_grad()
+        model.losses(model(batch), batch)[loss_of].backward()
+        opt.step()
+    change = sum((p.detach() - b).abs().sum().item() for p, b in zip(getattr(model, moved).parameters(), before))
+    assert (change > 1e-3) == (row != "multitask"), change
+
+
 def test_batches_with_one_label_type_train_without_nan():
     torch.manual_seed(0)
     model = HierarchicalModel("multitask", audio=(1, 8), num_classes=5, cfg=CFG)

@@ -29,6 +29,45 @@ def test_residual_mask_drops_the_known_outliers():
     assert keep3.sum() > keep.sum()
 
 
+def test_residual_mask_applies_eq8_threshold_exactly():
+    # Eq. 8: r = w yhat + b - y from the least-squares fit of y on yhat; an utterance goes when
+    # |r| > 2 std(r) in any dimension, and stays at 2 std less a hair
+    rng = np.random.default_rng(1)
+    pred = rng.normal(size=(400, 3))
+    labels = 0.5 * pred - 0.2 + rng.normal(0, 0.3, size=(400, 3))
+    keep, info = residual_mask(pred, labels, 2.0)
+    for j in range(3):
+        w, b = np.polyfit(pred[:, j], labels[:, j], 1)
+        r = w * pred[:, j] + b - labels[:, j]
+        assert info["dropped_by_dim"][j] == int((np.abs(r) > 2 * r.std()).sum()) > 0
+        assert not keep[np.abs(r) > 2 * r.std()].any()
+    r_all = np.stack([np.polyval(np.polyfit(pred[:, j], labels[:, j], 1), pred[:, j]) - labels[:, j]
+                      for j in range(3)], axis=1)
+    inside = (np.abs(r_all) <= 2 * r_all.std(axis=0)).all(axis=1)
+    assert np.array_equal(keep, inside)
+
+
+def test_the_l2_term_pulls_kept_students_to_the_teacher_and_leaves_dropped_ones():
+    # the conditional student (Eq. 7 with Eq. 8's mask): after training, the kept utterances'
+    # embeddings sit near the teacher's, the dropped ones' do not move towards it
+    torch.manual_seed(0)
+    cfg = TeacherStudentConfig(hidden=8, gru_layers=1, embedding=6)
+    batch = make_batch(n=8)
+    teacher = torch.randn(8, 6) * 2
+    keep = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    batch.extras = {"teacher_emb": teacher, "ts_keep": keep}
+    model = TSModel(audio=(1, 8), text=None, cfg=cfg, lam=30.0)
+    start = torch.linalg.vector_norm(model(batch).embedding.detach() - teacher, dim=-1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        opt.zero_grad()
+        model.losses(model(batch), batch)["loss"].backward()
+        opt.step()
+    end = torch.linalg.vector_norm(model(batch).embedding.detach() - teacher, dim=-1)
+    assert (end[:4] < 0.3 * start[:4]).all(), (start, end)
+    assert (end[4:] > 0.6 * start[4:]).all(), (start, end)
+
+
 def make_batch(n=6, frames=20, seed=0):
     g = torch.Generator().manual_seed(seed)
     return Batch(ids=[str(i) for i in range(n)], dims=torch.rand(n, 3, generator=g),
