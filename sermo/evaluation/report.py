@@ -167,7 +167,7 @@ def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str
     if run_folder is not None and cfg is not None:
         out.append(_significance(run_folder, sysdef, cfg, rows, test))
         out.append(_training(run_folder))
-        out.append(_deviations(sysdef, cfg))
+        out.append(_deviations(sysdef, cfg, results["corpus"].split("+")))
     if extra:
         out.append("\n" + extra.strip() + "\n")
     pics = [p for paths in plots.values() for p in paths]
@@ -221,30 +221,49 @@ def _training(run_folder) -> str:
             + markdown_table(lines))
 
 
-def _deviations(sysdef, cfg) -> str:
-    """The system's deviations from the paper, and how this run's recipe differs from the
-    paper profile (for the demo profile: the stand-in encoders and smaller sizes)."""
+def _deviations(sysdef, cfg, corpora=()) -> str:
+    """The system's deviations from the paper that apply to this run's profile and corpora,
+    those its settings make (gradient clipping), and every setting in which this run differs
+    from the paper profile: for the demo profile the stand-in encoders and smaller sizes, for a
+    paper profile the overrides it ran with (``train.epochs=1`` ...)."""
     import dataclasses
 
     lines = [{"what": d.what, "why": d.why, "effect on the comparison": d.effect}
-             for d in sysdef.deviations_for(cfg.profile)]
+             for d in sysdef.deviations_for(cfg.profile, corpora) + engine_deviations(cfg)]
     out = "\n## Deviations from the paper\n\n"
     out += markdown_table(lines) if lines else "None recorded for this profile.\n"
-    if not cfg.profile.startswith("paper"):
-        from sermo.config import ConfigError, load_recipe
+    from sermo.config import ConfigError, load_recipe
 
-        try:
-            paper = load_recipe(sysdef.name, "paper", sysdef.config_cls, path=sysdef.recipe_path)
-        except ConfigError:
-            return out
-        diffs = []
-        for section in ("data", "train", "model"):
-            mine, theirs = dataclasses.asdict(getattr(cfg, section)), dataclasses.asdict(getattr(paper, section))
-            diffs += [{"setting": f"{section}.{k}", "this run": mine[k], "paper profile": theirs[k]}
-                      for k in mine if mine[k] != theirs.get(k)]
-        if diffs:
-            out += (f"\nThis run's `{cfg.profile}` profile differs from the `paper` profile in:\n\n"
-                    + markdown_table(diffs))
+    reference = cfg.profile if cfg.profile.startswith("paper") else "paper"
+    try:
+        paper = load_recipe(sysdef.name, reference, sysdef.config_cls, path=sysdef.recipe_path)
+    except ConfigError:
+        return out
+    diffs = []
+    for section in ("data", "train", "model"):
+        mine, theirs = dataclasses.asdict(getattr(cfg, section)), dataclasses.asdict(getattr(paper, section))
+        diffs += [{"setting": f"{section}.{k}", "this run": mine[k], f"{reference} profile": theirs[k]}
+                  for k in mine if mine[k] != theirs.get(k)]
+    if diffs:
+        what = (f"This run's `{cfg.profile}` profile differs from the `paper` profile in" if reference != cfg.profile
+                else f"This run overrode its `{reference}` profile (the deviations above describe the profile as "
+                     "written; these settings are what ran)")
+        out += f"\n{what}:\n\n" + markdown_table(diffs)
+    return out
+
+
+def engine_deviations(cfg) -> list:
+    """Deviations a run's own settings make in every system (none of the five papers clips
+    gradients)."""
+    from sermo.systems.api import Deviation
+
+    out = []
+    if cfg.train.grad_clip:
+        out.append(Deviation(f"Gradient norms are clipped at {cfg.train.grad_clip:g} (train.grad_clip).",
+                             "None of the five papers mentions clipping; it guards the fine-tuned encoders and the "
+                             "warm-up peaks against a diverging step (train.grad_clip=null turns it off).",
+                             "Every row of the table is clipped alike; it changes numbers only where a step would "
+                             "have exceeded the norm."))
     return out
 
 

@@ -267,12 +267,19 @@ class Deviation:
         why: why it differs (the paper is silent, a checkpoint is not public, ...).
         effect: whether and how it bears on the paper's comparisons.
         profiles: the recipe profiles it applies to (empty: all).
+        corpora: the corpora it applies to (empty: all): a run lists it when it reads one of them.
     """
 
     what: str
     why: str
     effect: str = ""
     profiles: tuple[str, ...] = ()
+    corpora: tuple[str, ...] = ()
+
+    def applies(self, profile: str, corpora=()) -> bool:
+        """Whether a run of ``profile`` on ``corpora`` (names; empty: any) has this deviation."""
+        return ((not self.profiles or profile in self.profiles)
+                and (not self.corpora or not corpora or bool(set(self.corpora) & set(corpora))))
 
 
 @dataclass(frozen=True)
@@ -366,9 +373,9 @@ class SystemDef:
         """The pairs of rows the paper compares, for this recipe."""
         return list(self.comparisons(cfg) if callable(self.comparisons) else self.comparisons)
 
-    def deviations_for(self, profile: str) -> list[Deviation]:
-        """The deviations that apply to a recipe profile."""
-        return [d for d in self.deviations if not d.profiles or profile in d.profiles]
+    def deviations_for(self, profile: str, corpora=()) -> list[Deviation]:
+        """The deviations that apply to a recipe profile (on these corpora; empty: any)."""
+        return [d for d in self.deviations if d.applies(profile, corpora)]
 
     def feature_uses(self, cfg: RunConfig) -> list[FeatureUse]:
         """The frozen features a run of this recipe reads."""

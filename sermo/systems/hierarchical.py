@@ -335,7 +335,8 @@ PAPER = {
 DEVIATIONS = (
     Deviation("Table 1 validates on 10% of the training sessions' dialogs (iemocap-loso-holdout).",
               "The paper's 'standard 5-fold' trains on four sessions and does not say how it validated.",
-              "None on the comparison; every row selects its epoch the same way.", profiles=("paper",)),
+              "None on the comparison; every row selects its epoch the same way.", profiles=("paper",),
+              corpora=("iemocap",)),
     Deviation("ESPnet's warm-up of 15,000 steps is cut to 30% of a run's real steps when longer; 50 epochs.",
               "The paper does not give its epochs; on IEMOCAP 15,000 steps is more than a whole run, whose peak "
               "rate would never be reached.", "Every row trains on the same schedule.", profiles=("paper",)),
