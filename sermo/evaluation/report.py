@@ -79,6 +79,7 @@ def metric_note(rows: list[dict], folds: int) -> str:
 def results_table(rows: list[dict], key: str = "mean") -> str:
     """The paper-style table: one line per row, mean ± std over folds of each metric it has."""
     cols = [c for c in COLUMNS if any(c in r.get(key, {}) for r in rows)]
+    counted = any("utterances" in r for r in rows)
     lines = []
     for r in rows:
         if r.get("skipped"):
@@ -86,12 +87,32 @@ def results_table(rows: list[dict], key: str = "mean") -> str:
                           "#params": ""})
             continue
         line = {"row": r["name"], "modalities": "+".join(r["modalities"]), "#params": f"{r['trainable_params']:,}"}
+        if counted:
+            line["test utts"] = f"{r['utterances']:,}" if "utterances" in r else ""
         for c in cols:
             if c in r[key]:
                 spread = (r.get("std") or {}).get(c)
                 line[COLUMNS[c]] = f"{r[key][c]:.3f}" + (f" ± {spread:.3f}" if spread is not None else "")
         lines.append(line)
-    return markdown_table(lines, ["row", "modalities", "#params"] + [COLUMNS[c] for c in cols])
+    return markdown_table(lines, ["row", "modalities", "#params"] + (["test utts"] if counted else [])
+                          + [COLUMNS[c] for c in cols]) + test_set_note(rows)
+
+
+def test_set_note(rows: list[dict]) -> str:
+    """A line naming the rows scored on other test utterances than the table's others (a row
+    leaves out those that lack its input: no transcript, unreadable audio), or nothing."""
+    scored = [r for r in rows if not r.get("skipped") and r.get("ids_digest")]
+    if len({r["ids_digest"] for r in scored}) < 2:
+        return ""
+    groups: dict[str, list[dict]] = {}
+    for r in scored:
+        groups.setdefault(r["ids_digest"], []).append(r)
+    common = max(groups.values(), key=lambda g: (len(g), g[0]["utterances"]))  # most rows, then most utterances
+    odd = [r for r in scored if r["ids_digest"] != common[0]["ids_digest"]]
+    return ("\nNot every row was scored on the same test utterances: "
+            + ", ".join(f"{r['name']} on {r['utterances']:,}" for r in odd)
+            + f" (the other rows on {common[0]['utterances']:,}); a row leaves out the utterances that lack its input (a transcript, readable audio), "
+            "so compare these rows with care. The significance tests below pair the utterances both rows have.\n")
 
 
 def is_builtin_corpus(path) -> bool:

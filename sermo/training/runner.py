@@ -272,10 +272,20 @@ def _evaluate_row(r: RowResult, ctx: FoldRun, out: Path) -> dict:
             for c, name in enumerate(ctx.space.classes):
                 table[f"p_{name}"] = pred.probs[:, c]
         metrics[test] = score_predictions(truth_dims, truth_cls, pred.dims, pred.probs, ctx.num_classes)
+        # which utterances it was scored on: rows of one table must be comparable (a row drops
+        # the utterances that lack its input, e.g. a transcript)
+        metrics[test].update(utterances=len(ids), ids_digest=_digest(sorted(map(str, ids))))
         with atomic_path(out / "predictions" / f"{r.name}.{ctx.name}.{test}.parquet") as tmp:
             pd.DataFrame(table).to_parquet(tmp, index=False)
     return {"name": r.name, "modalities": list(r.modalities), "trainable_params": r.trainable_params,
             "metrics": metrics, "info": r.info}
+
+
+def _digest(parts: list[str]) -> str:
+    """A short fingerprint of a list of strings (which test utterances a row was scored on)."""
+    import hashlib
+
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:12]
 
 
 def _sample_std(values: list[float]) -> float | None:
@@ -312,6 +322,8 @@ def aggregate(system: str, corpora: list[str], protocol, profile: str, label_spa
             summary = {"folds": folds,
                        "mean": {k: float(np.mean([f[k] for f in folds if k in f])) for k in keys},
                        "std": {k: _sample_std([f[k] for f in folds if k in f]) for k in keys}}
+            summary["utterances"] = int(sum(r["metrics"].get(test, {}).get("utterances", 0) for _, r in recs))
+            summary["ids_digest"] = _digest([r["metrics"].get(test, {}).get("ids_digest", "") for _, r in recs])
             conf = [r["metrics"].get(test, {}).get("confusion") for _, r in recs]
             if all(c is not None for c in conf) and conf:
                 summary["confusion"] = np.sum(np.array(conf), axis=0).tolist()

@@ -27,3 +27,19 @@ def test_deviations_follow_the_corpus_and_the_run_settings():
     unclipped = load_recipe("hierarchical", "paper", sysdef.config_cls, ["train.grad_clip=null"],
                             path=sysdef.recipe_path)
     assert "clipped at" not in _deviations(sysdef, unclipped, ["iemocap"])
+
+
+def test_the_table_says_how_many_test_utterances_each_row_was_scored_on():
+    from sermo.evaluation.report import results_table
+
+    rows = [{"name": "audio", "modalities": ["audio"], "trainable_params": 10, "mean": {"ua": 0.5}, "std": {},
+             "utterances": 120, "ids_digest": "aaa"},
+            {"name": "text", "modalities": ["text"], "trainable_params": 10, "mean": {"ua": 0.6}, "std": {},
+             "utterances": 111, "ids_digest": "bbb"},
+            {"name": "fusion", "modalities": ["audio", "text"], "trainable_params": 0, "mean": {"ua": 0.7},
+             "std": {}, "utterances": 120, "ids_digest": "aaa"}]
+    table = results_table(rows)
+    assert "| test utts |" in table and "| 111 |" in table
+    assert "text on 111 (the other rows on 120)" in table
+    same = results_table([rows[0], rows[2]])
+    assert "Not every row" not in same
