@@ -175,6 +175,9 @@ def test_both_configurations_and_the_text_model_run_one_step(iemocap_synth, tmp_
     assert len(list(folder.rglob("*.npy"))) == 2 * table["speaker"].nunique() < len(table)
     assert "unavailable" in rows["text@not-a-cached/model"]["skipped"]
     assert all("ua" in rows[r]["mean"] for r in ("speech_small", "speech_large", "speech_mel_input", "text", "fusion"))
+    # the mel-input row's crops span what wav2vec 2.0's 96 frames of 20 ms do (its 10 ms frames are
+    # averaged in pairs), not half of it (this tiny speech model has a faster clock than wav2vec's)
+    assert rows["speech_mel_input"]["info"][0]["segment_seconds"] == 1.92
     weights = rows["speech_small"]["info"][0]["layer_weights"]
     assert len(weights) == 4 and abs(sum(weights) - 1) < 1e-3  # the CNN output and 3 layers
     probe = json.loads((out / "fold1" / "analysis" / "probe.json").read_text())

@@ -21,6 +21,8 @@ speaker uses its own utterance's embedding.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from torch import nn
 
 from sermo.data.spec import ModelSpec
@@ -36,7 +38,9 @@ def build_model(row: str, cfg: CrossRepresentationConfig, spec: ModelSpec) -> nn
     """A row's model for a bundle."""
     if row in SPEECH_ROWS:
         d, f = cfg.bottlenecks[SPEECH_ROWS[row][0]]
-        return CrossRepresentation(spec.audio, spec.num_classes, cfg, d=d, f=f)
+        sub = int(spec.options.get("speech_subsample", cfg.speech_subsample))  # the mel row's own clock
+        return CrossRepresentation(spec.audio, spec.num_classes, dataclasses.replace(cfg, speech_subsample=sub),
+                                   d=d, f=f)
     if row == "text" or row.startswith("text@"):
         return TextCNN(spec.text, spec.num_classes, cfg)
     raise ValueError(f"cross_representation has no model for row {row!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -82,6 +83,20 @@ def plan_epochs(cfg, modality: str, utterances: int) -> int:
     return iteration_epochs(iterations, utterances, batch) if iterations and utterances else epochs
 
 
+SSL_FRAME_RATE = 50.0  # wav2vec 2.0's 20 ms frames, the clock of the paper's segments
+
+
+def mel_clock(frame_rate: float | None) -> int:
+    """How many frames of a ``frame_rate`` input make one 20 ms frame of the wav2vec rows (2 for
+    10 ms log-mel)."""
+    return max(1, round((frame_rate or SSL_FRAME_RATE) / SSL_FRAME_RATE))
+
+
+def segment_seconds(frames: int, frame_rate: float | None) -> float | None:
+    """A training crop's length in seconds."""
+    return round(frames / frame_rate, 2) if frame_rate else None
+
+
 def run_fold(ctx) -> list:
     """The speech rows, the text row(s), the fusion and (first folds) the speaker probe."""
     cfg: CrossRepresentationConfig = ctx.cfg.model
@@ -99,7 +114,11 @@ def run_fold(ctx) -> list:
             continue
         d, f = cfg.bottlenecks[size]
         ctx.seed(row)
-        model = CrossRepresentation((src.num_layers, src.dim), ctx.num_classes, cfg, d=d, f=f)
+        # the mel-input row reads 10 ms frames: averaged on the wav2vec rows' 20 ms clock, its
+        # segment spans the same 1.92 s (paper 004, section 6.1: the Small configuration's parameters)
+        sub = cfg.speech_subsample * (mel_clock(src.frame_rate) if kind == "mel" else 1)
+        row_cfg = dataclasses.replace(cfg, speech_subsample=sub)
+        model = CrossRepresentation((src.num_layers, src.dim), ctx.num_classes, row_cfg, d=d, f=f)
         model.norm.set(*ctx.feature_stats(src))
         model.mel_norm.set(*ctx.feature_stats(inputs.mel))
 
@@ -113,10 +132,11 @@ def run_fold(ctx) -> list:
         preds = ctx.predict(model, data)
         models[row] = (model, data, preds)
         info = {"bottleneck": {"d": d, "f": f, "codes": f"{cfg.segment // f} x {2 * d}"}, **schedule,
+                "segment_seconds": segment_seconds(cfg.segment * sub, src.frame_rate),
                 "layer_weights": [round(float(w), 4) for w in model.encoder.weighting.weights().detach()]}
         if inputs.unaligned:
             info["unaligned"] = len(inputs.unaligned)
-        results.append(ctx.row(row, ("audio",), model, preds, info=info))
+        results.append(ctx.row(row, ("audio",), model, preds, info=info, options={"speech_subsample": sub}))
     text_rows = [("text", None)] if "text" in cfg.rows else []
     text_rows += [(f"text@{name}", name) for name in cfg.text_encoders]
     for row, name in text_rows:
