@@ -72,15 +72,33 @@ def _int16(samples: np.ndarray) -> bytes:
     return (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
 
 
+def checkpoint_fingerprint(folder) -> str:
+    """A short fingerprint of a checkpoint folder's weights and configuration (names, sizes,
+    the first MiB of each weight file, the config files' text): what a transcript cache is keyed
+    by, so another checkpoint under the same name never reuses its transcripts."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        if path.suffix in (".bin", ".safetensors", ".pt", ".json", ".txt", ".model"):
+            h.update(f"{path.relative_to(folder)}:{path.stat().st_size}".encode())
+            with open(path, "rb") as f:
+                h.update(f.read(1 << 20))
+    return h.hexdigest()[:12]
+
+
 class PocketsphinxASR:
     """Offline English speech recognition with pocketsphinx's bundled acoustic and language model."""
 
     engine = "pocketsphinx"
 
     def __init__(self) -> None:
+        from importlib.metadata import version
+
         from pocketsphinx import Decoder
 
         self._decoder = Decoder(samprate=16000, loglevel="FATAL")
+        self.cache_key = f"pocketsphinx@{version('pocketsphinx')}"
 
     def transcribe(self, samples: np.ndarray) -> str:
         """Words heard in 16 kHz mono ``samples`` (empty string when none)."""
@@ -112,6 +130,7 @@ class WhisperASR:
 
         folder = resolve_checkpoint(WHISPER_MODELS.get(source, source))
         self.engine = source if source in WHISPER_MODELS else Path(folder).name
+        self.cache_key = f"{self.engine}@{checkpoint_fingerprint(folder)}"
         self.processor = WhisperProcessor.from_pretrained(folder)
         self.model = load_pretrained(WhisperForConditionalGeneration, folder).to(device).eval()
         # prompt tokens (start, language, task, no-timestamps) count against the decoder's positions
@@ -152,6 +171,7 @@ class FasterWhisperASR:
         self.model = WhisperModel(str(folder), device="cuda" if gpu else "cpu",
                                   compute_type="float16" if gpu else "int8", cpu_threads=os.cpu_count() or 1)
         self.engine = engine
+        self.cache_key = f"{engine}@{checkpoint_fingerprint(folder)}"
 
     def transcribe(self, samples: np.ndarray) -> str:
         """Words heard in 16 kHz mono ``samples``."""

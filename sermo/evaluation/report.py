@@ -166,6 +166,12 @@ def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str
                    + ", ".join(f"{c} {n}" for c, n in results["left_out"].items()) + ".")
     if cfg is not None:
         out.append(" " + encoders_line(sysdef, cfg))
+    asr = results.get("transcripts")
+    if asr:
+        out.append(f" The `{asr['engine']}` transcripts' word error rate against the oracle: "
+                   + (f"{asr['wer']:.1%} on {asr['wer_utterances']:,} utterances" if asr.get("wer") is not None
+                      else "none (the corpus has no oracle transcripts)")
+                   + (f"; {asr['skipped']:,} could not be transcribed" if asr.get("skipped") else "") + ".")
     out.append("\n\n")
     for f in protocol.folds:
         out.append(f"- {f.name}: {f.description} ({len(f.train)} / {len(f.valid)} / "
@@ -194,7 +200,11 @@ def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str
     pics = [p for paths in plots.values() for p in paths]
     if pics:
         out.append("\n## Plots\n\n" + "".join(f"- [{p.name}](plots/{p.name})\n" for p in pics))
-    out.append(f"\nRun time: {results.get('seconds', 0):.0f} s.\n")
+    session = results.get("seconds_this_session")
+    resumed = session is not None and session < results.get("seconds", 0) - 0.5
+    out.append(f"\nRun time: {results.get('seconds', 0):.0f} s"
+               + (f" ({session:.0f} s in the session that finished it; folds finished by earlier sessions count "
+                  "their own time)" if resumed else "") + ".\n")
     return "".join(out)
 
 

@@ -39,6 +39,13 @@ class TranscribeReport:
     cached: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     wer: float | None = None
+    wer_utterances: int = 0
+
+    def summary(self) -> dict:
+        """JSON-ready: the engine, the word error rate against the oracle and on how many
+        utterances, how many could not be transcribed."""
+        return {"engine": self.engine, "wer": self.wer, "wer_utterances": self.wer_utterances,
+                "transcribed": self.transcribed, "cached": self.cached, "skipped": len(self.skipped)}
 
 
 def transcribe_manifest(manifest: Manifest, store: FeatureStore, *, engine: str = "whisper-tiny.en",
@@ -47,8 +54,9 @@ def transcribe_manifest(manifest: Manifest, store: FeatureStore, *, engine: str 
     """Replace each transcript with the engine's, source ``asr:<engine>``.
 
     The oracle transcript is kept in the column ``transcript_oracle`` (nothing is dropped).
-    Results are cached in the store per audio content, so a rerun or an interrupted run
-    transcribes only what is missing.
+    Results are cached in the store per audio content and per checkpoint (the engine's name and
+    a fingerprint of its weights), so a rerun or an interrupted run transcribes only what is
+    missing and another checkpoint under the same name transcribes afresh.
 
     Raises:
         ValueError: unknown engine (the message lists the known ones).
@@ -58,7 +66,7 @@ def transcribe_manifest(manifest: Manifest, store: FeatureStore, *, engine: str 
     from sermo.encoders.asr import get_asr
 
     asr = get_asr(engine, device=str(device))  # fails early on an unknown or unavailable engine
-    engine = asr.engine
+    engine, cache = asr.engine, getattr(asr, "cache_key", asr.engine)
     store._db.execute("CREATE TABLE IF NOT EXISTS asr (engine TEXT, key TEXT, text TEXT, PRIMARY KEY (engine, key))")
     df = manifest.df.copy()
     report = TranscribeReport(engine)
@@ -72,7 +80,7 @@ def transcribe_manifest(manifest: Manifest, store: FeatureStore, *, engine: str 
             report.skipped.append((uid, str(exc)))
             continue
         keys[uid] = key
-        row = store._db.execute("SELECT text FROM asr WHERE engine=? AND key=?", (engine, key)).fetchone()
+        row = store._db.execute("SELECT text FROM asr WHERE engine=? AND key=?", (cache, key)).fetchone()
         if row is not None:
             texts[uid] = row[0]
             report.cached += 1
@@ -83,7 +91,7 @@ def transcribe_manifest(manifest: Manifest, store: FeatureStore, *, engine: str 
             report.skipped.append((uid, error))
             return
         texts[uid] = text
-        store._db.execute("INSERT OR REPLACE INTO asr VALUES (?,?,?)", (engine, keys[uid], text))
+        store._db.execute("INSERT OR REPLACE INTO asr VALUES (?,?,?)", (cache, keys[uid], text))
         store._db.commit()
         report.transcribed += 1
 
@@ -118,4 +126,5 @@ def transcribe_manifest(manifest: Manifest, store: FeatureStore, *, engine: str 
         from sermo.encoders.asr import word_error_rate
 
         report.wer = word_error_rate([r for r, _ in pairs], [h for _, h in pairs])
+        report.wer_utterances = len(pairs)
     return Manifest(df), report

@@ -61,6 +61,7 @@ class Prepared:
     usable: set[str]
     plan: Plan
     corpus_hash: str = ""
+    transcripts: dict | None = None  # the run's own ASR transcripts: engine, WER against the oracle
 
 
 def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = "demo", folds=None,
@@ -88,8 +89,11 @@ def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = 
         from sermo.accelerator import resolve_device
         from sermo.features.transcripts import transcribe_manifest
 
-        manifest, _ = transcribe_manifest(manifest, store or FeatureStore(), engine=cfg.data.transcripts,
-                                          progress=progress, device=str(resolve_device(cfg.train.accelerator)))
+        manifest, asr = transcribe_manifest(manifest, store or FeatureStore(), engine=cfg.data.transcripts,
+                                            progress=progress, device=str(resolve_device(cfg.train.accelerator)))
+        transcripts = asr.summary()
+    else:
+        transcripts = None
     protocol = build_protocol(protocol_for(cfg.data.protocol, manifest), manifest, seed=cfg.train.seed)
     number = {f.name: i + 1 for i, f in enumerate(protocol.folds)}  # a fold's place in the whole protocol
     if folds:
@@ -110,7 +114,7 @@ def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = 
     plan = plan_run(sysdef.feature_uses(cfg), cfg, manifest, usable, protocol.folds, store_root,
                     epochs=functools.partial(sysdef.plan_epochs, cfg) if sysdef.plan_epochs else None,
                     devices=cfg.train.devices * cfg.train.num_nodes)
-    return Prepared(sysdef, cfg, names, manifest, space, protocol, number, usable, plan, corpus_hash)
+    return Prepared(sysdef, cfg, names, manifest, space, protocol, number, usable, plan, corpus_hash, transcripts)
 
 
 def _warn_reported(manifest: Manifest, shown: int = 10) -> None:
@@ -189,13 +193,16 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
     if progress and is_rank_zero():
         print(f"sermo: {system}: {run.epochs.describe()}; the bar below shows the time remaining", flush=True)
     per_fold: dict[str, list[dict]] = {}
+    earlier = 0.0  # seconds the folds an earlier session finished took
     for k, fold in enumerate(protocol.folds):
         fdir = out / fold.name
         done = fdir / "rows.json"
         if done.is_file():
             per_fold[fold.name] = json.loads(done.read_text())
+            earlier += _fold_seconds(fdir)
             run.epochs.skip_fold()
             continue
+        started = time.time()
         run.epochs.fold(fold.name)
         ctx = FoldRun(run, fold, fdir, index=number[fold.name])
         rows = sysdef.run_fold(ctx)
@@ -206,6 +213,7 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
             for r in rows:
                 if r.spec is not None and r.model is not None:
                     save_bundle(out / "bundles" / r.name, r.model, _bundle_config(system, r, cfg, run))
+        write_text_atomic(fdir / "seconds.json", json.dumps({"seconds": round(time.time() - started, 1)}))
         write_text_atomic(done, json.dumps(records, indent=1))
         per_fold[fold.name] = records
         run.epochs.fold_done()
@@ -219,7 +227,11 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
     results["left_out"] = left_out(space, manifest.df.loc[manifest.df["id"].isin(
         {u for f in protocol.folds for u in (*f.train, *f.valid, *(x for t in f.tests.values() for x in t))}),
         "category"])
-    results["seconds"] = round(time.time() - t0, 1)
+    if prep.transcripts:
+        results["transcripts"] = prep.transcripts
+    # a resumed run's time: this session's, plus what the folds an earlier session finished took
+    results["seconds_this_session"] = round(time.time() - t0, 1)
+    results["seconds"] = round(results["seconds_this_session"] + earlier, 1)
     write_text_atomic(out / "results.json", json.dumps(results, indent=1))
     from sermo.evaluation.report import run_report
     from sermo.evaluation.run_plots import plot_run
@@ -279,6 +291,14 @@ def _evaluate_row(r: RowResult, ctx: FoldRun, out: Path) -> dict:
             pd.DataFrame(table).to_parquet(tmp, index=False)
     return {"name": r.name, "modalities": list(r.modalities), "trainable_params": r.trainable_params,
             "metrics": metrics, "info": r.info}
+
+
+def _fold_seconds(fdir: Path) -> float:
+    """How long a finished fold took (0 for a fold finished before sermo recorded it)."""
+    try:
+        return float(json.loads((fdir / "seconds.json").read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
 
 
 def _digest(parts: list[str]) -> str:

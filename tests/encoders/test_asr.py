@@ -81,7 +81,14 @@ def test_whisper_from_a_checkpoint_folder(iemocap_synth, tmp_path):
     assert isinstance(asr, WhisperASR) and asr.engine == "tiny-whisper"
     m = prepare("iemocap", iemocap_synth)
     m = m.subset(m.ids[:3])
-    out, rep = transcribe_manifest(m, FeatureStore(tmp_path / "s"), engine=folder, progress=False)
+    store = FeatureStore(tmp_path / "s")
+    out, rep = transcribe_manifest(m, store, engine=folder, progress=False)
     assert rep.transcribed == 3 and rep.wer is not None
     assert set(out.df["transcript_source"]) == {"asr:tiny-whisper"}
     assert all(isinstance(t, str) for t in out.df["transcript"])
+    assert transcribe_manifest(m, store, engine=folder, progress=False)[1].cached == 3
+    # another checkpoint in a folder of the same name is another engine: its own transcripts
+    other = tiny_whisper_model(tmp_path / "elsewhere" / "tiny-whisper", seed=1)
+    assert get_asr(other).engine == asr.engine and get_asr(other).cache_key != asr.cache_key
+    again, rep2 = transcribe_manifest(m, store, engine=other, progress=False)
+    assert rep2.cached == 0 and rep2.transcribed == 3

@@ -110,6 +110,9 @@ def run_and_check(paper_env, name, system, profile, layouts, sets, skips, expect
             assert (out / "bundles" / row_name / "config.json").is_file(), f"{row_name} wrote no bundle"
             bundled.append(row_name)
     assert bundled, "no row wrote a bundle"
+    if cfg.data.transcripts != "oracle" and cfg.data.text_encoder:  # the run's own ASR transcripts are scored
+        assert results["transcripts"]["wer"] is not None and "word error rate against the oracle" in report
+    assert "overrode its" in report and "| train.epochs | 1 |" in report  # what ran, not the profile as written
     # a bundle predicts new audio through `sermo predict`: the last one (fine-tuned and fusion rows
     # come last), in the same offline cache
     wav = sorted(paper_env.corpus(layouts[0]).rglob("*.wav"))[0]

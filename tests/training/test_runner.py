@@ -47,6 +47,7 @@ def test_baselines_run_writes_everything(iemocap_synth, store, tmp_path):
 
     df = pd.read_parquet(pred)
     assert len(df) == 40 and {"valence_true", "valence_pred", "p_neutral"} <= set(df.columns)
+    assert rows["fusion"]["utterances"] == 40 and "| test utts |" in report
     assert df["valence_pred"].between(-1, 7).all()  # on the corpus scale, not [0, 1]
     assert set(df["class_pred"]) <= {"neutral", "happy", "angry", "sad"}
     assert (df["class_true"].isna() == (df["category_true"] < 0)).all()
@@ -95,7 +96,12 @@ def test_finished_folds_are_not_trained_again(iemocap_synth, store, tmp_path, mo
     monkeypatch.setattr(SystemTask, "training_step", lambda *a: (_ for _ in ()).throw(AssertionError("trained")))
     out = run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "r", overrides=overrides,
                      store=store, progress=False)
-    assert json.loads((out / "results.json").read_text())["rows"][0]["name"] == "text"
+    results = json.loads((out / "results.json").read_text())
+    assert results["rows"][0]["name"] == "text"
+    # the run time counts the fold the first session trained, not only the second session's minutes
+    fold = json.loads((out / "fold1" / "seconds.json").read_text())["seconds"]
+    assert results["seconds"] >= results["seconds_this_session"] + fold - 0.2 and fold > 0
+    assert "in the session that finished it" in (out / "REPORT.md").read_text()
 
 
 def test_ddp_training_with_two_cpu_processes(iemocap_synth, tmp_path):
