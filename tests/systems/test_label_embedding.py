@@ -78,6 +78,35 @@ def test_shapes_and_padding():
     assert torch.allclose(model(b2).logits, out.logits, atol=1e-5)
 
 
+def test_the_paper_form_reads_the_encoders_outputs_and_pools_the_whole_sequence():
+    # paper 003 Eq. 1-8: G = cos(H, L) on the encoders' own outputs, A_r between the two widths
+    # through W, H_m = [H_t, H_s'] max-pooled over the whole sequence (context tokens and their
+    # aligned speech included)
+    import dataclasses
+
+    paper = dataclasses.replace(CFG, projection="none", pool="sequence")
+    torch.manual_seed(0)
+    b = batch()
+    b.extras["t_current"] = torch.tensor([2, 3])
+    model = LEMER(text=(1, 6), speech=(1, 4), num_classes=3, cfg=paper, fusion="constraint",
+                  text_labels=torch.randn(3, 6), speech_labels=torch.randn(3, 4))
+    assert model.w.shape == (6, 4) and model.head.in_features == 6 + 4
+    assert not any(isinstance(m, torch.nn.Linear) for m in model.text.proj.modules())
+    out = model(b)
+    # a context token's features reach the pooled vector: make one dominate, it shows
+    b2 = batch()
+    b2.extras["t_current"] = torch.tensor([2, 3])
+    b2.text[0, 0, 0] += 100.0  # utterance 0's first token is context (3 real tokens, the last 2 its own)
+    assert not torch.allclose(model(b2).embedding[0], out.embedding[0])
+    split = LEMER(text=(1, 6), speech=(1, 4), num_classes=3, cfg=CFG, fusion="constraint",
+                  text_labels=torch.randn(3, 6), speech_labels=torch.randn(3, 4))
+    assert split.head.in_features == 3 * CFG.dim  # [H_t, H_s'] of the utterance, H_t of its context
+    for kind in ("text", "speech"):
+        one = LEMER(text=(1, 6) if kind == "text" else None, speech=(1, 4) if kind == "speech" else None,
+                    num_classes=3, cfg=paper)
+        assert one(b).logits.shape == (2, 3) and one.head.in_features == (6 if kind == "text" else 4)
+
+
 def test_constraint_is_zero_when_the_maps_agree_and_weights_apply():
     a = torch.rand(2, 5, 7)
     t_mask, s_mask = torch.ones(2, 5, dtype=torch.bool), torch.ones(2, 7, dtype=torch.bool)

@@ -28,7 +28,15 @@ class LabelEmbeddingConfig:
             embeddings (A3-A4, B3-B4) and compare them with the rows' own.
         context: previous utterances of the dialog prepended to the text (paper: 10).
         context_tokens: tokens kept of the text with its context (paper: 150); the oldest go first.
-        dim: the projection both modalities are mapped into.
+        dim: the projection both modalities are mapped into (with ``projection: mlp``).
+        projection: ``none`` (paper Eq. 1-8: G, the cross-attention and the head work on the
+            encoders' own outputs H_t, H_s, and W maps between their widths) or ``mlp`` (a
+            trainable Linear-GELU-Dropout-Linear to ``dim`` per modality: what frozen stand-in
+            features need to adapt).
+        pool: ``sequence`` (paper, after Eq. 10: H_m = [H_t, H_s'] max-pooled over the whole text
+            sequence, context included) or ``split`` (the utterance's own tokens and its context
+            max-pooled apart: frozen token features cannot tell the two apart, a fine-tuned BERT
+            can).
         speech_subsample: average every n speech frames before the model.
         mu: loss weights (L_m, L_c, L_g^t, L_g^s); paper: 1, 0.5, 0.2, 0.2.
         attention_temperature: ``A_l`` is a softmax of ``G_t G_s^T / attention_temperature`` over
@@ -63,6 +71,8 @@ class LabelEmbeddingConfig:
     context: int = setting(10, min=0)
     context_tokens: int = setting(150, min=1)
     dim: int = setting(256, min=1)
+    projection: str = setting("mlp", choices=("mlp", "none"))
+    pool: str = setting("split", choices=("split", "sequence"))
     speech_subsample: int = setting(1, min=1)
     mu: list[float] = setting(default_factory=lambda: [1.0, 0.5, 0.2, 0.2], min=0)
     attention_temperature: float = setting(0.1, gt=0)

@@ -20,16 +20,19 @@ from sermo.systems.label_embedding.config import FUSION, LabelEmbeddingConfig
 
 class Modality(nn.Module):
     """Stored features ``(B, 1, T, D)`` (or the last hidden state of a fine-tuned ``encoder``)
-    -> standardised, frame-averaged -> projection ``(B, T', d)``; optional label embeddings
-    ``L`` (c, D) in the input space, projected the same way."""
+    -> standardised, frame-averaged -> projection ``(B, T', d)`` (``dim=None``: none, the
+    encoder's own ``D``, as the paper's equations read H); optional label embeddings ``L`` (c, D)
+    in the input space, projected the same way."""
 
-    def __init__(self, dim_in: int, dim: int, *, num_classes: int, subsample: int = 1, dropout: float = 0.1,
+    def __init__(self, dim_in: int, dim: int | None, *, num_classes: int, subsample: int = 1, dropout: float = 0.1,
                  labels: torch.Tensor | None = None, encoder: nn.Module | None = None):
         super().__init__()
         self.encoder = encoder
         self.norm = Standardize(1, dim_in)
         self.subsample = subsample
-        self.proj = nn.Sequential(nn.Linear(dim_in, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+        self.width = dim or dim_in
+        self.proj = nn.Sequential(nn.Linear(dim_in, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim)) \
+            if dim else nn.Identity()
         self.labels = nn.Parameter(labels.clone().float()) if labels is not None else None
         # label embeddings of another width (wav2vec 2.0 codevectors) are mapped into the input space first
         self.label_in = nn.Linear(labels.shape[1], dim_in) if labels is not None and labels.shape[1] != dim_in \
@@ -123,17 +126,21 @@ class LEMER(nn.Module):
                  text_model: nn.Module | None = None, speech_model: nn.Module | None = None):
         super().__init__()
         mk = dict(num_classes=num_classes, dropout=cfg.dropout)
-        self.text = Modality(text[1], cfg.dim, labels=text_labels, encoder=text_model, **mk) if text else None
-        self.speech = Modality(speech[1], cfg.dim, subsample=cfg.speech_subsample, labels=speech_labels,
+        dim = cfg.dim if cfg.projection == "mlp" else None
+        self.text = Modality(text[1], dim, labels=text_labels, encoder=text_model, **mk) if text else None
+        self.speech = Modality(speech[1], dim, subsample=cfg.speech_subsample, labels=speech_labels,
                                encoder=speech_model, **mk) if speech else None
         self.lr_scales = {"text": cfg.text_lr_scale, "audio": cfg.speech_lr_scale}
         self.fusion = fusion
-        if fusion is not None:
-            self.w = nn.Parameter(torch.eye(cfg.dim) + 0.01 * torch.randn(cfg.dim, cfg.dim))
-        # frozen token features cannot tell the utterance from its context (a fine-tuned BERT
-        # learns to): the utterance's own tokens and its context are max-pooled separately
-        width = cfg.dim * (2 if fusion else 1) + (cfg.dim if text else 0)
-        self.head = nn.Linear(width, num_classes)
+        if fusion is not None:  # W of Eq. 7, between the two widths (the identity where they agree)
+            dt, ds = self.text.width, self.speech.width
+            self.w = nn.Parameter(torch.eye(dt, ds) + 0.01 * torch.randn(dt, ds))
+        # pool "split": frozen token features cannot tell the utterance from its context (a
+        # fine-tuned BERT learns to), so the utterance's own tokens and its context are
+        # max-pooled apart; "sequence": H_m over the whole sequence (the paper)
+        self.split = cfg.pool == "split" and text is not None
+        width = (self.text.width if text else 0) + (self.speech.width if speech and (fusion or not text) else 0)
+        self.head = nn.Linear(width + (self.text.width if self.split else 0), num_classes)
         self.mu = list(cfg.mu)
         self.temperature = cfg.attention_temperature
 
@@ -149,6 +156,8 @@ class LEMER(nn.Module):
             hs, s_mask = self.speech(batch, "audio")
             if self.speech.labels is not None:
                 extras["g_s"] = label_scores(hs, s_mask, self.speech.label_space())
+        if ht is not None and not self.split:
+            own = t_mask  # the whole sequence
         if self.fusion is None:
             v = masked_max(ht, own) if ht is not None else masked_max(hs, s_mask)
         else:
@@ -161,7 +170,7 @@ class LEMER(nn.Module):
             aligned = attn @ hs  # (B, Tt, d): H_s'
             v = masked_max(torch.cat([ht, aligned], dim=-1), own)
             extras.update(a_r=a_r, a_l=a_l, t_mask=t_mask, s_mask=s_mask)
-        if ht is not None:
+        if self.split:
             v = torch.cat([v, masked_max(ht, t_mask & ~own)], dim=-1)
         if "g_t" in extras:  # mean over the sequence: class scores
             extras["p_g_t"] = masked_mean(extras["g_t"], t_mask)
