@@ -187,10 +187,13 @@ def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str
         out.append(f"\n## Results ({t})\n\n")
         out.append(results_table(sub))
     out.append(f"\n{metric_note(rows, len(protocol.folds))}\n")
-    paper = sysdef.paper.get(results["corpus"], {}) if sysdef.paper else {}  # a mixed run has its own tables
-    if paper and not any(is_builtin_corpus(p) for _, p in corpora):
-        lines = [{"row": name, **{COLUMNS.get(k, k): v for k, v in vals.items()}} for name, vals in paper.items()]
-        out.append("\n## The paper's numbers\n\n" + markdown_table(lines))
+    # a mixed run has its own tables; "<corpus>/<test set>" holds a further test set's numbers
+    for key in [results["corpus"]] + [f"{results['corpus']}/{t}" for t in extra_tests]:
+        paper = sysdef.paper.get(key, {}) if sysdef.paper else {}
+        if paper and not any(is_builtin_corpus(p) for _, p in corpora):
+            lines = [{"row": name, **{COLUMNS.get(k, k): v for k, v in vals.items()}} for name, vals in paper.items()]
+            where = f" ({key.split('/', 1)[1]})" if "/" in key else ""
+            out.append(f"\n## The paper's numbers{where}\n\n" + markdown_table(lines))
     if run_folder is not None and cfg is not None:
         out.append(_significance(run_folder, sysdef, cfg, rows, test))
         out.append(_training(run_folder))

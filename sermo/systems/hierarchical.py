@@ -343,6 +343,24 @@ DEVIATIONS = (
     Deviation("HuBERT large's hidden states are combined with learned softmax weights.",
               "The paper says 'HuBERT-large embeddings'; ESPnet's self-supervised front end weighs every layer.",
               "None on the comparison."),
+    Deviation("The conformer's sizes past 'four layers of 64': 4 heads, convolution kernel 15, feed-forward "
+              "4 x 64, dropout 0.1; its convolution module normalises each utterance over its real frames "
+              "(ESPnet: BatchNorm over the batch, padding included).", "The paper gives only the layers and "
+              "width; a batch-dependent normalisation would make an utterance's prediction depend on what it is "
+              "batched with.", "Every row has the same encoder; absolute numbers may move."),
+    Deviation("Each branch's MLP maps the conformer's 64 to 64 and 32 (LeakyReLU, dropout 0.2).",
+              "The paper says the projections map 'the encoded output dimension of 768' to 64, 32, yet its "
+              "conformer has 64 units (and HuBERT large 1024): 768 reads as a slip.", "Head capacity only."),
+    Deviation("Batch size 32; the cross-entropy of Eq. 1 is the batch mean, not the sum over utterances.",
+              "The paper gives no batch size, and with alpha = beta = 1 a sum would weigh CE 32 times the CCC.",
+              "Sets the CCC:CE balance of the multi-task and hierarchical rows alike."),
+    Deviation("Self-attentive pooling is additive attention (Linear, tanh, Linear); the continuous head is a "
+              "ReLU whose bias starts at 0.5.", "The paper names Safari et al.'s pooling without its form; a ReLU "
+              "that starts below zero never learns.", "None expected."),
+    Deviation("UA averages recall over the classes present in a fold's test session: disgust has 2 utterances "
+              "in all of IEMOCAP, so one test utterance can be a fifth of a fold's UA.", "The paper's 5-class "
+              "choice; sermo shows the confusion matrix beside it.", "UA varies between folds more than with 4 "
+              "classes.", corpora=("iemocap",)),
     Deviation("Table 2's mismatched rows (7, 8) train both hierarchical models, and the multi-task model beside "
               "them.", "The paper's claim is about the hierarchical models there.", "Adds rows."),
 )

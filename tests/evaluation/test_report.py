@@ -43,3 +43,23 @@ def test_the_table_says_how_many_test_utterances_each_row_was_scored_on():
     assert "text on 111 (the other rows on 120)" in table
     same = results_table([rows[0], rows[2]])
     assert "Not every row" not in same
+
+
+def test_every_test_set_gets_the_papers_own_numbers(tmp_path):
+    # distilled: Table 1 has seen (Test1) and unseen (Test2) columns; hierarchical's mixed-corpus
+    # run (Table 2) must not be shown Table 1's IEMOCAP numbers
+    from types import SimpleNamespace
+
+    from sermo.evaluation.report import run_report
+
+    protocol = SimpleNamespace(spec="msp-partitions", description="MSP-Podcast's partitions", folds=[])
+    row = {"name": "hubert-base", "modalities": ["audio"], "trainable_params": 5, "mean": {"ccc_valence": 0.4},
+           "std": {}, "test_set": "test1", "tests": {"test2": {"mean": {"ccc_valence": 0.2}, "std": {}}}}
+    results = {"system": "distilled", "corpus": "msp-podcast", "profile": "paper", "label_space": "msp-4",
+               "rows": [row]}
+    text = run_report(results, protocol, get_system("distilled"), [("msp-podcast", tmp_path)], {})
+    seen, unseen = text.split("## The paper's numbers (test2)")
+    assert "0.440" in seen.split("## The paper's numbers")[1] and "0.225" in unseen
+    mixed = dict(results, system="hierarchical", corpus="iemocap+msp-podcast")
+    assert "The paper's numbers" not in run_report(mixed, protocol, get_system("hierarchical"),
+                                                   [("iemocap", tmp_path)], {})

@@ -79,6 +79,27 @@ DEVIATIONS = (
               "C1-C4 compare fusions on one scale, and C1's constraint moves A_r (a test shows it: L_c's share of "
               "W's gradient at the paper's lengths is above 1e-2 of L_m's, and training with it brings A_r to "
               "A_l); the temperature is ours, not the paper's."),
+    Deviation("Fine-tuned rows read at most the first 20 s of an utterance (training and test); frozen rows "
+              "up to 60 s (data.max_frames).", "The papers are silent; a fine-tuned encoder's memory grows with the "
+              "audio and a few IEMOCAP utterances run to 34 s.", "A small share of IEMOCAP's utterances is cut for "
+              "the fine-tuned rows only; MSP-Podcast's segments are all shorter.", corpora=("iemocap",)),
+    Deviation("Label embeddings of another width than the encoder's output (the quantizer's 768-d codevectors "
+              "beside wav2vec 2.0 Large's 1024; B4's BERT vectors in the speech rows) enter its space through a "
+              "trainable linear map that starts at random.", "The paper's Base encoder is 768-d and the paper "
+              "does not say how L_s meets H_s; the checkpoint's own project_hid maps the other way.",
+              "B3-B5 and L_s keep the classes' relative geometry, not their alignment with H_s: codebook (B5) vs "
+              "random (B3) initialisation measures less than the paper's 'modality gap' claim."),
+    Deviation("The 2nd stage continues pre-training with the checkpoint's own masking settings, AdamW at 5e-5 "
+              "without warm-up, and batches of 4 crops cut to the shortest.", "The paper does not describe its "
+              "2nd stage beyond 'continue pre-training on the task's audio'.", "B2 vs B1 depends on it.",
+              profiles=("paper",)),
+    Deviation("Speech units come from the original checkpoint's quantizer, not the 2nd-stage model's; A_r scales "
+              "H_t W H_s^T by 1/sqrt(d) and W starts at the identity (plus 1% noise).", "Eq. 7 gives neither; "
+              "the units are computed once per fold for every row alike.", "None on the comparisons."),
+    Deviation("The demo profile projects both modalities to 256 (model.projection: mlp) and pools the "
+              "utterance's tokens apart from its context's (model.pool: split).", "Frozen stand-in features "
+              "need a trainable map, and cannot tell an utterance from its context.", "Demo numbers only.",
+              profiles=("demo",)),
     Deviation("The speech input is the waveform, not log-mel with SpecAugment.",
               "The paper's preprocessing names log-mel spectrograms, which wav2vec 2.0 does not read.",
               "None on the comparisons."),

@@ -1,0 +1,139 @@
+"""One fold of teacher_student: the unimodal rows, the teacher, then the students."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sermo.evaluation.metrics import DIMENSIONS, ccc, pearson
+from sermo.systems.teacher_student.model import ROWS, TeacherStudentConfig, TSModel, residual_mask
+
+def _embed(ctx, model: TSModel, dataset) -> tuple[list[str], np.ndarray, np.ndarray]:
+    ids, emb, dims = [], [], []
+    for batch, out in ctx.forward(model, dataset):
+        ids += batch.ids
+        # float32 whatever the precision the forward ran at (numpy has no bfloat16)
+        emb.append(out.embedding.float().cpu().numpy())
+        dims.append(out.dims.float().cpu().numpy())
+    return ids, np.concatenate(emb), np.concatenate(dims)
+
+
+def run_fold(ctx) -> list:
+    """The rows of one fold: unimodal models, the teacher, then the students."""
+    cfg: TeacherStudentConfig = ctx.cfg.model
+    if {"ts", "cts"} & set(cfg.rows) and "multimodal" not in cfg.rows:
+        raise ValueError("rows ts and cts need the multimodal teacher: add multimodal to model.rows")
+    results = []
+    why_not = ""
+    finetuning = "audio_ft" in cfg.rows or cfg.student_finetune
+    if finetuning:
+        _, why_not = ctx.trainable_encoder("speech")
+
+    layers = ctx.cfg.data.audio_layers
+    # the teacher may have its own speech encoder (MSP-Podcast: HuBERT Large teaching HuBERT Base)
+    teacher_src = ctx.features(cfg.teacher_audio_encoder, layers) if cfg.teacher_audio_encoder else ctx.audio
+
+    def top_layers(sp) -> int | None:
+        """How many top layers a fine-tuned row runs on the stored state below them (``None``: it
+        reads waveforms through the whole encoder)."""
+        k = cfg.finetune_layers
+        reachable = layers is not None and all(-k - 1 <= i < 0 for i in layers)
+        if cfg.finetune_from_store and hasattr(sp, "forward_top") and 0 < k < sp.num_hidden_states - 1 and reachable:
+            return k
+        return None
+
+    def build(row: str, *, audio_src=None, text: bool = False, finetune: bool = False, lam: float = 0.0):
+        """A row's model and where its audio comes from (a source, or ``"wave"`` for a fine-tuned
+        encoder that reads samples)."""
+        ctx.seed(row)
+        sp = ctx.trainable_encoder("speech", layers=cfg.finetune_layers)[0] if finetune else None
+        top = top_layers(sp) if sp is not None else None
+        t = ctx.text if text else None
+        model = TSModel(audio=(audio_src.num_layers, audio_src.dim) if audio_src is not None else None,
+                        text=(t.num_layers, t.dim) if t else None, cfg=cfg, speech=sp, lam=lam, speech_layers=layers,
+                        speech_top=top)
+        model.lr_scale = ctx.cfg.train.encoder_lr_scale
+        if audio_src is not None and sp is None:
+            model.audio.norm.set(*ctx.feature_stats(audio_src))
+        if text:
+            model.text.norm.set(*ctx.feature_stats(ctx.text))
+        if sp is None:
+            return model, audio_src
+        # the fine-tuned layers read the state below them frame by frame (unless data.pool_finetuned)
+        below = ctx.features(ctx.cfg.data.audio_encoder, [sp.num_hidden_states - 1 - top],
+                             pooled=ctx.cfg.data.pool_finetuned) if top else "wave"
+        return model, below
+
+    def data(split: str, *, audio_src=None, text: bool = False, extras: dict | None = None):
+        wave = isinstance(audio_src, str)
+        return ctx.dataset(split, audio=False if wave else (audio_src or False), text=text, wave=wave, extras=extras)
+
+    def tuned(model: TSModel) -> dict:
+        """What a fine-tuned row's bundle needs to rebuild its encoder."""
+        return {"speech_model": ctx.cfg.data.audio_encoder,
+                "options": {"speech_layers": layers, "speech_top": model.speech_top}}
+
+    plain = {"audio": (ctx.audio, False), "text": (None, True), "multimodal": (teacher_src, True)}
+    trained: dict[str, TSModel] = {}
+    for row in [r for r in ROWS if r in plain and r in cfg.rows]:
+        a, t = plain[row]
+        model, _ = build(row, audio_src=a, text=t)
+        model = ctx.fit(model, row, data("train", audio_src=a, text=t), data("valid", audio_src=a, text=t))
+        trained[row] = model
+        results.append(ctx.row(row, [m for m, use in (("audio", a is not None), ("text", t)) if use], model,
+                               ctx.predict(model, lambda s, a=a, t=t: data(s, audio_src=a, text=t))))
+    can_finetune = finetuning and not why_not
+    if "audio_ft" in cfg.rows:
+        if not can_finetune:
+            results.append(ctx.skipped_row("audio_ft", ("audio",), why_not))
+        else:
+            model, src = build("audio_ft", audio_src=ctx.audio, finetune=True)
+            model = ctx.fit(model, "audio_ft", data("train", audio_src=src), data("valid", audio_src=src))
+            results.append(ctx.row("audio_ft", ("audio",), model,
+                                   ctx.predict(model, lambda s: data(s, audio_src=src)), **tuned(model)))
+    students = [r for r in ("ts", "cts") if r in cfg.rows]
+    if students and cfg.student_finetune and not can_finetune:
+        # the paper's students fine-tune: trained on frozen features instead, they would be other models
+        # under the same names
+        for row in students:
+            results.append(ctx.skipped_row(row, ("audio",), f"the students fine-tune the speech encoder "
+                                           f"(model.student_finetune), which cannot be had here: {why_not}"))
+        students = []
+    if students:
+        teacher = trained["multimodal"]
+        emb, pred = {}, {}
+        for split in ("train", "valid"):  # utterances without a transcript have no teacher embedding
+            ids, e, p = _embed(ctx, teacher, data(split, audio_src=teacher_src, text=True))
+            emb.update(zip(ids, e))
+            pred.update(zip(ids, p))
+        train_ids = [u for u in ctx.ids("train") if u in pred]
+        p = np.stack([pred[u] for u in train_ids])
+        y = np.stack([ctx.labels.dims[u] for u in train_ids])
+        keep, fit = residual_mask(p, y, cfg.residual_sigmas)
+        teacher_train = {}
+        for j, d in enumerate(DIMENSIONS):
+            if np.isfinite(y[:, j]).sum() > 1:
+                teacher_train[f"ccc_{d}"] = ccc(y[:, j], p[:, j])
+                teacher_train[f"pearson_{d}"] = pearson(y[:, j], p[:, j])
+        kept = dict(zip(train_ids, keep))
+        info = {"discarded_share": float(1 - keep.mean()), "dropped_by_dim": fit["dropped_by_dim"],
+                "teacher_train": teacher_train}
+        finetune = cfg.student_finetune and can_finetune
+        none = np.zeros(cfg.embedding, dtype=np.float32)
+        for row in students:
+            # the L2 term needs the teacher's embedding: utterances without one (no transcript) keep
+            # only the CCC term; the conditional student also leaves out the badly fitted ones
+            keep = (lambda u: np.float32(u in emb and kept.get(u, True))) if row == "cts" else \
+                (lambda u: np.float32(u in emb))
+            extras = {"teacher_emb": lambda u: emb.get(u, none).astype(np.float32), "ts_keep": keep}
+            model, src = build(row, audio_src=ctx.audio, finetune=finetune, lam=cfg.lam)
+            # the student starts from the teacher's prediction layer, so an embedding that matches
+            # e_AT also predicts what the teacher predicts; L_EMO keeps training it
+            model.predict.load_state_dict(teacher.predict.state_dict())
+            model = ctx.fit(model, row, data("train", audio_src=src, extras=extras),
+                            data("valid", audio_src=src, extras=extras))
+            # at test time the student is audio-only: no teacher, no transcript
+            results.append(ctx.row(row, ("audio",), model, ctx.predict(model, lambda s: data(s, audio_src=src)),
+                                   info={**(info if row == "cts" else {"discarded_share": 0.0}),
+                                         "finetuned": bool(finetune)},
+                                   **(tuned(model) if finetune else {})))
+    return results
