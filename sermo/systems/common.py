@@ -1,4 +1,5 @@
-"""Helpers several systems share: combining rows' predictions (score fusion), probabilities."""
+"""Helpers several systems share: combining rows' predictions (score fusion), probabilities, the
+deviations they have in common."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ from typing import Callable
 
 import numpy as np
 
-from sermo.systems.api import Predictions
+from sermo.systems.api import Deviation, Predictions
+
+FINETUNED_AUDIO_CAP = Deviation(
+    "Fine-tuned rows read at most the first 20 s of an utterance (training and test); frozen rows up to 60 s "
+    "(data.max_frames).", "The papers are silent; a fine-tuned encoder's memory grows with the audio and a few "
+    "IEMOCAP utterances run to 34 s.", "A small share of IEMOCAP's utterances is cut for the fine-tuned rows only; "
+    "MSP-Podcast's segments are all shorter.", corpora=("iemocap",))
+"""A deviation of every system that fine-tunes a speech encoder on waveforms."""
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

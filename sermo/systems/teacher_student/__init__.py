@@ -18,6 +18,7 @@ import numpy as np
 from sermo.data.spec import ModelSpec
 from sermo.evaluation.metrics import DIMENSIONS
 from sermo.systems.api import Deviation, FeatureUse, SystemDef, recipe_features, register
+from sermo.systems.common import FINETUNED_AUDIO_CAP
 from sermo.systems.teacher_student.model import (ROWS, Branch, TeacherStudentConfig, TSModel, residual_mask,
                                                  student_l2)
 from sermo.systems.teacher_student.run import run_fold
@@ -97,10 +98,7 @@ DEVIATIONS = (
               "Applies to ts and cts alike: the comparison with the audio row is unaffected in kind."),
     Deviation("lambda is the paper's chosen 30, not tuned per fold.",
               "The paper tuned lambda on validation and reports 30 (insensitive in 3-50).", "None expected."),
-    Deviation("Fine-tuned rows read at most the first 20 s of an utterance (training and test); frozen rows "
-              "up to 60 s (data.max_frames).", "The papers are silent; a fine-tuned encoder's memory grows with the "
-              "audio and a few IEMOCAP utterances run to 34 s.", "A small share of IEMOCAP's utterances is cut for "
-              "the fine-tuned rows only; MSP-Podcast's segments are all shorter.", corpora=("iemocap",)),
+    FINETUNED_AUDIO_CAP,
     Deviation("The L2 term of Eq. 6 is averaged over the utterances it keeps in a batch, not over the whole "
               "batch.", "Eq. 6-7 do not say; over the kept ones a batch's weight does not shrink with the share the "
               "conditional student leaves out.", "cT/S's L2 term weighs about 1/(1 - 0.127) = 1.15 times T/S's at "
