@@ -16,6 +16,14 @@ FINETUNED_AUDIO_CAP = Deviation(
     "MSP-Podcast's segments are all shorter.", corpora=("iemocap",))
 """A deviation of every system that fine-tunes a speech encoder on waveforms."""
 
+FINETUNED_MASKING = Deviation(
+    "A fine-tuned HuBERT / wav2vec 2.0 encoder trains with its checkpoint's own time masking (mask_time_prob, "
+    "SpecAugment-style) and dropout, as Hugging Face fine-tuning does; frozen encoders and every prediction run "
+    "without them.", "The papers fine-tune these checkpoints without saying whether they kept the masking; it is "
+    "the checkpoints' published fine-tuning setting.", "Fine-tuned rows are regularised a little more than a bare "
+    "fine-tune; frozen rows are unaffected.")
+"""Paired with :data:`FINETUNED_AUDIO_CAP` wherever a speech encoder is fine-tuned."""
+
 
 def softmax(x: np.ndarray) -> np.ndarray:
     """Row-wise softmax of ``(n, C)`` scores."""

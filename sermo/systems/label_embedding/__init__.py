@@ -23,7 +23,7 @@ way the utterance's own tokens are pooled apart from the context's.
 from __future__ import annotations
 
 from sermo.systems.api import Deviation, FeatureUse, SystemDef, recipe_features, register
-from sermo.systems.common import FINETUNED_AUDIO_CAP
+from sermo.systems.common import FINETUNED_AUDIO_CAP, FINETUNED_MASKING
 from sermo.systems.label_embedding.config import ROWS, LabelEmbeddingConfig
 from sermo.systems.label_embedding.model import build_model
 from sermo.systems.label_embedding.report import finish
@@ -81,6 +81,7 @@ DEVIATIONS = (
               "W's gradient at the paper's lengths is above 1e-2 of L_m's, and training with it brings A_r to "
               "A_l); the temperature is ours, not the paper's."),
     FINETUNED_AUDIO_CAP,
+    FINETUNED_MASKING,
     Deviation("Label embeddings of another width than the encoder's output (the quantizer's 768-d codevectors "
               "beside wav2vec 2.0 Large's 1024; B4's BERT vectors in the speech rows) enter its space through a "
               "trainable linear map that starts at random.", "The paper's Base encoder is 768-d and the paper "

@@ -18,7 +18,7 @@ import numpy as np
 from sermo.data.spec import ModelSpec
 from sermo.evaluation.metrics import DIMENSIONS
 from sermo.systems.api import Deviation, FeatureUse, SystemDef, recipe_features, register
-from sermo.systems.common import FINETUNED_AUDIO_CAP
+from sermo.systems.common import FINETUNED_AUDIO_CAP, FINETUNED_MASKING
 from sermo.systems.teacher_student.model import (ROWS, Branch, TeacherStudentConfig, TSModel, residual_mask,
                                                  student_l2)
 from sermo.systems.teacher_student.run import run_fold
@@ -99,6 +99,7 @@ DEVIATIONS = (
     Deviation("lambda is the paper's chosen 30, not tuned per fold.",
               "The paper tuned lambda on validation and reports 30 (insensitive in 3-50).", "None expected."),
     FINETUNED_AUDIO_CAP,
+    FINETUNED_MASKING,
     Deviation("The L2 term of Eq. 6 is averaged over the utterances it keeps in a batch, not over the whole "
               "batch.", "Eq. 6-7 do not say; over the kept ones a batch's weight does not shrink with the share the "
               "conditional student leaves out.", "cT/S's L2 term weighs about 1/(1 - 0.127) = 1.15 times T/S's at "
