@@ -19,6 +19,7 @@ This module is the only one that writes or reads a bundle: the engine fills a
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -179,6 +180,28 @@ def read_bundle(folder: str | Path) -> tuple[BundleConfig, dict]:
         raise BundleError(f"{folder}: unreadable bundle ({exc})") from None
     try:
         config = BundleConfig.from_dict(raw)
+        check_names(config)
     except BundleError as exc:
-        raise BundleError(f"{folder}: {exc}") from None
+        raise BundleError(f"{folder / 'config.json'}: {exc}") from None
     return replace(config, spec=_resolve_encoders(folder, config.spec)), weights
+
+
+# what a bundle may name its classes, system and row: shown to users (the page, tables), so
+# plain text only, never markup or control characters
+_CLASS_NAME = re.compile(r"[^\x00-\x1f\x7f<>`]{1,64}")
+_ROW_NAME = re.compile(r"[\w@.+/-]{1,200}")
+
+
+def check_names(config: "BundleConfig") -> None:
+    """Raise :class:`BundleError` when a class, system or row name of a bundle is not plain text
+    (a tampered config.json could otherwise put markup in front of every user of its page)."""
+    classes = config.label_space.get("classes") if isinstance(config.label_space, dict) else None
+    if not isinstance(classes, list) or not classes:
+        raise BundleError("label_space.classes must be a non-empty list of class names")
+    for i, c in enumerate(classes):
+        if not isinstance(c, str) or not _CLASS_NAME.fullmatch(c):
+            raise BundleError(f"label_space.classes[{i}] = {str(c)[:80]!r} is not a class name (1-64 characters, "
+                              "no markup or control characters); the bundle was made elsewhere or edited")
+    for what, value in (("system", config.system), ("row", config.row)):
+        if not isinstance(value, str) or not _ROW_NAME.fullmatch(value):
+            raise BundleError(f"{what} = {str(value)[:80]!r} is not a name sermo writes (letters, digits, _ @ . + / -)")

@@ -109,6 +109,27 @@ def test_tampered_bundles_execute_nothing(baselines_run, tmp_path):
         Predictor.from_pretrained(tmp_path)
 
 
+def test_a_bundle_whose_names_hold_markup_is_refused_when_it_loads(baselines_run, tmp_path):
+    # a class name is shown on the web page and in tables: a tampered config.json must not put
+    # markup there (reliability review S15)
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(baselines_run / "bundles" / "audio", bundle)
+    config = json.loads((bundle / "config.json").read_text())
+    evil = '<img src=x onerror="document.title=1">'
+    config["label_space"]["classes"][3] = evil
+    config["label_space"]["mapping"] = {k: (evil if v == "sad" else v) for k, v in config["label_space"]["mapping"].items()}
+    (bundle / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError, match=r"config.json: label_space.classes\[3\].*not a class name"):
+        Predictor.from_pretrained(bundle)
+    config["label_space"]["classes"][3] = "sad"
+    config["row"] = "audio<script>"
+    (bundle / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError, match="row = "):
+        Predictor.from_pretrained(bundle)
+
+
 def test_long_recording_is_segmented(baselines_run, iemocap_synth, tmp_path):
     manifest = prepare("iemocap", iemocap_synth).df
     parts = []

@@ -118,6 +118,40 @@ def test_web_page_shows_a_prediction_in_headless_chromium(server, wav):
         browser.quit()
 
 
+def test_the_page_shows_markup_in_class_names_as_text_and_runs_no_inline_script(baselines_run, wav):
+    # reliability review S15: class names reach the page; were one markup, it must show as text.
+    # The loader refuses such a bundle, so the names are put in after loading, as a bundle that
+    # slipped past it would have them
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from sermo.data.labels import LabelSpace
+
+    predictor = Predictor.from_pretrained(baselines_run / "bundles" / "audio")
+    evil = '<img src=x onerror="document.title=\'XSS\'">'
+    classes = list(predictor.space.classes)
+    classes[3] = evil
+    predictor.space = LabelSpace("evil", tuple(classes), {c: c for c in classes})
+    with serve_in_background(create_app(predictor)) as url:
+        page = httpx.get(url + "/")
+        policy = page.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+        assert "<script>" not in page.text and httpx.get(url + "/app.js").status_code == 200
+        browser = _browser()
+        try:
+            browser.get(url + "/")
+            WebDriverWait(browser, 20).until(EC.text_to_be_present_in_element((By.ID, "model"), "baselines"))
+            browser.find_element(By.ID, "file").send_keys(str(wav.resolve()))
+            browser.find_element(By.ID, "send").click()
+            WebDriverWait(browser, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#cats .bar")))
+            names = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#cats .bar span")]
+            assert evil in names and browser.title != "XSS"
+            assert not browser.find_elements(By.CSS_SELECTOR, "#cats img")
+        finally:
+            browser.quit()
+
+
 def test_a_chunked_oversize_upload_is_refused_before_it_lands_on_disk(baselines_run, monkeypatch):
     """No length header: the body is counted as it arrives; past the limit (1 MB here) the request
     gets 413 and the rest is never read, so nothing near its 6 MB is written anywhere."""
