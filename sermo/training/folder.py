@@ -16,6 +16,9 @@ from sermo.data.manifest import Manifest
 # where a run trains, not what it computes: these may change between an interrupted run and its resumption
 WHERE_KEYS = ("train.devices", "train.num_nodes", "train.accelerator", "train.strategy")
 RECORD = "made_with.json"
+# what sermo writes at the top of a run folder, beside one folder per fold (protocol.json names them)
+RUN_ENTRIES = (RECORD, "config.yaml", "protocol.json", "PLAN.md", "results.json", "REPORT.md", "plots", "predictions",
+               "bundles")
 
 
 class RunFolderChanged(RunError):
@@ -67,13 +70,21 @@ def check_run_folder(out: Path, record: dict, *, fresh: bool = False) -> None:
     elif (out / "config.yaml").is_file():  # made before made_with.json existed: its config is what we know
         try:
             old_cfg = yaml.safe_load((out / "config.yaml").read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise RunError(f"{out / 'config.yaml'}: damaged ({exc}); pass --fresh to start the run over") from None
-        flat = _flatten({k: v for k, v in old_cfg.items() if k != "description"})
-        old = {"settings": {k: v for k, v in flat.items() if k not in WHERE_KEYS}}
+        except yaml.YAMLError:
+            old_cfg = None
+        if _is_run_config(old_cfg):
+            flat = _flatten({k: v for k, v in old_cfg.items() if k != "description"})
+            old = {"settings": {k: v for k, v in flat.items() if k not in WHERE_KEYS}}
+    foreign = foreign_entries(out)
+    if old is None:  # a folder sermo did not make: never write into it, never empty it
+        shown = ", ".join(p.name for p in foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise RunError(f"--out {out} holds files sermo did not write ({shown}); give a new or empty folder for the run")
     if fresh:
-        if old is None:
-            raise RunError(f"--fresh would empty {out}, which is not a sermo run folder; choose another --out")
+        if foreign:  # only what sermo wrote goes; a user's files beside it stay, and so does the run
+            shown = ", ".join(p.name for p in foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
+                                                               else "")
+            raise RunError(f"--fresh would delete {shown} in {out}, which sermo did not write; move them out of the "
+                           "run folder, or choose another --out")
         for child in out.iterdir():
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         return
@@ -85,6 +96,27 @@ def check_run_folder(out: Path, record: dict, *, fresh: bool = False) -> None:
         raise RunFolderChanged(f"{out} was made with other settings ({shown}): its finished folds would mix with "
                                "this run's. Rerun with the same settings to resume it, choose another --out, or "
                                "pass --fresh to start it over")
+
+
+def _is_run_config(cfg) -> bool:
+    """Whether a config.yaml is one sermo wrote (its data, train and model sections)."""
+    return isinstance(cfg, dict) and all(isinstance(cfg.get(k), dict) for k in ("data", "train", "model"))
+
+
+def foreign_entries(out: Path) -> list[Path]:
+    """What a run folder holds that sermo did not write: anything but its own files and one
+    folder per fold of its protocol (atomic writes' temporary files count as its own)."""
+    folds: set[str] = set()
+    try:
+        folds = {f["name"] for f in json.loads((out / "protocol.json").read_text()).get("folds", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    own = set(RUN_ENTRIES) | folds
+    return sorted(p for p in out.iterdir() if p.name not in own and not _temporary(p.name))
+
+
+def _temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 def _changes(old: dict, new: dict) -> list[str]:

@@ -78,9 +78,28 @@ def test_fresh_never_empties_a_folder_sermo_did_not_make(small, store, tmp_path)
     mine = tmp_path / "thesis"
     mine.mkdir()
     (mine / "chapter1.tex").write_text("precious")
-    with pytest.raises(Exception, match="not a sermo run folder"):
+    with pytest.raises(Exception, match="sermo did not write"):
         run(small, store, mine, fresh=True)
     assert (mine / "chapter1.tex").read_text() == "precious"
+    with pytest.raises(Exception, match=r"holds files sermo did not write \(chapter1.tex\)"):
+        run(small, store, mine)  # nor does a run write into it (reliability review N5e)
+    # a project folder whose config.yaml is the user's, not a run's (N5d)
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "config.yaml").write_text("name: my-project\n")
+    (project / "src" / "main.py").write_text("print(1)")
+    for fresh in (False, True):
+        with pytest.raises(Exception, match="sermo did not write"):
+            run(small, store, project, fresh=fresh)
+    assert (project / "src" / "main.py").is_file() and (project / "config.yaml").read_text() == "name: my-project\n"
+    # a user's file put into a real run folder survives --fresh: it is refused, naming the file
+    out = run(small, store, tmp_path / "run")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(Exception, match=r"--fresh would delete notes.txt"):
+        run(small, store, out, fresh=True)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "results.json").is_file()
+    (out / "notes.txt").unlink()
+    assert (run(small, store, out, fresh=True) / "results.json").is_file()
     (tmp_path / "file").write_text("x")
     with pytest.raises(Exception, match="is a file"):
         run(small, store, tmp_path / "file")
