@@ -204,7 +204,7 @@ def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str
     if pics:
         out.append("\n## Plots\n\n" + "".join(f"- [{p.name}](plots/{p.name})\n" for p in pics))
     session = results.get("seconds_this_session")
-    resumed = session is not None and session < results.get("seconds", 0) - 0.5
+    resumed = bool(results.get("seconds_earlier"))
     out.append(f"\nRun time: {results.get('seconds', 0):.0f} s"
                + (f" ({session:.0f} s in the session that finished it; folds finished by earlier sessions count "
                   "their own time)" if resumed else "") + ".\n")

@@ -231,6 +231,7 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
         results["transcripts"] = prep.transcripts
     # a resumed run's time: this session's, plus what the folds an earlier session finished took
     results["seconds_this_session"] = round(time.time() - t0, 1)
+    results["seconds_earlier"] = round(earlier, 1)
     results["seconds"] = round(results["seconds_this_session"] + earlier, 1)
     write_text_atomic(out / "results.json", json.dumps(results, indent=1))
     from sermo.evaluation.report import run_report

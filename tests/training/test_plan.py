@@ -89,10 +89,10 @@ def test_reference_sized_iemocap_plans_every_paper_profile_within_64_gb(tmp_path
     monkeypatch.setattr(plan_mod, "free_space", lambda root: int(BUDGET))
     hier = plan_system("hierarchical", [("iemocap", path)], profile="paper")
     (entry,) = hier.entries
-    # every hidden state of HuBERT large over the 6.8 h of the five classes the paper keeps
-    # would be ~63 GB: computed live instead
-    assert entry.utterances == 5533 and entry.hours == pytest.approx(6.78, abs=0.01)
-    assert entry.shape == (25, 1024) and entry.bytes > 60e9 and entry.mode == "live" and hier.fits()
+    # every hidden state of HuBERT large over the 5.5 h of the five classes the paper keeps (excited
+    # is not happy there): ~51 GB, which the disk's 64 GB holds
+    assert entry.utterances == 4492 and entry.hours == pytest.approx(5.50, abs=0.01)
+    assert entry.shape == (25, 1024) and entry.bytes > 50e9 and entry.mode == "stored" and hier.fits()
     ts = plan_system("teacher_student", [("iemocap", path)], profile="paper")
     assert all(e.mode == "stored" for e in ts.entries) and ts.stored_bytes < 5e9
 
