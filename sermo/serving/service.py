@@ -18,7 +18,10 @@ Every limit bounds what it costs:
   server path).
 
 Predictions run one at a time behind a lock (ASR engines are not thread-safe); requests
-themselves are served concurrently.
+themselves are served concurrently, on at most ``CONNECTIONS`` connections at once (more get
+503). A connection must send a request's headers within ``HEADER_TIMEOUT`` seconds of opening
+(or of its previous response) and an idle keep-alive one closes after ``KEEP_ALIVE`` seconds, so
+silent or slow clients cannot hold the connections others need.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pathlib import Path
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import HTMLResponse, Response
 
+CONNECTIONS, HEADER_TIMEOUT, KEEP_ALIVE = 64, 10.0, 5.0
 ACCEPTED_TYPES = ("audio/", "application/octet-stream", "video/webm", "video/ogg")
 # the page runs only its own script file: no inline script, nothing from elsewhere
 PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -183,8 +187,63 @@ def create_app(predictor, *, max_upload_mb: float = 20.0, max_seconds: float = 6
     return app
 
 
+def guarded_h11(header_timeout: float):
+    """uvicorn's HTTP/1.1 protocol, closing a connection that has not sent a whole request head
+    ``header_timeout`` seconds after it opened or after its last response (uvicorn times out only
+    idle connections that have already had a response: a silent or trickling client otherwise
+    holds its connection, and 64 of them shut everyone else out)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        _head_timer = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._head_timer = self.loop.call_later(header_timeout, self._head_expired)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_expired(self) -> None:
+            self._head_timer = None
+            waiting = self.cycle is None or self.cycle.response_complete
+            if waiting and not self.transport.is_closing():
+                self.transport.close()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._disarm()  # a request's head arrived; its body has the app's own timeout
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc):
+            self._disarm()
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
+
+
+def server_config(app, host: str, port: int, *, header_timeout: float = HEADER_TIMEOUT):
+    """The uvicorn configuration sermo serves with (the limits in the module's docstring)."""
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", http=guarded_h11(header_timeout),
+                          timeout_keep_alive=KEEP_ALIVE, limit_concurrency=CONNECTIONS,
+                          timeout_graceful_shutdown=10)
+
+
 @contextlib.contextmanager
-def serve_in_background(app, host: str = "127.0.0.1"):
+def serve_in_background(app, host: str = "127.0.0.1", *, header_timeout: float = HEADER_TIMEOUT):
     """Run ``app`` with uvicorn on a free port in a thread; yields its base URL, stops on exit
     (benchmarks and tests talk to it over real HTTP)."""
     import socket
@@ -195,7 +254,7 @@ def serve_in_background(app, host: str = "127.0.0.1"):
     with socket.socket() as s:
         s.bind((host, 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(app, host, port, header_timeout=header_timeout))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -233,10 +292,12 @@ def serve(bundle: str, *, host: str = "127.0.0.1", port: int = 8000, max_upload_
                          "Pass --port") from None
     app = create_app(Predictor.from_pretrained(bundle, accelerator=accelerator), max_upload_mb=max_upload_mb,
                      max_seconds=max_seconds)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_keep_alive=5,
-                            limit_concurrency=64, timeout_graceful_shutdown=10)
-    server = uvicorn.Server(config)
-    print(f"sermo: serving {bundle} on http://{host}:{port}/ (API schema at /docs)", flush=True)
+    server = uvicorn.Server(server_config(app, host, port))
+    print(f"sermo: serving {bundle} on http://{host}:{port}/ (API schema at /docs; at most {CONNECTIONS} "
+          "connections at once)", flush=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"sermo: warning: {host} is reachable from other machines; the service has no authentication "
+              "or TLS: put it behind a proxy that has them, or serve on 127.0.0.1", flush=True)
     server.run()
     if not server.started:
         raise ServeError(f"the service could not start on {host}:{port}; see the messages above")

@@ -152,6 +152,39 @@ def test_the_page_shows_markup_in_class_names_as_text_and_runs_no_inline_script(
             browser.quit()
 
 
+def test_silent_and_trickling_connections_cannot_lock_others_out(baselines_run):
+    # reliability review S6b: 64 connections that never send a request held every other client at
+    # 503 for as long as they stayed open; now each must send a request head within the timeout
+    import socket
+    import time
+
+    from sermo.serving.service import CONNECTIONS
+
+    app = create_app(Predictor.from_pretrained(baselines_run / "bundles" / "audio"))
+    with serve_in_background(app, header_timeout=1.0) as url:
+        host, port = url.split("//")[1].split(":")
+        idle = [socket.create_connection((host, int(port))) for _ in range(CONNECTIONS)]
+        trickle = socket.create_connection((host, int(port)))
+        try:
+            trickle.sendall(b"GET /health HTTP/1.1\r\n")
+            time.sleep(0.3)
+            assert httpx.get(url + "/health", timeout=5).status_code == 503  # the limit holds meanwhile
+            for _ in range(3):  # a header line every 0.5 s never completes the head
+                time.sleep(0.5)
+                try:
+                    trickle.sendall(b"X-Slow: 1\r\n")
+                except OSError:
+                    break
+            time.sleep(0.5)
+            assert httpx.get(url + "/health", timeout=5).status_code == 200  # the silent ones were closed
+            for s in idle[:3] + [trickle]:
+                s.settimeout(2)
+                assert s.recv(1) == b""  # closed by the server
+        finally:
+            for s in idle + [trickle]:
+                s.close()
+
+
 def test_a_chunked_oversize_upload_is_refused_before_it_lands_on_disk(baselines_run, monkeypatch):
     """No length header: the body is counted as it arrives; past the limit (1 MB here) the request
     gets 413 and the rest is never read, so nothing near its 6 MB is written anywhere."""

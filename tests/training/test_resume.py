@@ -188,3 +188,56 @@ def test_a_same_size_corrupted_store_entry_is_recomputed_before_training(small, 
     out = run(small, store, tmp_path / "second")
     assert store.verify(identity, key)
     assert json.loads((out / "results.json").read_text())["rows"][0]["mean"]
+
+
+KILLABLE = """
+import sys, time
+from sermo.training.task import SystemTask
+original = SystemTask.on_train_epoch_end
+def slow(self):  # time to be killed between and inside epochs
+    time.sleep(0.4)
+    return original(self)
+SystemTask.on_train_epoch_end = slow
+from sermo.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_run_killed_with_sigkill_mid_training_resumes_to_the_same_metrics(small, store, tmp_path):
+    # reliability review S26: a real kill -9 (no exception handler, no flush), then the same command
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    quick = [o for o in QUICK if not o.startswith("train.epochs")] + ["train.epochs=8"]
+    clean = run(small, store, tmp_path / "clean", quick)
+    out = tmp_path / "killed"
+    argv = ["run", "baselines", "--corpus", f"iemocap={small}", "--folds", "1", "--out", str(out), "--store",
+            str(store.root), "--quiet"] + [a for o in quick for a in ("--set", o)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    metrics, deadline = out / "fold1" / "audio" / "metrics.csv", time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                validated = pd.read_csv(metrics)["val_loss"].notna().sum()
+            except (OSError, KeyError, pd.errors.EmptyDataError, pd.errors.ParserError):
+                validated = 0
+            if validated >= 3:
+                time.sleep(0.5)  # into the next epoch
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (out / "fold1" / "audio" / "DONE").exists() and (out / "fold1" / "audio" / "last.ckpt").is_file()
+    resumed = run(small, store, out, quick)
+    a = json.loads((clean / "results.json").read_text())["rows"][0]
+    b = json.loads((resumed / "results.json").read_text())["rows"][0]
+    assert a["mean"] == b["mean"]
+    done = [json.loads((r / "fold1" / "audio" / "DONE").read_text()) for r in (clean, resumed)]
+    assert done[0] == done[1]
