@@ -95,7 +95,12 @@ class Predictor:
         try:
             sysdef = get_system(config.system)
             model_cfg = build(sysdef.config_cls, config.model, f"{where}: model")
+            # the model the config describes is laid out without memory first: a config edited to a
+            # width of 10^9 is refused before anything that size is allocated
+            check_shapes(lambda: sysdef.build_model(config.row, model_cfg, config.spec), weights, where)
             self.model = sysdef.build_model(config.row, model_cfg, config.spec)
+        except BundleError:
+            raise
         except (KeyError, ValueError) as exc:
             raise BundleError(f"{where}: the config does not describe a model sermo can build ({exc})") from exc
         try:
@@ -382,3 +387,26 @@ def audio_files(inputs: list[str]) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+def check_shapes(make, weights: dict, where: str) -> None:
+    """Build the model ``make()`` describes on the meta device (shapes, no memory) and raise
+    :class:`BundleError` when its tensors are not the bundle's weights: another shape, or
+    tensors the weights do not have. A model whose construction needs real tensors (a
+    fine-tuned encoder read from its checkpoint) is checked after it is built instead."""
+    try:
+        with torch.device("meta"):
+            planned = make()
+    except (KeyError, ValueError):
+        raise
+    except Exception:  # noqa: BLE001 - construction that cannot run on meta tensors
+        return
+    state = planned.state_dict()
+    for name, tensor in state.items():
+        if name not in weights:
+            raise BundleError(f"{where}: the config describes a tensor {name} the weights do not have; was the "
+                              "bundle edited?")
+        if tuple(tensor.shape) != tuple(weights[name].shape):
+            raise BundleError(f"{where}: the weights do not fit the model its config describes ({name}: shape "
+                              f"{tuple(weights[name].shape)} in the weights, {tuple(tensor.shape)} in the config's "
+                              "model); was the bundle edited?")

@@ -130,6 +130,29 @@ def test_a_bundle_whose_names_hold_markup_is_refused_when_it_loads(baselines_run
         Predictor.from_pretrained(bundle)
 
 
+def test_a_config_edited_to_a_huge_model_is_refused_before_it_is_allocated(baselines_run, tmp_path):
+    # reliability review S17b: a width of 2 x 10^8 in a 2 KB config.json drove predict to 8 GB
+    import resource
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(baselines_run / "bundles" / "audio", bundle)
+    original = json.loads((bundle / "config.json").read_text())
+    for path, value in ((("spec", "inputs", "audio", "dim"), 200_000_000), (("model", "hidden"), 10**9),
+                        (("spec", "num_classes"), 10**9)):
+        config = json.loads(json.dumps(original))
+        node = config
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        (bundle / "config.json").write_text(json.dumps(config))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with pytest.raises(BundleError, match="do not fit|does not describe"):
+            Predictor.from_pretrained(bundle)
+        grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+        assert grown_mb < 500, f"{path}: the peak memory grew {grown_mb:.0f} MB before the refusal"
+
+
 def test_long_recording_is_segmented(baselines_run, iemocap_synth, tmp_path):
     manifest = prepare("iemocap", iemocap_synth).df
     parts = []
