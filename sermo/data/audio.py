@@ -7,6 +7,7 @@ same clear error everywhere: an :class:`AudioError` that names the file and the 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,9 +111,14 @@ def load_audio(
                 last = total
             if max_seconds is not None and (last - first) / sr > max_seconds:
                 raise AudioTooLong(p, f"{(last - first) / sr:.1f} s of audio is over the limit of {max_seconds:g} s")
+            raw_cap = None if max_seconds is None else int(max_seconds * RAW_PER_SECOND)
+            if raw_cap is not None and (last - first) * f.channels > raw_cap:
+                raise AudioTooLong(p, f"{sr:,} Hz x {f.channels} channels: {(last - first) * f.channels / 1e6:.0f} M "
+                                      f"samples to decode, over the {raw_cap / 1e6:.0f} M that {max_seconds:g} s of "
+                                      "96 kHz stereo would be; resample it (16-48 kHz, mono or stereo)")
             f.seek(first)
             cap = None if max_seconds is None else int(max_seconds * sample_rate) + sample_rate // 10
-            out = _decode(f, p, max(last - first, 0), sample_rate, cap, max_seconds)
+            out = _decode(f, p, max(last - first, 0), sample_rate, cap, max_seconds, raw_cap)
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
@@ -123,6 +129,15 @@ def load_audio(
 BLOCK_SAMPLES = 1 << 20
 """Samples (frames x channels) decoded at a time: 4 MB of float32, whatever the file."""
 
+CLIP_LIMIT = 2.0
+"""Float samples beyond this magnitude are an error (audio in another scale); between 1 and it
+they are clipped to [-1, 1] with a warning."""
+
+RAW_PER_SECOND = 96_000 * 2
+"""Under a ``max_seconds`` limit, the samples (frames x channels) a file may hold per second of
+that limit: 96 kHz stereo. Decoding costs what the file holds, not what it resamples to: a small
+FLAC of silence at 655 kHz x 8 channels would otherwise cost seconds of CPU within the limit."""
+
 
 def _blocks(f, p: Path, frames: int | None, to_rate: int, block: int):
     """Mono float32 blocks at ``to_rate`` of ``frames`` frames (``None``: to the end) of the open
@@ -131,6 +146,7 @@ def _blocks(f, p: Path, frames: int | None, to_rate: int, block: int):
     rate = int(f.samplerate)
     stream = soxr.ResampleStream(rate, to_rate, 1, dtype="float32", quality="HQ") if rate != to_rate else None
     read = produced = 0
+    clipped = False
     while True:
         want = block if frames is None else min(block, frames - read)
         x = f.read(frames=want, dtype="float32", always_2d=True) if want > 0 else np.zeros((0, 1), "float32")
@@ -138,6 +154,15 @@ def _blocks(f, p: Path, frames: int | None, to_rate: int, block: int):
         last = len(x) < block or (frames is not None and read >= frames)
         if len(x) and not np.isfinite(x).all():
             raise AudioError(p, "contains NaN or infinite samples")
+        peak = float(np.abs(x).max()) if len(x) else 0.0
+        if peak > CLIP_LIMIT:  # float samples in another scale (int16's) would be scored as a scream
+            raise AudioError(p, f"holds samples up to {peak:.5g}, far outside [-1, 1]: float audio written in another "
+                                "scale (int16's is 32768); rescale it to [-1, 1] or save it as PCM")
+        if peak > 1.0 + 1e-4:
+            if not clipped:
+                warnings.warn(f"{p}: samples up to {peak:.3g} lie outside [-1, 1]; clipped to it", stacklevel=3)
+                clipped = True
+            np.clip(x, -1.0, 1.0, out=x)
         mono = x.mean(axis=1)  # a new array: the block itself is freed before it is resampled
         del x
         y = stream.resample_chunk(mono, last=last) if stream is not None else mono
@@ -152,15 +177,21 @@ def _blocks(f, p: Path, frames: int | None, to_rate: int, block: int):
         raise AudioError(p, f"has no samples at {to_rate} Hz ({read} sample(s) at {rate} Hz)")
 
 
-def _decode(f, p: Path, frames: int, to_rate: int, cap: int | None, max_seconds: float | None) -> np.ndarray:
+def _decode(f, p: Path, frames: int, to_rate: int, cap: int | None, max_seconds: float | None,
+            raw_cap: int | None = None) -> np.ndarray:
     """``frames`` frames of the open file ``f`` from its position, mono at ``to_rate``, block by block."""
     chunks: list[np.ndarray] = []
     produced = 0
-    for y in _blocks(f, p, frames, to_rate, max(1, BLOCK_SAMPLES // max(1, f.channels))):
+    block = max(1, BLOCK_SAMPLES // max(1, f.channels))
+    decoded_cap = None if raw_cap is None else raw_cap // max(1, f.channels) + block
+    for y in _blocks(f, p, frames, to_rate, block):
         chunks.append(y.copy())  # resampler output may be a view of its internal buffer
         produced += len(y)
         if cap is not None and produced > cap:
             raise AudioTooLong(p, f"holds more than the limit of {max_seconds:g} s of audio (its header says less)")
+        if decoded_cap is not None and produced * f.samplerate / to_rate > decoded_cap:
+            raise AudioTooLong(p, f"holds more samples than the limit of {max_seconds:g} s allows (its header says "
+                                  "less)")
     return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
 
 
@@ -209,6 +240,13 @@ def prepare_waveform(samples: np.ndarray, sample_rate: int, *, name: str = "<arr
         raise AudioError(name, "has no samples (0 s of audio)")
     if not np.isfinite(x).all():
         raise AudioError(name, "contains NaN or infinite samples")
+    peak = float(np.abs(x).max())
+    if peak > CLIP_LIMIT:
+        raise AudioError(name, f"holds samples up to {peak:.5g}, far outside [-1, 1]: pass float samples in [-1, 1] "
+                               "(int16 audio divided by 32768)")
+    if peak > 1.0 + 1e-4:
+        warnings.warn(f"{name}: samples up to {peak:.3g} lie outside [-1, 1]; clipped to it", stacklevel=2)
+        x = np.clip(x, -1.0, 1.0)
     return resample(x, int(sample_rate), SAMPLE_RATE)
 
 

@@ -160,3 +160,34 @@ def test_permission_denied_and_symlink_loops_are_named(tmp_path, monkeypatch):
     with pytest.raises(AudioError, match="permission denied") as e:
         load_audio(locked)
     assert str(locked) in str(e.value)
+
+
+def test_a_many_channel_high_rate_file_costs_no_more_than_the_limit_allows(tmp_path, monkeypatch):
+    # reliability review S4: a few hundred KB of FLAC silence at 655 kHz x 8 channels is 314 M
+    # samples to decode; under a limit of seconds, what the file holds per second is bounded too
+    import sermo.data.audio as audio_mod
+
+    bomb = tmp_path / "bomb.flac"
+    sf.write(bomb, np.zeros((655_350 * 3, 8), dtype=np.int16), 655_350, subtype="PCM_16")
+    assert bomb.stat().st_size < 2_000_000
+    with monkeypatch.context() as m:  # refused from the header: nothing is decoded
+        m.setattr(audio_mod, "_decode", lambda *a, **k: pytest.fail("decoded"))
+        with pytest.raises(AudioTooLong, match="655,350 Hz x 8 channels.*resample"):
+            load_audio(bomb, max_seconds=10)
+    assert len(load_audio(bomb)) == 3 * 16000  # without a limit (a corpus of one's own) it is read
+    ordinary = tmp_path / "stereo96k.wav"
+    sf.write(ordinary, np.zeros((96_000 * 9, 2), dtype=np.float32), 96_000)
+    assert len(load_audio(ordinary, max_seconds=10)) == 9 * 16000  # 96 kHz stereo within the limit reads
+
+
+def test_float_audio_outside_its_range_is_an_error_or_clipped_with_a_warning(tmp_path):
+    # reliability review S31: a float WAV in int16 scale was scored at the top of every dimension
+    int16_scale = tmp_path / "loud.wav"
+    sf.write(int16_scale, (np.sin(np.arange(16000) / 5) * 20000).astype(np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="loud.wav: holds samples up to 20000, far outside"):
+        load_audio(int16_scale)
+    hot = tmp_path / "hot.wav"
+    sf.write(hot, (np.sin(np.arange(16000) / 5) * 1.3).astype(np.float32), 16000, subtype="FLOAT")
+    with pytest.warns(UserWarning, match="hot.wav: samples up to 1.3 lie outside"):
+        x = load_audio(hot)
+    assert np.abs(x).max() <= 1.0 + 1e-3
