@@ -88,6 +88,9 @@ def test_every_user_error_is_one_line_and_exit_2(tmp_path, capsys, iemocap_synth
                                                           "train.epochs"])
     assert "label space" in one_line_error(capsys, ["run", "baselines", "--corpus", corpus, "--label-space",
                                                     "no-such-space", "--out", str(tmp_path / "r")])
+    # reliability review N12g: no rows ran and exited 0 with an empty report
+    assert "model.rows is empty" in one_line_error(capsys, ["run", "baselines", "--corpus", corpus, "--set",
+                                                            "model.rows=[]", "--out", str(tmp_path / "r0")])
     # table corpora: ragged, latin-1, a bad number, bad JSONL, a bad scale
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("path,speaker,category\na.wav,s1,angry\nb.wav,s2,happy,extra,cells\n")

@@ -387,9 +387,12 @@ class SystemDef:
         return self.recipe or Path(__file__).resolve().parent.parent / "recipes" / f"{self.name}.yaml"
 
     def check_rows(self, rows) -> None:
-        """Raise :class:`~sermo.config.ConfigError` naming unknown rows and the known ones."""
+        """Raise :class:`~sermo.config.ConfigError` naming unknown rows and the known ones, or
+        for no rows at all."""
         if not self.rows:
             return
+        if not list(rows):
+            raise ConfigError(f"model.rows is empty: a {self.name} run needs at least one row of {', '.join(self.rows)}")
         unknown = [r for r in rows if r.split("@")[0] not in self.rows]
         if unknown:
             raise ConfigError(f"unknown {self.name} row(s) {unknown} in model.rows; known: {', '.join(self.rows)}")
