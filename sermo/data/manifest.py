@@ -165,7 +165,8 @@ class Manifest:
             missing = [(i, a) for i, a, t in zip(df["id"], df["audio"], df["transcript"])
                        if (a is None and t is None) or (a is not None and not os.path.isfile(str(a)))]
             if missing:
-                shown = "; ".join(f"{i}: {a}" for i, a in missing[:5])
+                shown = "; ".join(f"{i}: {a}" + (" (a broken symbolic link)" if a and os.path.islink(str(a)) else "")
+                                  for i, a in missing[:5])
                 out.append(f"{len(missing)} audio file(s) do not exist, e.g. {shown}")
         return out
 

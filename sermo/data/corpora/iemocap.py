@@ -80,9 +80,21 @@ def prepare_iemocap(root: str | Path) -> Manifest:
             if not text_file.is_file() and turns:
                 problems.append(f"{text_file}: does not exist; the {len(turns)} utterance(s) of {dialog} have no "
                                 "transcript")
+            elif words is not None and turns:
+                untold = [t["id"] for t in turns if t["id"] not in words]
+                if untold:
+                    problems.append(f"{text_file}: no line 'ID [start-end]: words' for {len(untold)} of the "
+                                    f"{len(turns)} utterance(s) of {dialog} (e.g. {untold[0]}); they have no transcript")
             turns.sort(key=lambda t: (t["dialog_start"], t["id"]))
             for index, turn in enumerate(turns):
-                rows.append(_row(session_dir, dialog, index, turn, (words or {}).get(turn["id"])))
+                rows.append(_row(session_dir, dialog, index, turn, (words or {}).get(turn["id"]), problems))
+        # a dialog with audio but no EmoEvaluation file has no labels: its utterances are not in the manifest
+        labelled = {p.stem for p in (session_dir / "dialog" / "EmoEvaluation").glob("*.txt")}
+        for wav_dir in sorted(p for p in (session_dir / "sentences" / "wav").glob("*") if p.is_dir()):
+            if wav_dir.name not in labelled:
+                n = sum(1 for _ in wav_dir.glob("*.wav"))
+                problems.append(f"{session_dir / 'dialog' / 'EmoEvaluation' / (wav_dir.name + '.txt')}: does not "
+                                f"exist; the {n} wav file(s) of {wav_dir.name} have no labels and are left out")
     if not rows:
         raise IemocapLayoutError(f"{root}: no utterance could be read from its EmoEvaluation files ("
                                  + "; ".join(problems[:3] or ["they hold no utterance lines"]) + ")")
@@ -90,7 +102,8 @@ def prepare_iemocap(root: str | Path) -> Manifest:
     return Manifest(df, problems)
 
 
-def _row(session_dir: Path, dialog: str, turn_index: int, turn: dict, text: str | None) -> dict:
+def _row(session_dir: Path, dialog: str, turn_index: int, turn: dict, text: str | None,
+         problems: list[str]) -> dict:
     utt = turn["id"]
     gender = _SUFFIX.search(utt)
     ses = _SESSION.match(utt)
@@ -98,8 +111,12 @@ def _row(session_dir: Path, dialog: str, turn_index: int, turn: dict, text: str 
     wav = session_dir / "sentences" / "wav" / dialog / f"{utt}.wav"
     try:
         duration = audio_info(wav).duration
-    except AudioError:
-        duration = float("nan")  # reported by Manifest.problems(); the row itself is kept
+    except AudioError as exc:
+        duration = float("nan")  # the row is kept (its labels and transcript stay usable); its audio is reported
+        if wav.is_symlink() and not wav.exists():
+            problems.append(f"{wav}: a broken symbolic link (to {wav.readlink()}); utterance {utt} has no audio")
+        elif wav.is_file():  # a missing file is reported by Manifest.problems()
+            problems.append(f"{exc}; utterance {utt} has no usable audio")
     return {
         "id": utt,
         "corpus": "iemocap",

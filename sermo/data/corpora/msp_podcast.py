@@ -79,8 +79,10 @@ def prepare_msp_podcast(root: str | Path) -> Manifest:
         wav = audio_index.get(name) or audio_index.get(f"{utt}.wav") or (root / "Audios" / f"{utt}.wav")
         try:
             duration = audio_info(wav).duration
-        except AudioError:
+        except AudioError as exc:
             duration = float("nan")
+            if Path(wav).is_file() or Path(wav).is_symlink():  # a missing file is reported by Manifest.problems()
+                problems.append(f"{exc}; utterance {utt} has no usable audio")
         spk = str(rec.get("SpkrID", "") or "").strip()
         ep = _EPISODE.match(utt)
         text_file = root / "Transcripts" / f"{utt}.txt"

@@ -12,6 +12,8 @@ labels need a scale: columns ``scale_min``/``scale_max`` or the ``scale`` argume
 
 from __future__ import annotations
 
+import os
+
 import warnings
 from pathlib import Path
 
@@ -97,18 +99,20 @@ def prepare_table(path: str | Path, *, name: str | None = None, scale: tuple[flo
     df["corpus"] = name or p.stem
     if "transcript" in df.columns and "transcript_source" not in df.columns:
         df["transcript_source"] = np.where(df["transcript"].notna(), "oracle", None)
-    durations = []
-    for a, s, e in zip(audio, df.get("start", [None] * len(df)), df.get("end", [None] * len(df))):
+    durations, problems = [], []
+    for i, (a, s, e) in enumerate(zip(audio, df.get("start", [None] * len(df)), df.get("end", [None] * len(df)))):
         try:
             full = audio_info(a).duration if a is not None else float("nan")
-        except AudioError:
+        except AudioError as exc:
             durations.append(float("nan"))
+            if os.path.lexists(str(a)):  # a missing file is reported by Manifest.problems()
+                problems.append(f"{p}, line {line(i)}: {exc}; that utterance has no usable audio")
             continue
         s = 0.0 if s is None or pd.isna(s) else float(s)
         e = full if e is None or pd.isna(e) else float(e)
         durations.append(max(e - s, 0.0) if np.isfinite(full) else float("nan"))
     df["duration"] = durations
-    return Manifest(df)
+    return Manifest(df, problems)
 
 
 def _default_id(audio: str | None, base: Path, table: Path, line: int) -> str:

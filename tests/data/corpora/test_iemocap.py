@@ -69,7 +69,8 @@ def test_parse_evaluation_keeps_every_rater(tmp_path):
 def test_prepare_iemocap(tmp_path):
     m = prepare_iemocap(make_iemocap(tmp_path / "IEMOCAP_full_release"))
     df = m.df.set_index("id")
-    assert len(df) == 3 and m.problems() == []
+    # the one utterance the transcription file does not name is reported, with what it costs
+    assert len(df) == 3 and len(m.problems()) == 1 and "for 1 of the 3 utterance(s)" in m.problems()[0]
     # the speaker comes from the utterance's own suffix, not the dialog name
     assert df.loc["Ses01F_impro01_M000", "speaker"] == "Ses01_M"
     assert df.loc["Ses01F_impro01_F000", "speaker"] == "Ses01_F"
@@ -134,3 +135,22 @@ def test_missing_or_unreadable_label_and_transcript_files_are_reported(tmp_path)
     evaluation.write_bytes(b"\xff\xfe\x00garbage\x00" * 10)  # the corpus's only label file
     with pytest.raises(IemocapLayoutError, match="no utterance could be read.*Ses01F_impro01.txt: no utterance line"):
         prepare_iemocap(root)
+
+
+def test_lost_dialogs_transcripts_and_unreadable_audio_are_reported(tmp_path):
+    # reliability review N6b, N6d, S11, N13f: each was a silent loss, --strict passing
+    root = make_iemocap(tmp_path / "r")
+    s = root / "Session1"
+    for utt in ("Ses01F_impro02_F000", "Ses01F_impro02_M000"):  # a dialog with audio and no EmoEvaluation file
+        write_tone(s / "sentences" / "wav" / "Ses01F_impro02" / f"{utt}.wav", seconds=1.0)
+    (s / "dialog" / "transcriptions" / "Ses01F_impro01.txt").write_bytes(b"\x00\x01garbage\xff" * 20)
+    (s / "sentences" / "wav" / "Ses01F_impro01" / "Ses01F_impro01_M000.wav").write_text("not audio at all")
+    link = s / "sentences" / "wav" / "Ses01F_impro01" / "Ses01F_impro01_M001.wav"
+    link.unlink()
+    link.symlink_to(tmp_path / "nowhere.wav")
+    problems = prepare_iemocap(root).problems()
+    text = "\n".join(problems)
+    assert "EmoEvaluation/Ses01F_impro02.txt: does not exist; the 2 wav file(s) of Ses01F_impro02 have no labels" in text
+    assert "transcriptions/Ses01F_impro01.txt: no line 'ID [start-end]: words' for 3 of the 3 utterance(s)" in text
+    assert "Ses01F_impro01_M000.wav: cannot be read as audio" in text and "has no usable audio" in text
+    assert "Ses01F_impro01_M001.wav: a broken symbolic link" in text

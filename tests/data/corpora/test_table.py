@@ -46,3 +46,13 @@ def test_cells_are_read_as_written(tmp_path):
     t.write_text("path,speaker,category,valence\na.wav,s1,angry,n/a\n")
     with pytest.raises(TableLayoutError, match=r"line 2: valence 'n/a' is not a number"):
         prepare("table", t, scale=(1, 5))
+
+
+def test_unreadable_audio_in_a_table_is_reported_with_its_line(tmp_path):
+    # reliability review S11 (table layout): the utterance was dropped from the test set in silence
+    write_tone(tmp_path / "a.wav", seconds=1.0)
+    (tmp_path / "b.wav").write_text("text bytes named .wav")
+    table = tmp_path / "t.csv"
+    table.write_text("path,speaker,category\na.wav,s1,angry\nb.wav,s2,happy\n")
+    problems = prepare("table", table).problems()
+    assert any("t.csv, line 3:" in p and "b.wav: cannot be read as audio" in p for p in problems), problems
