@@ -72,7 +72,11 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from sermo.features import FeatureStore, extract
 
     store = FeatureStore(args.store)
-    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    try:
+        layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    except ValueError:
+        raise UsageError(f"--layers {args.layers!r}: give hidden-state indices separated by commas, e.g. 0,6,12") \
+            from None
     status, rank_zero = 0, True
     for corpus in args.corpus:
         name, path = parse_corpus_arg(corpus)
@@ -387,6 +391,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def environment_error(exc: BaseException) -> str | None:
+    """One line for what the machine ran out of or refused (a full disk, a permission, memory, a
+    damaged store index); ``None`` for anything else (a bug: its traceback is shown)."""
+    import errno
+    import sqlite3
+
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text \
+            or "iostream error" in text or "unexpected pos" in text:
+        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        return (f"the disk is full{where} ({text.splitlines()[0][:200]}); free some space and run the same command "
+                "again: what was finished is kept, and a stage resumes from its last epoch")
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename or text}; make it readable (or writable) by this user"
+    if isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower():
+        return (f"out of memory ({text.splitlines()[0][:200]}); lower train.batch_size or the model's sizes, or "
+                "run where there is more memory")
+    if isinstance(exc, sqlite3.DatabaseError):
+        return (f"the feature store's index is damaged ({text}); move its content.sqlite aside and run again: the "
+                "store is a cache, features are computed again")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sermo`` console script."""
     import warnings
@@ -408,6 +435,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (UsageError, *USER_ERRORS) as exc:
         print(f"sermo: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the machine, not sermo: say what to do; a bug re-raises
+        text = environment_error(exc)
+        if text is None:
+            raise
+        print(f"sermo: error: {text}", file=sys.stderr)
         return 2
     finally:
         warnings.showwarning = default_show

@@ -286,7 +286,12 @@ def load_recipe(system: str, profile: str, model_cls, overrides: list[str] | Non
         section, dot, name = key.partition(".")
         if not sep or not dot or section not in sections:
             raise ConfigError(f"--set takes section.key=value with section data, train or model; got {item!r}")
-        chosen.setdefault(section, {})[name] = yaml.safe_load(raw)
+        try:
+            chosen.setdefault(section, {})[name] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({problem}); a list reads [a, b], "
+                              "a string with brackets or commas needs quotes") from None
     where = f"{system} recipe, profile {profile}"
     return RunConfig(
         system=system, profile=profile, description=str(recipe.get("description", "")),

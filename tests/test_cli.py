@@ -88,6 +88,19 @@ def test_every_user_error_is_one_line_and_exit_2(tmp_path, capsys, iemocap_synth
                                                           "train.epochs"])
     assert "label space" in one_line_error(capsys, ["run", "baselines", "--corpus", corpus, "--label-space",
                                                     "no-such-space", "--out", str(tmp_path / "r")])
+    # reliability review N12c-f, N12i: tracebacks before
+    assert "not valid YAML" in one_line_error(capsys, ["run", "baselines", "--corpus", corpus, "--set",
+                                                       "model.rows=[audio", "--out", str(tmp_path / "ry")])
+    assert "is a file" in one_line_error(capsys, ["synth", "--layout", "iemocap", "--utterances", "5", "--out",
+                                                  str(tmp_path / "a-file")])
+    assert "--layers 'a,b'" in one_line_error(capsys, ["extract", "--corpus", corpus, "--encoder", "logmel",
+                                                       "--layers", "a,b", "--store", str(tmp_path / "st")])
+    assert "unknown ASR engine 'nosuch'" in one_line_error(capsys, ["transcribe", "--corpus", corpus, "--engine",
+                                                                    "nosuch", "--store", str(tmp_path / "st")])
+    header_only = tmp_path / "header_only.csv"
+    header_only.write_text("path,speaker,category\n")
+    assert "no rows" in one_line_error(capsys, ["prepare", "table", str(header_only), "--out",
+                                                str(tmp_path / "m.jsonl")])
     # reliability review N12g: no rows ran and exited 0 with an empty report
     assert "model.rows is empty" in one_line_error(capsys, ["run", "baselines", "--corpus", corpus, "--set",
                                                             "model.rows=[]", "--out", str(tmp_path / "r0")])
@@ -112,3 +125,55 @@ def test_every_user_error_is_one_line_and_exit_2(tmp_path, capsys, iemocap_synth
         assert "--max-seconds" in one_line_error(capsys, ["predict", str(tmp_path), str(tmp_path), "--segment",
                                                           "--max-seconds", value])
     assert "port" in one_line_error(capsys, ["serve", str(tmp_path), "--port", "99999"])
+
+
+def test_what_the_machine_refuses_is_one_line_that_says_what_to_do(tmp_path, capsys, monkeypatch):
+    # reliability review S25a/S25c (disk full), N8b (memory), N13b (permission): tracebacks before
+    import errno
+
+    import sermo.cli as cli
+
+    cases = [(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "store" / "x.npy")), "disk is full"),
+             (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you "
+                           "tried to allocate 3072000000000 bytes"), "out of memory"),
+             (PermissionError(errno.EACCES, "Permission denied", "perm/x.wav"), "permission denied: perm/x.wav")]
+    for exc, expected in cases:
+        def boom(args, exc=exc):
+            raise exc
+        parser = cli.build_parser()
+        monkeypatch.setattr(cli, "build_parser", lambda parser=parser, boom=boom: _with_func(parser, boom))
+        assert expected in one_line_error(capsys, ["prepare", "table", str(tmp_path / "t.csv"), "--out",
+                                                   str(tmp_path / "m.jsonl")])
+    monkeypatch.undo()
+
+    def bug(args):
+        raise KeyError("a bug")
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: _with_func(parser, bug))
+    with pytest.raises(KeyError):  # a bug keeps its traceback
+        cli.main(["prepare", "table", str(tmp_path / "t.csv"), "--out", str(tmp_path / "m.jsonl")])
+
+
+def _with_func(parser, func):
+    """``parser`` whose subcommands all run ``func``."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(func=func)
+    return parser
+
+
+def test_a_damaged_store_index_is_set_aside_and_rebuilt(tmp_path):
+    # reliability review N10c: a traceback ending in sqlite3.DatabaseError
+    import numpy as np
+
+    from sermo.features import FeatureStore
+
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "content.sqlite").write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.warns(UserWarning, match="content.sqlite: damaged .* kept as content.sqlite.damaged"):
+        store = FeatureStore(tmp_path / "store")
+    assert (tmp_path / "store" / "content.sqlite.damaged").is_file()
+    assert store._db.execute("SELECT count(*) FROM audio").fetchone() == (0,)

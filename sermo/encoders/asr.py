@@ -207,8 +207,10 @@ def get_asr(engine: str, *, device: str = "cpu"):
         return FasterWhisperASR(engine, engine=Path(engine).name, device=device)
     if engine in WHISPER_MODELS or "whisper" in engine.lower() or Path(engine).is_dir():
         return WhisperASR(engine, device=device)
-    raise ValueError(f"unknown ASR engine {engine!r}; known: {', '.join(ASR_ENGINES)} "
-                     "(or a Whisper Hub id or checkpoint folder)")
+    from sermo.encoders.base import EncoderError
+
+    raise EncoderError(f"unknown ASR engine {engine!r}; known: {', '.join(ASR_ENGINES)} "
+                       "(or a Whisper Hub id or checkpoint folder)")
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,22 @@ class FeatureStore:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_store_root()
         self.root.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.root / "content.sqlite", timeout=60)
+        index = self.root / "content.sqlite"
+        try:
+            self._open(index)
+        except sqlite3.DatabaseError as exc:  # damaged: it only maps files to content keys, a cache
+            import warnings
+
+            if getattr(self, "_db", None) is not None:
+                self._db.close()
+            aside = index.with_name(index.name + ".damaged")
+            index.replace(aside)
+            warnings.warn(f"{index}: damaged ({exc}); kept as {aside.name} and started afresh (files are hashed "
+                          "again; stored features are found again by their content)", stacklevel=2)
+            self._open(index)
+
+    def _open(self, index: Path) -> None:
+        self._db = sqlite3.connect(index, timeout=60)
         self._db.execute("CREATE TABLE IF NOT EXISTS audio (path TEXT, size INTEGER, mtime INTEGER, "
                          "seg TEXT, key TEXT, PRIMARY KEY (path, size, mtime, seg))")
         if "samples" not in {row[1] for row in self._db.execute("PRAGMA table_info(audio)")}:

@@ -261,7 +261,8 @@ class Predictor:
             audio: a file path, a waveform array (with ``sampling_rate``), or a list of either.
             sampling_rate: the arrays' rate (files carry their own).
             transcript: the words spoken (a string, or a list matching ``audio``); models that
-                read text transcribe with their ASR engine when it is missing.
+                read text transcribe with their ASR engine when it is missing or blank (as the
+                service does with an empty form field).
             batch_size: inputs per model call.
 
         Returns:
@@ -276,6 +277,7 @@ class Predictor:
         texts = transcript if isinstance(transcript, (list, tuple)) else [transcript] * len(items)
         if len(texts) != len(items):
             raise ValueError(f"{len(texts)} transcripts for {len(items)} inputs")
+        texts = [t if isinstance(t, str) and t.strip() else None for t in texts]  # blank: not given
         preds = []
         for k in range(0, len(items), batch_size):
             chunk = items[k:k + batch_size]

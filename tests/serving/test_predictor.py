@@ -56,9 +56,13 @@ def test_arrays_and_resampling_and_audio_only_models(baselines_run, iemocap_synt
 
 def test_text_model_transcribes_when_no_transcript_is_given(baselines_run, iemocap_synth):
     path = prepare("iemocap", iemocap_synth).df["audio"].iloc[0]
-    result = Predictor.from_pretrained(baselines_run / "bundles" / "text").predict(path)
+    predictor = Predictor.from_pretrained(baselines_run / "bundles" / "text")
+    result = predictor.predict(path)
     assert result.transcript_source == "asr:whisper-tiny.en" and isinstance(result.transcript, str)
     assert len(result.transcript.split()) >= 2  # Whisper hears the words
+    # a blank transcript is none (as the service's empty form field): reliability review N12h
+    blank = predictor.predict(path, transcript="  ")
+    assert blank.transcript_source == "asr:whisper-tiny.en" and blank.transcript == result.transcript
 
 
 def test_cli_json_matches_the_python_api_and_skips_a_corrupt_file(baselines_run, iemocap_synth, tmp_path):

@@ -113,14 +113,15 @@ def _row(session_dir: Path, dialog: str, turn_index: int, turn: dict, text: str 
         duration = audio_info(wav).duration
     except AudioError as exc:
         duration = float("nan")  # the row is kept (its labels and transcript stay usable); its audio is reported
-        if wav.is_symlink() and not wav.exists():
-            problems.append(f"{wav}: a broken symbolic link (to {wav.readlink()}); utterance {utt} has no audio")
+        link = _link_problem(wav)
+        if link:
+            problems.append(f"{wav}: {link}; utterance {utt} has no audio")
         elif wav.is_file():  # a missing file is reported by Manifest.problems()
             problems.append(f"{exc}; utterance {utt} has no usable audio")
     return {
         "id": utt,
         "corpus": "iemocap",
-        "audio": str(wav.resolve()),
+        "audio": _resolved(wav),
         "duration": duration,
         "speaker": f"{session}_{gender['gender']}" if gender else None,
         "gender": {"F": "female", "M": "male"}[gender["gender"]] if gender else None,
@@ -139,6 +140,27 @@ def _row(session_dir: Path, dialog: str, turn_index: int, turn: dict, text: str 
         "scale_max": SCALE[1],
         "ratings": json.dumps(turn["ratings"], ensure_ascii=False),
     }
+
+
+def _resolved(wav: Path) -> str:
+    """The absolute path of an utterance's audio (a symbolic-link loop stays as it is named)."""
+    try:
+        return str(wav.resolve())
+    except (RuntimeError, OSError):  # a loop of symbolic links: reported by _row
+        return str(wav.absolute())
+
+
+def _link_problem(wav: Path) -> str | None:
+    """What is wrong with a symbolic link that leads to no file, or ``None``."""
+    if not wav.is_symlink():
+        return None
+    try:
+        wav.resolve(strict=True)
+    except RuntimeError:
+        return "a symbolic link loop"
+    except OSError:
+        return f"a broken symbolic link (to {wav.readlink()})"
+    return None
 
 
 def parse_emo_evaluation(path: str | Path, problems: list[str] | None = None) -> list[dict]:

@@ -63,6 +63,8 @@ def prepare_table(path: str | Path, *, name: str | None = None, scale: tuple[flo
         lacking.append("path (or transcript, for a text-only corpus)")
     if lacking:
         raise TableLayoutError(f"{p}: missing required column(s) {lacking}; found {list(df.columns)}")
+    if df.empty:
+        raise TableLayoutError(f"{p}: has a header and no rows; a corpus table needs one row per utterance")
     extra = [c for c in df.columns if c not in KNOWN + REQUIRED]
     if extra:
         warnings.warn(f"{p}: column(s) {extra} kept in the manifest as they are", stacklevel=2)

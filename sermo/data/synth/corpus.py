@@ -65,6 +65,8 @@ def synthesize_corpus(layout: str, out: str | Path, *, utterances: int | None = 
     params = {"layout": layout, "utterances": n, "seed": int(seed),
               "incongruent_share": float(incongruent_share), "version": SYNTH_VERSION}
     marker = root / MARKER
+    if root.exists() and not root.is_dir():
+        raise SynthError(f"{root} is a file; give a new or empty folder for the corpus")
     if marker.is_file():
         existing = json.loads(marker.read_text())
         if {k: existing.get(k) for k in params} == params:

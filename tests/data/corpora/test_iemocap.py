@@ -148,9 +148,13 @@ def test_lost_dialogs_transcripts_and_unreadable_audio_are_reported(tmp_path):
     link = s / "sentences" / "wav" / "Ses01F_impro01" / "Ses01F_impro01_M001.wav"
     link.unlink()
     link.symlink_to(tmp_path / "nowhere.wav")
+    loop = s / "sentences" / "wav" / "Ses01F_impro01" / "Ses01F_impro01_F000.wav"
+    loop.unlink()
+    loop.symlink_to(loop)  # N13e: a traceback before
     problems = prepare_iemocap(root).problems()
     text = "\n".join(problems)
     assert "EmoEvaluation/Ses01F_impro02.txt: does not exist; the 2 wav file(s) of Ses01F_impro02 have no labels" in text
     assert "transcriptions/Ses01F_impro01.txt: no line 'ID [start-end]: words' for 3 of the 3 utterance(s)" in text
     assert "Ses01F_impro01_M000.wav: cannot be read as audio" in text and "has no usable audio" in text
     assert "Ses01F_impro01_M001.wav: a broken symbolic link" in text
+    assert "Ses01F_impro01_F000.wav: a symbolic link loop" in text
