@@ -181,6 +181,7 @@ def read_bundle(folder: str | Path) -> tuple[BundleConfig, dict]:
     try:
         config = BundleConfig.from_dict(raw)
         check_names(config)
+        check_values(config)
     except BundleError as exc:
         raise BundleError(f"{folder / 'config.json'}: {exc}") from None
     return replace(config, spec=_resolve_encoders(folder, config.spec)), weights
@@ -190,6 +191,42 @@ def read_bundle(folder: str | Path) -> tuple[BundleConfig, dict]:
 # plain text only, never markup or control characters
 _CLASS_NAME = re.compile(r"[^\x00-\x1f\x7f<>`]{1,64}")
 _ROW_NAME = re.compile(r"[\w@.+/-]{1,200}")
+
+
+def check_values(config: "BundleConfig") -> None:
+    """Raise :class:`BundleError` for numbers no model sermo writes could have (a length of 0, a
+    scale of NaN, a class count that is not the label space's): each would surface later as a
+    division by zero or a type error deep in prediction."""
+    import math
+
+    def scale_ok(s) -> bool:
+        return (isinstance(s, (list, tuple)) and len(s) == 2 and all(isinstance(v, (int, float)) and math.isfinite(v)
+                                                                     for v in s) and s[0] < s[1])
+
+    if config.label_scale is not None and not scale_ok(config.label_scale):
+        raise BundleError(f"label_scale = {config.label_scale!r}: two finite numbers, the lower first")
+    for corpus, s in config.label_scales.items():
+        if not scale_ok(s):
+            raise BundleError(f"label_scales[{corpus!r}] = {s!r}: two finite numbers, the lower first")
+    spec = config.spec
+    if spec.num_classes != len(config.label_space.get("classes") or []):
+        raise BundleError(f"spec.num_classes = {spec.num_classes} but the label space has "
+                          f"{len(config.label_space.get('classes') or [])} classes")
+    inputs = spec.inputs
+    for what, value in (("max_frames", inputs.max_frames), ("max_tokens", inputs.max_tokens)):
+        if not isinstance(value, int) or value < 1:
+            raise BundleError(f"spec.inputs.{what} = {value!r}: a whole number of at least 1")
+    if inputs.max_wave_seconds is not None and not (isinstance(inputs.max_wave_seconds, (int, float))
+                                                    and math.isfinite(inputs.max_wave_seconds)
+                                                    and inputs.max_wave_seconds > 0):
+        raise BundleError(f"spec.inputs.max_wave_seconds = {inputs.max_wave_seconds!r}: seconds above 0")
+    for kind, entry in (("audio", inputs.audio), ("text", inputs.text)):
+        if entry is None:
+            continue
+        for what in ("num_layers", "dim", "pool"):
+            value = getattr(entry, what)
+            if not isinstance(value, int) or value < 1:
+                raise BundleError(f"spec.inputs.{kind}.{what} = {value!r}: a whole number of at least 1")
 
 
 def check_names(config: "BundleConfig") -> None:

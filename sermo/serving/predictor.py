@@ -101,7 +101,7 @@ class Predictor:
             self.model = sysdef.build_model(config.row, model_cfg, config.spec)
         except BundleError:
             raise
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, OSError, RuntimeError, TypeError) as exc:
             raise BundleError(f"{where}: the config does not describe a model sermo can build ({exc})") from exc
         try:
             missing, unexpected = self.model.load_state_dict(weights, strict=False)
@@ -117,14 +117,18 @@ class Predictor:
         self.scale = tuple(config.label_scale) if config.label_scale else None
         self.modalities = list(config.modalities)
         self.inputs = inputs = config.spec.inputs
-        self.audio_encoder = self._encoder(inputs.audio)
-        self.text_encoder = self._encoder(inputs.text)
         self.tokenizer = None
-        if inputs.tokens:
-            from sermo.encoders.registry import checkpoint_folder
-            from sermo.encoders.text import TextTokenizer
+        try:  # what a bundle names is data from elsewhere: anything that cannot be loaded names the bundle
+            self.audio_encoder = self._encoder(inputs.audio)
+            self.text_encoder = self._encoder(inputs.text)
+            if inputs.tokens:
+                from sermo.encoders.registry import checkpoint_folder
+                from sermo.encoders.text import TextTokenizer
 
-            self.tokenizer = TextTokenizer(checkpoint_folder(inputs.tokens)[1], max_tokens=inputs.max_tokens)
+                self.tokenizer = TextTokenizer(checkpoint_folder(inputs.tokens)[1], max_tokens=inputs.max_tokens)
+        except (OSError, ValueError, RuntimeError, TypeError, KeyError, AttributeError) as exc:
+            what = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise BundleError(f"{where}: an encoder or tokenizer it names cannot be loaded here ({what})") from None
         # models that read a speaker embedding get the utterance's own (no speaker is known)
         self.speaker_encoder = self._encoder(FeatureInput("resemblyzer", None, 1, 256)) if inputs.speaker else None
         engine = config.transcripts or "oracle"

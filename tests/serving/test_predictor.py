@@ -151,10 +151,36 @@ def test_a_config_edited_to_a_huge_model_is_refused_before_it_is_allocated(basel
         node[path[-1]] = value
         (bundle / "config.json").write_text(json.dumps(config))
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        with pytest.raises(BundleError, match="do not fit|does not describe"):
+        with pytest.raises(BundleError, match="do not fit|does not describe|label space has 4 classes"):
             Predictor.from_pretrained(bundle)
         grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
         assert grown_mb < 500, f"{path}: the peak memory grew {grown_mb:.0f} MB before the refusal"
+
+
+def test_impossible_values_and_unloadable_encoders_in_a_bundle_are_one_error(baselines_run, tmp_path, capsys):
+    # reliability review S17a (an encoder named /etc), S17c (max_frames 0, label_scale NaN): tracebacks before
+    import shutil
+
+    from sermo.cli import main
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(baselines_run / "bundles" / "audio", bundle)
+    original = json.loads((bundle / "config.json").read_text())
+    edits = [(("spec", "inputs", "max_frames"), 0, "max_frames = 0"),
+             (("label_scale",), ["nan", 5], "label_scale"),
+             (("spec", "inputs", "audio", "encoder"), "/etc", "cannot be loaded here")]
+    for path, value, message in edits:
+        config = json.loads(json.dumps(original))
+        node = config
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        (bundle / "config.json").write_text(json.dumps(config))
+        with pytest.raises(BundleError, match=message):
+            Predictor.from_pretrained(bundle)
+        assert main(["predict", str(bundle), str(tmp_path / "none.wav")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("sermo: error:"), err
 
 
 def test_long_recording_is_segmented(baselines_run, iemocap_synth, tmp_path):
