@@ -111,6 +111,13 @@ def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = 
     if not usable:
         raise RunError(f"no utterance carries a label {system}'s rows learn from ({', '.join(sysdef.targets)}): "
                        f"{label_summary(manifest, space)}")
+    for fold in protocol.folds:  # a part with nothing to learn from, select on or score stops every row
+        parts = {"training": fold.train, "validation": fold.valid, "test": [u for t in fold.tests.values() for u in t]}
+        empty = [name for name, ids in parts.items() if not any(u in usable for u in ids)]
+        if empty:
+            raise RunError(f"fold {fold.name} of protocol {protocol.spec} has no {' and no '.join(empty)} utterance "
+                           f"with a label {system}'s rows learn from ({fold.description}); the corpus is too small "
+                           "for it: give it more utterances or speakers, or a protocol with fewer folds")
     plan = plan_run(sysdef.feature_uses(cfg), cfg, manifest, usable, protocol.folds, store_root,
                     epochs=functools.partial(sysdef.plan_epochs, cfg) if sysdef.plan_epochs else None,
                     devices=cfg.train.devices * cfg.train.num_nodes)

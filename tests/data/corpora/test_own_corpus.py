@@ -91,3 +91,18 @@ def test_own_categories_train_without_recoding_and_text_only_trains_the_text_row
     assert "ua" in rows["text"]["mean"] and "no audio" in rows["audio"]["skipped"] and rows["fusion"]["skipped"]
     assert "no audio" in rows["linear"]["skipped"]
     assert "row audio produced nothing" in capsys.readouterr().err
+
+
+def test_a_corpus_too_small_for_its_protocol_is_one_error_naming_the_fold(tmp_path, capsys):
+    # reliability review S21: one utterance per class and speaker ended in tracebacks from the rows
+    t = np.arange(6400) / 16000
+    lines = ["path,speaker,category"]
+    for i, cat in enumerate(["angry", "happy", "sad", "calm"]):
+        sf.write(tmp_path / f"u{i}.wav", (0.2 * np.sin(2 * np.pi * (100 + 30 * i) * t)).astype(np.float32), 16000)
+        lines.append(f"u{i}.wav,s{i},{cat}")
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    code = main(["run", "baselines", "--corpus", f"tiny={tmp_path / 't.csv'}", "--label-space", "auto", "--out",
+                 str(tmp_path / "run"), "--quiet", "--set", "data.protocol=speaker-folds(3)", "--set",
+                 "data.audio_encoder=logmel", "--set", "model.rows=[linear, audio]"])
+    err = [x for x in capsys.readouterr().err.strip().splitlines() if not x.startswith("sermo: warning:")]
+    assert code == 2 and len(err) == 1 and "fold1 of protocol speaker-folds(3) has no" in err[0], err
