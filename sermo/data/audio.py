@@ -56,10 +56,38 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     """
     p = _check_file(path)
     try:
-        info = sf.info(str(p))
+        with _sound_file(p) as f:
+            info = f
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise AudioError(p, f"cannot be read as audio ({_short(exc)}); is it truncated or not an audio file?") from None
     return AudioInfo(str(p), int(info.samplerate), int(info.channels), int(info.frames), str(info.format))
+
+
+def _sound_file(p: Path) -> "sf.SoundFile":
+    """``p`` open for reading: by its name, or through a Python file object where libsndfile
+    cannot take the name (over its 1,024 characters, or bytes that are not UTF-8)."""
+    name = str(p)
+    try:
+        name.encode("utf-8")
+        plain = len(name) < 1000
+    except UnicodeEncodeError:
+        plain = False
+    if plain:
+        return sf.SoundFile(name)
+    handle = open(p, "rb")  # noqa: SIM115 - closed with the SoundFile below
+    try:
+        f = sf.SoundFile(handle)
+    except Exception:
+        handle.close()
+        raise
+    original_close = f.close
+
+    def close():
+        original_close()
+        handle.close()
+
+    f.close = close
+    return f
 
 
 def load_audio(
@@ -95,7 +123,7 @@ def load_audio(
     """
     p = _check_file(path)
     try:
-        with sf.SoundFile(str(p)) as f:
+        with _sound_file(p) as f:
             sr = int(f.samplerate)
             total = f.frames
             first = 0 if start is None else int(round(start * sr))
@@ -204,7 +232,7 @@ def stream_audio(path: str | os.PathLike, block_seconds: float = 20.0, sample_ra
     """
     p = _check_file(path)
     try:
-        f = sf.SoundFile(str(p))
+        f = _sound_file(p)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioError(p, f"cannot be read as audio ({_short(exc)}); is it truncated or not an audio file?") from None
     with f:

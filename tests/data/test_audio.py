@@ -191,3 +191,23 @@ def test_float_audio_outside_its_range_is_an_error_or_clipped_with_a_warning(tmp
     with pytest.warns(UserWarning, match="hot.wav: samples up to 1.3 lie outside"):
         x = load_audio(hot)
     assert np.abs(x).max() <= 1.0 + 1e-3
+
+
+def test_file_names_libsndfile_cannot_take_are_read(tmp_path):
+    # reliability review S9b, S9c, S10b: a name that is not UTF-8 and a path over libsndfile's 1,024
+    # characters were called unreadable audio (and dropped from a test set)
+    import os
+    import shutil
+
+    ok = tmp_path / "ok.wav"
+    sf.write(ok, (np.sin(np.arange(16000) / 5) * 0.3).astype(np.float32), 16000)
+    odd = os.fsdecode(os.fsencode(str(tmp_path)) + b"/bad\xff\xfebytes.wav")
+    shutil.copy(ok, odd)
+    deep = tmp_path
+    for part in ("e", "f", "g", "h", "i"):
+        deep = deep / (part * 220)
+    deep.mkdir(parents=True)
+    shutil.copy(ok, deep / "x.wav")
+    assert len(str(deep / "x.wav")) > 1024
+    for path in (odd, deep / "x.wav"):
+        assert len(load_audio(path)) == 16000 and audio_info(path).duration == 1.0
