@@ -57,10 +57,19 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     p = _check_file(path)
     try:
         with _sound_file(p) as f:
+            _check_length(f, p)
             info = f
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise AudioError(p, f"cannot be read as audio ({_short(exc)}); is it truncated or not an audio file?") from None
     return AudioInfo(str(p), int(info.samplerate), int(info.channels), int(info.frames), str(info.format))
+
+
+def _check_length(f, p: Path) -> None:
+    """Raise :class:`AudioError` for a header that gives no length (a FLAC written as a stream
+    says 2^63 - 1 frames), which libsndfile cannot read past its first block."""
+    if f.frames >= 1 << 62:
+        raise AudioError(p, "its header gives no length (written as a stream), which cannot be read here; re-encode "
+                            "it with one, e.g. `ffmpeg -i IN.flac OUT.flac` or `sox IN.flac OUT.flac`")
 
 
 def _sound_file(p: Path) -> "sf.SoundFile":
@@ -124,6 +133,7 @@ def load_audio(
     p = _check_file(path)
     try:
         with _sound_file(p) as f:
+            _check_length(f, p)
             sr = int(f.samplerate)
             total = f.frames
             first = 0 if start is None else int(round(start * sr))
@@ -236,6 +246,7 @@ def stream_audio(path: str | os.PathLike, block_seconds: float = 20.0, sample_ra
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioError(p, f"cannot be read as audio ({_short(exc)}); is it truncated or not an audio file?") from None
     with f:
+        _check_length(f, p)
         block = max(1, min(int(block_seconds * f.samplerate), BLOCK_SAMPLES // max(1, f.channels)))
         yield from _blocks(f, p, None, sample_rate, block)
 

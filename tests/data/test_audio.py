@@ -211,3 +211,16 @@ def test_file_names_libsndfile_cannot_take_are_read(tmp_path):
     assert len(str(deep / "x.wav")) > 1024
     for path in (odd, deep / "x.wav"):
         assert len(load_audio(path)) == 16000 and audio_info(path).duration == 1.0
+
+
+def test_a_flac_without_a_length_is_named_as_such(tmp_path):
+    # reliability review S28: refused as "576460752303423.5 s of audio"
+    path = tmp_path / "stream.flac"
+    sf.write(path, (np.sin(np.arange(48000) / 5) * 0.3).astype(np.float32), 16000)
+    data = bytearray(path.read_bytes())
+    field = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)  # STREAMINFO's total samples: 0, unknown
+    data[18:26] = field.to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+    for read in (audio_info, lambda p: load_audio(p, max_seconds=60)):
+        with pytest.raises(AudioError, match="stream.flac: its header gives no length.*re-encode"):
+            read(path)
