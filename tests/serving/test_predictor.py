@@ -284,3 +284,19 @@ def test_a_bundle_with_a_changed_tensor_shape_is_one_error_line(baselines_run, t
     assert main(["predict", str(bundle), str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sermo: error:") and "bundle" in err[0]
+
+
+def test_a_folder_scan_names_what_it_cannot_follow(tmp_path):
+    # reliability review N13c: broken links and loops were dropped from a folder scan in silence
+    from sermo.serving.predictor import audio_files
+
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "sub" / "a.wav").write_bytes(b"RIFF")
+    (tmp_path / "d" / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    (tmp_path / "d" / "loop.flac").symlink_to(tmp_path / "d" / "loop.flac")
+    (tmp_path / "d" / "notes.txt").write_text("not audio")
+    with pytest.warns(UserWarning) as caught:
+        files = audio_files([str(tmp_path / "d"), str(tmp_path / "named.wav")])
+    assert files == [tmp_path / "d" / "sub" / "a.wav", tmp_path / "named.wav"]
+    said = " ".join(str(w.message) for w in caught)
+    assert "gone.wav: a broken symbolic link or a loop" in said and "loop.flac: a broken symbolic link or a loop" in said
