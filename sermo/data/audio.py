@@ -73,16 +73,9 @@ def _check_length(f, p: Path) -> None:
 
 
 def _sound_file(p: Path) -> "sf.SoundFile":
-    """``p`` open for reading: by its name, or through a Python file object where libsndfile
-    cannot take the name (over its 1,024 characters, or bytes that are not UTF-8)."""
-    name = str(p)
-    try:
-        name.encode("utf-8")
-        plain = len(name) < 1000
-    except UnicodeEncodeError:
-        plain = False
-    if plain:
-        return sf.SoundFile(name)
+    """``p`` open for reading through a Python file object: libsndfile cannot take every name
+    (over its 1,024 characters, bytes that are not UTF-8), and how far it read tells whether a
+    header understated the length (:func:`_check_read_all`)."""
     handle = open(p, "rb")  # noqa: SIM115 - closed with the SoundFile below
     try:
         f = sf.SoundFile(handle)
@@ -96,7 +89,20 @@ def _sound_file(p: Path) -> "sf.SoundFile":
         handle.close()
 
     f.close = close
+    f.sermo_handle = handle
     return f
+
+
+def _check_read_all(f, p: Path) -> None:
+    """Raise :class:`AudioError` when a FLAC file holds audio past the length its header gives:
+    libsndfile stops at the header's count, so the rest would be left out in silence."""
+    if str(f.format).upper() != "FLAC":
+        return
+    size, read = os.path.getsize(p), f.sermo_handle.tell()
+    if size - read > max(65536, size // 20):
+        raise AudioError(p, f"its header says {f.frames / f.samplerate:.1f} s, but the file goes on ({read:,} of "
+                            f"{size:,} bytes hold those seconds): the header understates its length; re-encode it, "
+                            "e.g. `ffmpeg -i IN.flac OUT.flac`")
 
 
 def load_audio(
@@ -157,6 +163,8 @@ def load_audio(
             f.seek(first)
             cap = None if max_seconds is None else int(max_seconds * sample_rate) + sample_rate // 10
             out = _decode(f, p, max(last - first, 0), sample_rate, cap, max_seconds, raw_cap)
+            if end is None:
+                _check_read_all(f, p)
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:

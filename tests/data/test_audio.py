@@ -224,3 +224,16 @@ def test_a_flac_without_a_length_is_named_as_such(tmp_path):
     for read in (audio_info, lambda p: load_audio(p, max_seconds=60)):
         with pytest.raises(AudioError, match="stream.flac: its header gives no length.*re-encode"):
             read(path)
+
+
+def test_a_flac_whose_header_understates_its_length_is_not_answered_from_its_start(tmp_path):
+    # reliability review S27: 90 s of audio under a header saying 1 s was scored on its first second
+    path = tmp_path / "long.flac"
+    sf.write(path, (np.random.default_rng(0).normal(size=16000 * 20) * 0.1).astype(np.float32), 16000)
+    assert len(load_audio(path)) == 16000 * 20  # a whole FLAC reads to its end
+    data = bytearray(path.read_bytes())
+    field = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)
+    data[18:26] = (field | 16000).to_bytes(8, "big")  # STREAMINFO: 1 s
+    path.write_bytes(bytes(data))
+    with pytest.raises(AudioError, match="long.flac: its header says 1.0 s, but the file goes on.*re-encode"):
+        load_audio(path, max_seconds=60)
