@@ -1,9 +1,7 @@
 """The ``sermo`` command line. Each sub-command has ``--help``.
 
-Errors that a user can act on (a missing file, a bad corpus folder, an unknown name) are
-printed as one line starting with ``sermo: error:`` and exit with status 2; nothing else
-is caught.
-"""
+Errors a user can act on (a missing file, a bad corpus, an unknown name, a full disk, memory run
+out) are one ``sermo: error:`` line and exit 2; a bug keeps its traceback."""
 
 from __future__ import annotations
 
@@ -12,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from sermo.cli_args import Parser, UsageError, fold_numbers, json_quote, number, scale, system_names
+from sermo.cli_args import (Parser, UsageError, fold_numbers, json_quote, number, one_line_warnings, scale,
+                            system_names)
 
 DEMO_DIR = Path("runs/demo")
 
@@ -193,7 +192,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from sermo.data.audio import AudioError
     from sermo.serving.output import format_predictions
-    from sermo.serving.predictor import Predictor, audio_files
+    from sermo.serving.files import audio_files
+    from sermo.serving.predictor import Predictor
 
     predictor = Predictor.from_pretrained(args.bundle, asr=args.asr, accelerator=args.accelerator)
     files = audio_files(args.inputs)
@@ -391,46 +391,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def environment_error(exc: BaseException) -> str | None:
-    """One line for what the machine ran out of or refused (a full disk, a permission, memory, a
-    damaged store index); ``None`` for anything else (a bug: its traceback is shown)."""
-    import errno
-    import sqlite3
-
-    text = str(exc)
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text \
-            or "iostream error" in text or "unexpected pos" in text:
-        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
-        return (f"the disk is full{where} ({text.splitlines()[0][:200]}); free some space and run the same command "
-                "again: what was finished is kept, and a stage resumes from its last epoch")
-    if isinstance(exc, PermissionError):
-        return f"permission denied: {exc.filename or text}; make it readable (or writable) by this user"
-    if isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower():
-        return (f"out of memory ({text.splitlines()[0][:200]}); lower train.batch_size or the model's sizes, or "
-                "run where there is more memory")
-    if isinstance(exc, sqlite3.DatabaseError):
-        return (f"the feature store's index is damaged ({text}); move its content.sqlite aside and run again: the "
-                "store is a cache, features are computed again")
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sermo`` console script."""
     import warnings
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    from sermo.errors import USER_ERRORS
+    from sermo.errors import USER_ERRORS, environment_error
 
     default_show = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if category is UserWarning:  # sermo's own warnings: one line, without the source location
-            print(f"sermo: warning: {message}", file=sys.stderr)
-        else:
-            default_show(message, category, filename, lineno, file, line)
-
-    warnings.showwarning = show
+    warnings.showwarning = one_line_warnings(default_show)
     try:
         return int(args.func(args) or 0)
     except (UsageError, *USER_ERRORS) as exc:

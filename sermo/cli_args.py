@@ -13,6 +13,20 @@ def json_quote(text: str) -> str:
     return json.dumps(text)
 
 
+def one_line_warnings(default_show):
+    """A ``warnings.showwarning`` that prints sermo's own warnings (``UserWarning``) as one
+    ``sermo: warning:`` line without the source location, and others as ``default_show`` does."""
+    import sys
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category is UserWarning:
+            print(f"sermo: warning: {message}", file=sys.stderr)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
+    return show
+
+
 class UsageError(ValueError):
     """A command-line mistake; printed without a traceback."""
 

@@ -24,3 +24,26 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     SynthError, EncoderError, ConfigError, FileNotFoundError, BundleError, AcceleratorError,
     RunError, CorpusError, ServeError, LabelSpaceError,
 )
+
+
+def environment_error(exc: BaseException) -> str | None:
+    """One line for what the machine ran out of or refused (a full disk, a permission, memory, a
+    damaged store index); ``None`` for anything else (a bug: its traceback is shown)."""
+    import errno
+    import sqlite3
+
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text \
+            or "iostream error" in text or "unexpected pos" in text:
+        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        return (f"the disk is full{where} ({text.splitlines()[0][:200]}); free some space and run the same command "
+                "again: what was finished is kept, and a stage resumes from its last epoch")
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename or text}; make it readable (or writable) by this user"
+    if isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower():
+        return (f"out of memory ({text.splitlines()[0][:200]}); lower train.batch_size or the model's sizes, or "
+                "run where there is more memory")
+    if isinstance(exc, sqlite3.DatabaseError):
+        return (f"the feature store's index is damaged ({text}); move its content.sqlite aside and run again: the "
+                "store is a cache, features are computed again")
+    return None

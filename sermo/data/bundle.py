@@ -242,3 +242,28 @@ def check_names(config: "BundleConfig") -> None:
     for what, value in (("system", config.system), ("row", config.row)):
         if not isinstance(value, str) or not _ROW_NAME.fullmatch(value):
             raise BundleError(f"{what} = {str(value)[:80]!r} is not a name sermo writes (letters, digits, _ @ . + / -)")
+
+
+def check_shapes(make, weights: dict, where: str) -> None:
+    """Build the model ``make()`` describes on the meta device (shapes, no memory) and raise
+    :class:`BundleError` when its tensors are not the bundle's weights: another shape, or
+    tensors the weights do not have. A model whose construction needs real tensors (a
+    fine-tuned encoder read from its checkpoint) is checked after it is built instead."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            planned = make()
+    except (KeyError, ValueError):
+        raise
+    except Exception:  # noqa: BLE001 - construction that cannot run on meta tensors
+        return
+    state = planned.state_dict()
+    for name, tensor in state.items():
+        if name not in weights:
+            raise BundleError(f"{where}: the config describes a tensor {name} the weights do not have; was the "
+                              "bundle edited?")
+        if tuple(tensor.shape) != tuple(weights[name].shape):
+            raise BundleError(f"{where}: the weights do not fit the model its config describes ({name}: shape "
+                              f"{tuple(weights[name].shape)} in the weights, {tuple(tensor.shape)} in the config's "
+                              "model); was the bundle edited?")

@@ -17,10 +17,8 @@ import numpy as np
 import torch
 
 from sermo.data.audio import SAMPLE_RATE, AudioError, load_audio, prepare_waveform
-from sermo.data.bundle import BundleConfig, BundleError
+from sermo.data.bundle import BundleConfig, BundleError, check_shapes
 from sermo.data.spec import FeatureInput
-
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
 
 
 @dataclass
@@ -381,65 +379,3 @@ def summarise(preds: list[Prediction]) -> dict:
     out.update(combine(outputs, [p.duration for p in preds]))
     out["scale"] = list(preds[0].scale) if preds[0].scale else None
     return out
-
-
-def audio_files(inputs: list[str]) -> list[Path]:
-    """Files named, and the audio files inside folders named (recursively, sorted). What a
-    folder scan cannot enter or follow (a folder without permission, a broken link or a loop
-    named like audio) is a warning naming it; a named file is returned as it is (reading it
-    reports what is wrong with it)."""
-    import os
-    import warnings
-
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        try:
-            is_dir = p.is_dir()
-        except OSError:  # inside a folder this user may not enter: reading it says so
-            is_dir = False
-        if not is_dir:
-            out.append(p)
-            continue
-        if not os.access(p, os.R_OK | os.X_OK):
-            warnings.warn(f"{p}: permission denied; its files are not read", stacklevel=2)
-            continue
-
-        def refused(exc: OSError) -> None:
-            warnings.warn(f"{exc.filename}: {exc.strerror or exc}; its files are not read", stacklevel=3)
-
-        found = []
-        for folder, _, names in os.walk(p, onerror=refused, followlinks=False):
-            for name in names:
-                f = Path(folder) / name
-                if f.suffix.lower() not in AUDIO_SUFFIXES:
-                    continue
-                if f.is_file():
-                    found.append(f)
-                elif f.is_symlink():
-                    warnings.warn(f"{f}: a broken symbolic link or a loop; skipped", stacklevel=2)
-        out += sorted(found)
-    return out
-
-
-def check_shapes(make, weights: dict, where: str) -> None:
-    """Build the model ``make()`` describes on the meta device (shapes, no memory) and raise
-    :class:`BundleError` when its tensors are not the bundle's weights: another shape, or
-    tensors the weights do not have. A model whose construction needs real tensors (a
-    fine-tuned encoder read from its checkpoint) is checked after it is built instead."""
-    try:
-        with torch.device("meta"):
-            planned = make()
-    except (KeyError, ValueError):
-        raise
-    except Exception:  # noqa: BLE001 - construction that cannot run on meta tensors
-        return
-    state = planned.state_dict()
-    for name, tensor in state.items():
-        if name not in weights:
-            raise BundleError(f"{where}: the config describes a tensor {name} the weights do not have; was the "
-                              "bundle edited?")
-        if tuple(tensor.shape) != tuple(weights[name].shape):
-            raise BundleError(f"{where}: the weights do not fit the model its config describes ({name}: shape "
-                              f"{tuple(weights[name].shape)} in the weights, {tuple(tensor.shape)} in the config's "
-                              "model); was the bundle edited?")

@@ -387,8 +387,7 @@ class SystemDef:
         return self.recipe or Path(__file__).resolve().parent.parent / "recipes" / f"{self.name}.yaml"
 
     def check_rows(self, rows) -> None:
-        """Raise :class:`~sermo.config.ConfigError` naming unknown rows and the known ones, or
-        for no rows at all."""
+        """Raise :class:`~sermo.config.ConfigError` naming unknown rows and the known ones (or none)."""
         if not self.rows:
             return
         if not list(rows):

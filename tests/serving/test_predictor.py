@@ -288,7 +288,7 @@ def test_a_bundle_with_a_changed_tensor_shape_is_one_error_line(baselines_run, t
 
 def test_a_folder_scan_names_what_it_cannot_follow(tmp_path):
     # reliability review N13c: broken links and loops were dropped from a folder scan in silence
-    from sermo.serving.predictor import audio_files
+    from sermo.serving.files import audio_files
 
     (tmp_path / "d" / "sub").mkdir(parents=True)
     (tmp_path / "d" / "sub" / "a.wav").write_bytes(b"RIFF")
