@@ -335,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict emotion for audio files with a trained model bundle",
                        description="Predict arousal, valence, dominance (on the scale the model was trained on) and "
-                                   "category probabilities for audio files or folders of them. A file that cannot "
-                                   "be read is reported and skipped.")
+                                   "category probabilities for audio files or folders. An unreadable file is skipped. A "
+                                   "model for real speech comes from `sermo run` on real speech (demo bundles: synthetic).")
     p.add_argument("bundle", help="a bundle folder, e.g. runs/baselines/iemocap-demo/bundles/fusion")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders")
     p.add_argument("--transcript", default=None,

@@ -50,6 +50,9 @@ class BundleConfig:
         label_scale: ``[min, max]`` of the dimensions it answers on (the first corpus's).
         label_scales: every training corpus's scale.
         transcripts: the transcript source it was trained with (``oracle`` or an ASR engine).
+        trained_on: what it learned from: ``corpora`` (names), ``builtin`` (sermo's synthetic
+            corpus), ``label_space``, ``utterances`` and ``speakers`` of its training part
+            (``{}``: a bundle written before sermo recorded it).
         bundle_version, sermo_version: what wrote it.
     """
 
@@ -62,6 +65,7 @@ class BundleConfig:
     label_scale: list[float] | None = None
     label_scales: dict[str, list[float]] = field(default_factory=dict)
     transcripts: str = "oracle"
+    trained_on: dict = field(default_factory=dict)
     bundle_version: int = BUNDLE_VERSION
     sermo_version: str = ""
 
@@ -69,7 +73,7 @@ class BundleConfig:
         """JSON-ready form."""
         return {"system": self.system, "row": self.row, "modalities": list(self.modalities), "model": self.model,
                 "spec": self.spec.to_dict(), "label_space": self.label_space, "label_scale": self.label_scale,
-                "label_scales": self.label_scales, "transcripts": self.transcripts,
+                "label_scales": self.label_scales, "transcripts": self.transcripts, "trained_on": self.trained_on,
                 "normalisation": "dims predicted on [0, 1] of the label scale, returned on the label scale",
                 "bundle_version": self.bundle_version, "sermo_version": self.sermo_version}
 
@@ -86,7 +90,8 @@ class BundleConfig:
             return cls(system=str(d["system"]), row=str(d["row"]), modalities=list(d["modalities"]),
                        model=dict(d["model"]), spec=spec, label_space=dict(d["label_space"]),
                        label_scale=d.get("label_scale"), label_scales=dict(d.get("label_scales") or {}),
-                       transcripts=str(d.get("transcripts") or "oracle"), bundle_version=version,
+                       transcripts=str(d.get("transcripts") or "oracle"),
+                       trained_on=dict(d.get("trained_on") or {}), bundle_version=version,
                        sermo_version=str(d.get("sermo_version", "")))
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"the bundle config lacks or garbles {exc}") from None
@@ -191,6 +196,13 @@ def read_bundle(folder: str | Path) -> tuple[BundleConfig, dict]:
 # plain text only, never markup or control characters
 _CLASS_NAME = re.compile(r"[^\x00-\x1f\x7f<>`]{1,64}")
 _ROW_NAME = re.compile(r"[\w@.+/-]{1,200}")
+
+
+SYNTHETIC_CAVEAT = ("this model was trained on sermo's built-in synthetic corpus (espeak-ng speech, simulated "
+                    "annotators): on real speech its predictions mean little. A model for real audio comes from "
+                    "`sermo run` on a corpus of real speech (IEMOCAP, MSP-Podcast or your own)")
+"""What ``sermo predict``, :class:`~sermo.serving.Predictor` and the service say about a bundle
+trained on the built-in corpus."""
 
 
 def check_values(config: "BundleConfig") -> None:

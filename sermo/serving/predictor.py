@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from sermo.data.audio import SAMPLE_RATE, AudioError, load_audio, prepare_waveform
-from sermo.data.bundle import BundleConfig, BundleError, check_shapes
+from sermo.data.bundle import SYNTHETIC_CAVEAT, BundleConfig, BundleError, check_shapes
 from sermo.data.spec import FeatureInput
 
 
@@ -111,6 +111,8 @@ class Predictor:
             raise BundleError(f"{where}: the weights do not fit the model (missing {list(missing)[:3]}, "
                               f"unexpected {list(unexpected)[:3]}); was the bundle edited?")
         self.model.eval().to(self.device)
+        self.trained_on = dict(config.trained_on)
+        self.caveat = SYNTHETIC_CAVEAT if self.trained_on.get("builtin") else None
         self.space = LabelSpace.from_dict(config.label_space)
         self.scale = tuple(config.label_scale) if config.label_scale else None
         self.modalities = list(config.modalities)
@@ -134,6 +136,10 @@ class Predictor:
 
         self.asr_engine = asr or (engine if engine != "oracle" else DEFAULT_ASR)
         self._asr = None
+        if self.caveat:  # once the bundle has loaded whole
+            import warnings
+
+            warnings.warn(f"{where}: {self.caveat}", stacklevel=3)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, asr: str | None = None, accelerator: str = "auto") -> "Predictor":

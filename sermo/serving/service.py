@@ -148,6 +148,7 @@ def create_app(predictor, *, max_upload_mb: float = 20.0, max_seconds: float = 6
                 "classes": list(predictor.space.classes),
                 "scale": list(predictor.scale) if predictor.scale else None,
                 "transcripts": predictor.asr_engine if "text" in predictor.modalities else None,
+                "trained_on": predictor.trained_on, "caveat": predictor.caveat,
                 "max_upload_mb": max_upload_mb, "max_seconds": max_seconds,
                 "window_seconds": predictor.window_seconds}
 

@@ -219,7 +219,8 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
         if k == 0:
             for r in rows:
                 if r.spec is not None and r.model is not None:
-                    save_bundle(out / "bundles" / r.name, r.model, _bundle_config(system, r, cfg, run))
+                    save_bundle(out / "bundles" / r.name, r.model,
+                                _bundle_config(system, r, cfg, run, trained_on(run, fold, corpora)))
         write_text_atomic(fdir / "seconds.json", json.dumps({"seconds": round(time.time() - started, 1)}))
         write_text_atomic(done, json.dumps(records, indent=1))
         per_fold[fold.name] = records
@@ -367,7 +368,19 @@ def aggregate(system: str, corpora: list[str], protocol, profile: str, label_spa
             "label_space": label_space, "rows": rows}
 
 
-def _bundle_config(system: str, r: RowResult, cfg, run: RunData) -> BundleConfig:
+def trained_on(run: RunData, fold, corpora) -> dict:
+    """What a fold's models learned from, for their bundles (and the caveat a model trained on the
+    built-in synthetic corpus carries wherever it predicts)."""
+    from sermo.evaluation.report import is_builtin_corpus
+
+    df = run.manifest.df
+    train = df[df["id"].isin([u for u in fold.train if u in run.usable])]
+    return {"corpora": [name for name, _ in corpora], "builtin": any(is_builtin_corpus(p) for _, p in corpora),
+            "label_space": run.space.name, "utterances": int(len(train)),
+            "speakers": int(train["speaker"].nunique())}
+
+
+def _bundle_config(system: str, r: RowResult, cfg, run: RunData, provenance: dict | None = None) -> BundleConfig:
     import dataclasses
 
     df = run.manifest.df
@@ -378,4 +391,4 @@ def _bundle_config(system: str, r: RowResult, cfg, run: RunData) -> BundleConfig
     return BundleConfig(system=system, row=r.name, modalities=list(r.modalities), model=dataclasses.asdict(cfg.model),
                         spec=r.spec, label_space=run.space.to_dict(),
                         label_scale=next(iter(per_corpus.values()), None), label_scales=per_corpus,
-                        transcripts=cfg.data.transcripts)
+                        transcripts=cfg.data.transcripts, trained_on=dict(provenance or {}))

@@ -300,3 +300,17 @@ def test_a_folder_scan_names_what_it_cannot_follow(tmp_path):
     assert files == [tmp_path / "d" / "sub" / "a.wav", tmp_path / "named.wav"]
     said = " ".join(str(w.message) for w in caught)
     assert "gone.wav: a broken symbolic link or a loop" in said and "loop.flac: a broken symbolic link or a loop" in said
+
+
+def test_a_model_trained_on_synthetic_speech_says_so_wherever_it_predicts(baselines_run, iemocap_synth, capsys):
+    # issue 29, item 4: a demo bundle answered real audio with no word about what it had heard
+    from sermo.cli import main
+
+    with pytest.warns(UserWarning, match="trained on sermo's built-in synthetic corpus"):
+        predictor = Predictor.from_pretrained(baselines_run / "bundles" / "audio")
+    assert predictor.trained_on["builtin"] is True and predictor.trained_on["corpora"] == ["iemocap"]
+    assert predictor.trained_on["utterances"] > 0 and predictor.trained_on["speakers"] >= 2
+    wav = sorted(iemocap_synth.rglob("*.wav"))[0]
+    assert main(["predict", str(baselines_run / "bundles" / "audio"), str(wav)]) == 0
+    err = capsys.readouterr().err
+    assert "sermo: warning:" in err and "synthetic corpus" in err and "`sermo run`" in err

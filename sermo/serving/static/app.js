@@ -8,6 +8,7 @@ fetch("health").then(r => r.json()).then(h => {
   const scale = h.scale ? ` dimensions on ${h.scale[0]}-${h.scale[1]}` : "";
   document.getElementById("model").textContent =
     `model: ${h.system} / ${h.row} (${h.modalities.join(" + ")});${scale}; up to ${h.max_seconds} s of audio`;
+  document.getElementById("caveat").textContent = h.caveat ? `Note: ${h.caveat}.` : "";
 });
 
 function showError(text) { document.getElementById("error").textContent = text; }
