@@ -168,7 +168,18 @@ def run_fold(ctx) -> list:
     audio = (ctx.audio.num_layers, ctx.audio.dim)
     stats = ctx.feature_stats(ctx.audio)
     results = []
+    # a corpus of one's own may carry one label type only: the rows that need the other are skipped
+    train = ctx.ids("train")
+    has = {"continuous": any(np.isfinite(ctx.labels.dims[u]).any() for u in train),
+           "discrete": any(ctx.labels.category[u] >= 0 for u in train)}
+    lacking_text = {"continuous": "dimensional labels (arousal, valence, dominance)",
+                    "discrete": "categories of the label space"}
     for row in cfg.rows:
+        lacking = [t for t in ROWS[row] if not has[t]]
+        if lacking:
+            results.append(ctx.skipped_row(row, ("audio",), "the corpus's training split has no "
+                                           + " and no ".join(lacking_text[t] for t in lacking)))
+            continue
         ctx.seed(row)
         model = HierarchicalModel(row, audio=audio, num_classes=ctx.num_classes, cfg=cfg)
         model.norm.set(*stats)

@@ -211,3 +211,20 @@ def test_every_model_and_the_mismatched_setup_run_one_step(iemocap_synth, msp_sy
                      store=store, progress=False, overrides=fast + ["model.labels={iemocap: continuous, msp: discrete}"])
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["info"][0]["model"] for r in rows] == ["hier_dc", "hier_cd", "multitask"]
+
+
+def test_a_corpus_with_categories_only_trains_the_rows_it_can_and_skips_the_rest(tmp_path):
+    # issue 29, item 3: a categorical corpus of one's own stopped the whole run ("the model predicts
+    # dimensions, but its training split has none of them")
+    from tests.data.corpora.test_own_corpus import write_corpus
+
+    table = write_corpus(tmp_path / "mine")
+    out = run_system("hierarchical", [("mine", table)], folds=[1], out=tmp_path / "run", progress=False,
+                     store=FeatureStore(tmp_path / "store"),
+                     overrides=["data.label_space=auto", "data.protocol=speaker-folds(3)", "data.audio_encoder=logmel",
+                                "data.frame_pool=1", "train.epochs=1", "train.batch_size=8", "model.conformer_layers=1",
+                                "model.hidden=16", "model.mlp=[16, 8]", "model.subsample=4"])
+    rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert "ua" in rows["baseline_d"]["mean"] and not rows["baseline_d"].get("skipped")
+    for name in ("baseline_c", "multitask", "hier_dc", "hier_cd"):
+        assert "no dimensional labels" in rows[name]["skipped"], name
