@@ -28,7 +28,8 @@ def ddp_run(paper_env, name: str, system: str, layout: str, sets: list[str]) -> 
     out = paper_env.root / "runs" / f"ddp-{name}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "made_with.json").write_text("{}")  # a run folder from before: --fresh empties it
-    (out / "stale.txt").write_text("from an older run")
+    (out / "plots").mkdir(exist_ok=True)
+    (out / "plots" / "stale.png").write_text("from an older run")  # what sermo wrote there goes
     probe = paper_env.root / f"probe-{name}"
     args = ["run", system, "--profile", "paper-msp" if system == "teacher_student" else "paper",
             "--corpus", f"{layout}={paper_env.corpus(layout)}", "--out", str(out), "--store", str(paper_env.store),
@@ -64,7 +65,7 @@ def check_stages(ranks: dict[int, list[dict]]) -> list[str]:
 def test_teacher_student_under_two_process_ddp(paper_env):
     out, ranks = ddp_run(paper_env, "ts", "teacher_student", "msp-podcast",
                          ["model.rows=[multimodal,cts]", "model.student_finetune=false"])
-    assert not (out / "stale.txt").exists()  # emptied by --fresh ...
+    assert not (out / "plots" / "stale.png").exists()  # emptied by --fresh ...
     assert results_of(out)["rows"] and (out / "REPORT.md").is_file()  # ... once: rank 0's results survive
     stages = check_stages(ranks)
     assert any(s.endswith("/cts") for s in stages)
