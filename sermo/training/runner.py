@@ -213,6 +213,9 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
         run.epochs.fold(fold.name)
         ctx = FoldRun(run, fold, fdir, index=number[fold.name])
         rows = sysdef.run_fold(ctx)
+        if rows and all(r.skipped for r in rows):  # nothing would be reported: say why instead
+            raise RunError(f"fold {fold.name}: no row of {system} could run here: "
+                           + "; ".join(f"{r.name}: {r.skipped}" for r in rows))
         if not is_rank_zero():  # under DDP every rank trains; rank 0 alone evaluates and writes
             continue
         records = [_evaluate_row(r, ctx, out) for r in rows]

@@ -50,9 +50,16 @@ def test_a_row_that_learns_only_what_the_training_split_lacks_stops(iemocap_synt
     m.df[["arousal", "valence", "dominance"]] = np.nan  # categories only
     m.save(small)
     with pytest.raises(RunError, match="predicts dimensions, but its training split has none"):
-        run_system("hierarchical", [("iemocap", small)], folds=[1], out=tmp_path / "run", store=FeatureStore(tmp_path / "st"),
-                   progress=False, overrides=["model.rows=[baseline_c]", "train.epochs=1", "model.conformer_layers=1",
-                                              "model.hidden=8", "model.mlp=[8, 4]", "data.audio_encoder=logmel"])
+        run_system("baselines", [("iemocap", small)], folds=[1], out=tmp_path / "run", store=FeatureStore(tmp_path / "st"),
+                   progress=False, overrides=["model.rows=[audio]", "model.tasks=[dims]", "train.epochs=1",
+                                              "model.hidden=8", "model.embedding=8", "data.audio_encoder=logmel"])
+    # a system that knows which rows need what skips them, and a run where none can run says why
+    with pytest.raises(RunError, match="no row of hierarchical could run here: baseline_c: the corpus's training "
+                                       "split has no dimensional labels"):
+        run_system("hierarchical", [("iemocap", small)], folds=[1], out=tmp_path / "run2",
+                   store=FeatureStore(tmp_path / "st"), progress=False,
+                   overrides=["model.rows=[baseline_c]", "train.epochs=1", "model.conformer_layers=1", "model.hidden=8",
+                              "model.mlp=[8, 4]", "data.audio_encoder=logmel"])
 
 
 def test_a_nan_feature_stops_training_naming_the_utterance(iemocap_synth, tmp_path):
