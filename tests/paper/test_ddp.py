@@ -84,3 +84,24 @@ def test_distilled_under_two_process_ddp(paper_env):
     assert (out / "partitions" / "analysis" / "transcripts.json").is_file()
     asr = {r: sum(e["utterances"] for e in events if e["kind"] == "asr") for r, events in ranks.items()}
     assert asr[0] > 0 and asr[1] == 0, f"utterances transcribed per rank: {asr}"
+
+
+def test_ddp_training_with_two_cpu_processes(iemocap_synth, tmp_path):
+    """`sermo run --devices 2` trains the baselines with Lightning DDP (gloo) and rank 0 writes the
+    results (moved here from make test: the paper-path check holds the multi-process runs)."""
+    import os
+    import subprocess
+
+    sets = ["train.epochs=2", "train.batch_size=16", "model.hidden=32", "model.embedding=16", "model.rows=[audio,text]"]
+    cmd = [sys.executable, "-m", "sermo.cli", "run", "baselines", "--corpus", f"iemocap={iemocap_synth}",
+           "--devices", "2", "--folds", "1", "--out", str(tmp_path / "ddp"), "--store", str(tmp_path / "s"),
+           "--quiet", *[x for o in sets for x in ("--set", o)]]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert [r["name"] for r in results["rows"]] == ["audio", "text"]
+    import pandas as pd
+
+    preds = pd.read_parquet(tmp_path / "ddp" / "predictions" / "audio.fold1.test.parquet")
+    assert len(preds) == 40  # every test utterance, not one rank's share

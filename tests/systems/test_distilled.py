@@ -103,7 +103,7 @@ def test_ft_frz_freezes_the_fine_tuned_speech_stream_and_the_text_encoder(tmp_pa
 # ft also trains the FT=>FRZ row (mode ft_frz builds that row alone, through the same code)
 @pytest.mark.parametrize("mode", ["ft", "frozen"])
 def test_each_mode_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path, mode):
-    small = small_iemocap(iemocap_synth, tmp_path / "small.parquet", 5)  # 50 utterances, 5 sessions
+    small = small_iemocap(iemocap_synth, tmp_path / "small.parquet", 4)  # 40 utterances, 5 sessions
     speech, text = tiny_speech_model(tmp_path / "hubert"), tiny_text_model(tmp_path / "bert")
     out = run_system("distilled", [("iemocap", small)], folds=[1], out=tmp_path / "run",
                      store=FeatureStore(tmp_path / "store"), progress=False, overrides=[

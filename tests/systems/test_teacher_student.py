@@ -143,7 +143,7 @@ def test_fine_tuning_touches_only_the_top_layers(tmp_path):
 
 @pytest.mark.slow
 def test_every_stage_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path):
-    small = small_iemocap(iemocap_synth, tmp_path / "small.parquet", 6)  # 60 utterances, 5 sessions
+    small = small_iemocap(iemocap_synth, tmp_path / "small.parquet", 4)  # 40 utterances, 5 sessions
     from sermo.data.manifest import Manifest
 
     m = Manifest.load(small)  # a few training utterances without a transcript: no teacher embedding for them
