@@ -220,10 +220,10 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
             continue
         records = [_evaluate_row(r, ctx, out) for r in rows]
         if k == 0:
+            provenance = trained_on(run, fold, corpora)  # once per fold: it may read the corpora's manifests
             for r in rows:
                 if r.spec is not None and r.model is not None:
-                    save_bundle(out / "bundles" / r.name, r.model,
-                                _bundle_config(system, r, cfg, run, trained_on(run, fold, corpora)))
+                    save_bundle(out / "bundles" / r.name, r.model, _bundle_config(system, r, cfg, run, provenance))
         write_text_atomic(fdir / "seconds.json", json.dumps({"seconds": round(time.time() - started, 1)}))
         write_text_atomic(done, json.dumps(records, indent=1))
         per_fold[fold.name] = records

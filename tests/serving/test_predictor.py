@@ -134,22 +134,30 @@ def test_a_bundle_whose_names_hold_markup_is_refused_when_it_loads(baselines_run
         Predictor.from_pretrained(bundle)
 
 
-def test_a_config_edited_to_a_huge_model_is_refused_before_it_is_allocated(baselines_run, tmp_path):
-    # reliability review S17b: a width of 2 x 10^8 in a 2 KB config.json drove predict to 8 GB
-    import resource
+def edited_bundle(baselines_run, tmp_path, path: tuple, value):
+    """A copy of the audio bundle whose config.json has ``value`` at ``path`` (keys in order)."""
     import shutil
 
     bundle = tmp_path / "bundle"
-    shutil.copytree(baselines_run / "bundles" / "audio", bundle)
-    original = json.loads((bundle / "config.json").read_text())
+    if not bundle.exists():
+        shutil.copytree(baselines_run / "bundles" / "audio", bundle)
+        shutil.copy(bundle / "config.json", bundle / "config.original.json")
+    config = json.loads((bundle / "config.original.json").read_text())
+    node = config
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    (bundle / "config.json").write_text(json.dumps(config))
+    return bundle
+
+
+def test_a_config_edited_to_a_huge_model_is_refused_before_it_is_allocated(baselines_run, tmp_path):
+    # reliability review S17b: a width of 2 x 10^8 in a 2 KB config.json drove predict to 8 GB
+    import resource
+
     for path, value in ((("spec", "inputs", "audio", "dim"), 200_000_000), (("model", "hidden"), 10**9),
                         (("spec", "num_classes"), 10**9)):
-        config = json.loads(json.dumps(original))
-        node = config
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = value
-        (bundle / "config.json").write_text(json.dumps(config))
+        bundle = edited_bundle(baselines_run, tmp_path, path, value)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         with pytest.raises(BundleError, match="do not fit|does not describe|label space has 4 classes"):
             Predictor.from_pretrained(bundle)
@@ -159,23 +167,13 @@ def test_a_config_edited_to_a_huge_model_is_refused_before_it_is_allocated(basel
 
 def test_impossible_values_and_unloadable_encoders_in_a_bundle_are_one_error(baselines_run, tmp_path, capsys):
     # reliability review S17a (an encoder named /etc), S17c (max_frames 0, label_scale NaN): tracebacks before
-    import shutil
-
     from sermo.cli import main
 
-    bundle = tmp_path / "bundle"
-    shutil.copytree(baselines_run / "bundles" / "audio", bundle)
-    original = json.loads((bundle / "config.json").read_text())
     edits = [(("spec", "inputs", "max_frames"), 0, "max_frames = 0"),
              (("label_scale",), ["nan", 5], "label_scale"),
              (("spec", "inputs", "audio", "encoder"), "/etc", "cannot be loaded here")]
     for path, value, message in edits:
-        config = json.loads(json.dumps(original))
-        node = config
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = value
-        (bundle / "config.json").write_text(json.dumps(config))
+        bundle = edited_bundle(baselines_run, tmp_path, path, value)
         with pytest.raises(BundleError, match=message):
             Predictor.from_pretrained(bundle)
         assert main(["predict", str(bundle), str(tmp_path / "none.wav")]) == 2

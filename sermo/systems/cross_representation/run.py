@@ -53,7 +53,6 @@ class Inputs:
 def epochs_for(ctx, iterations: int | None, utterances: int, batch_size: int, train_cfg=None):
     """The train config that makes about ``iterations`` optimizer steps over ``utterances``, and
     what was derived (for the report); the config unchanged when no iterations are asked for."""
-    import dataclasses
     import math
 
     train_cfg = train_cfg or ctx.with_train()
