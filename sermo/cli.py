@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("system", help=", ".join(system_names()))
     p.add_argument("--corpus", action="append", required=True, metavar="NAME=PATH",
                    help="corpus folder, table or manifest (repeatable)")
-    p.add_argument("--profile", default="demo", help="recipe profile: demo or paper (default demo)")
+    p.add_argument("--profile", default="default", help="recipe profile: default (for one's own corpus: every fold, trained until validation stops improving), demo (minutes, first fold) or paper (the paper's encoders)")
     p.add_argument("--folds", default=None, type=fold_numbers, help="only these folds, e.g. 1,3")
     p.add_argument("--out", default=None, help="run folder (default runs/SYSTEM/CORPUS-PROFILE)")
     p.add_argument("--fresh", action="store_true",

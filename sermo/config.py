@@ -187,6 +187,13 @@ class RunConfig:
     train: TrainConfig
     model: typing.Any
     description: str = ""
+    extends: tuple[str, ...] = ()
+    """The profiles ``profile`` extends, nearest first (its deviations from the paper are theirs too)."""
+
+    @property
+    def lineage(self) -> tuple[str, ...]:
+        """The profile and those it extends."""
+        return (self.profile, *self.extends)
 
     def to_dict(self) -> dict:
         """Plain dict (saved as ``config.yaml`` in the run folder)."""
@@ -258,6 +265,36 @@ def recipe_path(system: str) -> Path:
     return Path(__file__).resolve().parent / "recipes" / f"{system}.yaml"
 
 
+def resolve_profile(profiles: dict, profile: str, path) -> tuple[dict, list[str]]:
+    """The sections of ``profile`` and the profiles it extends, nearest first: a profile with
+    ``extends: OTHER`` starts from OTHER's sections (itself resolved the same way) and replaces
+    the keys it gives, section by section.
+
+    Raises:
+        ConfigError: no such profile, a cycle of ``extends``, or an unknown section.
+    """
+    chain: list[str] = []
+    name: str | None = profile
+    while name is not None:
+        if name not in profiles:
+            what = f"no profile {name!r}" + (f" (extended by {chain[-1]!r})" if chain else "")
+            raise ConfigError(f"{path}: {what}; profiles: {', '.join(profiles)}")
+        if name in chain:
+            raise ConfigError(f"{path}: profiles extend each other in a cycle: {' -> '.join(chain + [name])}")
+        chain.append(name)
+        name = (profiles[name] or {}).get("extends")
+    chosen: dict[str, dict] = {}
+    for name in reversed(chain):
+        body = {k: v for k, v in (profiles[name] or {}).items() if k != "extends"}
+        unknown = sorted(set(body) - {"data", "train", "model"})
+        if unknown:
+            raise ConfigError(f"{path} profile {name}: unknown section(s) {unknown}; valid: data, model, train"
+                              " (and extends: a profile whose sections this one starts from)")
+        for section, values in body.items():
+            chosen.setdefault(section, {}).update(dict(values or {}))
+    return chosen, chain[1:]
+
+
 def load_recipe(system: str, profile: str, model_cls, overrides: list[str] | None = None, *,
                 path: Path | None = None) -> RunConfig:
     """Read a system's recipe (``path``, default :func:`recipe_path`), pick a profile, apply
@@ -273,14 +310,8 @@ def load_recipe(system: str, profile: str, model_cls, overrides: list[str] | Non
     top = {"system", "description", "profiles"}
     if set(recipe) - top:
         raise ConfigError(f"{path}: unknown top-level key(s) {sorted(set(recipe) - top)}; valid: {', '.join(sorted(top))}")
-    profiles = recipe.get("profiles") or {}
-    if profile not in profiles:
-        raise ConfigError(f"{path}: no profile {profile!r}; profiles: {', '.join(profiles)}")
-    chosen = {k: dict(v or {}) for k, v in (profiles[profile] or {}).items()}
+    chosen, extends = resolve_profile(recipe.get("profiles") or {}, profile, path)
     sections = {"data", "train", "model"}
-    if set(chosen) - sections:
-        raise ConfigError(f"{path} profile {profile}: unknown section(s) {sorted(set(chosen) - sections)}; "
-                          f"valid: data, model, train")
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         section, dot, name = key.partition(".")
@@ -297,7 +328,7 @@ def load_recipe(system: str, profile: str, model_cls, overrides: list[str] | Non
         system=system, profile=profile, description=str(recipe.get("description", "")),
         data=build(DataConfig, chosen.get("data"), f"{where}: data"),
         train=build(TrainConfig, chosen.get("train"), f"{where}: train"),
-        model=build(model_cls, chosen.get("model"), f"{where}: model"),
+        model=build(model_cls, chosen.get("model"), f"{where}: model"), extends=tuple(extends),
     )
 
 

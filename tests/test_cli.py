@@ -44,7 +44,7 @@ def test_transcribe_cli(tmp_path, iemocap_synth, capsys):
 
 
 def test_labels_option_is_checked_and_becomes_an_override(tmp_path, capsys, monkeypatch):
-    assert main(["run", "hierarchical", "--corpus", f"iemocap={tmp_path}", "--labels", "iemocap"]) == 2
+    assert main(["run", "hierarchical", "--profile", "demo", "--corpus", f"iemocap={tmp_path}", "--labels", "iemocap"]) == 2
     assert "expected CORPUS=TYPE" in capsys.readouterr().err
     seen = {}
 
@@ -53,7 +53,7 @@ def test_labels_option_is_checked_and_becomes_an_override(tmp_path, capsys, monk
         return tmp_path
 
     monkeypatch.setattr("sermo.training.runner.run_system", fake_run)
-    main(["run", "hierarchical", "--corpus", f"iemocap={tmp_path}", "--corpus", f"msp={tmp_path}",
+    main(["run", "hierarchical", "--profile", "demo", "--corpus", f"iemocap={tmp_path}", "--corpus", f"msp={tmp_path}",
           "--labels", "iemocap=continuous,msp=discrete"])
     assert seen["overrides"] == ["model.labels={iemocap: continuous, msp: discrete}"]
 
@@ -77,19 +77,19 @@ def one_line_error(capsys, argv) -> str:
 
 def test_every_user_error_is_one_line_and_exit_2(tmp_path, capsys, iemocap_synth):
     corpus = f"iemocap={iemocap_synth}"
-    assert "unknown system 'resnet'" in one_line_error(capsys, ["run", "resnet", "--corpus", corpus])
-    assert "no such file or folder" in one_line_error(capsys, ["run", "baselines", "--corpus",
+    assert "unknown system 'resnet'" in one_line_error(capsys, ["run", "resnet", "--profile", "demo", "--corpus", corpus])
+    assert "no such file or folder" in one_line_error(capsys, ["run", "baselines", "--profile", "demo", "--corpus",
                                                                f"iemocap={tmp_path / 'nowhere'}"])
-    assert "'abc'" in one_line_error(capsys, ["run", "baselines", "--corpus", corpus, "--folds", "abc"])
+    assert "'abc'" in one_line_error(capsys, ["run", "baselines", "--profile", "demo", "--corpus", corpus, "--folds", "abc"])
     (tmp_path / "a-file").write_text("x")
-    assert "a-file" in one_line_error(capsys, ["run", "baselines", "--corpus", corpus, "--out",
+    assert "a-file" in one_line_error(capsys, ["run", "baselines", "--profile", "demo", "--corpus", corpus, "--out",
                                                str(tmp_path / "a-file")])
-    assert "section.key=value" in one_line_error(capsys, ["run", "baselines", "--corpus", corpus, "--set",
+    assert "section.key=value" in one_line_error(capsys, ["run", "baselines", "--profile", "demo", "--corpus", corpus, "--set",
                                                           "train.epochs"])
-    assert "label space" in one_line_error(capsys, ["run", "baselines", "--corpus", corpus, "--label-space",
+    assert "label space" in one_line_error(capsys, ["run", "baselines", "--profile", "demo", "--corpus", corpus, "--label-space",
                                                     "no-such-space", "--out", str(tmp_path / "r")])
     # reliability review N12c-f, N12i: tracebacks before
-    assert "not valid YAML" in one_line_error(capsys, ["run", "baselines", "--corpus", corpus, "--set",
+    assert "not valid YAML" in one_line_error(capsys, ["run", "baselines", "--profile", "demo", "--corpus", corpus, "--set",
                                                        "model.rows=[audio", "--out", str(tmp_path / "ry")])
     assert "is a file" in one_line_error(capsys, ["synth", "--layout", "iemocap", "--utterances", "5", "--out",
                                                   str(tmp_path / "a-file")])
@@ -102,7 +102,7 @@ def test_every_user_error_is_one_line_and_exit_2(tmp_path, capsys, iemocap_synth
     assert "no rows" in one_line_error(capsys, ["prepare", "table", str(header_only), "--out",
                                                 str(tmp_path / "m.jsonl")])
     # reliability review N12g: no rows ran and exited 0 with an empty report
-    assert "model.rows is empty" in one_line_error(capsys, ["run", "baselines", "--corpus", corpus, "--set",
+    assert "model.rows is empty" in one_line_error(capsys, ["run", "baselines", "--profile", "demo", "--corpus", corpus, "--set",
                                                             "model.rows=[]", "--out", str(tmp_path / "r0")])
     # table corpora: ragged, latin-1, a bad number, bad JSONL, a bad scale
     ragged = tmp_path / "ragged.csv"
@@ -118,7 +118,7 @@ def test_every_user_error_is_one_line_and_exit_2(tmp_path, capsys, iemocap_synth
         capsys, ["prepare", "table", str(start), "--out", str(tmp_path / "m.jsonl")])
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "audio": "a.wav"}\n{"id": "b", "audio"\n')
-    assert "bad.jsonl" in one_line_error(capsys, ["run", "baselines", "--corpus", f"c={bad}"])
+    assert "bad.jsonl" in one_line_error(capsys, ["run", "baselines", "--profile", "demo", "--corpus", f"c={bad}"])
     assert "MIN below MAX" in one_line_error(capsys, ["prepare", "table", str(start), "--scale", "5,1", "--out",
                                                       str(tmp_path / "m.jsonl")])
     for value in ("0", "-5", "nan"):

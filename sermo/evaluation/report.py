@@ -157,8 +157,13 @@ def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str
                    "Its numbers show the method works end to end; they say nothing about IEMOCAP or MSP-Podcast "
                    "and are not comparable with the paper's.\n\n")
     elif results["profile"] == "demo":
-        out.append("Profile `demo` (the default): stand-in encoders and smaller sizes that run on 2 CPU cores; "
-                   "`sermo run ... --profile paper` runs the paper's settings.\n\n")
+        out.append("Profile `demo`: stand-in encoders and smaller sizes that run on 2 CPU cores in minutes, the "
+                   "protocol's first fold only; `sermo run` without `--profile` runs every fold, trained until "
+                   "validation stops improving (profile `default`), and `--profile paper` the paper's settings.\n\n")
+    elif results["profile"] == "default":
+        out.append("Profile `default` (for one's own corpus): the offline encoders (Whisper tiny.en, MiniLM), every "
+                   "fold of the protocol, each model trained until validation stops improving (the Training table "
+                   "says how often the best epoch was the last); `--profile paper` runs the paper's settings.\n\n")
     out.append(f"Protocol `{protocol.spec}`: {protocol.description}. Label space `{results['label_space']}`"
                + (f": {', '.join(results['classes'])}" if results.get("classes") else "") + ".")
     if results.get("left_out"):
@@ -242,16 +247,21 @@ def _training(run_folder) -> str:
     for stage, recs in stages.items():
         sched = [r["schedule"] for r in recs if r.get("schedule")]
         best = [r["best_epoch"] for r in recs if r.get("best_epoch") is not None]
+        # Lightning counts epochs from 0: the best epoch was the last run when it is epochs - 1
+        last = sum(1 for r in recs if r.get("best_epoch") is not None and r["best_epoch"] >= r.get("epochs", 0) - 1)
         line = {"stage": stage, "folds": len(recs), "epochs": f"{np.mean([r.get('epochs', 0) for r in recs]):.0f}",
-                "best epoch (mean)": f"{np.mean(best):.1f}" if best else "-",
+                "best epoch (mean)": f"{np.mean(best) + 1:.1f}" if best else "-",
+                "best = last": f"{last} of {len(recs)}" if best else "-",
                 "steps": f"{np.mean([r.get('steps', 0) for r in recs]):.0f}"}
         if sched:
             cut = sched[0]["warmup_steps"] < sched[0]["warmup_requested"]
             line["warm-up"] = f"{sched[0]['warmup_steps']}" + (f" (paper: {sched[0]['warmup_requested']})" if cut else "")
             line["peak lr reached"] = f"{min(s['peak_factor'] for s in sched):.0%}"
         lines.append(line)
-    return ("\n## Training\n\nPer stage, over the folds (a warm-up longer than 30% of a run's real steps is cut so "
-            "that the peak learning rate is reached; the paper's length is shown beside it).\n\n"
+    return ("\n## Training\n\nPer stage, over the folds: epochs run, the epoch whose weights were kept (counted from 1) "
+            "and in how many folds it was the last one run (a model still improving when its budget ended: raise "
+            "train.epochs). A warm-up longer than 30% of a run's real steps is cut so that the peak learning rate "
+            "is reached; the paper's length is shown beside it.\n\n"
             + markdown_table(lines))
 
 
@@ -263,7 +273,7 @@ def _deviations(sysdef, cfg, corpora=()) -> str:
     import dataclasses
 
     lines = [{"what": d.what, "why": d.why, "effect on the comparison": d.effect}
-             for d in sysdef.deviations_for(cfg.profile, corpora) + engine_deviations(cfg)]
+             for d in sysdef.deviations_for(cfg.lineage, corpora) + engine_deviations(cfg)]
     out = "\n## Deviations from the paper\n\n"
     out += markdown_table(lines) if lines else "None recorded for this profile.\n"
     from sermo.config import ConfigError, load_recipe
@@ -276,7 +286,7 @@ def _deviations(sysdef, cfg, corpora=()) -> str:
     diffs = []
     for section in ("data", "train", "model"):
         mine, theirs = dataclasses.asdict(getattr(cfg, section)), dataclasses.asdict(getattr(paper, section))
-        diffs += [{"setting": f"{section}.{k}", "this run": mine[k], f"{reference} profile": theirs[k]}
+        diffs += [{"setting": f"{section}.{k}", "this run": _setting(mine[k]), f"{reference} profile": _setting(theirs[k])}
                   for k in mine if mine[k] != theirs.get(k)]
     if diffs:
         what = (f"This run's `{cfg.profile}` profile differs from the `paper` profile in" if reference != cfg.profile
@@ -284,6 +294,11 @@ def _deviations(sysdef, cfg, corpora=()) -> str:
                      "written; these settings are what ran)")
         out += f"\n{what}:\n\n" + markdown_table(diffs)
     return out
+
+
+def _setting(value):
+    """A recipe value as the table shows it: numbers in full (0.0005, not the metrics' 0.001)."""
+    return f"{value:g}" if isinstance(value, float) else value
 
 
 def engine_deviations(cfg) -> list:

@@ -38,6 +38,37 @@ class MeanMaxPool(nn.Module):
         return torch.cat([masked_mean(x, mask), masked_max(x, mask)], dim=-1)
 
 
+def masked_mean_std(x: torch.Tensor, mask: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Masked mean and standard deviation over dim 1 of ``x (B, T, D)``, concatenated ``(B, 2D)``
+    (``eps`` under the square root keeps its gradient finite where a feature is constant)."""
+    mean = masked_mean(x, mask)
+    var = (masked_mean(x * x, mask) - mean * mean).clamp(min=0.0)
+    return torch.cat([mean, (var + eps).sqrt()], dim=-1)
+
+
+class MeanStdPool(nn.Module):
+    """Statistics pooling: masked mean and standard deviation over time, ``(B, T, D) -> (B, 2D)``
+    (the x-vector's pooling, and the linear probe's summary of an utterance)."""
+
+    def out_dim(self, dim: int) -> int:
+        return 2 * dim
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return masked_mean_std(x, mask, eps=1e-6)
+
+
+class PooledNorm(nn.BatchNorm1d):
+    """Batch normalisation of pooled statistics ``(B, W)``: standardised over the batch in training
+    (running statistics at prediction). A training batch of one utterance (the last of an epoch)
+    has no spread to standardise by: it uses the running statistics, as prediction does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] < 2:
+            return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                            training=False, eps=self.eps)
+        return super().forward(x)
+
+
 class SelfAttentivePool(nn.Module):
     """Self-attentive pooling: softmax of a learned score per frame, masked, then a weighted sum.
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from sermo.nn.layers import Standardize
 from sermo.nn.losses import ccc_loss, masked_cross_entropy
-from sermo.nn.pooling import masked_mean
+from sermo.nn.pooling import masked_mean_std
 
 
 class LinearProbe(nn.Module):
@@ -31,9 +31,7 @@ class LinearProbe(nn.Module):
         """Per-layer masked mean and standard deviation over time, ``(B, 2 L D)``."""
         b, num_layers, t, d = x.shape
         h = self.norm(x, mask).float().permute(0, 2, 1, 3).reshape(b, t, num_layers * d)
-        mean = masked_mean(h, mask)
-        var = (masked_mean(h * h, mask) - mean * mean).clamp(min=0.0)
-        return torch.cat([mean, var.sqrt()], dim=-1)
+        return masked_mean_std(h, mask)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         f = self.pooled(x, mask)

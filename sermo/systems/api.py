@@ -3,10 +3,9 @@
 A system is a :class:`SystemDef` registered with :func:`register`. For every fold of a run
 the engine calls ``run_fold(ctx)`` with a :class:`FoldContext` and gets back one
 :class:`RowResult` per row of the system's table. Everything a system may ask of the engine
-is a member of :class:`FoldContext`; everything it gives back is typed here. A system
-imports this module, ``sermo.nn``, ``sermo.encoders``, ``sermo.data`` and
-``sermo.evaluation``: never ``sermo.training``, ``sermo.features`` or ``sermo.serving``
-(a test checks the import graph).
+is a member of :class:`FoldContext`; everything it gives back is typed here. A system imports
+this module, ``sermo.nn``, ``sermo.encoders``, ``sermo.data`` and ``sermo.evaluation``: never
+``sermo.training``, ``sermo.features`` or ``sermo.serving`` (a test checks the import graph).
 
 Models are ``nn.Module``s with ``forward(batch: Batch) -> Output`` and
 ``losses(output, batch) -> {"loss": total, <name>: part, ...}``; they may define
@@ -276,9 +275,10 @@ class Deviation:
     profiles: tuple[str, ...] = ()
     corpora: tuple[str, ...] = ()
 
-    def applies(self, profile: str, corpora=()) -> bool:
-        """Whether a run of ``profile`` on ``corpora`` (names; empty: any) has this deviation."""
-        return ((not self.profiles or profile in self.profiles)
+    def applies(self, profile: str | tuple[str, ...], corpora=()) -> bool:
+        """Whether a run of ``profile`` (or a profile extending those listed) on ``corpora`` has it."""
+        lineage = (profile,) if isinstance(profile, str) else tuple(profile)
+        return ((not self.profiles or bool(set(lineage) & set(self.profiles)))
                 and (not self.corpora or not corpora or bool(set(self.corpora) & set(corpora))))
 
 
@@ -373,8 +373,8 @@ class SystemDef:
         """The pairs of rows the paper compares, for this recipe."""
         return list(self.comparisons(cfg) if callable(self.comparisons) else self.comparisons)
 
-    def deviations_for(self, profile: str, corpora=()) -> list[Deviation]:
-        """The deviations that apply to a recipe profile (on these corpora; empty: any)."""
+    def deviations_for(self, profile: str | tuple[str, ...], corpora=()) -> list[Deviation]:
+        """The deviations of a profile, or of a lineage ``(profile, *extends)`` (on these corpora)."""
         return [d for d in self.deviations if d.applies(profile, corpora)]
 
     def feature_uses(self, cfg: RunConfig) -> list[FeatureUse]:

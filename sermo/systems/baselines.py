@@ -27,9 +27,10 @@ from sermo.data.batch import Batch
 from sermo.data.spec import ModelSpec
 from sermo.nn.layers import GRUEncoder, LayerWeighting, Standardize, mlp
 from sermo.nn.losses import ccc_loss, masked_cross_entropy
-from sermo.nn.pooling import MeanMaxPool
+from sermo.nn.pooling import MeanMaxPool, MeanStdPool, PooledNorm
 from sermo.nn.probe import LinearProbe
 from sermo.systems.api import Output, SystemDef, lr_groups, recipe_features, register
+from sermo.systems.common import lacking
 
 ROWS = {"linear": ("audio",), "linear_text": ("text",), "audio": ("audio",), "text": ("text",),
         "fusion": ("audio", "text")}
@@ -46,7 +47,15 @@ class BaselinesConfig:
             ``linear`` / ``linear_text``: the linear probe on the audio / text features (per-layer
             mean and std over time, standardised; logistic regression with balanced class weights
             and ridge regression per dimension, their strengths chosen on the validation split only).
-        head: ``gru`` (2-layer GRU, last output) or ``pool`` (mean + max over time).
+        head: ``gru`` (2-layer GRU, last output) or ``pool`` (statistics over time, then an MLP).
+        pool: the ``pool`` head's statistics: ``meanmax`` (mean and max, paper 001's) or ``meanstd``
+            (mean and standard deviation: the x-vector's, and the linear probe's summary).
+        layer_use: the ``pool`` head's use of the encoder's layers: ``weighted`` (a learned weighted
+            sum, then pooling) or ``concat`` (every layer pooled on its own and the statistics
+            concatenated, as the probe reads them).
+        pool_norm: the ``pool`` head standardises its pooled statistics over the batch (batch
+            normalisation; its running statistics at prediction) before the MLP: the statistics of
+            one utterance are far smaller in spread than its frames, and unscaled they train slowly.
         hidden: GRU / pooling MLP width.
         gru_layers: GRU depth.
         embedding: size of each modality's embedding.
@@ -74,6 +83,9 @@ class BaselinesConfig:
 
     rows: list[str] = field(default_factory=lambda: ["linear", "audio", "text", "fusion"])
     head: str = setting("gru", choices=("gru", "pool"))
+    pool: str = setting("meanmax", choices=("meanmax", "meanstd"))
+    layer_use: str = setting("weighted", choices=("weighted", "concat"))
+    pool_norm: bool = False
     hidden: int = setting(128, min=1)
     gru_layers: int = setting(2, min=1)
     embedding: int = setting(128, min=1)
@@ -94,27 +106,36 @@ class ModalityEncoder(nn.Module):
     """``(B, L, T, D)`` features + ``(B, T)`` mask -> ``(B, E)`` embedding."""
 
     def __init__(self, num_layers: int, dim: int, *, head: str, hidden: int, embedding: int, gru_layers: int = 2,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, pool: str = "meanmax", layer_use: str = "weighted", pool_norm: bool = False):
         super().__init__()
         if head not in ("gru", "pool"):
             raise ValueError(f"unknown head {head!r}; known: gru, pool")
+        if layer_use not in ("weighted", "concat"):
+            raise ValueError(f"unknown layer use {layer_use!r}; known: weighted, concat")
         self.norm = Standardize(num_layers, dim)
-        self.layers = LayerWeighting(num_layers)
         self.head = head
+        self.concat = head == "pool" and layer_use == "concat"
+        self.layers = None if self.concat else LayerWeighting(num_layers)
         if head == "gru":
             self.seq = GRUEncoder(dim, hidden, gru_layers)
             self.proj = nn.Linear(hidden, embedding)
         else:
-            self.pool = MeanMaxPool()
-            self.proj = mlp([2 * dim, hidden, embedding], dropout=dropout)
+            self.pool = MeanStdPool() if pool == "meanstd" else MeanMaxPool()
+            width = self.pool.out_dim(dim * (num_layers if self.concat else 1))
+            self.pooled_norm = PooledNorm(width) if pool_norm else nn.Identity()
+            self.proj = mlp([width, hidden, embedding], dropout=dropout)
         self.out_dim = embedding
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.layers.standardized(x, self.norm, mask)  # (B, T, D)
+        if self.concat:  # every layer standardised and pooled on its own: (B, T, L D)
+            b, num_layers, t, d = x.shape
+            h = self.norm(x.float(), mask).permute(0, 2, 1, 3).reshape(b, t, num_layers * d)
+        else:
+            h = self.layers.standardized(x, self.norm, mask)  # (B, T, D)
         if self.head == "gru":
             last, _ = self.seq(h, mask)
             return self.proj(last)
-        return self.proj(self.pool(h, mask))
+        return self.proj(self.pooled_norm(self.pool(h, mask)))
 
 
 class BaselineModel(nn.Module):
@@ -124,7 +145,7 @@ class BaselineModel(nn.Module):
                  cfg: BaselinesConfig):
         super().__init__()
         enc = dict(head=cfg.head, hidden=cfg.hidden, embedding=cfg.embedding, gru_layers=cfg.gru_layers,
-                   dropout=cfg.dropout)
+                   dropout=cfg.dropout, pool=cfg.pool, layer_use=cfg.layer_use, pool_norm=cfg.pool_norm)
         self.audio = ModalityEncoder(*audio, **enc) if audio else None
         self.text = ModalityEncoder(*text, **enc) if text else None
         width = sum(e.out_dim for e in (self.audio, self.text) if e is not None)
@@ -358,16 +379,6 @@ def balanced_weights(classes: np.ndarray, num_classes: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def absent(ctx, modality: str) -> str:
-    """Why a modality cannot be read in this fold's training split ("" when it can)."""
-    source = ctx.audio if modality == "audio" else ctx.text
-    if source is None:
-        return f"the recipe has no {modality} encoder"
-    if not any(source.has(u) for u in ctx.ids("train")):
-        return "the corpus has no audio" if modality == "audio" else "the corpus has no transcripts"
-    return ""
-
-
 def run_fold(ctx) -> list:
     """Every configured row, one after another (a row whose modality the corpus lacks is skipped,
     with the reason)."""
@@ -376,12 +387,10 @@ def run_fold(ctx) -> list:
         raise ValueError(f"unknown fusion_init {cfg.fusion_init!r}; known: scratch, unimodal")
     done: dict = {}
     results = []
-    used = {m for row in cfg.rows for m in ROWS[row]}  # a modality no row reads is never extracted
-    missing = {m: why for m in sorted(used) if (why := absent(ctx, m))}
     for row in cfg.rows:
-        lacking = [missing[m] for m in ROWS[row] if m in missing]
-        if lacking:  # a text-only corpus, or one without transcripts
-            results.append(ctx.skipped_row(row, ROWS[row], "; ".join(lacking)))
+        why = lacking(ctx, ROWS[row])
+        if why:  # a text-only corpus, or one without transcripts
+            results.append(ctx.skipped_row(row, ROWS[row], why))
             continue
         branches = None
         if row == "fusion" and cfg.fusion_init == "unimodal":

@@ -1,5 +1,5 @@
-"""Helpers several systems share: combining rows' predictions (score fusion), probabilities, the
-deviations they have in common."""
+"""Helpers several systems share: which modalities a corpus lacks, combining rows' predictions
+(score fusion), probabilities, the deviations they have in common."""
 
 from __future__ import annotations
 
@@ -51,3 +51,17 @@ def fuse(rows: list[dict[str, Predictions]], combine: Callable[..., np.ndarray])
         ids, probs = aligned_probs(*(r[test] for r in rows))
         out[test] = Predictions(ids, None, combine(*probs))
     return out
+
+
+def lacking(ctx, modalities) -> str:
+    """Why a row reading ``modalities`` cannot train in this fold ("" when it can): the recipe has
+    no encoder for one of them, or no utterance of the training split has it (a text-only table,
+    a corpus without transcripts)."""
+    reasons = []
+    for modality in modalities:
+        source = ctx.audio if modality == "audio" else ctx.text
+        if source is None:
+            reasons.append(f"the recipe has no {modality} encoder")
+        elif not any(source.has(u) for u in ctx.ids("train")):
+            reasons.append("the corpus has no audio" if modality == "audio" else "the corpus has no transcripts")
+    return "; ".join(reasons)

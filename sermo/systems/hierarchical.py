@@ -25,6 +25,7 @@ from sermo.nn.layers import Conformer, LayerWeighting, Standardize, average_fram
 from sermo.nn.losses import ccc_per_dim, masked_cross_entropy
 from sermo.nn.pooling import SelfAttentivePool
 from sermo.systems.api import Deviation, Output, SystemDef, recipe_features, register
+from sermo.systems.common import lacking
 
 ROWS = {
     "baseline_c": ("continuous",),
@@ -165,6 +166,9 @@ def run_fold(ctx) -> list:
     cfg: HierarchicalConfig = ctx.cfg.model
     if ctx.name == "transfer":
         return run_transfer(ctx)
+    why = lacking(ctx, ("audio",))
+    if why:  # a text-only corpus: every row reads speech
+        return [ctx.skipped_row(row, ("audio",), why) for row in cfg.rows]
     audio = (ctx.audio.num_layers, ctx.audio.dim)
     stats = ctx.feature_stats(ctx.audio)
     results = []
@@ -175,10 +179,10 @@ def run_fold(ctx) -> list:
     lacking_text = {"continuous": "dimensional labels (arousal, valence, dominance)",
                     "discrete": "categories of the label space"}
     for row in cfg.rows:
-        lacking = [t for t in ROWS[row] if not has[t]]
-        if lacking:
+        missing = [t for t in ROWS[row] if not has[t]]
+        if missing:
             results.append(ctx.skipped_row(row, ("audio",), "the corpus's training split has no "
-                                           + " and no ".join(lacking_text[t] for t in lacking)))
+                                           + " and no ".join(lacking_text[t] for t in missing)))
             continue
         ctx.seed(row)
         model = HierarchicalModel(row, audio=audio, num_classes=ctx.num_classes, cfg=cfg)

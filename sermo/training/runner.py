@@ -64,7 +64,7 @@ class Prepared:
     transcripts: dict | None = None  # the run's own ASR transcripts: engine, WER against the oracle
 
 
-def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = "demo", folds=None,
+def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = "default", folds=None,
                 overrides: list[str] | None = None, store: FeatureStore | None = None, devices: int | None = None,
                 num_nodes: int | None = None, accelerator: str | None = None, progress: bool = True,
                 transcribe: bool = True) -> Prepared:
@@ -156,7 +156,7 @@ def plan_system(system: str, corpora: list[tuple[str, Path]], **kwargs) -> Plan:
     return prepare_run(system, corpora, transcribe=False, **kwargs).plan
 
 
-def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "demo", folds=None,
+def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "default", folds=None,
                out: Path | None = None, overrides: list[str] | None = None, store: FeatureStore | None = None,
                devices: int | None = None, num_nodes: int | None = None, accelerator: str | None = None,
                progress: bool = True, fresh: bool = False) -> Path:

@@ -63,3 +63,21 @@ def test_every_test_set_gets_the_papers_own_numbers(tmp_path):
     mixed = dict(results, system="hierarchical", corpus="iemocap+msp-podcast")
     assert "The paper's numbers" not in run_report(mixed, protocol, get_system("hierarchical"),
                                                    [("iemocap", tmp_path)], {})
+
+
+def test_settings_show_in_full_and_the_training_table_counts_budgets_that_ended_first(tmp_path):
+    import json
+
+    from sermo.evaluation.report import _training
+
+    sysdef = get_system("baselines")
+    cfg = load_recipe("baselines", "default", sysdef.config_cls, path=sysdef.recipe_path)
+    text = _deviations(sysdef, cfg, ["mine"])
+    # 0.0005 and 0.001 differ: a table rounding both to 0.001 said the run matched the paper
+    assert "| train.lr | 0.001 | 0.0005 |" in text and "| train.weight_decay | 0.001 | 0 |" in text
+    assert "`default` profile differs from the `paper` profile" in text
+    for fold, best in ((1, 39), (2, 12), (3, 39)):  # Lightning counts epochs from 0: 39 is the 40th
+        (tmp_path / f"fold{fold}" / "audio").mkdir(parents=True)
+        (tmp_path / f"fold{fold}" / "audio" / "DONE").write_text(json.dumps({"best_epoch": best, "epochs": 40}))
+    table = _training(tmp_path)
+    assert "| audio | 3 | 40 | 31.0 | 2 of 3 |" in table

@@ -93,7 +93,7 @@ def test_ddp_training_with_two_cpu_processes(iemocap_synth, tmp_path):
     import subprocess
 
     sets = ["train.epochs=2", "train.batch_size=16", "model.hidden=32", "model.embedding=16", "model.rows=[audio,text]"]
-    cmd = [sys.executable, "-m", "sermo.cli", "run", "baselines", "--corpus", f"iemocap={iemocap_synth}",
+    cmd = [sys.executable, "-m", "sermo.cli", "run", "baselines", "--profile", "demo", "--corpus", f"iemocap={iemocap_synth}",
            "--devices", "2", "--folds", "1", "--out", str(tmp_path / "ddp"), "--store", str(tmp_path / "s"),
            "--quiet", *[x for o in sets for x in ("--set", o)]]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,

@@ -10,5 +10,5 @@ def baselines_run(iemocap_synth, tmp_path_factory):
     out = tmp_path_factory.mktemp("serving") / "run"
     run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=out, progress=False,
                store=FeatureStore(out.parent / "store"),
-               overrides=["train.epochs=2", "train.batch_size=16", "model.hidden=32", "model.embedding=16"])
+               overrides=["train.epochs=2", "train.batch_size=16", "model.hidden=32", "model.embedding=16"], profile="demo")
     return out

@@ -215,11 +215,11 @@ def test_a_system_written_outside_sermo_runs_and_serves(iemocap_synth, tmp_path)
     define(recipe)
     try:
         small = small_iemocap(iemocap_synth, tmp_path / "small.parquet", 4)
-        assert main(["run", "toy", "--corpus", f"iemocap={small}", "--folds", "1", "--out", str(tmp_path / "run"),
+        assert main(["run", "toy", "--profile", "demo", "--corpus", f"iemocap={small}", "--folds", "1", "--out", str(tmp_path / "run"),
                      "--store", str(tmp_path / "store"), "--quiet"]) == 0
         rows = json.loads((tmp_path / "run" / "results.json").read_text())["rows"]
         assert [r["name"] for r in rows] == ["pooled"] and "ua" in rows[0]["mean"]
-        assert main(["run", "toy", "--corpus", f"iemocap={small}", "--set", "model.rows=[other]",
+        assert main(["run", "toy", "--profile", "demo", "--corpus", f"iemocap={small}", "--set", "model.rows=[other]",
                      "--out", str(tmp_path / "bad"), "--store", str(tmp_path / "store"), "--quiet"]) == 2
         wav = sorted(iemocap_synth.rglob("*.wav"))[0]
         pred = Predictor.from_pretrained(tmp_path / "run" / "bundles" / "pooled").predict(wav)

@@ -162,7 +162,7 @@ def test_both_configurations_and_the_text_model_run_one_step(iemocap_synth, tmp_
                          "model.postnet_convs=2", "model.postnet_channels=16", "model.phone_dim=8",
                          "model.classifier=[16]", "model.text_filters=[8]", "model.probe=[32, 16, 16]",
                          "model.probe_epochs=2", "model.fusion_grid=[0.0, 0.5, 1.0]",
-                         "model.text_encoders=[not-a-cached/model]", "model.speaker_utterances=2"])
+                         "model.text_encoders=[not-a-cached/model]", "model.speaker_utterances=2"], profile="demo")
     results = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in results["rows"]}
     assert list(rows) == ["speech_small", "speech_large", "speech_mel_input", "text", "text@not-a-cached/model",
@@ -226,7 +226,7 @@ def test_a_table_corpus_of_ones_own_trains_a_step(tmp_path):
                          "model.decoder_lstm2=16", "model.decoder_lstm2_layers=1", "model.postnet_convs=2",
                          "model.postnet_channels=16", "model.phone_dim=8", "model.classifier=[16]",
                          "model.text_filters=[8]", "model.probe_folds=0", "model.fusion_grid=[0.0, 1.0]",
-                         "model.text_encoders=[]"])
+                         "model.text_encoders=[]"], profile="demo")
     results = json.loads((out / "results.json").read_text())
     assert results["classes"] == ["bored", "calm", "joyful"]
     rows = {r["name"]: r for r in results["rows"]}

@@ -114,7 +114,7 @@ def test_each_mode_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path, mode):
                          f"data.audio_encoder={speech}",
                          "model.transcript_engines=[whisper-tiny]"]
                      # the analyses once (with ft) are enough
-                     + ([] if mode == "ft" else ["model.layer_importance=false", "model.transcript_engines=[]"]))
+                     + ([] if mode == "ft" else ["model.layer_importance=false", "model.transcript_engines=[]"]), profile="demo")
     results = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in results["rows"]}
     folder, speech = speech, "hubert"  # rows are named by the folder's last part

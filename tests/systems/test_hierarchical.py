@@ -182,7 +182,7 @@ def test_every_model_and_the_mismatched_setup_run_one_step(iemocap_synth, msp_sy
     fast = ["train.epochs=1", "train.batch_size=16", "model.conformer_layers=1", "model.hidden=16",
             "model.mlp=[16, 8]", "model.subsample=16"]
     out = run_system("hierarchical", [("iemocap", small)], folds=[1], out=tmp_path / "one", store=store,
-                     progress=False, overrides=fast)
+                     progress=False, overrides=fast, profile="demo")
     rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert list(rows) == ["baseline_c", "baseline_d", "multitask", "hier_dc", "hier_cd"]
     # every row, the continuous one too, reads the five classes' utterances only (paper 002)
@@ -196,7 +196,7 @@ def test_every_model_and_the_mismatched_setup_run_one_step(iemocap_synth, msp_sy
     assert "ua" not in rows["baseline_c"]["mean"] and "ccc_mean" not in rows["baseline_d"]["mean"]
     assert {"ccc_mean", "ua", "wa", "macro_f1"} <= set(rows["hier_cd"]["mean"])
     out = run_system("hierarchical", [("iemocap", small), ("msp-podcast", msp_synth)], out=tmp_path / "two",
-                     store=store, progress=False, overrides=fast)
+                     store=store, progress=False, overrides=fast, profile="demo")
     rows = json.loads((out / "results.json").read_text())["rows"]
     # the mismatched rows 7 and 8 train both hierarchical models, and the multi-task one beside them
     assert [r["info"][0]["table2_id"] for r in rows] == [1, 2, 3, 4, 5, 6, 7, 7, 7, 8, 8, 8]
@@ -208,7 +208,7 @@ def test_every_model_and_the_mismatched_setup_run_one_step(iemocap_synth, msp_sy
     assert bundle["label_scale"] == [1.0, 5.0]  # the first corpus's scale; every corpus's listed
     assert bundle["label_scales"] == {"iemocap": [1.0, 5.0], "msp-podcast": [1.0, 7.0]}
     out = run_system("hierarchical", [("iemocap", small), ("msp-podcast", msp_synth)], out=tmp_path / "three",
-                     store=store, progress=False, overrides=fast + ["model.labels={iemocap: continuous, msp: discrete}"])
+                     store=store, progress=False, overrides=fast + ["model.labels={iemocap: continuous, msp: discrete}"], profile="demo")
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["info"][0]["model"] for r in rows] == ["hier_dc", "hier_cd", "multitask"]
 
@@ -223,7 +223,7 @@ def test_a_corpus_with_categories_only_trains_the_rows_it_can_and_skips_the_rest
                      store=FeatureStore(tmp_path / "store"),
                      overrides=["data.label_space=auto", "data.protocol=speaker-folds(3)", "data.audio_encoder=logmel",
                                 "data.frame_pool=1", "train.epochs=1", "train.batch_size=8", "model.conformer_layers=1",
-                                "model.hidden=16", "model.mlp=[16, 8]", "model.subsample=4"])
+                                "model.hidden=16", "model.mlp=[16, 8]", "model.subsample=4"], profile="demo")
     rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert "ua" in rows["baseline_d"]["mean"] and not rows["baseline_d"].get("skipped")
     for name in ("baseline_c", "multitask", "hier_dc", "hier_cd"):

@@ -170,7 +170,7 @@ def _tiny_run(corpus, tmp_path, overrides, speech_kind="hubert"):
                      store=FeatureStore(tmp_path / "store"), progress=False, overrides=[
                          f"data.audio_encoder={speech}", "data.audio_layers=[-1]", f"data.text_encoder={text}",
                          "data.text_layers=[-1]", "train.epochs=1", "train.batch_size=8", "model.dim=8",
-                         "model.units=6", "model.speech_k=3", "model.text_k=2", *overrides])
+                         "model.units=6", "model.speech_k=3", "model.text_k=2", *overrides], profile="demo")
     return out, str(speech), str(text)
 
 

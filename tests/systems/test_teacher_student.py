@@ -155,7 +155,7 @@ def test_every_stage_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path):
                          f"data.audio_encoder={speech}", f"data.text_encoder={text}", "data.audio_layers=[-1]",
                          "data.text_layers=[-1]", "train.epochs=1", "train.batch_size=8", "model.hidden=8",
                          "model.gru_layers=1", "model.embedding=8", "model.subsample=16", "model.finetune_layers=1",
-                         "model.student_finetune=true"])
+                         "model.student_finetune=true"], profile="demo")
     results = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in results["rows"]}
     assert list(rows) == ["audio", "text", "multimodal", "audio_ft", "ts", "cts"]

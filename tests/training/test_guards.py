@@ -37,7 +37,7 @@ def table_corpus(tmp_path, categories, n=30, dims=True):
 
 def test_a_label_space_that_maps_nothing_stops_the_run(tmp_path, capsys):
     table = table_corpus(tmp_path, ["calm", "bored", "joyful"], dims=False)
-    code = main(["run", "baselines", "--corpus", f"mine={table}", "--store", str(tmp_path / "s"), "--quiet"])
+    code = main(["run", "baselines", "--profile", "demo", "--corpus", f"mine={table}", "--store", str(tmp_path / "s"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "iemocap-4" in err and "calm 10" in err and "no A/V/D" in err
 
@@ -52,14 +52,14 @@ def test_a_row_that_learns_only_what_the_training_split_lacks_stops(iemocap_synt
     with pytest.raises(RunError, match="predicts dimensions, but its training split has none"):
         run_system("baselines", [("iemocap", small)], folds=[1], out=tmp_path / "run", store=FeatureStore(tmp_path / "st"),
                    progress=False, overrides=["model.rows=[audio]", "model.tasks=[dims]", "train.epochs=1",
-                                              "model.hidden=8", "model.embedding=8", "data.audio_encoder=logmel"])
+                                              "model.hidden=8", "model.embedding=8", "data.audio_encoder=logmel"], profile="demo")
     # a system that knows which rows need what skips them, and a run where none can run says why
     with pytest.raises(RunError, match="no row of hierarchical could run here: baseline_c: the corpus's training "
                                        "split has no dimensional labels"):
         run_system("hierarchical", [("iemocap", small)], folds=[1], out=tmp_path / "run2",
                    store=FeatureStore(tmp_path / "st"), progress=False,
                    overrides=["model.rows=[baseline_c]", "train.epochs=1", "model.conformer_layers=1", "model.hidden=8",
-                              "model.mlp=[8, 4]", "data.audio_encoder=logmel"])
+                              "model.mlp=[8, 4]", "data.audio_encoder=logmel"], profile="demo")
 
 
 def test_a_nan_feature_stops_training_naming_the_utterance(iemocap_synth, tmp_path):
@@ -80,7 +80,7 @@ def test_a_nan_feature_stops_training_naming_the_utterance(iemocap_synth, tmp_pa
     store.put(enc.identity, feature_keys(m, "audio", store)[uid], EncoderOutput(poisoned, 100.0))
     with pytest.raises(RunError, match=f"utterance {uid}: 1 of its logmel features are not finite"):
         run_system("baselines", [("iemocap", small)], folds=[1], out=tmp_path / "run", store=store, progress=False,
-                   overrides=FAST + ["model.rows=[audio]", "data.audio_encoder=logmel", "data.feature_mode=stored"])
+                   overrides=FAST + ["model.rows=[audio]", "data.audio_encoder=logmel", "data.feature_mode=stored"], profile="demo")
 
 
 def test_values_beyond_float16_never_become_infinite(tmp_path):

@@ -50,11 +50,11 @@ def test_max_folds_runs_the_protocols_first_folds_and_says_so(iemocap_synth):
     from sermo.training.runner import prepare_run
 
     prep = prepare_run("baselines", [("iemocap", iemocap_synth)], overrides=["data.max_folds=2"], transcribe=False,
-                       progress=False)
+                       progress=False, profile="demo")
     assert [f.name for f in prep.protocol.folds] == ["fold1", "fold2"]
     assert prep.protocol.description.endswith("(of its 5 folds, folds 1, 2 ran)")
     assert len(prepare_run("baselines", [("iemocap", iemocap_synth)], overrides=["data.max_folds=9"],
-                           transcribe=False, progress=False).protocol.folds) == 5
+                           transcribe=False, progress=False, profile="demo").protocol.folds) == 5
 
 
 def test_stored_and_live_features_give_identical_metrics(iemocap_synth, tmp_path):
@@ -67,7 +67,7 @@ def test_stored_and_live_features_give_identical_metrics(iemocap_synth, tmp_path
                              f"data.feature_mode={mode}", f"data.audio_encoder={speech}", "data.audio_layers=[-1]",
                              "data.frame_pool=2",  # live frames pooled as the stored ones are
                              "model.rows=[audio]", "train.epochs=2", "train.batch_size=8", "model.hidden=16",
-                             "model.embedding=8"])
+                             "model.embedding=8"], profile="demo")
         results[mode] = json.loads((out / "results.json").read_text())["rows"][0]["mean"]
         assert f"| {mode} |" in (out / "PLAN.md").read_text()
     # the tiny HuBERT has no attention mask: its utterances are padded to 0.25 s buckets either way,

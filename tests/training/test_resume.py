@@ -62,7 +62,7 @@ def test_a_rerun_with_other_settings_refuses_naming_what_changed(small, store, t
         run(small, store, out, changed)
     assert (out / "config.yaml").read_text() == before  # nothing rewritten to claim the new settings
     # the command line: one line, exit 2
-    argv = ["run", "baselines", "--corpus", f"iemocap={small}", "--folds", "1", "--out", str(out), "--store",
+    argv = ["run", "baselines", "--profile", "demo", "--corpus", f"iemocap={small}", "--folds", "1", "--out", str(out), "--store",
             str(store.root), "--quiet"] + [a for o in changed for a in ("--set", o)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -168,7 +168,7 @@ def test_duplicate_ids_are_skipped_with_a_warning_not_a_crash(small, store, tmp_
     Manifest(dup).save(path)
     with pytest.warns(UserWarning, match=rf"1 utterance id\(s\) appear more than once \({m.df['id'].iloc[0]}\)"):
         out = run_system("baselines", [("iemocap", path)], folds=[1], out=tmp_path / "run", overrides=QUICK,
-                         store=store, progress=False)
+                         store=store, progress=False, profile="demo")
     ids = pd.read_parquet(out / "predictions" / "audio.fold1.test.parquet")["id"]
     assert m.df["id"].iloc[0] not in set(ids) and ids.is_unique
 
@@ -214,7 +214,7 @@ def test_a_run_killed_with_sigkill_mid_training_resumes_to_the_same_metrics(smal
     quick = [o for o in QUICK if not o.startswith("train.epochs")] + ["train.epochs=8"]
     clean = run(small, store, tmp_path / "clean", quick)
     out = tmp_path / "killed"
-    argv = ["run", "baselines", "--corpus", f"iemocap={small}", "--folds", "1", "--out", str(out), "--store",
+    argv = ["run", "baselines", "--profile", "demo", "--corpus", f"iemocap={small}", "--folds", "1", "--out", str(out), "--store",
             str(store.root), "--quiet"] + [a for o in quick for a in ("--set", o)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([sys.executable, "-c", KILLABLE, *argv], env=env, stdout=subprocess.DEVNULL,

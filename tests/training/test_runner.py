@@ -19,7 +19,7 @@ def store(tmp_path_factory):
 
 def test_baselines_run_writes_everything(iemocap_synth, store, tmp_path):
     out = run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "run", overrides=FAST,
-                     store=store, progress=False)
+                     store=store, progress=False, profile="demo")
     results = json.loads((out / "results.json").read_text())
     assert {k: results[k] for k in ("system", "corpus", "protocol", "profile", "label_space")} == {
         "system": "baselines", "corpus": "iemocap", "protocol": "iemocap-loso", "profile": "demo",
@@ -65,7 +65,7 @@ class Interrupt(BaseException):
 def test_killed_run_resumes_to_the_same_metrics(iemocap_synth, store, tmp_path, monkeypatch):
     overrides = FAST + ["model.rows=[audio]", "train.epochs=4"]
     clean = run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "clean",
-                       overrides=overrides, store=store, progress=False)
+                       overrides=overrides, store=store, progress=False, profile="demo")
     original = SystemTask.on_train_epoch_end
 
     def die_at_epoch_two(self):
@@ -76,12 +76,12 @@ def test_killed_run_resumes_to_the_same_metrics(iemocap_synth, store, tmp_path, 
     monkeypatch.setattr(SystemTask, "on_train_epoch_end", die_at_epoch_two, raising=False)
     with pytest.raises(Interrupt):
         run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "killed",
-                   overrides=overrides, store=store, progress=False)
+                   overrides=overrides, store=store, progress=False, profile="demo")
     assert (tmp_path / "killed" / "fold1" / "audio" / "last.ckpt").is_file()
     assert not (tmp_path / "killed" / "fold1" / "audio" / "DONE").exists()
     monkeypatch.undo()
     resumed = run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "killed",
-                         overrides=overrides, store=store, progress=False)
+                         overrides=overrides, store=store, progress=False, profile="demo")
     a = json.loads((clean / "results.json").read_text())["rows"][0]["mean"]
     b = json.loads((resumed / "results.json").read_text())["rows"][0]["mean"]
     assert a.keys() == b.keys()
@@ -92,10 +92,10 @@ def test_killed_run_resumes_to_the_same_metrics(iemocap_synth, store, tmp_path, 
 def test_finished_folds_are_not_trained_again(iemocap_synth, store, tmp_path, monkeypatch):
     overrides = FAST + ["model.rows=[text]", "train.epochs=1"]
     run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "r", overrides=overrides,
-               store=store, progress=False)
+               store=store, progress=False, profile="demo")
     monkeypatch.setattr(SystemTask, "training_step", lambda *a: (_ for _ in ()).throw(AssertionError("trained")))
     out = run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "r", overrides=overrides,
-                     store=store, progress=False)
+                     store=store, progress=False, profile="demo")
     results = json.loads((out / "results.json").read_text())
     assert results["rows"][0]["name"] == "text"
     # the run time counts the fold the first session trained, not only the second session's minutes
@@ -108,7 +108,7 @@ def test_finished_folds_are_not_trained_again(iemocap_synth, store, tmp_path, mo
 def test_gru_head_and_classification_only(iemocap_synth, store, tmp_path):
     out = run_system("baselines", [("iemocap", iemocap_synth)], folds=[2], out=tmp_path / "gru", store=store,
                      overrides=FAST + ["model.head=gru", "model.rows=[audio]", "train.epochs=1",
-                                       "model.tasks=[category]"], progress=False)
+                                       "model.tasks=[category]"], progress=False, profile="demo")
     row = json.loads((out / "results.json").read_text())["rows"][0]
     assert set(row["mean"]) == {"ua", "wa", "macro_f1", "weighted_f1"}  # only what the row predicts
     assert row["folds"][0]["fold"] == "fold2"
@@ -117,14 +117,14 @@ def test_gru_head_and_classification_only(iemocap_synth, store, tmp_path):
 def test_fusion_from_frozen_unimodal_branches_with_auxiliary_heads(iemocap_synth, store, tmp_path):
     out = run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "fz", store=store,
                      overrides=FAST + ["train.epochs=1", "model.fusion_init=unimodal", "model.freeze_branches=true",
-                                       "model.aux_weight=0.5"], progress=False)
+                                       "model.aux_weight=0.5"], progress=False, profile="demo")
     rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     # frozen branches: only the joint and auxiliary heads train
     assert rows["fusion"]["trainable_params"] < rows["audio"]["trainable_params"] + rows["text"]["trainable_params"]
     assert "ccc_valence" in rows["fusion"]["mean"]
     with pytest.raises(ValueError, match="needs the rows"):
         run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / "bad", store=store,
-                   overrides=FAST + ["model.rows=[fusion]", "model.fusion_init=unimodal"], progress=False)
+                   overrides=FAST + ["model.rows=[fusion]", "model.fusion_init=unimodal"], progress=False, profile="demo")
 
 
 def test_loader_workers_give_the_same_run(iemocap_synth, store, tmp_path):
@@ -137,7 +137,7 @@ def test_loader_workers_give_the_same_run(iemocap_synth, store, tmp_path):
     for workers in (0, 2):
         out = run_system("baselines", [("iemocap", iemocap_synth)], folds=[1], out=tmp_path / f"w{workers}",
                          store=store, progress=False,
-                         overrides=FAST + ["model.rows=[audio]", "train.epochs=2", f"data.loader_workers={workers}"])
+                         overrides=FAST + ["model.rows=[audio]", "train.epochs=2", f"data.loader_workers={workers}"], profile="demo")
         means[workers] = json.loads((out / "results.json").read_text())["rows"][0]["mean"]
     assert means[0] == means[2]
     # by default: none on the CPU, some on a GPU, none for live features there

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 
+from sermo.systems.common import lacking
 from sermo.systems.api import sequence
 from sermo.systems.cross_representation.config import SPEECH_ROWS, CrossRepresentationConfig
 from sermo.systems.cross_representation.fusion import score_fusion
@@ -108,8 +109,9 @@ def run_fold(ctx) -> list:
     for row in speech_rows:
         size, kind = SPEECH_ROWS[row]
         src = ctx.audio if kind == "features" else inputs.mel
-        if src is None:
-            results.append(ctx.skipped_row(row, ("audio",), "the recipe has no audio encoder"))
+        why = "the recipe has no audio encoder" if src is None else lacking(ctx, ("audio",))
+        if why:
+            results.append(ctx.skipped_row(row, ("audio",), why))
             continue
         d, f = cfg.bottlenecks[size]
         ctx.seed(row)
@@ -139,8 +141,9 @@ def run_fold(ctx) -> list:
     text_rows = [("text", None)] if "text" in cfg.rows else []
     text_rows += [(f"text@{name}", name) for name in cfg.text_encoders]
     for row, name in text_rows:
-        if ctx.text is None and name is None:
-            results.append(ctx.skipped_row(row, ("text",), "the recipe has no text encoder"))
+        why = "the recipe has no text encoder" if ctx.text is None and name is None else lacking(ctx, ("text",))
+        if why:
+            results.append(ctx.skipped_row(row, ("text",), why))
             continue
         try:
             src = ctx.text if name is None else ctx.features(name, ctx.cfg.data.text_layers)

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 
+from sermo.systems.common import lacking
 from sermo.systems.common import fuse, softmax
 from sermo.systems.label_embedding.analysis import attention_example, compare_inits, k_grid
 from sermo.systems.label_embedding.config import FUSION, SPEECH_INITS, TEXT_INITS, LabelEmbeddingConfig
@@ -168,6 +169,10 @@ def run_fold(ctx) -> list:
             results.append(ctx.skipped_row(row, mods, "the 2nd stage continues the fine-tuned speech encoder's "
                                                       "pre-training: it needs model.finetune and model.pretrain_steps"))
             continue
+        why = lacking(ctx, mods)
+        if why:  # a text-only corpus, or one without transcripts
+            results.append(ctx.skipped_row(row, mods, why))
+            continue
         trained, why = train(row, **kw)
         if trained is None:
             results.append(ctx.skipped_row(row, mods, why))
@@ -197,10 +202,13 @@ def run_fold(ctx) -> list:
             results.append(ctx.combined_row("score_fusion", ("text", "audio"),
                                             fuse([row_preds[r] for r in pair], product), info={"of": list(pair)}))
     if ctx.is_analysis_fold(cfg.analysis_folds):
-        if cfg.k_grid and audio is not None:
-            ctx.write_analysis("k_grid.json", k_grid(ctx, train, audio, models))
+        # a modality the corpus lacks has nothing to analyse (a text-only table: no K grid)
+        speech = None if lacking(ctx, ("audio",)) else audio
+        if cfg.k_grid and speech is not None:
+            ctx.write_analysis("k_grid.json", k_grid(ctx, train, speech, models))
         if cfg.compare_inits:
-            ctx.write_analysis("inits.json", compare_inits(ctx, train, models, context, audio))
+            ctx.write_analysis("inits.json", compare_inits(ctx, train, models, None if lacking(ctx, ("text",))
+                                                           else context, speech))
         if "le_mer" in models:
             ctx.write_analysis("attention.json", attention_example(ctx, *models["le_mer"], fold.previous))
     return results

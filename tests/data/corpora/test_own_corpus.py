@@ -73,7 +73,7 @@ def test_own_categories_train_without_recoding_and_text_only_trains_the_text_row
     table = write_corpus(tmp_path / "audio")
     store = ["--store", str(tmp_path / "store"), "--quiet", "--set", "train.epochs=2", "--set", "model.hidden=16",
              "--set", "model.embedding=8", "--set", "data.audio_encoder=logmel", "--set", "data.protocol=speaker-folds(3)"]
-    assert main(["run", "baselines", "--corpus", f"mine={table}", "--label-space", "auto", "--folds", "1",
+    assert main(["run", "baselines", "--profile", "demo", "--corpus", f"mine={table}", "--label-space", "auto", "--folds", "1",
                  "--out", str(tmp_path / "run"), *store]) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["classes"] == ["bored", "calm", "joyful"] and {r["name"] for r in results["rows"]} == {
@@ -84,7 +84,7 @@ def test_own_categories_train_without_recoding_and_text_only_trains_the_text_row
     # no audio at all: the text row trains, the others say why they could not
     (tmp_path / "text").mkdir()
     text_only = write_corpus(tmp_path / "text", audio=False, partition=True)
-    code = main(["run", "baselines", "--corpus", f"words={text_only}", "--label-space", "calm,bored,joyful",
+    code = main(["run", "baselines", "--profile", "demo", "--corpus", f"words={text_only}", "--label-space", "calm,bored,joyful",
                  "--out", str(tmp_path / "text-run"), *store[:-2], "--set", "data.protocol=partitions"])
     assert code == 1  # rows that produced nothing make the exit code non-zero
     rows = {r["name"]: r for r in json.loads((tmp_path / "text-run" / "results.json").read_text())["rows"]}
@@ -101,7 +101,7 @@ def test_a_corpus_too_small_for_its_protocol_is_one_error_naming_the_fold(tmp_pa
         sf.write(tmp_path / f"u{i}.wav", (0.2 * np.sin(2 * np.pi * (100 + 30 * i) * t)).astype(np.float32), 16000)
         lines.append(f"u{i}.wav,s{i},{cat}")
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    code = main(["run", "baselines", "--corpus", f"tiny={tmp_path / 't.csv'}", "--label-space", "auto", "--out",
+    code = main(["run", "baselines", "--profile", "demo", "--corpus", f"tiny={tmp_path / 't.csv'}", "--label-space", "auto", "--out",
                  str(tmp_path / "run"), "--quiet", "--set", "data.protocol=speaker-folds(3)", "--set",
                  "data.audio_encoder=logmel", "--set", "model.rows=[linear, audio]"])
     err = [x for x in capsys.readouterr().err.strip().splitlines() if not x.startswith("sermo: warning:")]
