@@ -89,6 +89,6 @@ def system_names() -> list[str]:
     import pkgutil
 
     spec = importlib.util.find_spec("sermo.systems")
-    skip = {"api", "common"}
+    skip = {"api", "common", "linear_probe"}  # sermo.systems.INTERNAL, without importing it
     return sorted(m.name for m in pkgutil.iter_modules(spec.submodule_search_locations)
                   if m.name not in skip and not m.name.startswith("_"))

@@ -58,3 +58,11 @@ def test_no_source_file_is_long_without_a_stated_reason():
     long = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
             if len(p.read_text().splitlines()) > 420 and "Long file:" not in p.read_text()[:3000]]
     assert long == []
+
+
+def test_the_cli_lists_the_same_systems_as_the_registry_without_importing_them():
+    # sermo.cli_args keeps its own copy of the shared modules' names (to stay free of torch)
+    from sermo.cli_args import system_names
+    from sermo.systems import available
+
+    assert system_names() == available() and "linear_probe" not in available() and "baselines" in available()

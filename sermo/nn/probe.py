@@ -2,7 +2,7 @@
 standard deviation over time, then linear maps to the classes and to A/V/D.
 
 The weights are fitted in closed form or by a convex solver outside the network (see
-``sermo.systems.baselines.fit_linear``) and copied in, so a probe is an ordinary module: it
+``sermo.systems.linear_probe.fit_linear``) and copied in, so a probe is an ordinary module: it
 predicts, saves and loads as a bundle like every other row.
 """
 

@@ -14,7 +14,7 @@ import pkgutil
 from sermo.systems.api import _REGISTRY as SYSTEMS
 from sermo.systems.api import Output, SystemDef, register
 
-INTERNAL = frozenset({"api", "common"})
+INTERNAL = frozenset({"api", "common", "linear_probe"})
 """Modules under ``sermo/systems/`` that are shared code, not systems (``sermo.cli`` lists the
 systems without importing this package, and skips the same names)."""
 

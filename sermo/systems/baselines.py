@@ -28,9 +28,9 @@ from sermo.data.spec import ModelSpec
 from sermo.nn.layers import GRUEncoder, LayerWeighting, Standardize, mlp
 from sermo.nn.losses import ccc_loss, masked_cross_entropy
 from sermo.nn.pooling import MeanMaxPool, MeanStdPool, PooledNorm
-from sermo.nn.probe import LinearProbe
 from sermo.systems.api import Output, SystemDef, lr_groups, recipe_features, register
 from sermo.systems.common import lacking
+from sermo.systems.linear_probe import LinearRow, train_linear
 
 ROWS = {"linear": ("audio",), "linear_text": ("text",), "audio": ("audio",), "text": ("text",),
         "fusion": ("audio", "text")}
@@ -53,6 +53,9 @@ class BaselinesConfig:
         layer_use: the ``pool`` head's use of the encoder's layers: ``weighted`` (a learned weighted
             sum, then pooling) or ``concat`` (every layer pooled on its own and the statistics
             concatenated, as the probe reads them).
+        frame_dropout: the ``pool`` head, in training, leaves each frame out of its statistics with
+            this probability (an utterance keeps at least one): every epoch sees other subsets of an
+            utterance's frames, an augmentation for small corpora.
         pool_norm: the ``pool`` head standardises its pooled statistics over the batch (batch
             normalisation; its running statistics at prediction) before the MLP: the statistics of
             one utterance are far smaller in spread than its frames, and unscaled they train slowly.
@@ -86,6 +89,7 @@ class BaselinesConfig:
     pool: str = setting("meanmax", choices=("meanmax", "meanstd"))
     layer_use: str = setting("weighted", choices=("weighted", "concat"))
     pool_norm: bool = False
+    frame_dropout: float = setting(0.0, min=0, lt=1)
     hidden: int = setting(128, min=1)
     gru_layers: int = setting(2, min=1)
     embedding: int = setting(128, min=1)
@@ -106,7 +110,8 @@ class ModalityEncoder(nn.Module):
     """``(B, L, T, D)`` features + ``(B, T)`` mask -> ``(B, E)`` embedding."""
 
     def __init__(self, num_layers: int, dim: int, *, head: str, hidden: int, embedding: int, gru_layers: int = 2,
-                 dropout: float = 0.0, pool: str = "meanmax", layer_use: str = "weighted", pool_norm: bool = False):
+                 dropout: float = 0.0, pool: str = "meanmax", layer_use: str = "weighted", pool_norm: bool = False,
+                 frame_dropout: float = 0.0):
         super().__init__()
         if head not in ("gru", "pool"):
             raise ValueError(f"unknown head {head!r}; known: gru, pool")
@@ -115,6 +120,7 @@ class ModalityEncoder(nn.Module):
         self.norm = Standardize(num_layers, dim)
         self.head = head
         self.concat = head == "pool" and layer_use == "concat"
+        self.frame_dropout = frame_dropout if head == "pool" else 0.0
         self.layers = None if self.concat else LayerWeighting(num_layers)
         if head == "gru":
             self.seq = GRUEncoder(dim, hidden, gru_layers)
@@ -135,6 +141,9 @@ class ModalityEncoder(nn.Module):
         if self.head == "gru":
             last, _ = self.seq(h, mask)
             return self.proj(last)
+        if self.training and self.frame_dropout > 0:
+            kept = mask & (torch.rand(mask.shape, device=mask.device) >= self.frame_dropout)
+            mask = torch.where(kept.any(1, keepdim=True), kept, mask)  # never an utterance without frames
         return self.proj(self.pooled_norm(self.pool(h, mask)))
 
 
@@ -145,7 +154,8 @@ class BaselineModel(nn.Module):
                  cfg: BaselinesConfig):
         super().__init__()
         enc = dict(head=cfg.head, hidden=cfg.hidden, embedding=cfg.embedding, gru_layers=cfg.gru_layers,
-                   dropout=cfg.dropout, pool=cfg.pool, layer_use=cfg.layer_use, pool_norm=cfg.pool_norm)
+                   dropout=cfg.dropout, pool=cfg.pool, layer_use=cfg.layer_use, pool_norm=cfg.pool_norm,
+                   frame_dropout=cfg.frame_dropout)
         self.audio = ModalityEncoder(*audio, **enc) if audio else None
         self.text = ModalityEncoder(*text, **enc) if text else None
         width = sum(e.out_dim for e in (self.audio, self.text) if e is not None)
@@ -207,122 +217,6 @@ class BaselineModel(nn.Module):
             parts[f"aux_{name}"] = aux
             total = total + self.cfg.aux_weight * aux
         return {"loss": total, **parts}
-
-
-class LinearRow(nn.Module):
-    """A linear-probe row: :class:`~sermo.nn.probe.LinearProbe` on one modality's features."""
-
-    def __init__(self, modality: str, num_layers: int, dim: int, num_classes: int, tasks):
-        super().__init__()
-        self.modality = modality
-        self.probe = LinearProbe(num_layers, dim, num_classes, dims="dims" in tasks, category="category" in tasks)
-
-    def inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.modality == "audio":
-            return batch.audio, batch.audio_mask
-        return batch.text, batch.text_mask
-
-    def forward(self, batch: Batch) -> Output:
-        dims, logits = self.probe(*self.inputs(batch))
-        return Output(dims=dims, logits=logits)
-
-    def losses(self, out: Output, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.probe.losses_of(out.dims, out.logits, batch)
-
-
-def fit_linear(probe: LinearProbe, train: tuple, valid: tuple, cfg: BaselinesConfig) -> dict:
-    """Fit a probe's heads on pooled features: ``train`` and ``valid`` are ``(features (n, w),
-    dims (n, 3) on [0, 1] with NaN missing, class indices (n,) with -1 unlabelled)``. Logistic
-    regression (balanced class weights) per ``cfg.linear_c`` and ridge per dimension per
-    ``cfg.linear_alpha``, each chosen by its validation score (UA, CCC); the standardisation of
-    the pooled features is folded into the linear maps. Returns what was chosen."""
-    from sklearn.linear_model import LogisticRegression, Ridge
-
-    from sermo.evaluation.metrics import ccc, unweighted_accuracy
-
-    (xt, dt, ct), (xv, dv, cv) = train, valid
-    mu, sd = xt.mean(0), xt.std(0) + 1e-6
-    zt, zv = (xt - mu) / sd, (xv - mu) / sd
-    info: dict = {}
-
-    def install(head: str, w, b, rows=None) -> None:
-        w = np.atleast_2d(w) / sd
-        probe.install(head, w, np.atleast_1d(b) - w @ mu, rows=rows)
-
-    def choose(grid, fit, score):
-        """The grid value with the best validation score (the first of equals: the most regularised)."""
-        best = None
-        for value in grid:
-            model = fit(value)
-            s = score(model)
-            if best is None or s > best[0]:
-                best = (s, value, model)
-        return best
-
-    if probe.cls_head is not None:
-        with torch.no_grad():  # a class the training split lacks is never predicted
-            probe.cls_head.weight.zero_()
-            probe.cls_head.bias.fill_(-30.0)
-        lt, lv = ct >= 0, cv >= 0
-        present = np.unique(ct[lt])
-        if len(present) >= 2:
-            def fit(c):
-                return LogisticRegression(C=c, class_weight="balanced", max_iter=3000).fit(zt[lt], ct[lt])
-
-            score = (lambda m: unweighted_accuracy(cv[lv], m.predict(zv[lv]))) if lv.any() else (lambda m: 0.0)
-            best, c, clf = choose(cfg.linear_c, fit, score)
-            if len(present) == 2:  # one score for the second class against the first
-                install("cls", np.zeros_like(clf.coef_), [0.0], rows=[int(present[0])])
-                install("cls", clf.coef_, clf.intercept_, rows=[int(present[1])])
-            else:
-                install("cls", clf.coef_, clf.intercept_, rows=[int(k) for k in clf.classes_])
-            info.update(linear_c=c, valid_ua=float(best) if lv.any() else None)
-        elif len(present) == 1:
-            with torch.no_grad():
-                probe.cls_head.bias[int(present[0])] = 0.0
-    if probe.dims_head is not None:
-        with torch.no_grad():
-            probe.dims_head.weight.zero_()
-            probe.dims_head.bias.fill_(0.5)
-        alphas = []
-        for j in range(3):
-            lt, lv = np.isfinite(dt[:, j]), np.isfinite(dv[:, j])
-            if lt.sum() < 2:
-                alphas.append(None)
-                continue
-            def fit(a, j=j, lt=lt):
-                return Ridge(alpha=a).fit(zt[lt], dt[lt, j])
-
-            score = (lambda m, j=j, lv=lv: ccc(dv[lv, j], m.predict(zv[lv]))) if lv.sum() > 1 else (lambda m: 0.0)
-            _, a, reg = choose(cfg.linear_alpha, fit, score)
-            install("dims", reg.coef_, [reg.intercept_], rows=[j])
-            alphas.append(a)
-        info["linear_alpha"] = alphas
-    return info
-
-
-def train_linear(ctx, row: str, cfg: BaselinesConfig):
-    """Pool the frozen features of a fold's splits, fit the probe (tuned on validation only),
-    evaluate; returns its RowResult."""
-    modality = ROWS[row][0]
-    ctx.seed(row)
-    src = ctx.audio if modality == "audio" else ctx.text
-    model = LinearRow(modality, src.num_layers, src.dim, ctx.num_classes, cfg.tasks)
-    model.probe.norm.set(*ctx.feature_stats(src))
-
-    def data(split):
-        return ctx.dataset(split, audio=modality == "audio", text=modality == "text")
-
-    def pooled(split) -> tuple:
-        feats, dims, cls = [], [], []
-        for batch, f in ctx.forward(model, data(split), 64, call=lambda m, b: m.probe.pooled(*m.inputs(b))):
-            feats.append(f.float().cpu().numpy())
-            dims.append(batch.dims.float().cpu().numpy())
-            cls.append(batch.category.cpu().numpy())
-        return np.concatenate(feats).astype(np.float64), np.concatenate(dims), np.concatenate(cls)
-
-    info = fit_linear(model.probe, pooled("train"), pooled("valid"), cfg)
-    return ctx.row(row, (modality,), model, ctx.predict(model, data), info=info)
 
 
 def build_model(row: str, cfg: BaselinesConfig, spec: ModelSpec) -> nn.Module:
@@ -398,7 +292,7 @@ def run_fold(ctx) -> list:
             if untrained:
                 raise ValueError(f"fusion_init unimodal needs the rows {untrained} before fusion in model.rows")
             branches = {m: getattr(done[m].model, m) for m in ("audio", "text")}
-        result = train_linear(ctx, row, cfg) if row in LINEAR_ROWS else train_row(ctx, row, cfg, branches=branches)
+        result = train_linear(ctx, row, ROWS[row][0], cfg) if row in LINEAR_ROWS else train_row(ctx, row, cfg, branches=branches)
         done[row] = result
         results.append(result)
     return results

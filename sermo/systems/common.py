@@ -65,3 +65,11 @@ def lacking(ctx, modalities) -> str:
         elif not any(source.has(u) for u in ctx.ids("train")):
             reasons.append("the corpus has no audio" if modality == "audio" else "the corpus has no transcripts")
     return "; ".join(reasons)
+
+
+def fold_task(ctx, task: str) -> str:
+    """A dimensional system's ``model.task`` for this fold: ``auto`` is the paper's ``dims`` where the
+    training split has any A/V/D value, ``category`` on a corpus with categories only."""
+    if task != "auto":
+        return task
+    return "dims" if any(np.isfinite(ctx.labels.dims[u]).any() for u in ctx.ids("train")) else "category"

@@ -5,7 +5,8 @@ import torch
 
 from sermo.data.batch import Batch
 from sermo.nn.probe import LinearProbe
-from sermo.systems.baselines import BaselinesConfig, LinearRow, fit_linear
+from sermo.systems.baselines import BaselinesConfig
+from sermo.systems.linear_probe import LinearRow, fit_linear
 
 
 def test_pooling_is_the_per_layer_mean_and_std_of_real_frames():

@@ -29,6 +29,41 @@ def test_residual_mask_drops_the_known_outliers():
     assert keep3.sum() > keep.sum()
 
 
+def test_the_categorical_residual_mask_drops_what_the_teacher_gets_confidently_wrong():
+    from sermo.systems.teacher_student.model import category_residual_mask
+
+    rng = np.random.default_rng(0)
+    n = 60
+    classes = np.arange(n) % 3
+    probs = np.full((n, 3), 0.05)
+    probs[np.arange(n), classes] = 0.9 - rng.uniform(0, 0.1, n)  # the teacher is right and sure on most
+    wrong = [7, 31]
+    for i in wrong:  # and confidently wrong on two
+        probs[i] = [0.05, 0.05, 0.05]
+        probs[i, (classes[i] + 1) % 3] = 0.9
+    classes[40] = -1  # unlabelled: always kept
+    keep, info = category_residual_mask(probs / probs.sum(1, keepdims=True), classes, 2.0)
+    assert sorted(np.flatnonzero(~keep)) == wrong and info["dropped"] == 2
+    r = 1 - (probs / probs.sum(1, keepdims=True))[np.arange(n), np.maximum(classes, 0)]
+    ok = classes >= 0
+    assert info["rms"] == pytest.approx(np.sqrt(np.mean(r[ok] ** 2)))
+    # the threshold is sigmas * rms: a looser one keeps them
+    assert category_residual_mask(probs / probs.sum(1, keepdims=True), classes, 5.0)[0].all()
+
+
+def test_a_categorical_model_predicts_classes_with_cross_entropy():
+    cfg = TeacherStudentConfig(hidden=8, embedding=4, gru_layers=1)
+    model = TSModel(audio=(1, 6), text=None, cfg=cfg, task="category", num_classes=3)
+    batch = Batch(ids=["a", "b"], audio=torch.randn(2, 1, 5, 6), audio_mask=torch.ones(2, 5, dtype=torch.bool),
+                  dims=torch.full((2, 3), float("nan")), category=torch.tensor([0, 2]))
+    out = model(batch)
+    assert out.dims is None and out.logits.shape == (2, 3)
+    loss = model.losses(out, batch)["loss"]
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(out.logits, batch.category))
+    with pytest.raises(ValueError, match="dims or category"):
+        TSModel(audio=(1, 6), text=None, cfg=cfg, task="category", num_classes=1)
+
+
 def test_residual_mask_applies_eq8_threshold_exactly():
     # Eq. 8: r = w yhat + b - y from the least-squares fit of y on yhat; an utterance goes when
     # |r| > 2 std(r) in any dimension, and stays at 2 std less a hair

@@ -81,6 +81,8 @@ def comparisons(cfg) -> list:
         row = label(name)
         out += [(row, row + "+text", "ccc_valence"), (row, row + "+text@ft_frz", "ccc_valence"),
                 (row, row + "+text", "ccc_arousal")]
+        # in UA where the rows predict categories (a corpus with categories only; left out otherwise)
+        out += [(row, row + "+text", "ua"), (row, row + "+text@ft_frz", "ua")]
     return out
 
 def features(cfg) -> list[FeatureUse]:
@@ -109,6 +111,7 @@ def features(cfg) -> list[FeatureUse]:
 
 register(SystemDef(
     name="distilled", config_cls=DistilledConfig, run_fold=run_fold, build_model=build_model, paper=PAPER,
-    finish=finish, order=2, targets=("dims",), features=features, deviations=DEVIATIONS, comparisons=comparisons,
+    finish=finish, order=2, targets=("dims", "category"), features=features, deviations=DEVIATIONS,
+    comparisons=comparisons,
     title="Audio-textual distilled SSL models (de Oliveira, Prabhu, Gerkmann, Interspeech 2023)",
 ))

@@ -43,6 +43,10 @@ class DistilledConfig:
         robustness_utterances: transcribe at most this many utterances of the fold for it
             (``None``: all; pocketsphinx takes about a second per utterance).
         analysis_folds: the analyses run on this many folds (the first ones).
+        task: what the models predict: ``dims`` (A/V/D with the CCC loss: the paper's), ``category``
+            (the label space's classes with cross-entropy, for a corpus with categories only; the
+            per-dimension analyses, Figure 2 and Table 2, are then left out) or ``auto`` (``dims``
+            when the fold's training split has any A/V/D value, ``category`` otherwise).
     """
 
     speech_encoders: list[str] = field(default_factory=lambda: ["wav2vec2-large-robust-12", "hubert-base",
@@ -65,3 +69,4 @@ class DistilledConfig:
     robustness_encoder: str | None = None
     robustness_utterances: int | None = setting(None, min=1)
     analysis_folds: int = setting(1, min=0)
+    task: str = setting("auto", choices=("auto", "dims", "category"))

@@ -9,7 +9,7 @@ from sermo.data.batch import Batch
 from sermo.data.spec import ModelSpec
 from sermo.nn.inputs import hidden_states
 from sermo.nn.layers import LayerWeighting, Standardize
-from sermo.nn.losses import ccc_loss
+from sermo.nn.losses import ccc_loss, masked_cross_entropy
 from sermo.nn.pooling import MeanMaxPool
 from sermo.systems.api import Output, lr_groups
 from sermo.systems.distilled.config import DistilledConfig
@@ -56,8 +56,11 @@ class DistilledModel(nn.Module):
     def __init__(self, *, audio: tuple[int, int] | None, text: tuple[int, int] | None, cfg: DistilledConfig,
                  speech: nn.Module | None = None, text_model: nn.Module | None = None,
                  text_top: int | None = None, targets: tuple[int, ...] = (0, 1, 2), speech_top: int | None = None,
-                 audio_stream: Stream | None = None):
+                 audio_stream: Stream | None = None, task: str = "dims", num_classes: int = 0):
         super().__init__()
+        if task not in ("dims", "category") or (task == "category" and num_classes < 2):
+            raise ValueError(f"a distilled model predicts dims or category (of 2 classes or more), not {task!r}")
+        self.task = task
         self.audio = audio_stream  # an already trained speech stream (the FT=>FRZ comparison)
         if audio_stream is None and (audio is not None or speech is not None):
             dim = int(speech.config.hidden_size) if speech is not None else audio[1]
@@ -72,7 +75,7 @@ class DistilledModel(nn.Module):
                                pooling=cfg.pooling)
         width = sum(s.out_dim for s in (self.audio, self.text) if s is not None)
         self.ffn = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(width, cfg.hidden), nn.Tanh(),
-                                 nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, len(targets)))
+                                 nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, len(targets) if task == "dims" else num_classes))
         self.targets = list(targets)
         self.lr_scale = 1.0
 
@@ -83,9 +86,13 @@ class DistilledModel(nn.Module):
         if self.text is not None:
             parts.append(self.text(batch, "text"))
         emb = torch.cat(parts, dim=-1)
+        if self.task == "category":
+            return Output(logits=self.ffn(emb), embedding=emb)
         return Output(dims=self.ffn(emb), embedding=emb)
 
     def losses(self, out: Output, batch: Batch) -> dict[str, torch.Tensor]:
+        if self.task == "category":
+            return {"loss": masked_cross_entropy(out.logits, batch.category)}
         loss = ccc_loss(out.dims, batch.dims[:, self.targets])
         return {"loss": loss}
 
@@ -112,4 +119,5 @@ def build_model(row: str, cfg: DistilledConfig, spec: ModelSpec) -> DistilledMod
     text_model = load_trainable(spec.text_model) if spec.text_model and with_text else None
     return DistilledModel(audio=spec.audio, text=spec.text if with_text else None, cfg=cfg, speech=speech,
                           text_model=text_model, text_top=spec.options.get("text_top"),
-                          speech_top=spec.options.get("speech_top"))
+                          speech_top=spec.options.get("speech_top"), task=spec.options.get("task", "dims"),
+                          num_classes=spec.num_classes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from sermo.systems.common import fold_task
 from sermo.systems.distilled.model import DistilledModel
 
 
@@ -22,6 +23,7 @@ class Rows:
 
     def __init__(self, ctx):
         self.ctx, self.cfg = ctx, ctx.cfg.model
+        self.task = fold_task(ctx, self.cfg.task)  # dims (the paper's), or categories on a corpus with no A/V/D
 
     def speech(self, name: str):
         """A fresh trainable copy of speech encoder ``name`` in ``ft`` mode, else ``None``."""
@@ -90,7 +92,8 @@ class Rows:
         model = DistilledModel(audio=(audio_src.num_layers, audio_src.dim) if audio_src is not None else None,
                                text=(src.num_layers, src.dim) if src is not None else None,
                                cfg=self.cfg, speech=speech, text_model=text_model, text_top=text.get("top"),
-                               targets=targets, speech_top=self.speech_top(speech), audio_stream=audio_stream)
+                               targets=targets, speech_top=self.speech_top(speech), audio_stream=audio_stream,
+                               task=self.task, num_classes=ctx.num_classes)
         model.lr_scale = ctx.cfg.train.encoder_lr_scale
         if audio_stream is None and model.audio is not None and speech is None:
             model.audio.norm.set(*ctx.feature_stats(audio_src))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+from sermo.systems.common import lacking
 from sermo.systems.distilled.analysis import layer_importance, transcript_robustness
 from sermo.systems.distilled.config import MODES, DistilledConfig
 from sermo.systems.distilled.model import freeze
@@ -23,7 +24,8 @@ def run_fold(ctx) -> list:
     results = []
     for name in cfg.speech_encoders:
         results += _encoder_rows(ctx, rows, name)
-    if ctx.is_analysis_fold(cfg.analysis_folds):
+    # Figure 2 and Table 2 are per dimension, of models that read speech
+    if ctx.is_analysis_fold(cfg.analysis_folds) and rows.task == "dims" and not lacking(ctx, ("audio",)):
         if cfg.layer_importance:
             ctx.write_analysis("layer_importance.json", layer_importance(ctx, rows))
         if cfg.text and cfg.transcript_engines:
@@ -34,6 +36,12 @@ def run_fold(ctx) -> list:
 def _encoder_rows(ctx, rows: Rows, name: str) -> list:
     """``<name>`` and ``<name>+text`` (and ``<name>+text@ft_frz``) for one speech encoder."""
     cfg = rows.cfg
+    row_name = label(name)
+    why = lacking(ctx, ("audio",))
+    if why:  # a text-only table: every row of the paper reads speech
+        plans = [row_name + "+text"] * cfg.text + [row_name + "+text@ft_frz"] * (cfg.text and cfg.mode == "ft"
+                                                                                   and cfg.compare_ft_frz)
+        return [ctx.skipped_row(row, ("audio",) + ("text",) * ("+" in row), why) for row in [row_name, *plans]]
     speech = rows.speech(name)
     tuned = speech is not None
     src = rows.speech_source(name, speech)  # stored features, the state below the tuned layers, or samples
@@ -46,10 +54,9 @@ def _encoder_rows(ctx, rows: Rows, name: str) -> list:
         """What a row's bundle needs to rebuild its fine-tuned encoders."""
         options = {k: v for k, v in (("speech_top", rows.speech_top(speech)), ("text_top", (text or {}).get("top")))
                    if v is not None}
-        return {"speech_model": name if tuned else None, "options": options or None,
+        return {"speech_model": name if tuned else None, "options": {**options, "task": rows.task},
                 "text_model": ctx.cfg.data.text_encoder if (text or {}).get("model") is not None else None}
 
-    row_name = label(name)
     audio_model = ctx.fit(rows.build(row_name, audio_src=src, speech=speech), slug(row_name), audio_data("train"),
                           audio_data("valid"))
     out.append(ctx.row(row_name, ("audio",), audio_model, ctx.predict(audio_model, audio_data), **encoders()))

@@ -12,7 +12,7 @@ from sermo.config import setting
 from sermo.data.batch import Batch, lengths_mask
 from sermo.nn.inputs import hidden_states
 from sermo.nn.layers import GRUEncoder, LayerWeighting, Standardize, average_frames, frames_left
-from sermo.nn.losses import ccc_loss
+from sermo.nn.losses import ccc_loss, masked_cross_entropy
 from sermo.systems.api import Output, lr_groups
 
 ROWS = ("audio", "text", "multimodal", "audio_ft", "ts", "cts")
@@ -41,6 +41,11 @@ class TeacherStudentConfig:
             waveforms).
         teacher_audio_encoder: the teacher's own speech encoder (paper, MSP-Podcast: HuBERT Large
             teaching HuBERT Base students); ``None``: the recipe's ``data.audio_encoder``.
+        task: what the models predict: ``dims`` (arousal, valence, dominance with the CCC loss: the
+            paper's), ``category`` (the label space's classes with cross-entropy, for a corpus with
+            categories only; the conditional student's residual is then one minus the teacher's
+            probability of the true class, see :func:`category_residual_mask`) or ``auto`` (``dims``
+            when the fold's training split has any A/V/D value, ``category`` otherwise).
         emo_reduction: how ``L_EMO`` combines the three ``1 - CCC_j``: ``sum`` (the paper's
             ``sum_j alpha_j (1 - CCC_j)`` with every ``alpha_j = 1``, against which ``lam = 30``
             was chosen) or ``mean`` (a third of it).
@@ -58,6 +63,7 @@ class TeacherStudentConfig:
     finetune_from_store: bool = True
     teacher_audio_encoder: str | None = None
     emo_reduction: str = setting("sum", choices=("sum", "mean"))
+    task: str = setting("auto", choices=("auto", "dims", "category"))
 
 
 class Branch(nn.Module):
@@ -89,10 +95,13 @@ class TSModel(nn.Module):
 
     def __init__(self, *, audio: tuple[int, int] | None, text: tuple[int, int] | None, cfg: TeacherStudentConfig,
                  speech: nn.Module | None = None, lam: float = 0.0, speech_layers: list[int] | None = None,
-                 speech_top: int | None = None):
+                 speech_top: int | None = None, task: str = "dims", num_classes: int = 0):
         super().__init__()
         if cfg.emo_reduction not in ("sum", "mean"):
             raise ValueError(f"model.emo_reduction {cfg.emo_reduction!r}; known: sum, mean")
+        if task not in ("dims", "category") or (task == "category" and num_classes < 2):
+            raise ValueError(f"a teacher_student model predicts dims or category (of 2 classes or more), not {task!r}")
+        self.task = task
         self.speech, self.reduction, self.speech_top = speech, cfg.emo_reduction, speech_top
         self.speech_layers = list(speech_layers) if speech is not None and speech_layers is not None else None
         if speech is not None:
@@ -102,7 +111,7 @@ class TSModel(nn.Module):
         self.text = Branch(*text, cfg) if text else None
         width = cfg.hidden * ((self.audio is not None) + (self.text is not None))
         self.project = nn.Linear(width, cfg.embedding)  # P_A, P_T or P_AT
-        self.predict = nn.Linear(cfg.embedding, 3)
+        self.predict = nn.Linear(cfg.embedding, 3 if task == "dims" else num_classes)
         self.lam = lam
 
     def _audio_input(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,10 +133,13 @@ class TSModel(nn.Module):
         if self.text is not None:
             parts.append(self.text(batch.text, batch.text_mask))
         emb = self.project(torch.cat(parts, dim=-1))  # (B, E): e_A, e_T or e_AT
+        if self.task == "category":
+            return Output(logits=self.predict(emb), embedding=emb)
         return Output(dims=self.predict(emb), embedding=emb)
 
     def losses(self, out: Output, batch: Batch) -> dict[str, torch.Tensor]:
-        emo = ccc_loss(out.dims, batch.dims, reduction=self.reduction)
+        emo = ccc_loss(out.dims, batch.dims, reduction=self.reduction) if self.task == "dims" else \
+            masked_cross_entropy(out.logits, batch.category)
         if "teacher_emb" not in batch.extras:
             return {"loss": emo, "emo": emo}
         stu = student_l2(out.embedding, batch.extras["teacher_emb"], batch.extras["ts_keep"])
@@ -178,3 +190,20 @@ def residual_mask(pred: np.ndarray, labels: np.ndarray, sigmas: float = 2.0) -> 
         info["std"].append(std)
         info["dropped_by_dim"].append(int(bad.sum()))
     return keep, info
+
+
+def category_residual_mask(probs: np.ndarray, classes: np.ndarray, sigmas: float = 2.0) -> tuple[np.ndarray, dict]:
+    """Eq. 8 for a categorical task (not in the paper, which predicts A/V/D): an utterance's
+    residual is ``r = 1 - p(true class)`` under the teacher, and it leaves the L2 term when
+    ``r > sigmas * rms(r)`` (Eq. 8's least-squares residuals have mean zero, so their standard
+    deviation is this root mean square). Unlabelled utterances (class -1) are always kept.
+
+    Returns:
+        ``(keep (n,) bool, {"rms", "dropped"})``.
+    """
+    ok = classes >= 0
+    r = np.zeros(len(classes))
+    r[ok] = 1.0 - probs[np.flatnonzero(ok), classes[ok]]
+    rms = float(np.sqrt(np.mean(r[ok] ** 2))) if ok.any() else float("nan")
+    bad = ok & (r > sigmas * rms) if np.isfinite(rms) else np.zeros(len(classes), bool)
+    return ~bad, {"rms": rms, "dropped": int(bad.sum())}

@@ -3,18 +3,44 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from sermo.evaluation.metrics import DIMENSIONS, ccc, pearson
-from sermo.systems.teacher_student.model import ROWS, TeacherStudentConfig, TSModel, residual_mask
+from sermo.evaluation.metrics import DIMENSIONS, ccc, pearson, unweighted_accuracy
+from sermo.systems.common import fold_task, lacking
+from sermo.systems.teacher_student.model import (ROWS, TeacherStudentConfig, TSModel, category_residual_mask,
+                                                 residual_mask)
 
 def _embed(ctx, model: TSModel, dataset) -> tuple[list[str], np.ndarray, np.ndarray]:
-    ids, emb, dims = [], [], []
+    """Each utterance's embedding and prediction: A/V/D, or class probabilities."""
+    ids, emb, pred = [], [], []
     for batch, out in ctx.forward(model, dataset):
         ids += batch.ids
         # float32 whatever the precision the forward ran at (numpy has no bfloat16)
         emb.append(out.embedding.float().cpu().numpy())
-        dims.append(out.dims.float().cpu().numpy())
-    return ids, np.concatenate(emb), np.concatenate(dims)
+        pred.append(out.dims.float().cpu().numpy() if out.dims is not None
+                    else torch.softmax(out.logits.float(), dim=-1).cpu().numpy())
+    return ids, np.concatenate(emb), np.concatenate(pred)
+
+
+def teacher_mask(ctx, train_ids: list[str], pred: dict, cfg: TeacherStudentConfig, task: str) -> tuple[dict, dict]:
+    """Which training utterances the conditional student learns the teacher's embedding on (Eq. 8,
+    or its categorical form), and what the report shows of the teacher on its training set."""
+    p = np.stack([pred[u] for u in train_ids])
+    if task == "category":
+        y = np.array([ctx.labels.category[u] for u in train_ids])
+        keep, fit = category_residual_mask(p, y, cfg.residual_sigmas)
+        ok = y >= 0
+        return dict(zip(train_ids, keep)), {"discarded_share": float(1 - keep.mean()), "dropped": fit["dropped"],
+                                            "teacher_train": {"ua": unweighted_accuracy(y[ok], p[ok].argmax(1))}}
+    y = np.stack([ctx.labels.dims[u] for u in train_ids])
+    keep, fit = residual_mask(p, y, cfg.residual_sigmas)
+    teacher_train = {}
+    for j, d in enumerate(DIMENSIONS):
+        if np.isfinite(y[:, j]).sum() > 1:
+            teacher_train[f"ccc_{d}"] = ccc(y[:, j], p[:, j])
+            teacher_train[f"pearson_{d}"] = pearson(y[:, j], p[:, j])
+    return dict(zip(train_ids, keep)), {"discarded_share": float(1 - keep.mean()),
+                                        "dropped_by_dim": fit["dropped_by_dim"], "teacher_train": teacher_train}
 
 
 def run_fold(ctx) -> list:
@@ -22,6 +48,7 @@ def run_fold(ctx) -> list:
     cfg: TeacherStudentConfig = ctx.cfg.model
     if {"ts", "cts"} & set(cfg.rows) and "multimodal" not in cfg.rows:
         raise ValueError("rows ts and cts need the multimodal teacher: add multimodal to model.rows")
+    task = fold_task(ctx, cfg.task)
     results = []
     why_not = ""
     finetuning = "audio_ft" in cfg.rows or cfg.student_finetune
@@ -50,7 +77,7 @@ def run_fold(ctx) -> list:
         t = ctx.text if text else None
         model = TSModel(audio=(audio_src.num_layers, audio_src.dim) if audio_src is not None else None,
                         text=(t.num_layers, t.dim) if t else None, cfg=cfg, speech=sp, lam=lam, speech_layers=layers,
-                        speech_top=top)
+                        speech_top=top, task=task, num_classes=ctx.num_classes)
         model.lr_scale = ctx.cfg.train.encoder_lr_scale
         if audio_src is not None and sp is None:
             model.audio.norm.set(*ctx.feature_stats(audio_src))
@@ -70,17 +97,24 @@ def run_fold(ctx) -> list:
     def tuned(model: TSModel) -> dict:
         """What a fine-tuned row's bundle needs to rebuild its encoder."""
         return {"speech_model": ctx.cfg.data.audio_encoder,
-                "options": {"speech_layers": layers, "speech_top": model.speech_top}}
+                "options": {"speech_layers": layers, "speech_top": model.speech_top, "task": task}}
 
     plain = {"audio": (ctx.audio, False), "text": (None, True), "multimodal": (teacher_src, True)}
     trained: dict[str, TSModel] = {}
     for row in [r for r in ROWS if r in plain and r in cfg.rows]:
         a, t = plain[row]
+        why = lacking(ctx, ("audio",) * (row != "text") + ("text",) * t)
+        if why:  # a text-only table, or one without transcripts
+            results.append(ctx.skipped_row(row, ("text",) if row == "text" else ("audio",) + ("text",) * t, why))
+            continue
         model, _ = build(row, audio_src=a, text=t)
         model = ctx.fit(model, row, data("train", audio_src=a, text=t), data("valid", audio_src=a, text=t))
         trained[row] = model
         results.append(ctx.row(row, [m for m, use in (("audio", a is not None), ("text", t)) if use], model,
-                               ctx.predict(model, lambda s, a=a, t=t: data(s, audio_src=a, text=t))))
+                               ctx.predict(model, lambda s, a=a, t=t: data(s, audio_src=a, text=t)),
+                               options={"task": task}))
+    no_audio = lacking(ctx, ("audio",))
+    why_not = why_not or no_audio
     can_finetune = finetuning and not why_not
     if "audio_ft" in cfg.rows:
         if not can_finetune:
@@ -98,6 +132,11 @@ def run_fold(ctx) -> list:
             results.append(ctx.skipped_row(row, ("audio",), f"the students fine-tune the speech encoder "
                                            f"(model.student_finetune), which cannot be had here: {why_not}"))
         students = []
+    if students and (no_audio or "multimodal" not in trained):
+        for row in students:
+            results.append(ctx.skipped_row(row, ("audio",), no_audio or "needs the multimodal teacher, which did not "
+                                           "train: " + next(r.skipped for r in results if r.name == "multimodal")))
+        students = []
     if students:
         teacher = trained["multimodal"]
         emb, pred = {}, {}
@@ -105,18 +144,7 @@ def run_fold(ctx) -> list:
             ids, e, p = _embed(ctx, teacher, data(split, audio_src=teacher_src, text=True))
             emb.update(zip(ids, e))
             pred.update(zip(ids, p))
-        train_ids = [u for u in ctx.ids("train") if u in pred]
-        p = np.stack([pred[u] for u in train_ids])
-        y = np.stack([ctx.labels.dims[u] for u in train_ids])
-        keep, fit = residual_mask(p, y, cfg.residual_sigmas)
-        teacher_train = {}
-        for j, d in enumerate(DIMENSIONS):
-            if np.isfinite(y[:, j]).sum() > 1:
-                teacher_train[f"ccc_{d}"] = ccc(y[:, j], p[:, j])
-                teacher_train[f"pearson_{d}"] = pearson(y[:, j], p[:, j])
-        kept = dict(zip(train_ids, keep))
-        info = {"discarded_share": float(1 - keep.mean()), "dropped_by_dim": fit["dropped_by_dim"],
-                "teacher_train": teacher_train}
+        kept, info = teacher_mask(ctx, [u for u in ctx.ids("train") if u in pred], pred, cfg, task)
         finetune = cfg.student_finetune and can_finetune
         none = np.zeros(cfg.embedding, dtype=np.float32)
         for row in students:
@@ -135,5 +163,5 @@ def run_fold(ctx) -> list:
             results.append(ctx.row(row, ("audio",), model, ctx.predict(model, lambda s: data(s, audio_src=src)),
                                    info={**(info if row == "cts" else {"discarded_share": 0.0}),
                                          "finetuned": bool(finetune)},
-                                   **(tuned(model) if finetune else {})))
+                                   **(tuned(model) if finetune else {"options": {"task": task}})))
     return results
