@@ -132,3 +132,22 @@ def test_a_training_batch_of_one_utterance_passes_the_pooled_norm():
     out = enc(x, mask)  # a plain BatchNorm1d raises "Expected more than 1 value per channel when training"
     assert out.shape == (1, 6) and torch.isfinite(out).all()
     assert torch.allclose(out, enc.eval()(x, mask))  # the running statistics, as at prediction
+
+
+def test_frame_dropout_pools_other_frames_each_training_step_and_every_frame_at_prediction():
+    from sermo.systems.baselines import ModalityEncoder
+
+    torch.manual_seed(0)
+    enc = ModalityEncoder(1, 4, head="pool", hidden=8, embedding=6, pool="meanstd", frame_dropout=0.5)
+    x = torch.randn(2, 1, 40, 4)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[1, 1:] = False  # one real frame: it is never dropped
+    seen = []
+    enc.pool.register_forward_hook(lambda module, args, out: seen.append(args[1].clone()))
+    enc.train()
+    a, b = enc(x, mask), enc(x, mask)
+    assert not torch.allclose(a[0], b[0])  # other frames in each step's statistics
+    kept = seen[0][0].float().mean()
+    assert 0.3 < kept < 0.7 and seen[0][1, 0] and not seen[0][1, 1:].any()
+    enc.eval()
+    assert torch.allclose(enc(x, mask), enc(x, mask)) and torch.equal(seen[-1], mask)
