@@ -305,7 +305,13 @@ def features(cfg) -> list:
                            text_readers=sum("text" in ROWS[r] for r in rows))
 
 
+COMPARISONS = tuple((a, b, metric) for metric in ("ua", "ccc_valence", "ccc_arousal")
+                    for a, b in (("linear", "audio"), ("linear", "fusion"), ("audio", "fusion")))
+"""Each neural row against the linear probe (the field's reference), fusion against audio alone:
+in UA and in CCC where the rows predict them (a metric the predictions lack is left out)."""
+
 register(SystemDef(
     name="baselines", config_cls=BaselinesConfig, run_fold=run_fold, build_model=build_model, rows=tuple(ROWS),
     title="Audio-only, text-only and concatenation-fusion baselines", order=0, features=features,
+    comparisons=COMPARISONS,
 ))

@@ -40,6 +40,8 @@ def test_baselines_run_writes_everything(iemocap_synth, store, tmp_path):
     assert "test Ses01, validation Ses02" in report and "UA: unweighted accuracy" in report
     assert "Encoders: `whisper-tiny.en`, `minilm`. Transcripts: oracle." in report
     assert "no spread over folds" in report and " ± " not in report.split("## Results")[1].split("##")[0]
+    # each neural row read against the probe, in UA and in CCC
+    assert "| audio vs linear | ua |" in report and "| fusion vs audio | ccc_valence |" in report
     for name in ("confusion_audio.png", "scatter_text.png", "curves_fusion.png"):
         assert (out / "plots" / name).stat().st_size > 1000
     pred = out / "predictions" / "fusion.fold1.test.parquet"
