@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sermo.data.audio import load_audio
+from sermo.data.audio import SAMPLE_RATE, load_audio
 from sermo.data.corpora import prepare
 from sermo.data.io import write_text_atomic
 from sermo.data.manifest import Manifest
@@ -53,7 +53,7 @@ def plain_loop_seconds(folder: str, manifest: Manifest) -> float:
     t0 = time.perf_counter()
     for path in manifest.df["audio"]:
         x = load_audio(path)
-        inputs = fe(x, sampling_rate=16000, return_tensors="pt")
+        inputs = fe(x, sampling_rate=SAMPLE_RATE, return_tensors="pt")
         with torch.inference_mode():
             out = model(inputs.input_values, output_hidden_states=True)
         _ = np.stack([h[0].numpy() for h in out.hidden_states]).astype(np.float16)

@@ -98,7 +98,7 @@ def run_padding_bench(out_dir: Path, *, utterances: int = 60, corpus: Path | Non
                       batch: int = 8, steps: int = 4) -> Path:
     """Run the benchmark; write ``padding.md`` and ``padding.json`` to ``out_dir``."""
     from sermo.bench.extract import hubert_base_sized
-    from sermo.data.audio import load_audio
+    from sermo.data.audio import SAMPLE_RATE, load_audio
     from sermo.data.corpora import prepare
     from sermo.data.labels import get_label_space
     from sermo.data.synth import synthesize_corpus
@@ -121,7 +121,7 @@ def run_padding_bench(out_dir: Path, *, utterances: int = 60, corpus: Path | Non
     ua = {name: _probe_ua([f for f, k in zip(feats, keep) if k], classes[keep], test)
           for name, feats in (("exact", exact), ("bucket", padded))}
     speed = {p: _steps_per_second(folder, waves, p, batch=batch, steps=steps, seed=seed) for p in ("exact", "bucket")}
-    seconds = float(sum(len(w) for w in waves) / 16000)
+    seconds = float(sum(len(w) for w in waves) / SAMPLE_RATE)
     facts = {"utterances": len(waves), "audio_seconds": seconds, "real_hubert": not folder.startswith(str(work)),
              "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
              "cosine_last_layer_mean": float(cos[:, -1].mean()), "cosine_last_layer_min": float(cos[:, -1].min()),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sermo.data.audio import SAMPLE_RATE
 from sermo.data.io import write_text_atomic
 from sermo.evaluation.report import markdown_table
 
@@ -85,11 +86,11 @@ def run_predict_bench(out_dir: Path, *, repeats: int = 15, batch_files: int = 16
     folder = hubert_base_sized(tmp / "hubert")
     predictor = Predictor.from_pretrained(_bundle(tmp / "bundle", folder))
     rng = np.random.default_rng(0)
-    t = np.arange(5 * 16000) / 16000
+    t = np.arange(5 * SAMPLE_RATE) / SAMPLE_RATE
     wave = (0.1 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
             + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
     wav = tmp / "five_seconds.wav"
-    sf.write(wav, wave, 16000)
+    sf.write(wav, wave, SAMPLE_RATE)
 
     ssl = SpeechSSL(folder).eval()
     x = torch.from_numpy(wave)[None]
@@ -103,15 +104,15 @@ def run_predict_bench(out_dir: Path, *, repeats: int = 15, batch_files: int = 16
             ssl(x, lengths)
             forward.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        predictor.predict(wave, sampling_rate=16000)
+        predictor.predict(wave, sampling_rate=SAMPLE_RATE)
         latency.append(time.perf_counter() - t0)
     f50, f95 = _percentiles(forward)
     l50, l95 = _percentiles(latency)
     files = []
     for i in range(batch_files):
-        n = int(16000 * rng.uniform(2, 6))
+        n = int(SAMPLE_RATE * rng.uniform(2, 6))
         path = tmp / f"file{i}.wav"
-        sf.write(path, wave[:n] if n <= len(wave) else np.tile(wave, 2)[:n], 16000)
+        sf.write(path, wave[:n] if n <= len(wave) else np.tile(wave, 2)[:n], SAMPLE_RATE)
         files.append(str(path))
     t0 = time.perf_counter()
     predictor.predict(files)

@@ -1,6 +1,6 @@
 """The ground floor: audio I/O, manifests, corpus loaders, label spaces, protocols, synthesis.
 
-Nothing here imports from the rest of sermo.
+Nothing here imports from the rest of sermo but its version (a bundle records which sermo made it).
 """
 
 from sermo.data.audio import AudioError, load_audio

@@ -34,6 +34,10 @@ import numpy as np
 from sermo.data.manifest import Manifest
 
 MSP_TESTS = {"Test1": "test1", "Test2": "test2", "Test3": "test3"}
+TRANSFER_FOLD = "transfer"
+"""The one fold of ``corpus-transfer`` (systems branch on ``ctx.name`` against it)."""
+TRANSFER_TESTS = ("iemocap", "msp-test1")
+"""``corpus-transfer``'s test sets: IEMOCAP's held-out session, MSP-Podcast's Test1."""
 
 
 class ProtocolError(ValueError):
@@ -272,11 +276,12 @@ def corpus_transfer(manifest: Manifest, *, seed: int = 0, share: float = 0.1, ke
     rng = np.random.default_rng(seed)
     take = min(len(counted(last.train)), len(pool))
     msp_train = tuple(sorted(rng.choice(pool, take, replace=False).tolist())) if take else ()
-    tests = {"iemocap": last.tests["test"], "msp-test1": _ids(df, msp & (df["partition"] == "Test1"))}
-    if not msp_train or not tests["msp-test1"] or not (msp & (df["partition"] == "Development")).any():
+    iemocap_test, msp_test = TRANSFER_TESTS
+    tests = {iemocap_test: last.tests["test"], msp_test: _ids(df, msp & (df["partition"] == "Test1"))}
+    if not msp_train or not tests[msp_test] or not (msp & (df["partition"] == "Development")).any():
         raise ProtocolError("corpus-transfer needs MSP-Podcast Train, Development and Test1 partitions")
     usable = "usable " if keep is not None else ""
-    fold = Fold("transfer", last.train + msp_train,
+    fold = Fold(TRANSFER_FOLD, last.train + msp_train,
                 last.valid + _ids(df, msp & (df["partition"] == "Development")),
                 tests, description=f"IEMOCAP: {last.description}, {len(counted(last.train))} {usable}training "
                                    f"utterances; MSP-Podcast: a random {len(msp_train)} of {len(pool)} {usable}Train "

@@ -7,9 +7,8 @@ import hashlib
 import numpy as np
 import torch
 
+from sermo.data.audio import SAMPLE_RATE
 from sermo.encoders.base import Encoder, EncoderOutput
-
-SAMPLE_RATE = 16_000
 
 
 def mel_filterbank(n_mels: int = 80, n_fft: int = 512, sr: int = SAMPLE_RATE, fmin: float = 0.0,

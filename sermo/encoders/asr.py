@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sermo.data.audio import SAMPLE_RATE
+
 ARPABET = ("AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH", "IH",
            "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH", "UW", "V",
            "W", "Y", "Z", "ZH")
@@ -97,7 +99,7 @@ class PocketsphinxASR:
 
         from pocketsphinx import Decoder
 
-        self._decoder = Decoder(samprate=16000, loglevel="FATAL")
+        self._decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
         self.cache_key = f"pocketsphinx@{version('pocketsphinx')}"
 
     def transcribe(self, samples: np.ndarray) -> str:
@@ -150,7 +152,7 @@ class WhisperASR:
         out: list[str] = []
         for i in range(0, len(batch), self.batch_size):
             chunk = [np.asarray(x, dtype=np.float32) for x in batch[i:i + self.batch_size]]
-            feats = self.processor(chunk, sampling_rate=16000, return_tensors="pt").input_features
+            feats = self.processor(chunk, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
             with torch.inference_mode():
                 ids = self.model.generate(feats.to(self.device), max_new_tokens=self.max_new_tokens, **self._lang)
             out += [t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
@@ -229,7 +231,7 @@ class PhoneAligner:
     def __init__(self) -> None:
         from pocketsphinx import Decoder
 
-        self._decoder = Decoder(samprate=16000, loglevel="FATAL", bestpath=False)
+        self._decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", bestpath=False)
         self._guessed: set[str] = set()  # words this aligner added to the dictionary itself
 
     def align(self, samples: np.ndarray, transcript: str) -> list[PhoneSegment]:
@@ -247,7 +249,7 @@ class PhoneAligner:
         d = self._decoder
         words = [w for w in normalise_words(transcript) if not w.startswith("[")]
         if not words:
-            return [PhoneSegment(SIL, "<sil>", 0, int(len(samples) * 100 // 16000))]
+            return [PhoneSegment(SIL, "<sil>", 0, int(len(samples) * 100 // SAMPLE_RATE))]
         oov = {w for w in words if w in self._guessed or d.lookup_word(w) is None}
         audio = _int16(samples)
         for attempt in ("guess", "spoken-noise", "drop"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sermo.data.audio import SAMPLE_RATE
 from sermo.encoders.base import Encoder, EncoderError
 
 
@@ -255,7 +256,7 @@ def encoder_shape(name: str) -> tuple[int, int, float | None]:
         layers = min(layers, spec.keep_layers)
     dim = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "d_model", 0))
     stride = getattr(cfg, "conv_stride", None)
-    return layers, dim, (16000.0 / float(__import__("numpy").prod(stride))) if stride else None
+    return layers, dim, (SAMPLE_RATE / float(__import__("numpy").prod(stride))) if stride else None
 
 
 def encoder_dtype(name: str) -> str:

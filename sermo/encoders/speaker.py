@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import types
 from pathlib import Path
 
 import numpy as np
 
+from sermo.data.audio import SAMPLE_RATE
 from sermo.encoders.base import Encoder, EncoderOutput, file_digest
 
 
@@ -59,7 +59,7 @@ class ResemblyzerEncoder(Encoder):
     def _encode_batch(self, items: list) -> list[EncoderOutput]:
         outs = []
         for x in items:
-            wav = self._resemblyzer.preprocess_wav(np.asarray(x, dtype=np.float32), source_sr=16000)
+            wav = self._resemblyzer.preprocess_wav(np.asarray(x, dtype=np.float32), source_sr=SAMPLE_RATE)
             if len(wav) < 1600:  # all trimmed away as silence: embed the raw signal
                 wav = np.asarray(x, dtype=np.float32)
             emb = self._model.embed_utterance(wav)
@@ -100,6 +100,3 @@ def chosen_utterances(speakers: dict[str, str], available, *, max_utterances: in
     return out
 
 
-def speaker_hash(ids) -> str:
-    """A short hash of a set of utterance ids (keys cached per-speaker embeddings)."""
-    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]

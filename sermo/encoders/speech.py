@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sermo.data.audio import SAMPLE_RATE
 from sermo.encoders.base import Encoder, EncoderError, EncoderOutput, FineTunable, file_digest
 from sermo.encoders.hub import load_or_build, load_pretrained, resolve_checkpoint, weight_files
 
@@ -78,7 +79,7 @@ class SpeechSSL(FineTunable, nn.Module):
     @property
     def frame_rate(self) -> float:
         """Output frames per second at 16 kHz."""
-        return 16000.0 / float(np.prod(self.config.conv_stride))
+        return SAMPLE_RATE / float(np.prod(self.config.conv_stride))
 
     def frames(self, samples: int) -> int:
         """Output frames of ``samples`` 16 kHz samples (the convolutions' arithmetic)."""
@@ -175,7 +176,7 @@ class HFSpeechEncoder(Encoder):
         self.num_layers = self.module.num_hidden_states
         self.dim = int(self.module.config.hidden_size)
         self.frame_rate = self.module.frame_rate
-        self.max_batch_samples = int(max_batch_seconds * 16000)
+        self.max_batch_samples = int(max_batch_seconds * SAMPLE_RATE)
         self._hash = file_digest(weight_files(self.folder))
 
     def weights_hash(self) -> str:
@@ -327,7 +328,7 @@ def continue_pretraining(folder: str, waves, out, *, steps: int, lr: float = 5e-
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    cap = int(max_seconds * 16000)
+    cap = int(max_seconds * SAMPLE_RATE)
     for _ in tqdm(range(steps), desc="continued pre-training", unit="step", disable=not progress):
         chosen = [np.asarray(waves[i](), dtype=np.float32) for i in rng.choice(len(waves), batch_size)]
         crops = []

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from sermo.data.audio import SAMPLE_RATE
 from sermo.encoders.base import EncoderError, FineTunable
 
-SAMPLE_RATE = 16000
 HOP = 160
 WINDOW_SECONDS = 30
 TINY_EN = "whisper-tiny.en"

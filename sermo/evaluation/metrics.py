@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-DIMENSIONS = ("arousal", "valence", "dominance")
+from sermo.data.manifest import DIMENSIONS
+
 METRIC_KEYS = (
     "ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean",
     "pearson_arousal", "pearson_valence", "pearson_dominance",

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 
-from sermo.data.audio import AudioError, load_audio
+from sermo.data.audio import SAMPLE_RATE, AudioError, load_audio
 from sermo.data.manifest import Manifest
 from sermo.encoders.base import Encoder, FeatureOverflow
 from sermo.features.store import FeatureStore, _none, text_content_key
@@ -126,7 +126,7 @@ def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, verify
             if known is None and _cached(store, identity, key, verify, report):
                 bar.update()
                 continue
-            size = len(item) / 16000
+            size = len(item) / SAMPLE_RATE
         report.audio_seconds += size
         if any(k == key for _, k, _ in pending[-64:]):  # same content as a pending neighbour
             bar.update()

@@ -62,8 +62,6 @@ def align_manifest(manifest: Manifest, store: FeatureStore, *, ids=None, workers
 
     from sermo.encoders.asr import PhoneSegment
 
-    store._db.execute("CREATE TABLE IF NOT EXISTS phones (key TEXT, text TEXT, segments TEXT, "
-                      "PRIMARY KEY (key, text))")
     df = manifest.df
     if ids is not None:
         df = df[df["id"].isin(set(ids))]
@@ -82,9 +80,9 @@ def align_manifest(manifest: Manifest, store: FeatureStore, *, ids=None, workers
             continue
         text_key = hashlib.sha256(str(text).encode()).hexdigest()[:16]
         keys[uid] = (key, text_key)
-        row = store._db.execute("SELECT segments FROM phones WHERE key=? AND text=?", (key, text_key)).fetchone()
-        if row is not None:
-            out[uid] = [PhoneSegment(*s) for s in json.loads(row[0])]
+        known = store.phones(key, text_key)
+        if known is not None:
+            out[uid] = [PhoneSegment(*s) for s in json.loads(known)]
             report.cached += 1
         else:
             jobs.append((uid, str(audio), _none(start), _none(end), str(text)))
@@ -98,8 +96,7 @@ def align_manifest(manifest: Manifest, store: FeatureStore, *, ids=None, workers
                 if error is not None:
                     report.failed.append((uid, error))
                     continue
-                store._db.execute("INSERT OR REPLACE INTO phones VALUES (?,?,?)", (*keys[uid], json.dumps(segments)))
-                store._db.commit()
+                store.put_phones(*keys[uid], json.dumps(segments))
                 out[uid] = [PhoneSegment(*s) for s in segments]
                 report.aligned += 1
             bar.close()

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sermo.data.audio import SAMPLE_RATE
 from sermo.data.batch import Batch, Sequence, pad_first_axis, pad_sequences
 from sermo.data.labels import Labels
 from sermo.data.spec import InputSpec
@@ -156,7 +157,7 @@ class UtteranceDataset(Dataset):
                 item["text_words"] = np.asarray(words[: self.max_tokens], dtype=np.int64)
         if self.wave:
             w = self.utterances.wave(uid)
-            item["wave"] = w[: int(self.max_wave_seconds * 16000)] if self.max_wave_seconds else w
+            item["wave"] = w[: int(self.max_wave_seconds * SAMPLE_RATE)] if self.max_wave_seconds else w
         if self.tokenizer is not None:
             item["tokens"] = self.tokenizer[1](self.utterances.transcript(uid))
         if self.speaker is not None:

@@ -106,7 +106,6 @@ class FeatureSource:
         self.memory = memory
         self._kept: dict[str, tuple[np.ndarray, list[int]]] = {}  # uid -> (features, word ids) held in memory
         self._keys: dict[str, str] | None = None
-        self._report = None
         self._full = None  # an identity of all the encoder's layers to read these from
         self._lengths: dict[str, int] = {}
 
@@ -121,9 +120,9 @@ class FeatureSource:
             # every entry read is checked against its checksum first (a damaged one is recomputed):
             # one read of the features, against the many of training
             if self.identity.layers is not None and keys and all(self.store.verify(full, k) for k in keys.values()):
-                self._full, self._report = full, None
+                self._full = full
             else:
-                self._report = extract(self.manifest, self.encoder, self.store, verify=True, progress=self.progress)
+                extract(self.manifest, self.encoder, self.store, verify=True, progress=self.progress)
                 keys = feature_keys(self.manifest, self.modality, self.store)
             self._keys = keys
         return self._keys
@@ -142,12 +141,6 @@ class FeatureSource:
             hidden = np.array(hidden)  # read out of the memory map, once
             self._kept[uid] = (hidden, entry.word_ids)
         return hidden, entry.word_ids
-
-    @property
-    def report(self):
-        """What the extraction did (it runs now if it has not yet)."""
-        self.keys  # noqa: B018  (extracts)
-        return self._report
 
     def has(self, uid: str) -> bool:
         """Whether the utterance has features (readable audio / a transcript)."""

@@ -102,6 +102,28 @@ class FeatureStore:
                          "seg TEXT, key TEXT, PRIMARY KEY (path, size, mtime, seg))")
         if "samples" not in {row[1] for row in self._db.execute("PRAGMA table_info(audio)")}:
             self._db.execute("ALTER TABLE audio ADD COLUMN samples INTEGER")  # stores made before it existed
+        self._db.execute("CREATE TABLE IF NOT EXISTS asr (engine TEXT, key TEXT, text TEXT, PRIMARY KEY (engine, key))")
+        self._db.execute("CREATE TABLE IF NOT EXISTS phones (key TEXT, text TEXT, segments TEXT, "
+                         "PRIMARY KEY (key, text))")
+        self._db.commit()
+
+    # -- what was derived from the audio: transcripts, phone alignments ------------------
+    def transcript(self, engine: str, key: str) -> str | None:
+        """The transcript ASR ``engine`` (its cache key) made of the audio with content key ``key``."""
+        row = self._db.execute("SELECT text FROM asr WHERE engine=? AND key=?", (engine, key)).fetchone()
+        return None if row is None else row[0]
+
+    def put_transcript(self, engine: str, key: str, text: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO asr VALUES (?,?,?)", (engine, key, text))
+        self._db.commit()
+
+    def phones(self, key: str, text_key: str) -> str | None:
+        """The phone alignment (JSON) of the audio with content key ``key`` to a transcript (``text_key``)."""
+        row = self._db.execute("SELECT segments FROM phones WHERE key=? AND text=?", (key, text_key)).fetchone()
+        return None if row is None else row[0]
+
+    def put_phones(self, key: str, text_key: str, segments: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO phones VALUES (?,?,?)", (key, text_key, segments))
         self._db.commit()
 
     # -- content keys -------------------------------------------------------------------

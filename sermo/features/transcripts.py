@@ -67,7 +67,6 @@ def transcribe_manifest(manifest: Manifest, store: FeatureStore, *, engine: str 
 
     asr = get_asr(engine, device=str(device))  # fails early on an unknown or unavailable engine
     engine, cache = asr.engine, getattr(asr, "cache_key", asr.engine)
-    store._db.execute("CREATE TABLE IF NOT EXISTS asr (engine TEXT, key TEXT, text TEXT, PRIMARY KEY (engine, key))")
     df = manifest.df.copy()
     report = TranscribeReport(engine)
     keys: dict[str, str] = {}
@@ -80,9 +79,9 @@ def transcribe_manifest(manifest: Manifest, store: FeatureStore, *, engine: str 
             report.skipped.append((uid, str(exc)))
             continue
         keys[uid] = key
-        row = store._db.execute("SELECT text FROM asr WHERE engine=? AND key=?", (cache, key)).fetchone()
-        if row is not None:
-            texts[uid] = row[0]
+        known = store.transcript(cache, key)
+        if known is not None:
+            texts[uid] = known
             report.cached += 1
         else:
             jobs.append((uid, str(audio), _none(start), _none(end)))
@@ -91,8 +90,7 @@ def transcribe_manifest(manifest: Manifest, store: FeatureStore, *, engine: str 
             report.skipped.append((uid, error))
             return
         texts[uid] = text
-        store._db.execute("INSERT OR REPLACE INTO asr VALUES (?,?,?)", (cache, keys[uid], text))
-        store._db.commit()
+        store.put_transcript(cache, keys[uid], text)
         report.transcribed += 1
 
     if jobs and engine != "pocketsphinx":  # a neural engine: batched in this process, torch uses the cores

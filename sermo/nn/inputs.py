@@ -14,8 +14,9 @@ def hidden_states(batch: Batch, kind: str, encoder: torch.nn.Module | None = Non
 
     Without ``encoder``: the batch's stored features. With a trainable ``encoder``
     (``SpeechSSL``/``TextSSL``): the encoder run on ``batch.wave`` or ``batch.tokens``; with
-    ``top`` only its top ``top`` layers run, on the stored hidden state below them (``batch.text``
-    holds that state: the frozen layers underneath give the same output every epoch).
+    ``top`` only its top ``top`` layers run, on the stored hidden state below them (``batch.audio``
+    or ``batch.text`` holds that state: the frozen layers underneath give the same output every
+    epoch).
     """
     stored = (batch.audio, batch.audio_mask) if kind == "audio" else (batch.text, batch.text_mask)
     if encoder is None:

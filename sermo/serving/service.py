@@ -121,7 +121,7 @@ def create_app(predictor, *, max_upload_mb: float = 20.0, max_seconds: float = 6
         body_timeout: seconds a body may stall between two parts.
     """
     import sermo
-    from sermo.data.audio import AudioError, AudioTooLong, load_audio
+    from sermo.data.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio
 
     limit = int(max_upload_mb * 1024 * 1024)
     lock = threading.Lock()
@@ -174,7 +174,7 @@ def create_app(predictor, *, max_upload_mb: float = 20.0, max_seconds: float = 6
                 with decoding:
                     wave = load_audio(tmp, max_seconds=max_seconds)
                 with lock:
-                    result = predictor.predict(wave, sampling_rate=16000, transcript=transcript or None)
+                    result = predictor.predict(wave, sampling_rate=SAMPLE_RATE, transcript=transcript or None)
             except AudioTooLong as exc:
                 raise HTTPException(413, f"{name}: {exc.problem.replace(tmp, name)}; cut it, or use "
                                          "`sermo predict --segment`") from None

@@ -9,7 +9,7 @@ this module, ``sermo.nn``, ``sermo.encoders``, ``sermo.data`` and ``sermo.evalua
 
 Models are ``nn.Module``s with ``forward(batch: Batch) -> Output`` and
 ``losses(output, batch) -> {"loss": total, <name>: part, ...}``; they may define
-``param_groups() -> [(params, lr_scale), ...]`` (see :func:`param_groups`).
+``param_groups() -> [(params, lr_scale), ...]`` (see :func:`lr_groups`).
 """
 
 from __future__ import annotations

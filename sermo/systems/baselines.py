@@ -233,8 +233,7 @@ def train_row(ctx, row: str, cfg: BaselinesConfig, *, stage: str | None = None, 
     """Build, normalise, train and evaluate one baseline row in a fold; returns its RowResult.
 
     ``branches`` (``{"audio": ModalityEncoder, "text": ...}``) start the row's encoders from
-    trained ones (frozen when ``cfg.freeze_branches``). Other systems call this for their
-    unimodal or fusion baselines.
+    trained ones (frozen when ``cfg.freeze_branches``).
     """
     mods = ROWS[row]
     ctx.seed(stage or row)

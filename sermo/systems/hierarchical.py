@@ -20,6 +20,7 @@ from torch import nn
 
 from sermo.config import setting
 from sermo.data.batch import Batch
+from sermo.data.protocols import TRANSFER_FOLD, TRANSFER_TESTS
 from sermo.data.spec import ModelSpec
 from sermo.nn.layers import Conformer, LayerWeighting, Standardize, average_frames, frames_left
 from sermo.nn.losses import ccc_per_dim, masked_cross_entropy
@@ -164,7 +165,7 @@ def run_fold(ctx) -> list:
     """The five models of Table 1 on one corpus; with two corpora (protocol ``corpus-transfer``)
     the mismatched-label models of Table 2."""
     cfg: HierarchicalConfig = ctx.cfg.model
-    if ctx.name == "transfer":
+    if ctx.name == TRANSFER_FOLD:
         return run_transfer(ctx)
     why = lacking(ctx, ("audio",))
     if why:  # a text-only corpus: every row reads speech
@@ -309,8 +310,8 @@ def finish(out, results: dict) -> str:
             "model, so both hierarchical models and the multi-task one face them).\n\n" + markdown_table(lines))
 
 
-TABLE2_COLUMNS = (("IEMOCAP CCC", "iemocap", "ccc_mean"), ("IEMOCAP UA", "iemocap", "ua"),
-                  ("MSP-Podcast CCC", "msp-test1", "ccc_mean"), ("MSP-Podcast F1", "msp-test1", "macro_f1"))
+TABLE2_COLUMNS = (("IEMOCAP CCC", TRANSFER_TESTS[0], "ccc_mean"), ("IEMOCAP UA", TRANSFER_TESTS[0], "ua"),
+                  ("MSP-Podcast CCC", TRANSFER_TESTS[1], "ccc_mean"), ("MSP-Podcast F1", TRANSFER_TESTS[1], "macro_f1"))
 
 TABLE2_PAPER = {  # paper 002, Table 2 (IEMOCAP Session05; MSP-Podcast Test1); "Acc" there is the UA
     1: {"IEMOCAP CCC": 0.125, "MSP-Podcast CCC": 0.524},

@@ -13,6 +13,7 @@ import torch
 
 from sermo.accelerator import lightning_accelerator
 from sermo.config import TrainConfig
+from sermo.data.audio import SAMPLE_RATE
 from sermo.data.io import atomic_path, write_json_atomic, write_text_atomic
 from sermo.data.labels import Labels
 from sermo.data.manifest import DIMENSIONS, Manifest
@@ -126,7 +127,7 @@ class FoldRun:
 
     def waveform(self, uid: str, max_seconds: float | None = None) -> np.ndarray:
         wave = self.run.utterances.wave(uid)
-        return wave[: int(max_seconds * 16000)] if max_seconds else wave
+        return wave[: int(max_seconds * SAMPLE_RATE)] if max_seconds else wave
 
     def trainable_encoder(self, kind: str, name: str | None = None, *, layers: int | str = 0):
         from sermo.encoders.base import EncoderError

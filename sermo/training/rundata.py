@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from sermo.config import RunConfig
+from sermo.data.audio import SAMPLE_RATE
 from sermo.data.labels import Labels, LabelSpace, label_summary
 from sermo.data.manifest import Manifest
 from sermo.features import FeatureStore
@@ -100,7 +101,7 @@ class RunData:
         if uid not in self._samples:
             row = self._rows.loc[uid]
             n = self.store.audio_samples(str(row["audio"]), row["start"], row["end"])
-            self._samples[uid] = min(n, int(WAVE_SECONDS * 16000))
+            self._samples[uid] = min(n, int(WAVE_SECONDS * SAMPLE_RATE))
         return self._samples[uid]
 
     def speaker_table(self, max_utterances: int):

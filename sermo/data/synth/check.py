@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from sermo.data.audio import load_audio
+from sermo.data.audio import SAMPLE_RATE, load_audio
 from sermo.data.manifest import DIMENSIONS, Manifest
 from sermo.data.synth.lexicon import lexicon_score
 
 FRAME = 400  # 25 ms at 16 kHz
 
 
-def prosodic_features(samples: np.ndarray, words: int, sample_rate: int = 16_000) -> np.ndarray:
+def prosodic_features(samples: np.ndarray, words: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """``(4,)``: mean energy of speech frames (dB), median F0 and its spread (Hz), words per second.
 
     Speech frames are those within 25 dB of the loudest; F0 is the autocorrelation peak
