@@ -32,9 +32,10 @@ test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 # the paper-path check: every `paper` profile end to end on tiny randomly initialised models saved
-# under the papers' Hub ids (offline), two-process DDP and bf16 runs; about 15 minutes on 2 cores
+# under the papers' Hub ids (offline), two-process DDP and bf16 runs, and every system on a corpus of one's
+# own (categories only, text only; marked long); about 15 minutes on 2 cores
 check-paper: $(STAMP)
-	$(PY) -m pytest -q -m paper tests/paper
+	$(PY) -m pytest -q -m "paper or long" tests/paper tests/systems/test_own_corpus.py
 
 clean:
 	rm -rf runs/demo .pytest_cache

@@ -11,6 +11,8 @@ from sermo.features.store import FeatureStore
 from sermo.training.runner import run_system
 from tests.data.corpora.test_own_corpus import write_corpus
 
+pytestmark = pytest.mark.long  # a minute of runs: in make check-paper (CI runs it), not make test
+
 # the demo profile's encoders (Whisper tiny.en, MiniLM) on log-mel for speed; one epoch, tiny widths
 TINY = {
     "hierarchical": ["model.conformer_layers=1", "model.hidden=16", "model.mlp=[16, 8]", "model.subsample=4"],
@@ -64,7 +66,6 @@ EXPECTED = {  # system: (rows trained on categories only, rows trained on text o
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("system", sorted(EXPECTED))
 def test_a_system_trains_what_a_categorical_corpus_and_a_text_only_one_allow(system, tables, tmp_path):
     on_categories, on_text = EXPECTED[system]
@@ -78,7 +79,6 @@ def test_a_system_trains_what_a_categorical_corpus_and_a_text_only_one_allow(sys
             assert "the corpus has no audio" in row["skipped"] or "needs the rows" in row["skipped"], (name, row)
 
 
-@pytest.mark.slow
 def test_hierarchical_trains_its_categorical_rows_and_refuses_a_text_only_corpus_with_each_rows_reason(tables,
                                                                                                      tmp_path):
     rows = run("hierarchical", tables, "categories", tmp_path / "categories")
@@ -87,7 +87,6 @@ def test_hierarchical_trains_its_categorical_rows_and_refuses_a_text_only_corpus
         run("hierarchical", tables, "text", tmp_path / "text")
 
 
-@pytest.mark.slow
 def test_distilled_predicts_the_categories_of_a_corpus_without_dimensions_and_needs_speech(tables, tmp_path):
     rows = run("distilled", tables, "categories", tmp_path / "categories")
     assert trained(rows) == ["whisper-tiny.en", "whisper-tiny.en+text", "whisper-tiny.en+text@ft_frz"]

@@ -32,7 +32,7 @@ def store(tmp_path_factory):
 
 def run(small, store, out, overrides=QUICK, **kw):
     return run_system("baselines", [("iemocap", small)], folds=[1], out=out, overrides=list(overrides), store=store,
-                      progress=False, **kw)
+                      progress=False, **{"profile": "demo", **kw})
 
 
 class Interrupt(BaseException):
