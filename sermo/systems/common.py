@@ -56,14 +56,19 @@ def fuse(rows: list[dict[str, Predictions]], combine: Callable[..., np.ndarray])
 def lacking(ctx, modalities) -> str:
     """Why a row reading ``modalities`` cannot train in this fold ("" when it can): the recipe has
     no encoder for one of them, or no utterance of the training split has it (a text-only table,
-    a corpus without transcripts)."""
-    reasons = []
+    a corpus without transcripts). Read from the manifest and the run's transcripts: asking a
+    feature source would extract features that rows reading waveforms never use."""
+    reasons, train = [], set(ctx.ids("train"))
     for modality in modalities:
-        source = ctx.audio if modality == "audio" else ctx.text
-        if source is None:
+        if (ctx.audio if modality == "audio" else ctx.text) is None:
             reasons.append(f"the recipe has no {modality} encoder")
-        elif not any(source.has(u) for u in ctx.ids("train")):
-            reasons.append("the corpus has no audio" if modality == "audio" else "the corpus has no transcripts")
+        elif modality == "audio":
+            df = ctx.manifest.df
+            paths = df.loc[df["id"].isin(train), "audio"]
+            if not any(isinstance(p, str) and p for p in paths):
+                reasons.append("the corpus has no audio")
+        elif not any(isinstance(t, str) and t.strip() for u, t in ctx.transcripts().items() if u in train):
+            reasons.append("the corpus has no transcripts")
     return "; ".join(reasons)
 
 
