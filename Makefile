@@ -28,7 +28,9 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "chromium not installed and not root: the web page test will be skipped"; fi
 
+# the type checker first (pyproject's [tool.mypy]: sermo/, the contract and the engine strictly)
 test: $(STAMP) browser
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 # the paper-path check: every `paper` profile end to end on tiny randomly initialised models saved

@@ -180,10 +180,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if not is_rank_zero():  # another rank of a DDP run: rank 0 writes and reports the results
         return 0
-    print(f"results: {out / 'results.json'}\nreport:  {out / 'REPORT.md'}")
-    import json
+    from sermo.evaluation.runfolder import RunFolder
 
-    skipped = [r for r in json.loads((out / "results.json").read_text())["rows"] if r.get("skipped")]
+    print(f"results: {RunFolder(out).results_path}\nreport:  {RunFolder(out).report_path}")
+    skipped = [r for r in RunFolder(out).read_results()["rows"] if r.get("skipped")]
     for r in skipped:  # a row that produced nothing is not a result: say so, and exit with 1
         print(f"sermo: row {r['name']} produced nothing: {r['skipped']}", file=sys.stderr)
     return 1 if skipped else 0
@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = one_line_warnings(default_show)
     try:
         return int(args.func(args) or 0)
-    except (UsageError, *USER_ERRORS) as exc:
+    except (UsageError, *USER_ERRORS) as exc:  # type: ignore[misc]  # a tuple of exception classes
         print(f"sermo: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the machine, not sermo: say what to do; a bug re-raises

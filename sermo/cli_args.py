@@ -89,6 +89,7 @@ def system_names() -> list[str]:
     import pkgutil
 
     spec = importlib.util.find_spec("sermo.systems")
-    skip = {"api", "common", "linear_probe"}  # sermo.systems.INTERNAL, without importing it
+    skip = {"api", "common", "definition", "linear_probe"}  # sermo.systems.INTERNAL, without importing it
+    assert spec is not None and spec.submodule_search_locations is not None, "sermo.systems is a package"
     return sorted(m.name for m in pkgutil.iter_modules(spec.submodule_search_locations)
                   if m.name not in skip and not m.name.startswith("_"))

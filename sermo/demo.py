@@ -51,8 +51,10 @@ def run_demo(out: Path, *, utterances: int = 1000, seed: int = 0, systems: list[
     Every registered system (or those named in ``systems``) runs its ``demo`` profile on the
     built-in corpora it asks for; finished runs are reused, so an interrupted demo resumes.
     """
+    from sermo.evaluation.runfolder import RunFolder
     from sermo.systems import load_all
-    from sermo.training.runner import RunFolderChanged, run_system
+    from sermo.training.folder import RunFolderChanged
+    from sermo.training.runner import run_system
 
     t0 = time.time()
     sections = ["# sermo demo\n\n",
@@ -81,7 +83,7 @@ def run_demo(out: Path, *, utterances: int = 1000, seed: int = 0, systems: list[
             except RunFolderChanged:  # made by another version or profile of the demo: start it over
                 print(f"sermo demo: {out / folder} was made with other settings; starting it over")
                 run_dir = run_system(name, pairs, profile="demo", out=out / folder, progress=progress, fresh=True)
-            results = json.loads((run_dir / "results.json").read_text())
+            results = RunFolder(run_dir).read_results()
             sections.append(f"\n## {folder}\n\n{sysdef.title}, on {' + '.join(layouts)}. Full report: "
                             f"[{folder}/REPORT.md]({folder}/REPORT.md)\n\n")
             sections.append(results_table(results["rows"]))

@@ -35,7 +35,8 @@ def environment_error(exc: BaseException) -> str | None:
     text = str(exc)
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text \
             or "iostream error" in text or "unexpected pos" in text:
-        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        filename = getattr(exc, "filename", None)
+        where = f" writing {filename}" if filename else ""
         return (f"the disk is full{where} ({text.splitlines()[0][:200]}); free some space and run the same command "
                 "again: what was finished is kept, and a stage resumes from its last epoch")
     if isinstance(exc, PermissionError):

@@ -14,6 +14,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,8 @@ def run_extract_bench(out_dir: Path, *, utterances: int = 60, corpus: Path | Non
     manifest = prepare("iemocap", corpus)
     manifest = manifest.subset(manifest.ids[:utterances])
     audio_seconds = float(manifest.df["duration"].sum())
-    rows, facts = [], {}
+    rows: list[dict] = []
+    facts: dict[str, Any] = {}
     hubert = hubert_base_sized(work / "hubert-base-sized")
     for name in (*encoders, hubert):
         enc = get_encoder(name)
@@ -101,9 +103,11 @@ def run_extract_bench(out_dir: Path, *, utterances: int = 60, corpus: Path | Non
             from sermo.encoders.registry import REGISTRY
             from sermo.training.cost import device_name, flop_per_second_of_audio, record_throughput
 
-            flop = audio_seconds * flop_per_second_of_audio("hubert-base", REGISTRY["hubert-base"].shape)
-            facts["flop_per_second"] = flop / max(best.encoder_seconds, 1e-9)
-            facts["throughput_file"] = str(record_throughput(facts["flop_per_second"], device="cpu"))
+            shape = REGISTRY["hubert-base"].shape
+            assert shape is not None
+            flop = audio_seconds * (flop_per_second_of_audio("hubert-base", shape) or 0.0)
+            facts["flop_per_second"] = rate = flop / max(best.encoder_seconds, 1e-9)
+            facts["throughput_file"] = str(record_throughput(rate, device="cpu"))
             import torch
 
             if torch.cuda.is_available():  # and the GPU's, which plans use

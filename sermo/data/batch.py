@@ -52,6 +52,13 @@ class Batch:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def need(self, name: str) -> torch.Tensor:
+        """An input the row's spec declares (``audio``, ``text_mask``, ``wave``, ...), or a clear error."""
+        value = getattr(self, name)
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"the batch has no {name}: the model reads an input its spec does not declare")
+        return value
+
     def to(self, device) -> "Batch":
         """The batch on ``device`` (tensors in ``extras`` too); pinned tensors copy asynchronously."""
         return self._map(lambda x: x.to(device, non_blocking=x.is_pinned()))

@@ -122,7 +122,8 @@ def _spec_v1(d: dict) -> ModelSpec:
 def _embed_encoders(folder: Path, spec: ModelSpec) -> ModelSpec:
     """Copy the non-weight files of every embedded encoder that is a local folder into
     ``folder/encoders/<kind>`` and name it there (its weights are the bundle's own)."""
-    changes, moved = {}, {}
+    changes: dict[str, str] = {}
+    moved: dict[str, str] = {}
     for kind, src in (("speech", spec.speech_model), ("text", spec.text_model)):
         if not src or str(src).startswith(EMBEDDED) or not Path(src).is_dir():
             continue
@@ -134,8 +135,9 @@ def _embed_encoders(folder: Path, spec: ModelSpec) -> ModelSpec:
                 shutil.copy(f, dest / f.name)
         moved[src] = changes[f"{kind}_model"] = EMBEDDED + kind
     if spec.inputs.tokens in moved:
-        changes["inputs"] = replace(spec.inputs, tokens=moved[spec.inputs.tokens])
-    return replace(spec, **changes) if changes else spec
+        spec = replace(spec, inputs=replace(spec.inputs, tokens=moved[spec.inputs.tokens]))
+    return replace(spec, speech_model=changes.get("speech_model", spec.speech_model),
+                   text_model=changes.get("text_model", spec.text_model)) if changes else spec
 
 
 def _resolve_encoders(folder: Path, spec: ModelSpec) -> ModelSpec:

@@ -87,7 +87,7 @@ def _space(name: str, classes: tuple[str, ...], groups: dict[str, tuple[str, ...
 _FOUR = {"neutral": ("neu", "N"), "happy": ("hap", "exc", "H"), "angry": ("ang", "A"), "sad": ("sad", "S")}
 # paper 002's five classes name "happy" and no merge: excited stays out (as fru, sur, ...)
 _FIVE = {**_FOUR, "happy": ("hap", "H"), "disgust": ("dis", "D")}
-_MSP8 = {
+_MSP8: dict[str, tuple[str, ...]] = {
     "angry": ("A",), "sad": ("S",), "happy": ("H",), "surprise": ("U",),
     "fear": ("F",), "disgust": ("D",), "contempt": ("C",), "neutral": ("N",),
 }

@@ -354,9 +354,9 @@ def check_speaker_independence(fold: Fold, manifest: Manifest, parts=("train", "
     # never with training or validation.
     named = {"train": fold.train, "valid": fold.valid, "test": tuple(i for t in fold.tests.values() for i in t)}
     parts = {p: tuple(i for name in p.split("+") for i in named[name]) for p in parts}
-    seen: dict[str, str] = {}
+    seen: dict[object, str] = {}
     for part, ids in parts.items():
-        for s in {spk.get(i) for i in ids} - {None}:
+        for s in {spk[i] for i in ids if spk.get(i) is not None}:
             if s in seen and seen[s] != part:
                 raise ProtocolError(f"{fold.name}: speaker {s} is in both {seen[s]} and {part}; "
                                     "folds must be speaker-independent")

@@ -174,19 +174,3 @@ def _file_sha(path: str) -> str:
         _SHA_CACHE[key] = h.hexdigest()
     return _SHA_CACHE[key]
 
-
-class FineTunable:
-    """Mode handling for a pretrained encoder that runs inside a system's model, frozen or with
-    some layers trained (mixed into an ``nn.Module``): it is in train mode only while its parent is
-    and some of its parameters train, so that fine-tuning has the checkpoint's dropout and time
-    masking (SpecAugment) and a frozen encoder computes the same features every time, whatever
-    mode its parent model is put in (Lightning leaves each module's mode as it finds it)."""
-
-    def train(self, mode: bool = True):
-        self._asked_mode = bool(mode)
-        trainable = any(p.requires_grad for p in self.parameters())
-        return super().train(bool(mode) and trainable)  # type: ignore[misc]
-
-    def refresh_mode(self) -> None:
-        """Apply the mode last asked for after the trainable layers changed."""
-        self.train(getattr(self, "_asked_mode", True))

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sermo.data.audio import SAMPLE_RATE
 from sermo.encoders.base import Encoder, EncoderError
+
+if TYPE_CHECKING:
+    from sermo.encoders.trainable import TrainableEncoder
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,21 @@ def checkpoint_folder(name: str) -> tuple[str, str]:
     return spec.kind, _hub_folder(spec)
 
 
-def load_trainable(name: str, *, max_tokens: int = 128, padding: str = "auto"):
+def text_tokenizer(name: str) -> Any:
+    """The transformers tokenizer of text encoder ``name`` (the one its frozen features read).
+
+    Raises:
+        EncoderError: ``name`` is not a transformers text encoder.
+    """
+    from sermo.encoders.text import HFTextEncoder
+
+    enc = get_encoder(name)
+    if not isinstance(enc, HFTextEncoder):
+        raise EncoderError(f"{name!r} is not a transformers text encoder: it has no tokenizer")
+    return enc.tokenizer
+
+
+def load_trainable(name: str, *, max_tokens: int = 128, padding: str = "auto") -> TrainableEncoder:
     """The transformers model of encoder ``name`` as a module that runs inside a system's model
     (``SpeechSSL`` or ``TextSSL``), all layers frozen; ``source`` names it. Bundles of
     fine-tuned rows rebuild their encoders with it before loading their weights. ``padding``:
@@ -224,6 +242,7 @@ def load_trainable(name: str, *, max_tokens: int = 128, padding: str = "auto"):
     kind, folder = checkpoint_folder(name)
     spec = REGISTRY.get(name)
     prune = spec.keep_layers - 1 if spec is not None and spec.keep_layers else None
+    enc: TrainableEncoder
     if kind == "speech" and is_whisper(name):
         enc = WhisperSpeech(folder)
     else:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from sermo.data.audio import SAMPLE_RATE
-from sermo.encoders.base import Encoder, EncoderError, EncoderOutput, FineTunable, file_digest
+from sermo.encoders.base import Encoder, EncoderError, EncoderOutput, file_digest
+from sermo.encoders.trainable import TrainableEncoder
+
+if TYPE_CHECKING:
+    from sermo.encoders.whisper import WhisperSpeech
 from sermo.encoders.hub import load_or_build, load_pretrained, resolve_checkpoint, weight_files
 
 
@@ -24,7 +29,7 @@ def bucket_length(samples: int) -> int:
     return -(-int(samples) // BUCKET_SAMPLES) * BUCKET_SAMPLES
 
 
-class SpeechSSL(FineTunable, nn.Module):
+class SpeechSSL(TrainableEncoder):
     """A transformers speech model returning every hidden state; usable frozen or fine-tuned.
 
     ``forward(waveforms [B, samples], attention_mask [B, samples] | None)`` returns
@@ -90,26 +95,9 @@ class SpeechSSL(FineTunable, nn.Module):
         enc = self.model.encoder
         return enc.layers
 
-    def set_trainable_layers(self, k: int | str) -> None:
-        """Freeze everything, then unfreeze the top ``k`` transformer layers (``"all"``: every
-        layer above the CNN front end, including the feature projection)."""
-        for p in self.model.parameters():
-            p.requires_grad = False
-        layers = self.transformer_layers()
-        if k == "all":
-            for name, module in self.model.named_children():
-                if name not in ("feature_extractor", "masked_spec_embed"):
-                    for p in module.parameters():
-                        p.requires_grad = True
-            self.refresh_mode()
-            return
-        k = int(k)
-        if not 0 <= k <= len(layers):
-            raise EncoderError(f"the model has {len(layers)} transformer layers; cannot train the top {k}")
-        for layer in list(layers)[len(layers) - k:]:
-            for p in layer.parameters():
-                p.requires_grad = True
-        self.refresh_mode()
+    def all_trainable(self) -> list[nn.Module]:
+        """``"all"``: every layer above the CNN front end, including the feature projection."""
+        return [m for name, m in self.model.named_children() if name not in ("feature_extractor", "masked_spec_embed")]
 
     def prepare(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Per-utterance zero-mean unit-variance normalisation over the valid samples, when the
@@ -161,7 +149,7 @@ class HFSpeechEncoder(Encoder):
 
     def __init__(self, source: str, *, name: str | None = None, layers=None, dtype: str = "float16",
                  device: str = "cpu", max_batch_seconds: float = 120.0, prune: int | None = None,
-                 module: nn.Module | None = None, padding: str = "auto"):
+                 module: SpeechSSL | WhisperSpeech | None = None, padding: str = "auto"):
         super().__init__(layers=layers, dtype=dtype)
         self.folder = resolve_checkpoint(source)
         self.name = name or source

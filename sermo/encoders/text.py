@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sermo.encoders.base import Encoder, EncoderOutput, FineTunable, file_digest
+from sermo.encoders.base import Encoder, EncoderOutput, file_digest
+from sermo.encoders.trainable import TrainableEncoder
 from sermo.encoders.hub import load_or_build, load_pretrained, resolve_checkpoint, weight_files
 
 
@@ -70,7 +71,8 @@ class HFTextEncoder(Encoder):
                 ids = enc["input_ids"][row, pos].tolist()
                 words_of = enc.word_ids(row)
                 wid = [-1 if words_of[p] is None else int(words_of[p]) for p in pos]
-                results[i] = EncoderOutput(hidden[row][:, pos], None, self.tokenizer.convert_ids_to_tokens(ids), wid)
+                tokens = list(self.tokenizer.convert_ids_to_tokens(ids))
+                results[i] = EncoderOutput(hidden[row][:, pos], None, tokens, wid)
         return results  # type: ignore[return-value]
 
     def encode_batch(self, items: list) -> list[EncoderOutput]:
@@ -107,7 +109,7 @@ class TextTokenizer:
         return np.asarray(enc["input_ids"], dtype=np.int64)
 
 
-class TextSSL(FineTunable, torch.nn.Module):
+class TextSSL(TrainableEncoder):
     """A transformers text model returning every hidden state; usable frozen or fine-tuned.
 
     :meth:`tokenize` turns a transcript into token ids (the same word splitting as
@@ -124,7 +126,7 @@ class TextSSL(FineTunable, torch.nn.Module):
         self.tokens = TextTokenizer(folder, max_tokens=max_tokens, config=self.config)
         self.tokenizer, self.max_tokens = self.tokens.tokenizer, self.tokens.max_tokens
         self.model = load_or_build(AutoModel, folder)
-        self.set_trainable_layers(0)  # frozen: eval mode until layers train (FineTunable)
+        self.set_trainable_layers(0)  # frozen: eval mode until layers train (TrainableEncoder)
 
     @property
     def num_hidden_states(self) -> int:
@@ -135,22 +137,12 @@ class TextSSL(FineTunable, torch.nn.Module):
     def dim(self) -> int:
         return int(self.config.hidden_size)
 
-    def set_trainable_layers(self, k: int | str) -> None:
-        """Freeze everything, then unfreeze the top ``k`` transformer layers (``"all"``: all of
-        them and the embeddings)."""
-        for p in self.model.parameters():
-            p.requires_grad = k == "all"
-        if k == "all":
-            self.refresh_mode()
-            return
-        layers = list(self.model.encoder.layer)
-        k = int(k)
-        if not 0 <= k <= len(layers):
-            raise ValueError(f"the model has {len(layers)} transformer layers; cannot train the top {k}")
-        for layer in layers[len(layers) - k:]:
-            for p in layer.parameters():
-                p.requires_grad = True
-        self.refresh_mode()
+    def transformer_layers(self) -> torch.nn.ModuleList:
+        return self.model.encoder.layer
+
+    def all_trainable(self) -> list[torch.nn.Module]:
+        """``"all"``: every layer and the embeddings."""
+        return [self.model]
 
     def tokenize(self, text: str) -> np.ndarray:
         """Token ids (with the model's special tokens) of one transcript, int64."""
@@ -160,6 +152,8 @@ class TextSSL(FineTunable, torch.nn.Module):
         mask = torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]
         out = self.model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
         return torch.stack(out.hidden_states, dim=1), mask  # (B, L, T, D), (B, T)
+
+    runs_top = True
 
     def forward_top(self, hidden: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
         """Run only the top ``k`` transformer layers on ``hidden`` ``(B, T, D)``, the hidden state

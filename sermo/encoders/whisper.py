@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from sermo.data.audio import SAMPLE_RATE
-from sermo.encoders.base import EncoderError, FineTunable
+from sermo.encoders.base import EncoderError
+from sermo.encoders.trainable import TrainableEncoder
 
 HOP = 160
 WINDOW_SECONDS = 30
@@ -195,7 +196,7 @@ def log_mel(wave: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
     return (torch.maximum(mel, mel.max() - 8.0) + 4.0) / 4.0
 
 
-class WhisperSpeech(FineTunable, nn.Module):
+class WhisperSpeech(TrainableEncoder):
     """Whisper's encoder returning every hidden state, with the interface of
     :class:`~sermo.encoders.speech.SpeechSSL`: ``forward(waveforms [B, S], lengths [B])`` gives
     ``(hidden [B, layers + 1, frames, dim], frame_lengths [B])`` at 50 frames per second. Hidden
@@ -206,6 +207,8 @@ class WhisperSpeech(FineTunable, nn.Module):
         folder: a converted encoder (``encoder.safetensors``) or a transformers Whisper checkpoint.
         pad: pad every window to 30 s as Whisper was trained (``False``: the utterance alone).
     """
+
+    filters: torch.Tensor
 
     def __init__(self, folder: str, *, pad: bool = False):
         super().__init__()
@@ -244,21 +247,12 @@ class WhisperSpeech(FineTunable, nn.Module):
     def transformer_layers(self) -> nn.ModuleList:
         return self.encoder.layers
 
-    def set_trainable_layers(self, k: int | str) -> None:
-        """Freeze everything, then unfreeze the top ``k`` transformer layers (``"all"``: every layer
-        and the final layer norm; the convolutions stay frozen)."""
-        for p in self.encoder.parameters():
-            p.requires_grad = False
-        layers = list(self.encoder.layers)
-        if k == "all":
-            k = len(layers)
-        k = int(k)
-        if not 0 <= k <= len(layers):
-            raise EncoderError(f"the model has {len(layers)} transformer layers; cannot train the top {k}")
-        for module in [*layers[len(layers) - k:], *([self.encoder.layer_norm] if k else [])]:
-            for p in module.parameters():
-                p.requires_grad = True
-        self.refresh_mode()
+    def all_trainable(self) -> list[nn.Module]:
+        """``"all"``: every transformer layer and the final layer norm (the convolutions stay frozen)."""
+        return [*self.encoder.layers, self.encoder.layer_norm]
+
+    def above_layers(self, k: int) -> list[nn.Module]:
+        return [self.encoder.layer_norm] if k else []
 
     def frames(self, samples: int) -> int:
         """Encoder frames of ``samples`` (50 per second, windows of 30 s joined; a remainder
@@ -292,6 +286,8 @@ class WhisperSpeech(FineTunable, nn.Module):
             wave = nn.functional.pad(wave, (0, 2 * HOP - wave.shape[0]))
         return torch.cat([self._window(wave[i:i + step]) for i in range(0, wave.shape[0], step)
                           if wave[i:i + step].shape[0] >= 2 * HOP], dim=1)
+
+    runs_top = True
 
     def forward_top(self, hidden: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
         """Run only the top ``k`` transformer layers (and the final layer norm) on ``hidden``

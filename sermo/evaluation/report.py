@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
 import numpy as np
 import pandas as pd
 
 from sermo.data.manifest import DIMENSIONS, Manifest
+
+if TYPE_CHECKING:
+    from sermo.evaluation.runfolder import RunResults
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
@@ -30,7 +35,7 @@ def describe_manifest(manifest: Manifest, *, title: str | None = None) -> str:
     df = manifest.df
     hours = df["duration"].sum(skipna=True) / 3600
     out = [f"### {title}\n" if title else ""]
-    facts = [
+    facts: list[dict] = [
         {"what": "utterances", "value": len(df)},
         {"what": "hours of audio", "value": f"{hours:.2f}"},
         {"what": "speakers", "value": df["speaker"].nunique()},
@@ -67,7 +72,7 @@ METRIC_NOTES = {
 }
 
 
-def metric_note(rows: list[dict], folds: int) -> str:
+def metric_note(rows: Sequence[Mapping[str, Any]], folds: int) -> str:
     """What the metrics shown in a results table mean, and what ± is (only those shown)."""
     shown = {COLUMNS[k].split()[0] for r in rows for k in r.get("mean", {}) if k in COLUMNS}
     parts = [text for short, text in METRIC_NOTES.items() if short in shown]
@@ -76,7 +81,7 @@ def metric_note(rows: list[dict], folds: int) -> str:
     return (". ".join(parts) + ". " if parts else "") + spread
 
 
-def results_table(rows: list[dict], key: str = "mean") -> str:
+def results_table(rows: Sequence[Mapping[str, Any]], key: str = "mean") -> str:
     """The paper-style table: one line per row, mean ± std over folds of each metric it has."""
     cols = [c for c in COLUMNS if any(c in r.get(key, {}) for r in rows)]
     counted = any("utterances" in r for r in rows)
@@ -98,13 +103,13 @@ def results_table(rows: list[dict], key: str = "mean") -> str:
                           + [COLUMNS[c] for c in cols]) + test_set_note(rows)
 
 
-def test_set_note(rows: list[dict]) -> str:
+def test_set_note(rows: Sequence[Mapping[str, Any]]) -> str:
     """A line naming the rows scored on other test utterances than the table's others (a row
     leaves out those that lack its input: no transcript, unreadable audio), or nothing."""
     scored = [r for r in rows if not r.get("skipped") and r.get("ids_digest")]
     if len({r["ids_digest"] for r in scored}) < 2:
         return ""
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[Mapping[str, Any]]] = {}
     for r in scored:
         groups.setdefault(r["ids_digest"], []).append(r)
     common = max(groups.values(), key=lambda g: (len(g), g[0]["utterances"]))  # most rows, then most utterances
@@ -145,7 +150,7 @@ def encoders_line(sysdef, cfg) -> str:
             + (f" Transcripts: {transcripts}." if transcripts else ""))
 
 
-def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str = "", *, run_folder=None,
+def run_report(results: RunResults, protocol, sysdef, corpora, plots: dict, extra: str = "", *, run_folder=None,
                cfg=None) -> str:
     """REPORT.md of a run (``run_folder`` and ``cfg``: for the significance of the paper's
     comparisons, the training summary and the deviations from the paper)."""
@@ -182,7 +187,7 @@ def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str
         out.append(f"- {f.name}: {f.description} ({len(f.train)} / {len(f.valid)} / "
                    f"{sum(len(t) for t in f.tests.values())} utterances)\n")
     rows = results["rows"]
-    test = next((r["test_set"] for r in rows if r.get("test_set")), "test")
+    test = next((str(r["test_set"]) for r in rows if r.get("test_set")), "test")
     out.append(f"\n## Results ({test})\n\n")
     out.append(results_table(rows))
     extra_tests = sorted({t for r in rows for t in r.get("tests", {})})
@@ -216,7 +221,7 @@ def run_report(results: dict, protocol, sysdef, corpora, plots: dict, extra: str
     return "".join(out)
 
 
-def _significance(run_folder, sysdef, cfg, rows: list[dict], test: str) -> str:
+def _significance(run_folder, sysdef, cfg, rows: Sequence[Mapping[str, Any]], test: str) -> str:
     from sermo.evaluation.significance import significance_table
 
     ran = [r["name"] for r in rows if not r.get("skipped")]
@@ -233,12 +238,13 @@ def _significance(run_folder, sysdef, cfg, rows: list[dict], test: str) -> str:
 def _training(run_folder) -> str:
     """Per stage, over the folds: epochs run, the best epoch, optimizer steps, the warm-up."""
     import json
-    from pathlib import Path
+
+    from sermo.evaluation.runfolder import RunFolder
 
     stages: dict[str, list[dict]] = {}
-    for done in sorted(Path(run_folder).glob("*/*/DONE")):
+    for stage, done in RunFolder(run_folder).stage_records():
         try:
-            stages.setdefault(done.parent.name, []).append(json.loads(done.read_text()))
+            stages.setdefault(stage, []).append(json.loads(done.read_text()))
         except (OSError, ValueError):
             continue
     if not stages:
@@ -304,7 +310,7 @@ def _setting(value):
 def engine_deviations(cfg) -> list:
     """Deviations a run's own settings make in every system (none of the five papers clips
     gradients)."""
-    from sermo.systems.api import Deviation
+    from sermo.systems.definition import Deviation
 
     out = []
     if cfg.train.grad_clip:
@@ -314,13 +320,3 @@ def engine_deviations(cfg) -> list:
                              "Every row of the table is clipped alike; it changes numbers only where a step would "
                              "have exceeded the norm."))
     return out
-
-
-def fold_analyses(run_folder, name: str) -> list[tuple[str, object]]:
-    """Every fold's ``<fold>/analysis/<name>`` JSON of a run folder: ``[(fold, data), ...]`` in
-    fold order (what systems' ``finish`` gather from the first folds' analyses)."""
-    import json
-    from pathlib import Path
-
-    return [(p.parent.parent.name, json.loads(p.read_text()))
-            for p in sorted(Path(run_folder).glob(f"*/analysis/{name}"))]

@@ -9,11 +9,13 @@ import pandas as pd
 
 from sermo.evaluation.metrics import DIMENSIONS
 from sermo.evaluation.plots import confusion_plot, curves_plot, scatter_plot
+from sermo.evaluation.runfolder import RunFolder, RunResults
 
 
-def plot_run(out: Path, results: dict, classes) -> dict[str, list[Path]]:
+def plot_run(out: Path, results: RunResults, classes) -> dict[str, list[Path]]:
     """Confusion matrix per classifier row, predicted-vs-true scatter per regression row (pooled
     over folds, primary test set), and training curves per stage. Returns row -> plot paths."""
+    folder = RunFolder(out)
     plots: dict[str, list[Path]] = {}
     for row in results["rows"]:
         name, test = row["name"], row.get("test_set")
@@ -22,20 +24,20 @@ def plot_run(out: Path, results: dict, classes) -> dict[str, list[Path]]:
         paths = plots.setdefault(name, [])
         if "confusion" in row:
             paths.append(confusion_plot(np.array(row["confusion"]), list(classes),
-                                        f"{name}: confusion over all folds", out / "plots" / f"confusion_{name}.png"))
+                                        f"{name}: confusion over all folds", folder.plots / f"confusion_{name}.png"))
         if any(k.startswith("ccc_") for k in row["mean"]):
-            frames = [pd.read_parquet(p) for p in sorted((out / "predictions").glob(f"{name}.*.{test}.parquet"))]
+            frames = [pd.read_parquet(p) for _, p in folder.prediction_files(name, test)]
             frames = [f for f in frames if f"{DIMENSIONS[0]}_pred" in f]
             if frames:
                 df = pd.concat(frames)
                 truth = df[[f"{d}_true" for d in DIMENSIONS]].to_numpy(float)
                 pred = df[[f"{d}_pred" for d in DIMENSIONS]].to_numpy(float)
                 paths.append(scatter_plot(truth, pred, f"{name}: predicted vs true ({test}, all folds)",
-                                          out / "plots" / f"scatter_{name}.png"))
+                                          folder.plots / f"scatter_{name}.png"))
     stages: dict[str, dict[str, pd.DataFrame]] = {}
-    for csv in sorted(out.glob("*/*/metrics.csv")):
-        stages.setdefault(csv.parent.name, {})[csv.parent.parent.name] = pd.read_csv(csv)
+    for fold, stage, csv in folder.metrics_logs():
+        stages.setdefault(stage, {})[fold] = pd.read_csv(csv)
     for stage, curves in stages.items():
-        path = curves_plot(curves, f"{stage}: loss per epoch", out / "plots" / f"curves_{stage}.png")
+        path = curves_plot(curves, f"{stage}: loss per epoch", folder.plots / f"curves_{stage}.png")
         plots.setdefault(stage, []).append(path)
     return plots

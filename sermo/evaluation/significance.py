@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from sermo.evaluation.metrics import DIMENSIONS, ccc, classification_metrics
+from sermo.evaluation.runfolder import RunFolder
 
 BOOTSTRAPS = 1000
 
@@ -51,8 +52,7 @@ def _metric(cols: dict[str, np.ndarray], metric: str, idx: np.ndarray) -> float:
 def load_predictions(run: Path, row: str, test: str) -> pd.DataFrame:
     """Every fold's predictions of a row on one test set, with a ``fold`` column."""
     parts = []
-    for path in sorted(Path(run, "predictions").glob(f"{row}.*.{test}.parquet")):
-        fold = path.name[len(row) + 1:-len(f".{test}.parquet")]
+    for fold, path in RunFolder(run).prediction_files(row, test):
         parts.append(pd.read_parquet(path).assign(fold=fold))
     if not parts:
         raise FileNotFoundError(f"{run}: no predictions of row {row!r} on {test!r}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 import time
 from dataclasses import dataclass, field
 
@@ -98,8 +100,9 @@ def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, verify
                 report.skipped.append((uid, "no transcript"))
                 bar.update()
                 continue
+            item: str | np.ndarray | None
             key, item, size = text_content_key(str(text)), str(text), 1.0
-            known = key
+            known: str | None = key
         else:
             if audio is None:
                 report.skipped.append((uid, "no audio (a text-only utterance)"))
@@ -111,22 +114,22 @@ def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, verify
                 report.skipped.append((uid, f"{audio}: {exc.strerror or exc}"))
                 bar.update()
                 continue
-            item, key, size = None, known, 0.0
+            item, key, size = None, known or "", 0.0
         if known is not None and _cached(store, identity, known, verify, report):
             bar.update()
             continue
         if item is None:
             try:
-                item = load_audio(str(audio), start=_none(start), end=_none(end))
+                samples = load_audio(str(audio), start=_none(start), end=_none(end))
             except AudioError as exc:
                 report.skipped.append((uid, str(exc)))
                 bar.update()
                 continue
-            key = store.audio_key(str(audio), start, end, samples=item)
+            key = store.audio_key(str(audio), start, end, samples=samples)
             if known is None and _cached(store, identity, key, verify, report):
                 bar.update()
                 continue
-            size = len(item) / SAMPLE_RATE
+            item, size = samples, len(samples) / SAMPLE_RATE
         report.audio_seconds += size
         if any(k == key for _, k, _ in pending[-64:]):  # same content as a pending neighbour
             bar.update()

@@ -34,6 +34,7 @@ def _run(job: tuple[str, str, float | None, float | None, str]) -> tuple[str, li
     uid, audio, start, end, transcript = job
     try:
         samples = load_audio(audio, start=start, end=end)
+        assert _aligner is not None, "the worker's aligner is set by its initializer"
         segments = _aligner.align(samples, transcript)
     except (AudioError, AlignmentError) as exc:
         return uid, None, str(exc)
@@ -93,8 +94,8 @@ def align_manifest(manifest: Manifest, store: FeatureStore, *, ids=None, workers
             bar = tqdm(total=len(jobs), desc="aligning phones", unit="utt", disable=not progress)
             for uid, segments, error in pool.map(_run, jobs, chunksize=4):
                 bar.update()
-                if error is not None:
-                    report.failed.append((uid, error))
+                if error is not None or segments is None:
+                    report.failed.append((uid, error or "no alignment"))
                     continue
                 store.put_phones(*keys[uid], json.dumps(segments))
                 out[uid] = [PhoneSegment(*s) for s in segments]

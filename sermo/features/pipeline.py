@@ -178,8 +178,9 @@ class UtteranceDataset(Dataset):
         """A batch's items; live encoders encode the batch's utterances in one call."""
         uids = [self.ids[i] for i in indices]
         for src in (self.audio, self.text, self.speaker):
-            if hasattr(src, "prefetch"):
-                src.prefetch(uids)
+            prefetch = getattr(src, "prefetch", None)
+            if prefetch is not None:
+                prefetch(uids)
         return [self[i] for i in indices]
 
 

@@ -10,6 +10,7 @@ conflict and an interrupted sharded run resumes like a single-process one. ``ser
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -38,13 +39,14 @@ class _Items(Dataset):
         if self.modality == "text":
             if r["transcript"] is None:
                 return {"id": r["id"], "error": "no transcript"}
+            item: str | np.ndarray
             key, item = text_content_key(str(r["transcript"])), str(r["transcript"])
         else:
             try:
-                item = load_audio(str(r["audio"]), start=_none(r["start"]), end=_none(r["end"]))
+                samples = load_audio(str(r["audio"]), start=_none(r["start"]), end=_none(r["end"]))
             except AudioError as exc:
                 return {"id": r["id"], "error": str(exc)}
-            key = self._store.audio_key(str(r["audio"]), r["start"], r["end"], samples=item)
+            key, item = self._store.audio_key(str(r["audio"]), r["start"], r["end"], samples=samples), samples
         cached = self._store.has(self.identity, key)
         return {"id": r["id"], "key": key, "input": None if cached else item}
 

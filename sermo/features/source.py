@@ -18,6 +18,7 @@ import numpy as np
 
 from sermo.data.manifest import Manifest
 from sermo.data.spec import FeatureInput
+from sermo.encoders.base import EncoderIdentity
 from sermo.features.extraction import extract, feature_keys
 from sermo.features.store import FeatureStore
 
@@ -106,7 +107,7 @@ class FeatureSource:
         self.memory = memory
         self._kept: dict[str, tuple[np.ndarray, list[int]]] = {}  # uid -> (features, word ids) held in memory
         self._keys: dict[str, str] | None = None
-        self._full = None  # an identity of all the encoder's layers to read these from
+        self._full: EncoderIdentity | None = None  # an identity of all the encoder's layers to read these from
         self._lengths: dict[str, int] = {}
 
     @property
@@ -133,7 +134,7 @@ class FeatureSource:
             return kept
         if self._full is not None:  # the layers asked for, from the entry of all layers
             entry = self.store.get(self._full, self.keys[uid])
-            entry = dataclasses.replace(entry, hidden=entry.hidden[list(self.identity.layers)])
+            entry = dataclasses.replace(entry, hidden=entry.hidden[list(self.identity.layers or ())])
         else:
             entry = self.store.get(self.identity, self.keys[uid])
         hidden = pool_frames(entry.hidden, self.pool)
@@ -177,7 +178,7 @@ class LiveFeatures:
         self.input = feature_input(encoder, pool)
         self.pool, self.num_layers, self.dim = self.input.pool, self.input.num_layers, self.input.dim
         self.frame_rate = self.input.frame_rate
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: dict[str, tuple[np.ndarray, list[int]]] = {}
 
     def _raw(self, uid: str):
         if self.modality == "text":

@@ -27,6 +27,7 @@ def _run(job: tuple[str, str, float | None, float | None]) -> tuple[str, str | N
         samples = load_audio(audio, start=start, end=end)
     except AudioError as exc:
         return uid, None, str(exc)
+    assert _engine is not None, "the worker's ASR engine is set by its initializer"
     return uid, _engine.transcribe(samples), None
 
 
@@ -86,8 +87,8 @@ def transcribe_manifest(manifest: Manifest, store: FeatureStore, *, engine: str 
         else:
             jobs.append((uid, str(audio), _none(start), _none(end)))
     def record(uid: str, text: str | None, error: str | None) -> None:
-        if error is not None:
-            report.skipped.append((uid, error))
+        if error is not None or text is None:
+            report.skipped.append((uid, error or "no transcript"))
             return
         texts[uid] = text
         store.put_transcript(cache, keys[uid], text)

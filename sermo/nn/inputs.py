@@ -6,9 +6,10 @@ from __future__ import annotations
 import torch
 
 from sermo.data.batch import Batch, lengths_mask
+from sermo.encoders.trainable import TrainableEncoder
 
 
-def hidden_states(batch: Batch, kind: str, encoder: torch.nn.Module | None = None, *,
+def hidden_states(batch: Batch, kind: str, encoder: TrainableEncoder | None = None, *,
                   top: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B, L, T, D)`` hidden states of ``kind`` (``audio`` or ``text``) and their ``(B, T)`` mask.
 
@@ -18,13 +19,13 @@ def hidden_states(batch: Batch, kind: str, encoder: torch.nn.Module | None = Non
     or ``batch.text`` holds that state: the frozen layers underneath give the same output every
     epoch).
     """
-    stored = (batch.audio, batch.audio_mask) if kind == "audio" else (batch.text, batch.text_mask)
-    if encoder is None:
-        return stored
-    if top is not None:
-        x, mask = stored
+    if encoder is None or top is not None:
+        x, mask = batch.need(kind), batch.need(f"{kind}_mask")
+        if encoder is None:
+            return x, mask
+        assert top is not None
         return encoder.forward_top(x[:, -1].float(), mask, top), mask
     if kind == "audio":
-        hidden, frames = encoder(batch.wave, batch.wave_lengths)
+        hidden, frames = encoder(batch.need("wave"), batch.need("wave_lengths"))
         return hidden, lengths_mask(frames, hidden.shape[2])
-    return encoder(batch.tokens, batch.token_lengths)
+    return encoder(batch.need("tokens"), batch.need("token_lengths"))

@@ -82,6 +82,9 @@ class Standardize(nn.Module):
     """Per-feature standardisation with statistics of the training data, kept in the state
     dict (so a bundle normalises exactly as training did): ``(B, L, T, D)`` with stats ``(L, D)``."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, num_layers: int, dim: int):
         super().__init__()
         self.register_buffer("mean", torch.zeros(num_layers, dim))

@@ -6,6 +6,12 @@ import torch
 import torch.nn.functional as F
 
 
+def total(parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The sum of a model's named loss terms (a zero tensor when there are none)."""
+    values = list(parts.values())
+    return sum(values[1:], values[0]) if values else torch.zeros(())
+
+
 def ccc_per_dim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Concordance correlation per column of ``(B, K)`` tensors, skipping NaN targets -> ``(K,)``.
 

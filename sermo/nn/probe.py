@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from sermo.nn.layers import Standardize
-from sermo.nn.losses import ccc_loss, masked_cross_entropy
+from sermo.nn.losses import ccc_loss, masked_cross_entropy, total
 from sermo.nn.pooling import masked_mean_std
 
 
@@ -43,6 +43,8 @@ class LinearProbe(nn.Module):
         """Copy fitted weights ``(k, width)`` and biases ``(k,)`` into ``head`` (``cls`` or
         ``dims``; ``rows``: the output rows they fill, all by default)."""
         layer = self.cls_head if head == "cls" else self.dims_head
+        if layer is None:
+            raise ValueError(f"the probe has no {head} head")
         index = slice(None) if rows is None else list(rows)
         layer.weight[index] = torch.as_tensor(weight, dtype=layer.weight.dtype)
         layer.bias[index] = torch.as_tensor(bias, dtype=layer.bias.dtype)
@@ -50,9 +52,9 @@ class LinearProbe(nn.Module):
     def losses_of(self, dims, logits, batch) -> dict[str, torch.Tensor]:
         """CCC and cross-entropy, as the neural rows' (a probe is fitted, not trained by
         gradient; these let it train a step like any row)."""
-        parts = {}
+        parts: dict[str, torch.Tensor] = {}
         if dims is not None:
             parts["ccc"] = ccc_loss(dims, batch.dims)
         if logits is not None:
             parts["ce"] = masked_cross_entropy(logits, batch.category)
-        return {"loss": sum(parts.values()), **parts}
+        return {"loss": total(parts), **parts}

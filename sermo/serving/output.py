@@ -11,7 +11,7 @@ def format_predictions(rows: list, summaries: dict, fmt: str, *, bundle: str) ->
     import pandas as pd
 
     if fmt == "json":
-        out = {"bundle": bundle, "predictions": [p.to_dict() for p in rows]}
+        out: dict[str, object] = {"bundle": bundle, "predictions": [p.to_dict() for p in rows]}
         if summaries:
             out["summaries"] = summaries
         return json.dumps(out, indent=1) + "\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,8 +96,8 @@ class Predictor:
             model_cfg = build(sysdef.config_cls, config.model, f"{where}: model")
             # the model the config describes is laid out without memory first: a config edited to a
             # width of 10^9 is refused before anything that size is allocated
-            check_shapes(lambda: sysdef.build_model(config.row, model_cfg, config.spec), weights, where)
-            self.model = sysdef.build_model(config.row, model_cfg, config.spec)
+            check_shapes(lambda: sysdef.model_for(config.row, model_cfg, config.spec), weights, where)
+            self.model = sysdef.model_for(config.row, model_cfg, config.spec)
         except BundleError:
             raise
         except (KeyError, ValueError, OSError, RuntimeError, TypeError) as exc:
@@ -114,7 +115,7 @@ class Predictor:
         self.trained_on = dict(config.trained_on)
         self.caveat = SYNTHETIC_CAVEAT if self.trained_on.get("builtin") else None
         self.space = LabelSpace.from_dict(config.label_space)
-        self.scale = tuple(config.label_scale) if config.label_scale else None
+        self.scale = (float(config.label_scale[0]), float(config.label_scale[1])) if config.label_scale else None
         self.modalities = list(config.modalities)
         self.inputs = inputs = config.spec.inputs
         self.tokenizer = None
@@ -135,7 +136,7 @@ class Predictor:
         from sermo.encoders.asr import DEFAULT_ASR
 
         self.asr_engine = asr or (engine if engine != "oracle" else DEFAULT_ASR)
-        self._asr = None
+        self._asr: Any = None
         if self.caveat:  # once the bundle has loaded whole
             import warnings
 
@@ -182,7 +183,7 @@ class Predictor:
             from sermo.encoders.asr import get_asr
 
             self._asr = get_asr(self.asr_engine, device=str(self.device))
-        return self._asr.transcribe(wave)
+        return str(self._asr.transcribe(wave))
 
     def _as_waves(self, audio, sampling_rate) -> list[tuple[str, np.ndarray]]:
         items = audio if isinstance(audio, (list, tuple)) else [audio]
@@ -242,7 +243,7 @@ class Predictor:
         live = lambda enc: LiveFeatures(enc, utterances, pool=pool) if enc is not None else None  # noqa: E731
         dataset = UtteranceDataset(
             ids, utterances=utterances, audio=live(self.audio_encoder), text=live(self.text_encoder), wave=spec.wave,
-            tokenizer=(spec.tokens, self.tokenizer) if self.tokenizer is not None else None,
+            tokenizer=(spec.tokens, self.tokenizer) if self.tokenizer is not None and spec.tokens else None,
             speaker=SpeakerEmbeddings(live(self.speaker_encoder)) if self.speaker_encoder is not None else None,
             max_frames=spec.max_frames, max_tokens=spec.max_tokens)
         out = self.model(collate_for(dataset)(dataset.__getitems__(list(range(n)))).to(self.device))
@@ -309,13 +310,13 @@ class Predictor:
         out = []
         for j, (src, w) in enumerate(zip(sources, waves)):
             mine = [i for i, (owner, _) in enumerate(pieces) if owner == j]
-            r = combine([results[i] for i in mine], [len(pieces[i][1]) for i in mine])
+            joined = combine([results[i] for i in mine], [len(pieces[i][1]) for i in mine])
             words = [used[i][0] for i in mine if used[i][0]]
             start, end = spans[j] if spans else (None, None)
             out.append(Prediction(source=src, scale=self.scale, modalities=self.modalities,
                                   transcript=" ".join(words) if words else used[mine[0]][0],
                                   transcript_source=used[mine[0]][1], start=start, end=end,
-                                  duration=len(w) / SAMPLE_RATE, windows=len(mine), **r))
+                                  duration=len(w) / SAMPLE_RATE, windows=len(mine), **joined))
         return out
 
     def predict_long(self, path: str | Path, *, max_seconds: float = 10.0, batch_size: int = 8,

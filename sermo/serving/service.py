@@ -40,7 +40,7 @@ from pathlib import Path
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import HTMLResponse, Response
 
-CONNECTIONS, HEADER_TIMEOUT, KEEP_ALIVE = 64, 10.0, 5.0
+CONNECTIONS, HEADER_TIMEOUT, KEEP_ALIVE = 64, 10.0, 5
 ACCEPTED_TYPES = ("audio/", "application/octet-stream", "video/webm", "video/ogg")
 # the page runs only its own script file: no inline script, nothing from elsewhere
 PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "

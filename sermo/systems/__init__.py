@@ -11,10 +11,11 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from sermo.systems.api import _REGISTRY as SYSTEMS
-from sermo.systems.api import Output, SystemDef, register
+from sermo.systems.api import Output
+from sermo.systems.definition import REGISTRY as SYSTEMS
+from sermo.systems.definition import SystemDef, register
 
-INTERNAL = frozenset({"api", "common", "linear_probe"})
+INTERNAL = frozenset({"api", "common", "definition", "linear_probe"})
 """Modules under ``sermo/systems/`` that are shared code, not systems (``sermo.cli`` lists the
 systems without importing this package, and skips the same names)."""
 

@@ -1,8 +1,10 @@
 """The contract between sermo's engine and its systems (documented in ``docs/systems.md``).
 
-A system is a :class:`SystemDef` registered with :func:`register`. For every fold of a run
-the engine calls ``run_fold(ctx)`` with a :class:`FoldContext` and gets back one
-:class:`RowResult` per row of the system's table. Everything a system may ask of the engine
+A system is a :class:`~sermo.systems.definition.SystemDef` registered with
+:func:`~sermo.systems.definition.register`. It declares its rows (:class:`Row`: what each reads,
+how its model is built); for every fold of a run the engine calls ``run_fold(ctx)`` with a
+:class:`FoldContext` and gets back one :class:`RowResult` per row of the system's table (a row
+trains with ``ctx.train(row)``). Everything a system may ask of the engine
 is a member of :class:`FoldContext`; everything it gives back is typed here. A system imports
 this module, ``sermo.nn``, ``sermo.encoders``, ``sermo.data`` and ``sermo.evaluation``: never
 ``sermo.training``, ``sermo.features`` or ``sermo.serving`` (a test checks the import graph).
@@ -14,18 +16,24 @@ Models are ``nn.Module``s with ``forward(batch: Batch) -> Output`` and
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Protocol, runtime_checkable
+from typing import (TYPE_CHECKING, Any, Callable, Collection, ContextManager, Iterable, Iterator, Mapping, Protocol,
+                    Sequence, TypeVar)
 
 import numpy as np
 import torch
 
-from sermo.config import ConfigError, RunConfig, TrainConfig
+from sermo.config import RunConfig, TrainConfig
 from sermo.data.batch import Batch, sequence
 from sermo.data.labels import Labels, LabelSpace
 from sermo.data.manifest import Manifest
 from sermo.data.spec import FeatureInput, InputSpec, ModelSpec
+from sermo.encoders.trainable import TrainableEncoder
+
+if TYPE_CHECKING:
+    from sermo.encoders.text import TextSSL
 
 
 @dataclass
@@ -44,6 +52,13 @@ class Output:
     logits: torch.Tensor | None = None
     embedding: torch.Tensor | None = None
     extras: dict = field(default_factory=dict)
+
+    def need(self, name: str) -> torch.Tensor:
+        """An output a loss reads (``dims``, ``logits``, ``embedding``), or a clear error."""
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(f"the model gave no {name}, which its loss reads")
+        return value
 
 
 @dataclass
@@ -88,7 +103,63 @@ class RowResult:
     skipped: str = ""
 
 
-@runtime_checkable
+M = TypeVar("M", bound=torch.nn.Module)
+"""A model type (``fit`` gives back the model it was given, trained)."""
+
+Stats = Mapping[str, tuple[np.ndarray, np.ndarray]]
+"""Per modality (``audio``, ``text``): the training split's per-layer feature mean and std ``(L, D)``."""
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What a row's model reads: the recipe's frozen ``audio`` and ``text`` features."""
+
+    audio: bool = False
+    text: bool = False
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row of a system's table, declared: what it reads, how its model is built and trained.
+
+    The engine derives from a system's declared rows the features ``sermo run --plan`` sizes,
+    the default per-row routine (:meth:`FoldContext.train`) and the bundles' models.
+
+    Attributes:
+        name: the table's label; the stage folder and seed are :attr:`stage`.
+        modalities: what it uses (``audio``, ``text``).
+        architecture: which of the system's models it is (``build_model``'s first argument,
+            recorded in its bundle): several rows may share one.
+        build: ``(ModelSpec, Stats) -> nn.Module``: the model for the spec's input shapes and
+            classes, standardising its inputs with the statistics (empty for a bundle's model,
+            whose weights hold them).
+        reads: its inputs (default: the recipe's features of its modalities).
+        options: the system's own build arguments, kept in its bundle's spec.
+        slower: ``(submodule, lr_scale)``: submodules that learn at a share of the learning
+            rate (a branch started from a trained row, a fine-tuned encoder).
+        train: changes to the run's train config for this row's stage.
+    """
+
+    name: str
+    modalities: tuple[str, ...]
+    architecture: str
+    build: Callable[[ModelSpec, Stats], torch.nn.Module]
+    reads: Reads | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    slower: tuple[tuple[str, float], ...] = ()
+    train: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def reading(self) -> Reads:
+        """What it reads (declared, or its modalities' features)."""
+        return self.reads or Reads(audio="audio" in self.modalities, text="text" in self.modalities)
+
+    @property
+    def stage(self) -> str:
+        """Its stage name: the name with every character a folder name should not hold replaced."""
+        return re.sub(r"[^A-Za-z0-9_.+-]", "_", self.name)
+
+
 class Features(Protocol):
     """An encoder's frames per utterance (the feature store's, or computed on the fly)."""
 
@@ -111,20 +182,19 @@ class Features(Protocol):
         """Frames (tokens) of one utterance."""
 
 
-@runtime_checkable
 class Dataset(Protocol):
     """Utterances with the inputs a row's model reads (opaque to systems but for these)."""
 
     ids: list[str]
     spec: InputSpec
+    labels: Labels | None
 
     def __len__(self) -> int: ...
 
-    def select(self, ids) -> "Dataset":
+    def select(self, ids: Iterable[str]) -> "Dataset":
         """The same inputs for other utterances."""
 
 
-@runtime_checkable
 class FoldContext(Protocol):
     """What a system sees while it runs one fold of a run.
 
@@ -153,11 +223,17 @@ class FoldContext(Protocol):
     space: LabelSpace
     num_classes: int
     tests: tuple[str, ...]
-    audio: Features | None
-    text: Features | None
     shared: dict
     progress: bool
-    device: torch.device
+
+    @property
+    def audio(self) -> Features | None: ...
+
+    @property
+    def text(self) -> Features | None: ...
+
+    @property
+    def device(self) -> torch.device: ...
 
     # -- data --------------------------------------------------------------------------
     def ids(self, split: str) -> tuple[str, ...]:
@@ -169,7 +245,7 @@ class FoldContext(Protocol):
     def analysis_folder(self) -> Path:
         """``<fold>/analysis/`` (created); ``finish`` reads every fold's from the run folder."""
 
-    def write_analysis(self, name: str, data) -> Path:
+    def write_analysis(self, name: str, data: Any) -> Path:
         """Write ``data`` as JSON to ``<fold>/analysis/<name>`` (atomically, from one rank of a
         multi-process run) and return the path."""
 
@@ -177,7 +253,8 @@ class FoldContext(Protocol):
         """A context whose block rank 0 of a multi-process run runs first while the other ranks
         wait, then they run it (finding what rank 0 wrote: a cache, a checkpoint folder)."""
 
-    def features(self, name: str, layers=None, *, manifest: Manifest | None = None, pooled: bool = True) -> Features:
+    def features(self, name: str, layers: Sequence[int] | None = None, *, manifest: Manifest | None = None,
+                 pooled: bool = True) -> Features:
         """Frames of encoder ``name`` for the run's utterances (or for ``manifest``'s, e.g. with
         other transcripts), extracted into the store on first use; a speech encoder's frames
         averaged by ``data.frame_pool`` unless not ``pooled`` (the input of fine-tuned top layers)."""
@@ -191,7 +268,7 @@ class FoldContext(Protocol):
     def transcribe(self, manifest: Manifest, engine: str) -> tuple[Manifest, float | None]:
         """``manifest`` with the ASR engine's transcripts (cached), and their WER."""
 
-    def phone_alignments(self, ids) -> tuple[dict[str, list], list[tuple[str, str]]]:
+    def phone_alignments(self, ids: Iterable[str]) -> tuple[dict[str, list], list[tuple[str, str]]]:
         """Forced phone alignments of utterances (cached): segments by id, and failures."""
 
     def speaker_embeddings(self, max_utterances: int = 100) -> Callable[[str], np.ndarray]:
@@ -201,7 +278,8 @@ class FoldContext(Protocol):
     def waveform(self, uid: str, max_seconds: float | None = None) -> np.ndarray:
         """One utterance's 16 kHz samples (its first ``max_seconds``)."""
 
-    def trainable_encoder(self, kind: str, name: str | None = None, *, layers: int | str = 0):
+    def trainable_encoder(self, kind: str, name: str | None = None, *,
+                          layers: int | str = 0) -> tuple[TrainableEncoder | None, str]:
         """A fresh fine-tunable copy of a transformers encoder (``kind`` ``speech`` or ``text``;
         default: the recipe's) with its top ``layers`` trainable (``"all"``: all but the CNN),
         or ``(None, reason)`` when there is none (log-mel, eGeMAPS, not cached here)."""
@@ -211,25 +289,35 @@ class FoldContext(Protocol):
         """Seed every RNG from (run seed, fold, stage) before building a stage's model."""
 
     def dataset(self, split: str, *, audio: bool | Features = False, text: bool | Features = False,
-                wave: bool = False, tokens=None, transcripts: dict | None = None,
-                speaker: Callable[[str], np.ndarray] | None = None, extras: dict | None = None, ids=None,
-                labels: Labels | None = None) -> Dataset:
+                wave: bool = False, tokens: TextSSL | None = None, transcripts: dict | None = None,
+                speaker: Callable[[str], np.ndarray] | None = None, extras: dict | None = None,
+                ids: Iterable[str] | None = None, labels: Labels | None = None) -> Dataset:
         """The utterances of a split (or ``ids``) with the inputs asked for: ``audio``/``text``
         (``True``: the recipe's features, or a :class:`Features`), ``wave`` (samples for a
         fine-tuned speech encoder), ``tokens`` (a fine-tuned text encoder, whose tokenizer reads
         ``transcripts`` or the run's), ``speaker``, a system's training ``extras``
         (``uid -> array``; sequences marked with :func:`sequence`) and other ``labels``."""
 
-    def fit(self, model: torch.nn.Module, stage: str, train: Dataset, valid: Dataset,
-            train_cfg: TrainConfig | None = None) -> torch.nn.Module:
+    def fit(self, model: M, stage: str, train: Dataset, valid: Dataset,
+            train_cfg: TrainConfig | None = None, slower: Iterable[tuple[str, float]] = ()) -> M:
         """Train ``model`` as stage ``stage`` of this fold (resumable; a finished stage is
-        loaded, not trained again); return it with its best-epoch weights."""
+        loaded, not trained again); return it with its best-epoch weights. ``slower``: submodules
+        that learn at a share of the learning rate (else the model's ``param_groups()``)."""
 
-    def with_train(self, **changes) -> TrainConfig:
+    def train(self, row: Row, *, prepare: Callable[[torch.nn.Module], None] | None = None,
+              info: dict | None = None, labels: Labels | None = None, only: Collection[str] | None = None) -> RowResult:
+        """A declared row, the whole routine: seed its stage, its datasets from what it reads,
+        its model built with the training split's feature statistics (then ``prepare(model)``:
+        what the fold adds, e.g. weights from another row), trained, its predictions on every
+        test set, its result (servable, its bundle recording the architecture and options).
+        ``labels`` and ``only``: training and validation read these targets and only these
+        utterances (the test sets are scored on the run's labels, all of theirs)."""
+
+    def with_train(self, **changes: Any) -> TrainConfig:
         """The run's train config with some fields changed."""
 
     def predict(self, model: torch.nn.Module, make_dataset: Callable[[str], Dataset],
-                splits=None) -> dict[str, Predictions]:
+                splits: Iterable[str] | None = None) -> dict[str, Predictions]:
         """Predictions on every test set (or on ``splits``, e.g. ``["valid"]``)."""
 
     def forward(self, model: torch.nn.Module, dataset: Dataset, batch_size: int = 64,
@@ -240,173 +328,27 @@ class FoldContext(Protocol):
     def score(self, predictions: Predictions) -> dict[str, float]:
         """The metrics of predictions against the run's labels (CCC, UA, WA, ...)."""
 
+    def truth(self, ids: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, 3)`` dimensions on the corpus scale and ``(n,)`` class indices (-1: none) of utterances."""
+
     # -- results -----------------------------------------------------------------------
-    def row(self, name: str, modalities, model: torch.nn.Module, predictions: dict[str, Predictions], *,
+    def row(self, name: str, modalities: Iterable[str], model: torch.nn.Module, predictions: dict[str, Predictions], *,
             info: dict | None = None, bundle: bool = True, speech_model: str | None = None,
             text_model: str | None = None, options: dict | None = None) -> RowResult:
         """A row with a trained model; servable unless ``bundle`` is false. Its bundle reads what
         its predictions were made from; ``speech_model``/``text_model`` name fine-tuned encoders
         inside the model and ``options`` the system's own build arguments."""
 
-    def combined_row(self, name: str, modalities, predictions: dict[str, Predictions], *,
+    def combined_row(self, name: str, modalities: Iterable[str], predictions: dict[str, Predictions], *,
                      info: dict | None = None) -> RowResult:
         """A row whose predictions combine other rows' (score fusion): no model of its own."""
 
-    def skipped_row(self, name: str, modalities, reason: str) -> RowResult:
+    def skipped_row(self, name: str, modalities: Iterable[str], reason: str) -> RowResult:
         """A row that could not run here, reported with its reason instead of numbers."""
 
 
-@dataclass(frozen=True)
-class Deviation:
-    """Where running the system differs from its paper (kept beside the system's code, so the
-    report and the code cannot drift apart).
-
-    Attributes:
-        what: what differs.
-        why: why it differs (the paper is silent, a checkpoint is not public, ...).
-        effect: whether and how it bears on the paper's comparisons.
-        profiles: the recipe profiles it applies to (empty: all).
-        corpora: the corpora it applies to (empty: all): a run lists it when it reads one of them.
-    """
-
-    what: str
-    why: str
-    effect: str = ""
-    profiles: tuple[str, ...] = ()
-    corpora: tuple[str, ...] = ()
-
-    def applies(self, profile: str | tuple[str, ...], corpora=()) -> bool:
-        """Whether a run of ``profile`` (or a profile extending those listed) on ``corpora`` has it."""
-        lineage = (profile,) if isinstance(profile, str) else tuple(profile)
-        return ((not self.profiles or bool(set(lineage) & set(self.profiles)))
-                and (not self.corpora or not corpora or bool(set(self.corpora) & set(corpora))))
-
-
-@dataclass(frozen=True)
-class FeatureUse:
-    """Frozen-encoder features a system reads (what ``sermo run --plan`` sizes before a run).
-
-    Attributes:
-        encoder: the encoder's name.
-        layers: the hidden states kept (``None``: all).
-        readers: models per fold that read them every epoch (each runs the encoder when the
-            features are computed live instead of stored).
-        analysis: read on the analysis folds only.
-        corpus: read for every utterance of the corpus, labelled or not (speaker embeddings).
-        what: what reads them, in a few words.
-    """
-
-    encoder: str
-    layers: tuple[int, ...] | None = None
-    readers: int = 1
-    analysis: bool = False
-    corpus: bool = False
-    what: str = ""
-
-
-def recipe_features(cfg: RunConfig, *, audio_readers: int = 1, text_readers: int = 1) -> list[FeatureUse]:
-    """The recipe's own ``data.audio_encoder`` and ``data.text_encoder`` features, read by that
-    many models per fold (none: left out)."""
-    d = cfg.data
-    out = []
-    if d.audio_encoder and audio_readers:
-        out.append(FeatureUse(d.audio_encoder, _layers(d.audio_layers), audio_readers, what="audio"))
-    if d.text_encoder and text_readers:
-        out.append(FeatureUse(d.text_encoder, _layers(d.text_layers), text_readers, what="text"))
-    return out
-
-
-def _layers(layers) -> tuple[int, ...] | None:
-    return tuple(int(i) for i in layers) if layers is not None else None
-
-
-@dataclass(frozen=True)
-class SystemDef:
-    """A registered system.
-
-    Attributes:
-        name: the system's name (module, recipe, CLI and report use it).
-        config_cls: the dataclass of its ``model`` recipe section.
-        run_fold: ``(FoldContext) -> list[RowResult]``: trains and predicts every row of one fold.
-        build_model: ``(row, model_config, ModelSpec) -> nn.Module``: rebuilds a row's model for
-            a bundle (the weights are loaded afterwards).
-        rows: the row names the system knows; a recipe's ``model.rows`` must be among them (a
-            row name may extend one with ``@...``).
-        recipe: its YAML recipe (default ``sermo/recipes/<name>.yaml``).
-        paper: the paper's own numbers per corpus name and row, for REPORT.md.
-        title: the paper, for reports.
-        finish: optional ``(run_folder, results) -> markdown`` for analyses beyond the table.
-        demo_corpora: the built-in corpus layouts ``sermo demo`` runs it on, in order.
-        demo_extra: further demo runs, each on the layouts given together.
-        order: its place in listings and in the demo (the papers' order).
-        targets: what its rows learn from (``dims``, ``category``): a run reads only the
-            utterances that carry one of them.
-        features: ``(RunConfig) -> list[FeatureUse]``: the frozen features a run reads (default:
-            the recipe's audio and text encoders, one model each).
-        deviations: where the system's runs differ from the paper (REPORT.md lists them).
-        comparisons: the pairs of rows the paper compares, ``(a, b, metric)`` (on the run's main
-            test set) or ``(a, b, metric, test_sets)`` (on each of those test sets), or
-            ``(RunConfig) -> list`` of them: REPORT.md gives each difference with a bootstrap interval.
-        plan_epochs: ``(RunConfig, modality, training utterances) -> epochs`` the models reading a
-            modality's features train for, where the system derives them (default ``train.epochs``).
-    """
-
-    name: str
-    config_cls: type
-    run_fold: Callable[[Any], list]
-    build_model: Callable[..., torch.nn.Module]
-    rows: tuple[str, ...] = ()
-    recipe: Path | None = None
-    paper: dict = field(default_factory=dict)
-    title: str = ""
-    finish: Callable[..., str] | None = None
-    demo_corpora: tuple[str, ...] = ("iemocap",)
-    demo_extra: tuple[tuple[str, ...], ...] = ()
-    order: float = 100.0
-    targets: tuple[str, ...] = ("dims", "category")
-    features: Callable[[RunConfig], list[FeatureUse]] | None = None
-    deviations: tuple[Deviation, ...] = ()
-    comparisons: tuple[tuple, ...] | Callable[[RunConfig], list] = ()
-    plan_epochs: Callable[[RunConfig, str, int], int] | None = None
-
-    def paper_comparisons(self, cfg: RunConfig) -> list[tuple]:
-        """The pairs of rows the paper compares, for this recipe."""
-        return list(self.comparisons(cfg) if callable(self.comparisons) else self.comparisons)
-
-    def deviations_for(self, profile: str | tuple[str, ...], corpora=()) -> list[Deviation]:
-        """The deviations of a profile, or of a lineage ``(profile, *extends)`` (on these corpora)."""
-        return [d for d in self.deviations if d.applies(profile, corpora)]
-
-    def feature_uses(self, cfg: RunConfig) -> list[FeatureUse]:
-        """The frozen features a run of this recipe reads."""
-        return self.features(cfg) if self.features is not None else recipe_features(cfg)
-
-    @property
-    def recipe_path(self) -> Path:
-        """The recipe file."""
-        return self.recipe or Path(__file__).resolve().parent.parent / "recipes" / f"{self.name}.yaml"
-
-    def check_rows(self, rows) -> None:
-        """Raise :class:`~sermo.config.ConfigError` naming unknown rows and the known ones (or none)."""
-        if not self.rows:
-            return
-        if not list(rows):
-            raise ConfigError(f"model.rows is empty: a {self.name} run needs at least one row of {', '.join(self.rows)}")
-        unknown = [r for r in rows if r.split("@")[0] not in self.rows]
-        if unknown:
-            raise ConfigError(f"unknown {self.name} row(s) {unknown} in model.rows; known: {', '.join(self.rows)}")
-
-
-_REGISTRY: dict[str, SystemDef] = {}
-
-
-def register(system: SystemDef) -> SystemDef:
-    """Add a system to the registry (a system module calls it at import)."""
-    _REGISTRY[system.name] = system
-    return system
-
-
-def lr_groups(model: torch.nn.Module, slower: list[tuple[torch.nn.Module | None, float]]):
+def lr_groups(model: torch.nn.Module,
+              slower: list[tuple[torch.nn.Module | None, float]]) -> list[tuple[list[torch.nn.Parameter], float]]:
     """``[(params, lr_scale), ...]`` for a model's ``param_groups()``: each module of ``slower``
     (a fine-tuned encoder, a pre-trained branch) at its own share of the learning rate, every
     other parameter at the full rate."""

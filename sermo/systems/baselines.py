@@ -16,20 +16,23 @@ copy them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from sermo.config import setting
+from sermo.config import RunConfig, setting
 from sermo.data.batch import Batch
 from sermo.data.spec import ModelSpec
 from sermo.nn.layers import GRUEncoder, LayerWeighting, Standardize, mlp
 from sermo.nn.losses import ccc_loss, masked_cross_entropy
 from sermo.nn.pooling import MeanMaxPool, MeanStdPool, PooledNorm
-from sermo.systems.api import Output, SystemDef, lr_groups, recipe_features, register
+from sermo.systems.api import FoldContext, Output, Row, RowResult, Stats
 from sermo.systems.common import lacking
+from sermo.systems.definition import SystemDef, register
 from sermo.systems.linear_probe import LinearRow, train_linear
 
 ROWS = {"linear": ("audio",), "linear_text": ("text",), "audio": ("audio",), "text": ("text",),
@@ -122,6 +125,7 @@ class ModalityEncoder(nn.Module):
         self.concat = head == "pool" and layer_use == "concat"
         self.frame_dropout = frame_dropout if head == "pool" else 0.0
         self.layers = None if self.concat else LayerWeighting(num_layers)
+        self.proj: nn.Module
         if head == "gru":
             self.seq = GRUEncoder(dim, hidden, gru_layers)
             self.proj = nn.Linear(hidden, embedding)
@@ -137,6 +141,7 @@ class ModalityEncoder(nn.Module):
             b, num_layers, t, d = x.shape
             h = self.norm(x.float(), mask).permute(0, 2, 1, 3).reshape(b, t, num_layers * d)
         else:
+            assert self.layers is not None
             h = self.layers.standardized(x, self.norm, mask)  # (B, T, D)
         if self.head == "gru":
             last, _ = self.seq(h, mask)
@@ -150,10 +155,12 @@ class ModalityEncoder(nn.Module):
 class BaselineModel(nn.Module):
     """One baseline row: the modalities' encoders, concatenated, then A/V/D and/or class heads."""
 
+    class_weight: torch.Tensor
+
     def __init__(self, *, audio: tuple[int, int] | None, text: tuple[int, int] | None, num_classes: int,
                  cfg: BaselinesConfig):
         super().__init__()
-        enc = dict(head=cfg.head, hidden=cfg.hidden, embedding=cfg.embedding, gru_layers=cfg.gru_layers,
+        enc: dict[str, Any] = dict(head=cfg.head, hidden=cfg.hidden, embedding=cfg.embedding, gru_layers=cfg.gru_layers,
                    dropout=cfg.dropout, pool=cfg.pool, layer_use=cfg.layer_use, pool_norm=cfg.pool_norm,
                    frame_dropout=cfg.frame_dropout)
         self.audio = ModalityEncoder(*audio, **enc) if audio else None
@@ -191,75 +198,54 @@ class BaselineModel(nn.Module):
                       logits=self.cls_head(h) if self.cls_head is not None else None, embedding=emb,
                       extras=extras)
 
-    def param_groups(self):
-        """Branches started from trained unimodal rows learn at ``encoder_lr_scale`` of the head's
-        rate (set by :func:`train_row`); everything else at the full rate."""
-        slow = getattr(self, "_pretrained_branches", set())
-        return lr_groups(self, [(getattr(self, name), self._branch_lr_scale) for name in sorted(slow)])
-
     def losses(self, out: Output, batch: Batch) -> dict[str, torch.Tensor]:
-        parts = {}
+        parts: dict[str, torch.Tensor] = {}
         if out.dims is not None:
-            parts["ccc"] = ccc_loss(out.dims, batch.dims)
+            parts["ccc"] = ccc_loss(out.need("dims"), batch.dims)
         if out.logits is not None:
-            parts["ce"] = masked_cross_entropy(out.logits, batch.category, self.class_weight)
-        total = self.cfg.ccc_weight * parts.get("ccc", 0.0) + self.cfg.ce_weight * parts.get("ce", 0.0)
+            parts["ce"] = masked_cross_entropy(out.need("logits"), batch.category, self.class_weight)
+        total: torch.Tensor | float = self.cfg.ccc_weight * parts.get("ccc", 0.0) + self.cfg.ce_weight * parts.get("ce", 0.0)
         for name in self.aux:
             if f"aux_{name}" not in out.extras:
                 continue
             pred = out.extras[f"aux_{name}"]
-            aux = 0.0
+            aux: torch.Tensor | float = 0.0
             if out.dims is not None:
                 aux = aux + self.cfg.ccc_weight * ccc_loss(pred[:, :3], batch.dims)
             if out.logits is not None:
                 aux = aux + self.cfg.ce_weight * masked_cross_entropy(pred[:, -out.logits.shape[1]:], batch.category,
                                                                       self.class_weight)
-            parts[f"aux_{name}"] = aux
+            parts[f"aux_{name}"] = torch.as_tensor(aux)
             total = total + self.cfg.aux_weight * aux
-        return {"loss": total, **parts}
+        return {"loss": torch.as_tensor(total), **parts}
 
 
-def build_model(row: str, cfg: BaselinesConfig, spec: ModelSpec) -> nn.Module:
-    """A row's model for the features its spec names."""
-    mods = ROWS[row]
-    if row in LINEAR_ROWS:
-        return LinearRow(mods[0], *(spec.audio if mods[0] == "audio" else spec.text), spec.num_classes, cfg.tasks)
-    return BaselineModel(audio=spec.audio if "audio" in mods else None, text=spec.text if "text" in mods else None,
-                         num_classes=spec.num_classes, cfg=cfg)
+def build_model(architecture: str, cfg: BaselinesConfig, spec: ModelSpec, stats: Stats | None = None) -> nn.Module:
+    """A row's model for the features its spec names, its inputs standardised with ``stats``."""
+    mods = ROWS[architecture]
+    if architecture in LINEAR_ROWS:
+        shape = spec.audio if mods[0] == "audio" else spec.text
+        assert shape is not None, f"a {architecture} row reads {mods[0]} features"
+        return LinearRow(mods[0], *shape, spec.num_classes, cfg.tasks)
+    model = BaselineModel(audio=spec.audio if "audio" in mods else None, text=spec.text if "text" in mods else None,
+                          num_classes=spec.num_classes, cfg=cfg)
+    for name, encoder in (("audio", model.audio), ("text", model.text)):
+        if encoder is not None and stats and name in stats:
+            encoder.norm.set(*stats[name])
+    return model
 
 
-def train_row(ctx, row: str, cfg: BaselinesConfig, *, stage: str | None = None, train_cfg=None,
-              branches: dict | None = None):
-    """Build, normalise, train and evaluate one baseline row in a fold; returns its RowResult.
-
-    ``branches`` (``{"audio": ModalityEncoder, "text": ...}``) start the row's encoders from
-    trained ones (frozen when ``cfg.freeze_branches``).
-    """
-    mods = ROWS[row]
-    ctx.seed(stage or row)
-    audio, text = (ctx.audio if "audio" in mods else None), (ctx.text if "text" in mods else None)
-    model = BaselineModel(audio=(audio.num_layers, audio.dim) if audio else None,
-                          text=(text.num_layers, text.dim) if text else None, num_classes=ctx.num_classes, cfg=cfg)
-    if model.audio is not None:
-        model.audio.norm.set(*ctx.feature_stats(audio))
-    if model.text is not None:
-        model.text.norm.set(*ctx.feature_stats(text))
-    for name, trained in (branches or {}).items():
-        branch = getattr(model, name)
-        branch.load_state_dict(trained.state_dict())
-        if cfg.freeze_branches:
-            for p in branch.parameters():
-                p.requires_grad = False
-    model._pretrained_branches = set(branches or {})
-    model._branch_lr_scale = ctx.cfg.train.encoder_lr_scale
-    if cfg.class_weights == "balanced":
-        model.class_weight.copy_(torch.as_tensor(balanced_weights(ctx.truth(ctx.ids("train"))[1], ctx.num_classes)))
-
-    def data(split):
-        return ctx.dataset(split, audio="audio" in mods, text="text" in mods)
-
-    model = ctx.fit(model, stage or row, data("train"), data("valid"), train_cfg)
-    return ctx.row(row, mods, model, ctx.predict(model, data))
+def rows(cfg: RunConfig) -> list[Row]:
+    """The recipe's rows: each reads its modalities' features; fusion started from the unimodal
+    rows trains those branches at ``train.encoder_lr_scale`` of the learning rate."""
+    model: BaselinesConfig = cfg.model
+    out = []
+    for name in model.rows:
+        slower: tuple[tuple[str, float], ...] = ()
+        if name == "fusion" and model.fusion_init == "unimodal" and not model.freeze_branches:
+            slower = (("audio", cfg.train.encoder_lr_scale), ("text", cfg.train.encoder_lr_scale))
+        out.append(Row(name, ROWS[name], name, functools.partial(build_model, name, model), slower=slower))
+    return out
 
 
 def balanced_weights(classes: np.ndarray, num_classes: int) -> np.ndarray:
@@ -272,36 +258,43 @@ def balanced_weights(classes: np.ndarray, num_classes: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def run_fold(ctx) -> list:
+def run_fold(ctx: FoldContext) -> list[RowResult]:
     """Every configured row, one after another (a row whose modality the corpus lacks is skipped,
-    with the reason)."""
+    with the reason): the linear probes fitted, the neural rows trained by the engine."""
     cfg: BaselinesConfig = ctx.cfg.model
-    if cfg.fusion_init not in ("scratch", "unimodal"):
-        raise ValueError(f"unknown fusion_init {cfg.fusion_init!r}; known: scratch, unimodal")
-    done: dict = {}
+    done: dict[str, RowResult] = {}
     results = []
-    for row in cfg.rows:
-        why = lacking(ctx, ROWS[row])
+    for row in rows(ctx.cfg):
+        why = lacking(ctx, row.modalities)
         if why:  # a text-only corpus, or one without transcripts
-            results.append(ctx.skipped_row(row, ROWS[row], why))
+            results.append(ctx.skipped_row(row.name, row.modalities, why))
             continue
-        branches = None
-        if row == "fusion" and cfg.fusion_init == "unimodal":
-            untrained = [m for m in ("audio", "text") if m not in done]
-            if untrained:
-                raise ValueError(f"fusion_init unimodal needs the rows {untrained} before fusion in model.rows")
-            branches = {m: getattr(done[m].model, m) for m in ("audio", "text")}
-        result = train_linear(ctx, row, ROWS[row][0], cfg) if row in LINEAR_ROWS else train_row(ctx, row, cfg, branches=branches)
-        done[row] = result
+        if row.name in LINEAR_ROWS:
+            result = train_linear(ctx, row.name, row.modalities[0], cfg)
+        else:
+            result = ctx.train(row, prepare=functools.partial(_prepare, ctx, row, cfg, done))
+        done[row.name] = result
         results.append(result)
     return results
 
 
-def features(cfg) -> list:
-    """The recipe's audio and text features, read by the rows that use each."""
-    rows = cfg.model.rows
-    return recipe_features(cfg, audio_readers=sum("audio" in ROWS[r] for r in rows),
-                           text_readers=sum("text" in ROWS[r] for r in rows))
+def _prepare(ctx: FoldContext, row: Row, cfg: BaselinesConfig, done: dict[str, RowResult], model: nn.Module) -> None:
+    """What a fold adds to a fresh model: fusion's branches from this fold's unimodal rows (frozen
+    with ``freeze_branches``), balanced class weights."""
+    assert isinstance(model, BaselineModel)
+    if row.name == "fusion" and cfg.fusion_init == "unimodal":
+        untrained = [m for m in ("audio", "text") if m not in done or done[m].model is None]
+        if untrained:
+            raise ValueError(f"fusion_init unimodal needs the rows {untrained} before fusion in model.rows")
+        for name in ("audio", "text"):
+            trained, branch = getattr(done[name].model, name), getattr(model, name)
+            branch.load_state_dict(trained.state_dict())
+            if cfg.freeze_branches:
+                for p in branch.parameters():
+                    p.requires_grad = False
+    if cfg.class_weights == "balanced":
+        weights = balanced_weights(ctx.truth(ctx.ids("train"))[1], ctx.num_classes)
+        model.class_weight.copy_(torch.as_tensor(weights))
 
 
 COMPARISONS = tuple((a, b, metric) for metric in ("ua", "ccc_valence", "ccc_arousal")
@@ -310,7 +303,7 @@ COMPARISONS = tuple((a, b, metric) for metric in ("ua", "ccc_valence", "ccc_arou
 in UA and in CCC where the rows predict them (a metric the predictions lack is left out)."""
 
 register(SystemDef(
-    name="baselines", config_cls=BaselinesConfig, run_fold=run_fold, build_model=build_model, rows=tuple(ROWS),
-    title="Audio-only, text-only and concatenation-fusion baselines", order=0, features=features,
+    name="baselines", config_cls=BaselinesConfig, run_fold=run_fold, build_model=build_model, declare=rows,
+    rows=tuple(ROWS), title="Audio-only, text-only and concatenation-fusion baselines", order=0,
     comparisons=COMPARISONS,
 ))

@@ -7,7 +7,8 @@ from typing import Callable
 
 import numpy as np
 
-from sermo.systems.api import Deviation, Predictions
+from sermo.systems.api import Predictions
+from sermo.systems.definition import Deviation
 
 FINETUNED_AUDIO_CAP = Deviation(
     "Fine-tuned rows read at most the first 20 s of an utterance (training and test); frozen rows up to 60 s "

@@ -12,21 +12,25 @@ Missing labels are masked, so utterances with only one label type train their ow
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from sermo.config import setting
+from sermo.config import RunConfig, setting
 from sermo.data.batch import Batch
 from sermo.data.protocols import TRANSFER_FOLD, TRANSFER_TESTS
 from sermo.data.spec import ModelSpec
+from sermo.evaluation.runfolder import RunResults
 from sermo.nn.layers import Conformer, LayerWeighting, Standardize, average_frames, frames_left
 from sermo.nn.losses import ccc_per_dim, masked_cross_entropy
 from sermo.nn.pooling import SelfAttentivePool
-from sermo.systems.api import Deviation, Output, SystemDef, recipe_features, register
+from sermo.systems.api import FoldContext, Output, Row, RowResult, Stats
 from sermo.systems.common import lacking
+from sermo.systems.definition import Deviation, SystemDef, register
 
 ROWS = {
     "baseline_c": ("continuous",),
@@ -115,16 +119,18 @@ class HierarchicalModel(nn.Module):
             nn.init.constant_(self.dims_head.bias, 0.5)
 
     def forward(self, batch: Batch) -> Output:
-        x = self.layers.standardized(batch.audio, self.norm, batch.audio_mask)  # (B, T, D)
-        x, mask = average_frames(x, batch.audio_mask, frames_left(self.cfg.subsample, batch.audio_pool))
+        audio, audio_mask = batch.need("audio"), batch.need("audio_mask")
+        x = self.layers.standardized(audio, self.norm, audio_mask)  # (B, T, D)
+        x, mask = average_frames(x, audio_mask, frames_left(self.cfg.subsample, batch.audio_pool))
         h = self.encoder(x, mask)  # (B, T', hidden): H
         e_c = self.cont(h, mask) if self.cont is not None else None  # E_C
         e_d = self.disc(h, mask) if self.disc is not None else None  # E_D
         dims = logits = None
-        if e_c is not None:
-            dims = torch.relu(self.dims_head(torch.cat([e_d, e_c], -1) if self.row == "hier_dc" else e_c))
-        if e_d is not None:
-            logits = self.cls_head(torch.cat([e_c, e_d], -1) if self.row == "hier_cd" else e_d)
+        if e_c is not None and self.dims_head is not None:
+            dims = torch.relu(self.dims_head(torch.cat([e_d, e_c], -1) if e_d is not None and self.row == "hier_dc"
+                                             else e_c))
+        if e_d is not None and self.cls_head is not None:
+            logits = self.cls_head(torch.cat([e_c, e_d], -1) if e_c is not None and self.row == "hier_cd" else e_d)
         return Output(dims=dims, logits=logits, extras={"e_c": e_c, "e_d": e_d})
 
     def losses(self, out: Output, batch: Batch) -> dict[str, torch.Tensor]:
@@ -137,41 +143,42 @@ class HierarchicalModel(nn.Module):
             parts["ccc"] = ccc_sum
             total = total + self.cfg.alpha * ccc_sum
         if out.logits is not None:
-            parts["ce"] = masked_cross_entropy(out.logits, batch.category)
+            parts["ce"] = masked_cross_entropy(out.need("logits"), batch.category)
             total = total + self.cfg.beta * parts["ce"]
         return {"loss": total, **parts}
 
 
-def build_model(row: str, cfg: HierarchicalConfig, spec: ModelSpec) -> HierarchicalModel:
-    """A row's model from its spec (for bundles); a Table 2 row (``t7_iemocap-cont_msp-disc``)
-    is the model its label types need."""
-    if row not in ROWS:
-        row = transfer_architecture(row)
-    return HierarchicalModel(row, audio=spec.audio, num_classes=spec.num_classes, cfg=cfg)
+def build_model(architecture: str, cfg: HierarchicalConfig, spec: ModelSpec,
+                stats: Stats | None = None) -> HierarchicalModel:
+    """A row's model (one of :data:`ROWS`) for its spec's features, standardised with ``stats``."""
+    if spec.audio is None:
+        raise ValueError(f"a hierarchical {architecture} model reads audio features; its spec has none")
+    model = HierarchicalModel(architecture, audio=spec.audio, num_classes=spec.num_classes, cfg=cfg)
+    if stats and "audio" in stats:
+        model.norm.set(*stats["audio"])
+    return model
 
 
-def transfer_architecture(row: str) -> str:
-    """The model of a Table 2 row (``t7_iemocap-cont_msp-disc_hier_dc``): named at its end, else the
-    one its label types need."""
-    for arch in ROWS:
-        if row.endswith("_" + arch):
-            return arch
-    parts = row.split("_")
-    cont, disc = any(p.endswith("-cont") for p in parts), any(p.endswith("-disc") for p in parts)
-    return "multitask" if cont and disc else ("baseline_c" if cont else "baseline_d")
+def row(name: str, architecture: str, cfg: HierarchicalConfig) -> Row:
+    """A row reading the recipe's speech features, with the model ``architecture``."""
+    return Row(name, ("audio",), architecture, functools.partial(build_model, architecture, cfg))
 
 
-def run_fold(ctx) -> list:
+def rows(cfg: RunConfig) -> list[Row]:
+    """Table 1's rows the recipe names (Table 2's are declared per label combination when a
+    corpus-transfer fold runs)."""
+    return [row(name, name, cfg.model) for name in cfg.model.rows]
+
+
+def run_fold(ctx: FoldContext) -> list[RowResult]:
     """The five models of Table 1 on one corpus; with two corpora (protocol ``corpus-transfer``)
     the mismatched-label models of Table 2."""
-    cfg: HierarchicalConfig = ctx.cfg.model
     if ctx.name == TRANSFER_FOLD:
         return run_transfer(ctx)
+    declared = rows(ctx.cfg)
     why = lacking(ctx, ("audio",))
     if why:  # a text-only corpus: every row reads speech
-        return [ctx.skipped_row(row, ("audio",), why) for row in cfg.rows]
-    audio = (ctx.audio.num_layers, ctx.audio.dim)
-    stats = ctx.feature_stats(ctx.audio)
+        return [ctx.skipped_row(r.name, r.modalities, why) for r in declared]
     results = []
     # a corpus of one's own may carry one label type only: the rows that need the other are skipped
     train = ctx.ids("train")
@@ -179,21 +186,13 @@ def run_fold(ctx) -> list:
            "discrete": any(ctx.labels.category[u] >= 0 for u in train)}
     lacking_text = {"continuous": "dimensional labels (arousal, valence, dominance)",
                     "discrete": "categories of the label space"}
-    for row in cfg.rows:
-        missing = [t for t in ROWS[row] if not has[t]]
+    for r in declared:
+        missing = [t for t in ROWS[r.architecture] if not has[t]]
         if missing:
-            results.append(ctx.skipped_row(row, ("audio",), "the corpus's training split has no "
+            results.append(ctx.skipped_row(r.name, r.modalities, "the corpus's training split has no "
                                            + " and no ".join(lacking_text[t] for t in missing)))
             continue
-        ctx.seed(row)
-        model = HierarchicalModel(row, audio=audio, num_classes=ctx.num_classes, cfg=cfg)
-        model.norm.set(*stats)
-
-        def data(split):
-            return ctx.dataset(split, audio=True)
-
-        model = ctx.fit(model, row, data("train"), data("valid"))
-        results.append(ctx.row(row, ("audio",), model, ctx.predict(model, data)))
+        results.append(ctx.train(r))
     return results
 
 
@@ -229,22 +228,20 @@ def masked_labels(labels, corpus_of: dict[str, str], kinds: dict[str, str]):
     return dataclasses.replace(labels, dims=dims, category=cats)
 
 
-def run_transfer(ctx) -> list:
+def run_transfer(ctx: FoldContext) -> list[RowResult]:
     """One model per label combination: the continuous, discrete or multi-task model as the
     combination needs, trained on both corpora with each contributing its chosen label type."""
     cfg: HierarchicalConfig = ctx.cfg.model
     df = ctx.manifest.df
     corpus_of = dict(zip(df["id"], df["corpus"]))
     corpora = sorted(set(corpus_of.values()))
+    plans: list[tuple[int | None, dict[str, str]]]
     if cfg.labels:
-        kinds = resolve_labels(cfg.labels, corpora)
-        plans = [(None, kinds)]
+        plans = [(None, resolve_labels(cfg.labels, corpora))]
     else:
         if set(corpora) != {"iemocap", "msp-podcast"}:
             raise ValueError(f"the Table 2 experiment needs IEMOCAP and MSP-Podcast; the run has {corpora}")
         plans = [(i, {"iemocap": a, "msp-podcast": b}) for i, a, b in TABLE2]
-    audio = (ctx.audio.num_layers, ctx.audio.dim)
-    stats = ctx.feature_stats(ctx.audio)
     results = []
     for table_id, kinds in plans:
         trained = {k for k in kinds.values() if k != "none"}
@@ -258,26 +255,17 @@ def run_transfer(ctx) -> list:
         base = "_".join(f"{c.split('-')[0]}-{short[kinds[c]]}" for c in sorted(kinds))
         if table_id is not None:
             base = f"t{table_id}_{base}"
+        # training sees each corpus's chosen labels only, and only the corpora that give one
         labels = masked_labels(ctx.labels, corpus_of, kinds)
         keep = {u for u, c in corpus_of.items() if kinds.get(c, "none") != "none"}
         for arch in archs:
             name = base + (f"_{arch}" if len(archs) > 1 else "")
-            ctx.seed(name)
-            model = HierarchicalModel(arch, audio=audio, num_classes=ctx.num_classes, cfg=cfg)
-            model.norm.set(*stats)
-
-            def data(split, labels=labels, keep=keep):
-                if split in ("train", "valid"):  # training sees each corpus's chosen labels only
-                    return ctx.dataset(split, audio=True, labels=labels, ids=[u for u in ctx.ids(split) if u in keep])
-                return ctx.dataset(split, audio=True)
-
-            model = ctx.fit(model, name, data("train"), data("valid"))
-            results.append(ctx.row(name, ("audio",), model, ctx.predict(model, data),
-                                   info={"table2_id": table_id, "labels": kinds, "model": arch}))
+            results.append(ctx.train(row(name, arch, cfg), labels=labels, only=keep,
+                                     info={"table2_id": table_id, "labels": kinds, "model": arch}))
     return results
 
 
-def finish(out, results: dict) -> str:
+def finish(out: Path, results: RunResults) -> str:
     """Table 2 (IEMOCAP CCC and UA, MSP-Podcast CCC and macro-F1 per label combination)."""
     from sermo.evaluation.report import markdown_table
 
@@ -389,8 +377,7 @@ COMPARISONS = tuple((base, row, metric, tests) for base, metric, tests in (
 register(SystemDef(
     name="hierarchical", config_cls=HierarchicalConfig, run_fold=run_fold, build_model=build_model,
     rows=tuple(ROWS), paper=PAPER, finish=finish, order=3, targets=("category",), deviations=DEVIATIONS,
-    comparisons=COMPARISONS,
-    features=lambda cfg: recipe_features(cfg, audio_readers=len(cfg.model.rows), text_readers=0), demo_corpora=("iemocap",), demo_extra=(("iemocap", "msp-podcast"),),
+    comparisons=COMPARISONS, declare=rows, demo_corpora=("iemocap",), demo_extra=(("iemocap", "msp-podcast"),),
     title="Unifying discrete and continuous emotion labels: hierarchical multi-task models "
           "(Sharma, Dhamyal, Raj, Singh)",
 ))

@@ -5,6 +5,8 @@ into a :class:`~sermo.nn.probe.LinearProbe`, so it predicts, saves and loads lik
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -23,9 +25,7 @@ class LinearRow(nn.Module):
         self.probe = LinearProbe(num_layers, dim, num_classes, dims="dims" in tasks, category="category" in tasks)
 
     def inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.modality == "audio":
-            return batch.audio, batch.audio_mask
-        return batch.text, batch.text_mask
+        return batch.need(self.modality), batch.need(f"{self.modality}_mask")
 
     def forward(self, batch: Batch) -> Output:
         dims, logits = self.probe(*self.inputs(batch))
@@ -71,11 +71,13 @@ def fit_linear(probe: LinearProbe, train: tuple, valid: tuple, cfg) -> dict:
         lt, lv = ct >= 0, cv >= 0
         present = np.unique(ct[lt])
         if len(present) >= 2:
-            def fit(c):
+            def fit_logistic(c: float) -> Any:
                 return LogisticRegression(C=c, class_weight="balanced", max_iter=3000).fit(zt[lt], ct[lt])
 
-            score = (lambda m: unweighted_accuracy(cv[lv], m.predict(zv[lv]))) if lv.any() else (lambda m: 0.0)
-            best, c, clf = choose(cfg.linear_c, fit, score)
+            def score_logistic(m: Any) -> float:
+                return unweighted_accuracy(cv[lv], m.predict(zv[lv])) if lv.any() else 0.0
+
+            best, c, clf = choose(cfg.linear_c, fit_logistic, score_logistic)
             if len(present) == 2:  # one score for the second class against the first
                 install("cls", np.zeros_like(clf.coef_), [0.0], rows=[int(present[0])])
                 install("cls", clf.coef_, clf.intercept_, rows=[int(present[1])])
@@ -89,17 +91,19 @@ def fit_linear(probe: LinearProbe, train: tuple, valid: tuple, cfg) -> dict:
         with torch.no_grad():
             probe.dims_head.weight.zero_()
             probe.dims_head.bias.fill_(0.5)
-        alphas = []
+        alphas: list[float | None] = []
         for j in range(3):
             lt, lv = np.isfinite(dt[:, j]), np.isfinite(dv[:, j])
             if lt.sum() < 2:
                 alphas.append(None)
                 continue
-            def fit(a, j=j, lt=lt):
+            def fit_ridge(a: float, j: int = j, lt: np.ndarray = lt) -> Any:
                 return Ridge(alpha=a).fit(zt[lt], dt[lt, j])
 
-            score = (lambda m, j=j, lv=lv: ccc(dv[lv, j], m.predict(zv[lv]))) if lv.sum() > 1 else (lambda m: 0.0)
-            _, a, reg = choose(cfg.linear_alpha, fit, score)
+            def score_ridge(m: Any, j: int = j, lv: np.ndarray = lv) -> float:
+                return ccc(dv[lv, j], m.predict(zv[lv])) if lv.sum() > 1 else 0.0
+
+            _, a, reg = choose(cfg.linear_alpha, fit_ridge, score_ridge)
             install("dims", reg.coef_, [reg.intercept_], rows=[j])
             alphas.append(a)
         info["linear_alpha"] = alphas

@@ -12,13 +12,10 @@ import yaml
 
 from sermo.config import RunError
 from sermo.data.manifest import Manifest
+from sermo.evaluation.runfolder import CONFIG, ENTRIES, RECORD, RunFolder
 
 # where a run trains, not what it computes: these may change between an interrupted run and its resumption
 WHERE_KEYS = ("train.devices", "train.num_nodes", "train.accelerator", "train.strategy")
-RECORD = "made_with.json"
-# what sermo writes at the top of a run folder, beside one folder per fold (protocol.json names them)
-RUN_ENTRIES = (RECORD, "config.yaml", "protocol.json", "PLAN.md", "results.json", "REPORT.md", "plots", "predictions",
-               "bundles")
 
 
 class RunFolderChanged(RunError):
@@ -67,12 +64,12 @@ def check_run_folder(out: Path, record: dict, *, fresh: bool = False) -> None:
             old = json.loads(made.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RunError(f"{made}: damaged ({exc}); pass --fresh to start the run over") from None
-    elif (out / "config.yaml").is_file():  # made before made_with.json existed: its config is what we know
+    elif (out / CONFIG).is_file():  # made before made_with.json existed: its config is what we know
         try:
-            old_cfg = yaml.safe_load((out / "config.yaml").read_text()) or {}
+            old_cfg = yaml.safe_load((out / CONFIG).read_text()) or {}
         except yaml.YAMLError:
             old_cfg = None
-        if _is_run_config(old_cfg):
+        if old_cfg is not None and _is_run_config(old_cfg):
             flat = _flatten({k: v for k, v in old_cfg.items() if k != "description"})
             old = {"settings": {k: v for k, v in flat.items() if k not in WHERE_KEYS}}
     foreign = foreign_entries(out)
@@ -106,12 +103,7 @@ def _is_run_config(cfg) -> bool:
 def foreign_entries(out: Path) -> list[Path]:
     """What a run folder holds that sermo did not write: anything but its own files and one
     folder per fold of its protocol (atomic writes' temporary files count as its own)."""
-    folds: set[str] = set()
-    try:
-        folds = {f["name"] for f in json.loads((out / "protocol.json").read_text()).get("folds", [])}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
-    own = set(RUN_ENTRIES) | folds
+    own = set(ENTRIES) | set(RunFolder(out).protocol_folds())
     return sorted(p for p in out.iterdir() if p.name not in own and not _temporary(p.name))
 
 

@@ -103,7 +103,7 @@ class Plan:
         stored = live = 0.0
         for e in self.entries:
             once, every = e.device_hours(self.flop_per_second, self.folds)
-            if once is not None:
+            if once is not None and every is not None:
                 stored += once if e.mode == "stored" else 0.0
                 live += every if e.mode == "live" else 0.0
         return stored, live
@@ -137,10 +137,11 @@ class Plan:
                 f"fold), on {self.devices} device(s) together: about {(stored_h + live_h) / self.devices:,.2f} "
                 f"hours of wall time (encoder passes x their operations at {self.flop_per_second / 1e12:g} TFLOP/s, "
                 f"{self.throughput_source}; training the models' own layers comes on top).\n")
-        moved = [e for e in self.entries if e.mode == "live" and hours[id(e)][0] is not None]
+        counted = {i: (once, every) for i, (once, every) in hours.items() if once is not None and every is not None}
+        moved = [e for e in self.entries if e.mode == "live" and id(e) in counted]
         if moved and self.requested == "auto":
             need = sum(e.bytes for e in self.entries) / HEADROOM
-            saved = sum(hours[id(e)][1] - hours[id(e)][0] for e in moved)
+            saved = sum(counted[id(e)][1] - counted[id(e)][0] for e in moved)
             text += (f"\nComputed live because they do not fit: {', '.join(e.encoder for e in moved)}. With --store "
                      f"(or $SERMO_FEATURES) on a disk with {human(need)} free they would be stored, saving about "
                      f"{saved:,.1f} {dev} hours.\n")

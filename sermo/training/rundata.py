@@ -3,6 +3,8 @@ the store, speaker embeddings."""
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import numpy as np
 
 from sermo.config import RunConfig
@@ -12,6 +14,9 @@ from sermo.data.manifest import Manifest
 from sermo.features import FeatureStore
 from sermo.features.pipeline import ManifestUtterances
 from sermo.features.source import FeatureSource, MemoryBudget
+from sermo.systems.api import Features
+from sermo.training.plan import Plan
+from sermo.training.progress import RunProgress
 
 WAVE_SECONDS = 20.0
 """Seconds of each utterance a fine-tuned speech encoder reads in training."""
@@ -25,21 +30,22 @@ class RunData:
     """
 
     def __init__(self, cfg: RunConfig, manifest: Manifest, space: LabelSpace, store: FeatureStore, *,
-                 progress: bool = True, usable: set[str] | None = None, plan=None):
+                 progress: bool = True, usable: set[str] | None = None, plan: Plan | None = None,
+                 epochs: RunProgress | None = None):
         from sermo.accelerator import resolve_device
 
         self.cfg, self.manifest, self.space, self.store, self.progress = cfg, manifest, space, store, progress
-        self.epochs = None  # the run's RunProgress (sermo.training.progress), set by the runner
+        self.epochs = epochs  # the run-level progress bar every fold's training advances
         self.device = resolve_device(cfg.train.accelerator)
         self.labels = Labels.from_manifest(manifest, space)
         self.usable = set(manifest.ids) if usable is None else set(usable)
         self.used = self.restrict(manifest)
         self.plan = plan
         self.utterances = ManifestUtterances(manifest)
-        self._sources: dict[tuple, FeatureSource] = {}
+        self._sources: dict[tuple, Features] = {}
         self.memory = MemoryBudget(cfg.data.memory_gb * 1e9)
         self._audio_keys: dict[str, str] | None = None
-        self._speakers: dict[int, object] = {}
+        self._speakers: dict[int, Callable[[str], np.ndarray]] = {}
         self._samples: dict[str, int] = {}
         self._rows = manifest.df.set_index("id")
         self.shared: dict = {}
@@ -50,7 +56,8 @@ class RunData:
             return manifest
         return manifest.subset([u for u in manifest.ids if u in self.usable])
 
-    def source(self, name: str, layers=None, manifest: Manifest | None = None, *, pooled: bool = True):
+    def source(self, name: str, layers: Sequence[int] | None = None, manifest: Manifest | None = None, *,
+               pooled: bool = True) -> Features:
         """Features of encoder ``name`` for the used utterances (of ``manifest``, default the
         run's): stored (extracted on first use) or live, as the plan says; speech frames averaged
         by ``data.frame_pool`` unless not ``pooled``."""
@@ -65,12 +72,12 @@ class RunData:
         return self._sources[key]
 
     @property
-    def audio(self) -> FeatureSource | None:
+    def audio(self) -> Features | None:
         d = self.cfg.data
         return self.source(d.audio_encoder, d.audio_layers) if d.audio_encoder else None
 
     @property
-    def text(self) -> FeatureSource | None:
+    def text(self) -> Features | None:
         d = self.cfg.data
         return self.source(d.text_encoder, d.text_layers) if d.text_encoder else None
 
@@ -78,7 +85,8 @@ class RunData:
         """What labels the corpus has and what the label space takes of them (for errors)."""
         return label_summary(self.manifest, self.space)
 
-    def _make_source(self, mode: str, name: str, layers, manifest: Manifest, pool: int):
+    def _make_source(self, mode: str, name: str, layers: Sequence[int] | None, manifest: Manifest,
+                     pool: int) -> Features:
         from sermo.features.source import LiveSource
 
         dtype, padding = self.cfg.data.feature_dtype, self.cfg.data.speech_padding
@@ -104,7 +112,7 @@ class RunData:
             self._samples[uid] = min(n, int(WAVE_SECONDS * SAMPLE_RATE))
         return self._samples[uid]
 
-    def speaker_table(self, max_utterances: int):
+    def speaker_table(self, max_utterances: int) -> Callable[[str], np.ndarray]:
         """``uid -> (256,)``: the speaker's mean Resemblyzer embedding, else the utterance's own."""
         if max_utterances not in self._speakers:
             from sermo.encoders.speaker import chosen_utterances, speaker_embeddings

@@ -1,21 +1,5 @@
-"""``sermo run``: a system's recipe over every fold of a protocol, into one run folder.
-
-Run folder::
-
-    config.yaml               the resolved recipe profile (after --set overrides)
-    made_with.json            what the folder was made with: the recipe, a hash of the corpora, the
-                              sermo version; a rerun with other settings refuses (``--fresh`` starts over)
-    protocol.json             the protocol, each fold's description and utterance ids
-    PLAN.md                   per encoder: utterances, hours, bytes stored, stored or live, passes
-    <fold>/<stage>/           Lightning checkpoints (last.ckpt resumes, best.ckpt), metrics.csv, DONE
-    <fold>/rows.json          the fold's finished rows with metrics (a rerun skips finished folds)
-    predictions/<row>.<fold>.<test>.parquet   per-utterance predictions with the truth (class indices
-                                             and names, A/V/D on the corpus scale, p_<class>)
-    results.json              every row: per-fold metrics, mean and sample std (ddof 1) over folds
-    REPORT.md                 the paper-style table, the protocol in words, the paper's numbers
-    plots/                    confusion matrices, predicted-vs-true scatter, training curves
-    bundles/<row>/            the first fold's model of each servable row (safetensors + config)
-"""
+"""``sermo run``: a system's recipe over every fold of a protocol, into one run folder (its
+layout and schema: :mod:`sermo.evaluation.runfolder`)."""
 
 from __future__ import annotations
 
@@ -24,39 +8,44 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterable, cast
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from sermo.config import RunError, load_recipe
+from sermo.config import RunConfig, RunError, load_recipe
 from sermo.data.bundle import BundleConfig, save_bundle
 from sermo.data.corpora import load_corpus
-from sermo.data.io import atomic_path, write_text_atomic
-from sermo.data.labels import Labels, label_summary, labelled_ids, left_out, resolve_label_space, usable_ids
+from sermo.data.io import write_text_atomic
+from sermo.data.labels import Labels, LabelSpace, label_summary, labelled_ids, left_out, resolve_label_space, usable_ids
 from sermo.data.manifest import DIMENSIONS, Manifest
-from sermo.data.protocols import build_protocol, protocol_for
+from sermo.data.protocols import Fold, Protocol, build_protocol, protocol_for
 from sermo.evaluation.metrics import METRIC_KEYS, score_predictions
+from sermo.evaluation.runfolder import (CONFIG, PLAN, PROTOCOL, RECORD, FoldRow, RowSummary, RunFolder, RunResults,
+                                         TestSummary,
+                                         write_parquet)
 from sermo.features import FeatureStore, default_store_root
 from sermo.systems import get_system
-from sermo.systems.api import RowResult
+from sermo.systems.api import FoldContext, RowResult
+from sermo.systems.definition import SystemDef
 from sermo.training.distributed import is_rank_zero
 from sermo.training.fold import FoldRun
-from sermo.training.rundata import RunData
-from sermo.training.folder import RECORD, RunFolderChanged, check_run_folder, manifest_hash, run_record  # noqa: F401
+from sermo.training.folder import check_run_folder, manifest_hash, run_record
 from sermo.training.plan import Plan, check_plan, plan_run
+from sermo.training.rundata import RunData
 
 
 @dataclass
 class Prepared:
     """A run set up, before anything is extracted or trained."""
 
-    sysdef: object
-    cfg: object
+    sysdef: SystemDef
+    cfg: RunConfig
     names: list[str]
     manifest: Manifest
-    space: object
-    protocol: object
+    space: LabelSpace
+    protocol: Protocol
     number: dict[str, int]
     usable: set[str]
     plan: Plan
@@ -64,7 +53,8 @@ class Prepared:
     transcripts: dict | None = None  # the run's own ASR transcripts: engine, WER against the oracle
 
 
-def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = "default", folds=None,
+def prepare_run(system: str, corpora: list[tuple[str, Path]], *, profile: str = "default",
+                folds: Iterable[str | int] | None = None,
                 overrides: list[str] | None = None, store: FeatureStore | None = None, devices: int | None = None,
                 num_nodes: int | None = None, accelerator: str | None = None, progress: bool = True,
                 transcribe: bool = True) -> Prepared:
@@ -151,12 +141,13 @@ def without_duplicates(manifest: Manifest) -> Manifest:
     return manifest.where(~dup)
 
 
-def plan_system(system: str, corpora: list[tuple[str, Path]], **kwargs) -> Plan:
+def plan_system(system: str, corpora: list[tuple[str, Path]], **kwargs: Any) -> Plan:
     """The plan of a run (nothing extracted, transcribed or trained)."""
     return prepare_run(system, corpora, transcribe=False, **kwargs).plan
 
 
-def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "default", folds=None,
+def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "default",
+               folds: Iterable[str | int] | None = None,
                out: Path | None = None, overrides: list[str] | None = None, store: FeatureStore | None = None,
                devices: int | None = None, num_nodes: int | None = None, accelerator: str | None = None,
                progress: bool = True, fresh: bool = False) -> Path:
@@ -189,46 +180,46 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
         check_run_folder(out, record, fresh=fresh)
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / RECORD, json.dumps(record, indent=1, default=str))
-        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        write_text_atomic(out / "protocol.json", json.dumps(
+        write_text_atomic(out / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_text_atomic(out / PROTOCOL, json.dumps(
             {"protocol": protocol.spec, "description": protocol.description,
              "folds": [f.to_dict() for f in protocol.folds]}, indent=1))
-        write_text_atomic(out / "PLAN.md", prep.plan.table())
-    run = RunData(cfg, manifest, space, store, progress=progress, usable=prep.usable, plan=prep.plan)
-    run.epochs = RunProgress(system, len(protocol.folds), len(getattr(cfg.model, "rows", None) or [1]),
-                             cfg.train.epochs, enabled=progress and is_rank_zero())
+        write_text_atomic(out / PLAN, prep.plan.table())
+    bar = RunProgress(system, len(protocol.folds), len(getattr(cfg.model, "rows", None) or [1]), cfg.train.epochs,
+                      enabled=progress and is_rank_zero())
+    run = RunData(cfg, manifest, space, store, progress=progress, usable=prep.usable, plan=prep.plan, epochs=bar)
     if progress and is_rank_zero():
-        print(f"sermo: {system}: {run.epochs.describe()}; the bar below shows the time remaining", flush=True)
-    per_fold: dict[str, list[dict]] = {}
+        print(f"sermo: {system}: {bar.describe()}; the bar below shows the time remaining", flush=True)
+    folder = RunFolder(out)
+    per_fold: dict[str, list[FoldRow]] = {}
     earlier = 0.0  # seconds the folds an earlier session finished took
     for k, fold in enumerate(protocol.folds):
-        fdir = out / fold.name
-        done = fdir / "rows.json"
-        if done.is_file():
-            per_fold[fold.name] = json.loads(done.read_text())
-            earlier += _fold_seconds(fdir)
-            run.epochs.skip_fold()
+        fdir = folder.fold(fold.name)
+        finished = folder.fold_rows(fold.name)
+        if finished is not None:
+            per_fold[fold.name] = finished
+            earlier += folder.fold_seconds(fold.name)
+            bar.skip_fold()
             continue
         started = time.time()
-        run.epochs.fold(fold.name)
-        ctx = FoldRun(run, fold, fdir, index=number[fold.name])
+        bar.fold(fold.name)
+        ctx: FoldContext = FoldRun(run, fold, fdir, index=number[fold.name])  # the contract, checked by mypy
         rows = sysdef.run_fold(ctx)
         if rows and all(r.skipped for r in rows):  # nothing would be reported: say why instead
             raise RunError(f"fold {fold.name}: no row of {system} could run here: "
                            + "; ".join(f"{r.name}: {r.skipped}" for r in rows))
         if not is_rank_zero():  # under DDP every rank trains; rank 0 alone evaluates and writes
             continue
-        records = [_evaluate_row(r, ctx, out) for r in rows]
+        records = [_evaluate_row(r, ctx, folder) for r in rows]
         if k == 0:
             provenance = trained_on(run, fold, corpora)  # once per fold: it may read the corpora's manifests
             for r in rows:
                 if r.spec is not None and r.model is not None:
-                    save_bundle(out / "bundles" / r.name, r.model, _bundle_config(system, r, cfg, run, provenance))
-        write_text_atomic(fdir / "seconds.json", json.dumps({"seconds": round(time.time() - started, 1)}))
-        write_text_atomic(done, json.dumps(records, indent=1))
+                    save_bundle(folder.bundle(r.name), r.model, _bundle_config(system, r, cfg, run, provenance))
+        folder.write_fold_rows(fold.name, records, time.time() - started)
         per_fold[fold.name] = records
-        run.epochs.fold_done()
-    run.epochs.close()
+        bar.fold_done()
+    bar.close()
     writer = is_rank_zero()
     _end_distributed()
     if not writer:
@@ -244,13 +235,13 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
     results["seconds_this_session"] = round(time.time() - t0, 1)
     results["seconds_earlier"] = round(earlier, 1)
     results["seconds"] = round(results["seconds_this_session"] + earlier, 1)
-    write_text_atomic(out / "results.json", json.dumps(results, indent=1))
+    folder.write_results(results)
     from sermo.evaluation.report import run_report
     from sermo.evaluation.run_plots import plot_run
 
     plots = plot_run(out, results, space.classes)
     extra = sysdef.finish(out, results) if sysdef.finish else ""
-    write_text_atomic(out / "REPORT.md", run_report(results, protocol, sysdef, corpora, plots, extra, run_folder=out,
+    write_text_atomic(folder.report_path, run_report(results, protocol, sysdef, corpora, plots, extra, run_folder=out,
                                                     cfg=cfg))
     return out
 
@@ -275,7 +266,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
-def _evaluate_row(r: RowResult, ctx: FoldRun, out: Path) -> dict:
+def _evaluate_row(r: RowResult, ctx: FoldContext, folder: RunFolder) -> FoldRow:
     if r.skipped:
         return {"name": r.name, "modalities": list(r.modalities), "trainable_params": 0, "metrics": {},
                 "info": {}, "skipped": r.skipped}
@@ -285,7 +276,7 @@ def _evaluate_row(r: RowResult, ctx: FoldRun, out: Path) -> dict:
         truth_dims, truth_cls = ctx.truth(ids)
         classes = list(ctx.space.classes)
         # class indices (what the metrics read) and the class names beside them
-        table = {"id": ids, "category_true": truth_cls,
+        table: dict[str, Any] = {"id": ids, "category_true": truth_cls,
                  "class_true": [classes[c] if c >= 0 else None for c in truth_cls]}
         if pred.dims is not None:
             for j, d in enumerate(DIMENSIONS):
@@ -299,18 +290,9 @@ def _evaluate_row(r: RowResult, ctx: FoldRun, out: Path) -> dict:
         # which utterances it was scored on: rows of one table must be comparable (a row drops
         # the utterances that lack its input, e.g. a transcript)
         metrics[test].update(utterances=len(ids), ids_digest=_digest(sorted(map(str, ids))))
-        with atomic_path(out / "predictions" / f"{r.name}.{ctx.name}.{test}.parquet") as tmp:
-            pd.DataFrame(table).to_parquet(tmp, index=False)
+        write_parquet(folder.predictions(r.name, ctx.name, test), pd.DataFrame(table))
     return {"name": r.name, "modalities": list(r.modalities), "trainable_params": r.trainable_params,
             "metrics": metrics, "info": r.info}
-
-
-def _fold_seconds(fdir: Path) -> float:
-    """How long a finished fold took (0 for a fold finished before sermo recorded it)."""
-    try:
-        return float(json.loads((fdir / "seconds.json").read_text())["seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0.0
 
 
 def _digest(parts: list[str]) -> str:
@@ -326,44 +308,45 @@ def _sample_std(values: list[float]) -> float | None:
     return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
-def aggregate(system: str, corpora: list[str], protocol, profile: str, label_space: str,
-              per_fold: dict[str, list[dict]]) -> dict:
+def aggregate(system: str, corpora: list[str], protocol: Protocol, profile: str, label_space: str,
+              per_fold: dict[str, list[FoldRow]]) -> RunResults:
     """results.json: per row, per-fold metrics of the primary test set, mean and std; other test
     sets under ``tests``."""
     order: list[str] = []
-    by_row: dict[str, list[tuple[str, dict]]] = {}
+    by_row: dict[str, list[tuple[str, FoldRow]]] = {}
     for fold, records in per_fold.items():
         for rec in records:
             if rec["name"] not in by_row:
                 order.append(rec["name"])
             by_row.setdefault(rec["name"], []).append((fold, rec))
-    rows = []
+    rows: list[RowSummary] = []
     for name in order:
         recs = by_row[name]
         first = recs[0][1]
         tests = list(first["metrics"])
-        entry = {"name": name, "modalities": first["modalities"], "trainable_params": first["trainable_params"]}
+        entry: RowSummary = {"name": name, "modalities": first["modalities"],
+                             "trainable_params": first["trainable_params"]}
         if first.get("skipped"):
-            entry.update(skipped=first["skipped"], folds=[], mean={}, std={}, test_set=None)
+            entry.update(RowSummary(skipped=first["skipped"], folds=[], mean={}, std={}, test_set=None))
             rows.append(entry)
             continue
         for t_i, test in enumerate(tests):
             folds = [{"fold": f, **{k: v for k, v in r["metrics"].get(test, {}).items() if k in METRIC_KEYS}}
                      for f, r in recs]
             keys = [k for k in METRIC_KEYS if any(k in f for f in folds)]
-            summary = {"folds": folds,
-                       "mean": {k: float(np.mean([f[k] for f in folds if k in f])) for k in keys},
-                       "std": {k: _sample_std([f[k] for f in folds if k in f]) for k in keys}}
+            summary: TestSummary = {"folds": folds,
+                                    "mean": {k: float(np.mean([f[k] for f in folds if k in f])) for k in keys},
+                                    "std": {k: _sample_std([f[k] for f in folds if k in f]) for k in keys}}
             summary["utterances"] = int(sum(r["metrics"].get(test, {}).get("utterances", 0) for _, r in recs))
             summary["ids_digest"] = _digest([r["metrics"].get(test, {}).get("ids_digest", "") for _, r in recs])
             conf = [r["metrics"].get(test, {}).get("confusion") for _, r in recs]
             if all(c is not None for c in conf) and conf:
                 summary["confusion"] = np.sum(np.array(conf), axis=0).tolist()
             if t_i == 0:
-                entry.update(summary, test_set=test)
+                entry.update(cast(RowSummary, {**summary, "test_set": test}))
             else:
                 entry.setdefault("tests", {})[test] = summary
-        infos = [r.get("info") for _, r in recs if r.get("info")]
+        infos = [r["info"] for _, r in recs if r.get("info")]
         if infos:
             entry["info"] = infos
         rows.append(entry)
@@ -371,7 +354,7 @@ def aggregate(system: str, corpora: list[str], protocol, profile: str, label_spa
             "label_space": label_space, "rows": rows}
 
 
-def trained_on(run: RunData, fold, corpora) -> dict:
+def trained_on(run: RunData, fold: Fold, corpora: list[tuple[str, Path]]) -> dict:
     """What a fold's models learned from, for their bundles (and the caveat a model trained on the
     built-in synthetic corpus carries wherever it predicts)."""
     from sermo.evaluation.report import is_builtin_corpus
@@ -383,7 +366,9 @@ def trained_on(run: RunData, fold, corpora) -> dict:
             "speakers": int(train["speaker"].nunique())}
 
 
-def _bundle_config(system: str, r: RowResult, cfg, run: RunData, provenance: dict | None = None) -> BundleConfig:
+def _bundle_config(system: str, r: RowResult, cfg: RunConfig, run: RunData,
+                   provenance: dict | None = None) -> BundleConfig:
+    assert r.spec is not None, "only servable rows have bundles"
     import dataclasses
 
     df = run.manifest.df

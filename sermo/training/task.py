@@ -12,22 +12,27 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any, Iterable
 
 import lightning as L
 import numpy as np
 import torch
 
-from sermo.data.batch import Batch
 from sermo.config import RunError, TrainConfig
+from sermo.data.batch import Batch
+from sermo.systems.api import lr_groups
 
 
 class SystemTask(L.LightningModule):
     """Trains ``model`` with ``cfg``; validation loss is ``val_loss``."""
 
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, *, stage: str = "", labelled=(True, True),
-                 missing: str = ""):
+                 missing: str = "", slower: Iterable[tuple[str, float]] = ()):
         super().__init__()
-        self.model, self.cfg, self.stage = model, cfg, stage
+        # a system's model: an nn.Module with forward(batch) -> Output and losses(output, batch)
+        self.model: Any = model
+        self.cfg, self.stage = cfg, stage
+        self.slower = sorted(slower)  # (submodule, lr scale): a row's declared slower parts
         self._val: list[tuple] = []
         self.schedule: WarmupSchedule | None = None
         # whether the training split has dimensions / classes at all, and what to say when a
@@ -106,7 +111,11 @@ class SystemTask(L.LightningModule):
 
     def configure_optimizers(self):
         cfg = self.cfg
-        if hasattr(self.model, "param_groups"):
+        if self.slower:
+            groups = [{"params": [p for p in ps if p.requires_grad], "lr": cfg.lr * scale}
+                      for ps, scale in lr_groups(self.model, [(getattr(self.model, n), s) for n, s in self.slower])]
+            groups = [g for g in groups if g["params"]]
+        elif hasattr(self.model, "param_groups"):
             groups = [{"params": [p for p in ps if p.requires_grad], "lr": cfg.lr * scale}
                       for ps, scale in self.model.param_groups()]
             groups = [g for g in groups if g["params"]]
@@ -131,7 +140,7 @@ class SystemTask(L.LightningModule):
         version, state, gauss_next = random.getstate()
         checkpoint["sermo_rng"] = {
             "torch": torch.get_rng_state(),
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "numpy": {"keys": torch.from_numpy(np.asarray(keys).astype(np.int64)), "pos": int(pos),
                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
             "python": {"version": int(version), "state": torch.tensor(state, dtype=torch.int64),
                        "gauss_next": gauss_next},
@@ -190,14 +199,19 @@ def warmup_schedule(cfg: TrainConfig, total: int) -> WarmupSchedule:
     return WarmupSchedule(cfg.scheduler, int(cfg.warmup_steps), steps, int(total))
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, data, *, device=None, precision: str = "32") -> dict[str, np.ndarray | list]:
-    """Run ``model`` over a DataLoader in eval mode, on ``device`` (default: where it is) at
-    ``precision``; the model is left where it was.
+@dataclass
+class RawPredictions:
+    """A model's outputs over a loader: ``dims`` ``(n, 3)`` in [0, 1] and ``logits`` ``(n, C)`` (or ``None``)."""
 
-    Returns:
-        ``{"ids", "dims" (n, 3) in [0, 1] or None, "logits" (n, C) or None}``.
-    """
+    ids: list[str]
+    dims: np.ndarray | None
+    logits: np.ndarray | None
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data, *, device=None, precision: str = "32") -> RawPredictions:
+    """Run ``model`` over a DataLoader in eval mode, on ``device`` (default: where it is) at
+    ``precision``; the model is left where it was."""
     from sermo.accelerator import autocast
 
     was, home = model.training, next(model.parameters(), torch.empty(0)).device
@@ -215,8 +229,7 @@ def predict(model: torch.nn.Module, data, *, device=None, precision: str = "32")
                 logits.append(out.logits.float().cpu().numpy())
     finally:
         model.train(was).to(home)
-    return {"ids": ids, "dims": np.concatenate(dims) if dims else None,
-            "logits": np.concatenate(logits) if logits else None}
+    return RawPredictions(ids, np.concatenate(dims) if dims else None, np.concatenate(logits) if logits else None)
 
 
 class CheckpointError(RunError):

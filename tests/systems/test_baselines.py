@@ -151,3 +151,48 @@ def test_frame_dropout_pools_other_frames_each_training_step_and_every_frame_at_
     assert 0.3 < kept < 0.7 and seen[0][1, 0] and not seen[0][1, 1:].any()
     enc.eval()
     assert torch.allclose(enc(x, mask), enc(x, mask)) and torch.equal(seen[-1], mask)
+
+
+def test_declared_rows_give_the_plan_its_readers_and_fusion_its_slower_branches():
+    """What a row reads and which parts learn slower are data on the declared rows: the plan counts
+    the readers from them, and the optimiser gives unimodal-initialised branches their share."""
+    from sermo.config import load_recipe
+    from sermo.systems import get_system
+    from sermo.training.task import SystemTask
+
+    sysdef = get_system("baselines")
+    sets = ["model.rows=[linear,audio,text,fusion]", "model.fusion_init=unimodal", "train.encoder_lr_scale=0.1",
+            "train.lr=0.01"]
+    cfg = load_recipe("baselines", "demo", sysdef.config_cls, sets, path=sysdef.recipe_path)
+    rows = {r.name: r for r in sysdef.declare(cfg)}
+    assert [r.name for r in sysdef.declare(cfg)] == ["linear", "audio", "text", "fusion"]
+    assert rows["fusion"].slower == (("audio", 0.1), ("text", 0.1)) and rows["audio"].slower == ()
+    readers = {u.what: u.readers for u in sysdef.feature_uses(cfg)}
+    assert readers == {"audio": 3, "text": 2}  # linear, audio, fusion / text, fusion
+
+    from tests.systems.contract import feats, spec
+
+    model = rows["fusion"].build(spec(audio=feats(2, 6), text=feats(1, 5)), {})
+    task = SystemTask(model, cfg.train, slower=rows["fusion"].slower)
+    groups = task.configure_optimizers()
+    opt = groups["optimizer"] if isinstance(groups, dict) else groups
+    lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert {lrs[id(p)] for p in model.audio.parameters()} == {0.01 * 0.1}
+    assert {lrs[id(p)] for p in model.text.parameters()} == {0.01 * 0.1}
+    assert {lrs[id(p)] for p in model.fuse.parameters()} == {0.01}
+    # frozen branches learn nothing: no slower group is declared for them
+    frozen = load_recipe("baselines", "demo", sysdef.config_cls, sets + ["model.freeze_branches=true"],
+                         path=sysdef.recipe_path)
+    assert {r.name: r for r in sysdef.declare(frozen)}["fusion"].slower == ()
+
+
+def test_a_row_builds_its_model_with_the_training_statistics():
+    from sermo.systems.baselines import build_model
+    from tests.systems.contract import feats, spec
+
+    mean, std = np.full((2, 6), 3.0, np.float32), np.full((2, 6), 2.0, np.float32)
+    model = build_model("audio", BaselinesConfig(head="pool"), spec(audio=feats(2, 6)), {"audio": (mean, std)})
+    assert torch.equal(model.audio.norm.mean, torch.full((2, 6), 3.0))
+    assert torch.equal(model.audio.norm.std, torch.full((2, 6), 2.0))
+    bare = build_model("audio", BaselinesConfig(head="pool"), spec(audio=feats(2, 6)))
+    assert torch.equal(bare.audio.norm.mean, torch.zeros(2, 6))  # a bundle's: its weights hold them

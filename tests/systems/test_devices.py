@@ -15,7 +15,8 @@ from torch.overrides import TorchFunctionMode
 
 import sermo
 from sermo.systems import load_all
-from tests.systems.test_contract import encoders, examples, random_batch  # noqa: F401  (fixture)
+from tests.conftest import tiny_speech_model, tiny_text_model
+from tests.systems.contract import examples, random_batch
 
 SERMO = str(Path(sermo.__file__).parent)
 FACTORIES = {torch.zeros, torch.ones, torch.empty, torch.full, torch.rand, torch.randn, torch.randint,
@@ -43,6 +44,12 @@ class FixedDevices(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {"speech": tiny_speech_model(root / "hubert"), "text": tiny_text_model(root / "bert")}
+
+
 def test_the_check_catches_a_tensor_made_on_the_cpu():
     from sermo.nn.pooling import last_valid
 
@@ -61,11 +68,11 @@ def test_the_check_catches_a_tensor_made_on_the_cpu():
 
 
 @pytest.mark.parametrize("system", sorted(load_all()))
-def test_no_model_or_loss_makes_a_tensor_on_a_fixed_device(system, encoders):  # noqa: F811
+def test_no_model_or_loss_makes_a_tensor_on_a_fixed_device(system, encoders):
     sysdef = load_all()[system]
     found = []
-    for ex in examples(system, encoders):
-        model = sysdef.build_model(ex.row, ex.config, ex.spec)
+    for ex in examples(sysdef, encoders):
+        model = sysdef.model_for(ex.row, ex.config, ex.spec)
         batch = random_batch(ex.spec)
         batch.extras.update(ex.extras(batch) if ex.extras else {})
         with FixedDevices() as mode:

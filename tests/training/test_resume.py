@@ -11,7 +11,8 @@ import pytest
 from sermo.cli import main
 from sermo.data.manifest import Manifest
 from sermo.features import FeatureStore
-from sermo.training.runner import RunFolderChanged, run_system
+from sermo.training.folder import RunFolderChanged
+from sermo.training.runner import run_system
 from sermo.training.task import CheckpointError, SystemTask
 from tests.conftest import small_iemocap
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from sermo.data.corpora.iemocap import prepare_iemocap
 from sermo.data.corpora.msp_podcast import prepare_msp_podcast
 from sermo.data.corpora.table import prepare_table
 from sermo.data.manifest import Manifest
 
-LOADERS = {"iemocap": prepare_iemocap, "msp-podcast": prepare_msp_podcast, "table": prepare_table}
+LOADERS: dict[str, Callable[..., Manifest]] = {"iemocap": prepare_iemocap, "msp-podcast": prepare_msp_podcast, "table": prepare_table}
 """Loader per corpus layout name (the names ``sermo prepare`` takes)."""
 
 

@@ -198,6 +198,7 @@ def parse_emo_evaluation(path: str | Path, problems: list[str] | None = None) ->
         m = _TURN.match(line)
         if not m and _TURN_LIKE.match(line):
             like = _TURN_LIKE.match(line)
+            assert like is not None
             report(f"{path} line {number}: utterance line of {like['id']} cannot be parsed ({line[:80]!r}); "
                    "the utterance is left out")
             current = None  # its evaluator lines belong to it, not to the utterance before

@@ -100,7 +100,7 @@ def prepare_table(path: str | Path, *, name: str | None = None, scale: tuple[flo
                                "row its own id (an id column, or distinct audio paths)")
     df["corpus"] = name or p.stem
     if "transcript" in df.columns and "transcript_source" not in df.columns:
-        df["transcript_source"] = np.where(df["transcript"].notna(), "oracle", None)
+        df["transcript_source"] = np.where(df["transcript"].notna(), "oracle", None)  # type: ignore[call-overload]
     durations, problems = [], []
     for i, (a, s, e) in enumerate(zip(audio, df.get("start", [None] * len(df)), df.get("end", [None] * len(df)))):
         try:

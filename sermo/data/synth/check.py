@@ -36,9 +36,9 @@ def prosodic_features(samples: np.ndarray, words: int, sample_rate: int = SAMPLE
         k = lo + int(np.argmax(ac[lo:hi]))
         if ac[0] > 0 and ac[k] > 0.3 * ac[0]:
             f0.append(sample_rate / k)
-    f0 = np.array(f0) if f0 else np.zeros(1)
+    pitch = np.array(f0) if f0 else np.zeros(1)
     seconds = speech.sum() * FRAME / sample_rate
-    return np.array([energy[speech].mean(), np.median(f0), f0.std(), words / max(seconds, 1e-3)])
+    return np.array([energy[speech].mean(), np.median(pitch), pitch.std(), words / max(seconds, 1e-3)])
 
 
 def modality_check(manifest: Manifest, *, max_utterances: int = 400, seed: int = 0) -> dict[str, dict[str, float]]:

@@ -128,7 +128,7 @@ def plan_iemocap(n: int, seed: int, incongruent_share: float) -> list[Utterance]
         impro = script = 0
         left = count
         while left > 0:
-            size = int(min(left, rng.integers(8, 25)))
+            size = min(left, int(rng.integers(8, 25)))
             if left - size < 4:
                 size = left  # no dialog shorter than 4 turns
             lead = "F" if rng.random() < 0.5 else "M"
@@ -169,7 +169,7 @@ def plan_msp_podcast(n: int, seed: int, incongruent_share: float) -> list[Uttera
     podcasts: list[list[Speaker]] = []
     i = 0
     while i < n_speakers:
-        size = int(min(rng.integers(1, 4), n_speakers - i))
+        size = min(int(rng.integers(1, 4)), n_speakers - i)
         podcasts.append(speakers[i:i + size])
         i += size
     weights = rng.gamma(2.0, 1.0, n_speakers)

@@ -26,7 +26,7 @@ import dataclasses
 from torch import nn
 
 from sermo.data.spec import ModelSpec
-from sermo.systems.api import Deviation, FeatureUse, SystemDef, register
+from sermo.systems.definition import Deviation, FeatureUse, SystemDef, register
 from sermo.systems.cross_representation.config import ROWS, SPEECH_ROWS, CrossRepresentationConfig
 from sermo.systems.cross_representation.model import CrossRepresentation
 from sermo.systems.cross_representation.report import finish
@@ -37,11 +37,13 @@ from sermo.systems.cross_representation.text import TextCNN
 def build_model(row: str, cfg: CrossRepresentationConfig, spec: ModelSpec) -> nn.Module:
     """A row's model for a bundle."""
     if row in SPEECH_ROWS:
+        if spec.audio is None:
+            raise ValueError(f"cross_representation row {row!r} reads audio features; its spec has none")
         d, f = cfg.bottlenecks[SPEECH_ROWS[row][0]]
         sub = int(spec.options.get("speech_subsample", cfg.speech_subsample))  # the mel row's own clock
         return CrossRepresentation(spec.audio, spec.num_classes, dataclasses.replace(cfg, speech_subsample=sub),
                                    d=d, f=f)
-    if row == "text" or row.startswith("text@"):
+    if (row == "text" or row.startswith("text@")) and spec.text is not None:
         return TextCNN(spec.text, spec.num_classes, cfg)
     raise ValueError(f"cross_representation has no model for row {row!r}")
 

@@ -9,7 +9,7 @@ from torch import nn
 from sermo.data.batch import Batch
 from sermo.nn.autovc import conv_norm, downsample, upsample
 from sermo.nn.layers import LayerWeighting, Standardize, align_frames, chunk, frames_left, mlp, subsample_layers
-from sermo.nn.losses import masked_cross_entropy, masked_mse
+from sermo.nn.losses import masked_cross_entropy, masked_mse, total
 from sermo.systems.api import Output
 from sermo.systems.cross_representation.config import MEL_BINS, NUM_PHONES, SPEAKER_DIM, CrossRepresentationConfig
 
@@ -102,7 +102,8 @@ class CrossRepresentation(nn.Module):
         self.decoder = Decoder(2 * d, cfg)
 
     def inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        x, mask = subsample_layers(self.norm(batch.audio, batch.audio_mask), batch.audio_mask,
+        audio, audio_mask = batch.need("audio"), batch.need("audio_mask")
+        x, mask = subsample_layers(self.norm(audio, audio_mask), audio_mask,
                                    frames_left(self.subsample, batch.audio_pool))
         return x, mask
 
@@ -116,7 +117,7 @@ class CrossRepresentation(nn.Module):
         lengths = mask.sum(1).tolist()
         parts = [chunk(x[i], max(int(n), 1), self.segment) for i, n in enumerate(lengths)]
         owner = torch.cat([torch.full((len(p),), i, dtype=torch.long, device=x.device) for i, p in enumerate(parts)])
-        return torch.cat(parts), batch.speaker.float()[owner], owner
+        return torch.cat(parts), batch.need("speaker").float()[owner], owner
 
     def forward(self, batch: Batch) -> Output:
         if self.training:
@@ -141,7 +142,7 @@ class CrossRepresentation(nn.Module):
         safe = idx.clamp(max=x.shape[2] - 1)
         crop = torch.gather(x, 2, safe[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3]))
         crop = crop * valid[:, None, :, None]
-        spk = batch.speaker.float()
+        spk = batch.need("speaker").float()
         codes = self.encoder(crop, spk)
         extras: dict = {"valid": valid}
         if "mel" in batch.extras and "phones" in batch.extras:
@@ -170,8 +171,8 @@ class CrossRepresentation(nn.Module):
         return torch.stack(targets), torch.stack(ids)
 
     def losses(self, out: Output, batch: Batch) -> dict[str, torch.Tensor]:
-        parts = {"e": masked_cross_entropy(out.logits, batch.category)}
+        parts = {"e": masked_cross_entropy(out.need("logits"), batch.category)}
         if "mel" in out.extras:
             parts["r1"] = masked_mse(out.extras["mel"], out.extras["mel_target"], out.extras["valid"])
             parts["r2"] = masked_mse(out.extras["mel_post"], out.extras["mel_target"], out.extras["valid"])
-        return {"loss": sum(parts.values()), **parts}
+        return {"loss": total(parts), **parts}

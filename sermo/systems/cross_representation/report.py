@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sermo.evaluation.report import fold_analyses
+from sermo.evaluation.runfolder import RunFolder, RunResults
 
 
-def finish(out: Path, results: dict) -> str:
+def finish(out: Path, results: RunResults) -> str:
     """The fusion weight grid (validation UA per (w1, w2), averaged over folds) and the probe table."""
     import matplotlib.pyplot as plt
 
@@ -17,7 +17,7 @@ def finish(out: Path, results: dict) -> str:
     from sermo.evaluation.report import markdown_table
 
     sections = []
-    grids = [g for _, g in fold_analyses(out, "fusion_grid.json")]
+    grids = [g for _, g in RunFolder(out).analyses("fusion_grid.json")]
     if grids:
         w1s = sorted({g["w1"] for g in grids[0]["valid"]})
         w2s = sorted({g["w2"] for g in grids[0]["valid"]})
@@ -36,11 +36,11 @@ def finish(out: Path, results: dict) -> str:
         fig.colorbar(im, ax=ax, label="validation UA")
         path = save_figure(fig, out / "plots" / "fusion_grid.png")
         chosen = [{"fold": fold, "w1": g["best"]["w1"], "w2": g["best"]["w2"], "valid UA": g["best"]["ua"]}
-                  for fold, g in fold_analyses(out, "fusion_grid.json")]
+                  for fold, g in RunFolder(out).analyses("fusion_grid.json")]
         sections.append("## Score fusion weights\n\n`p_f = w1 p_s + w2 p_t`; each fold picks the pair with the best "
                         "validation UA (the paper's best: w1 = 0.6, w2 = 1).\n\n" + markdown_table(chosen)
                         + f"\n![fusion grid]({path.relative_to(out)})\n")
-    probes = fold_analyses(out, "probe.json")
+    probes = RunFolder(out).analyses("probe.json")
     if probes:
         rows, skipped = [], []
         for size in ("small", "large"):

@@ -8,7 +8,7 @@ import re
 import numpy as np
 
 from sermo.systems.common import lacking
-from sermo.systems.api import sequence
+from sermo.systems.api import FoldContext, RowResult, sequence
 from sermo.systems.cross_representation.config import SPEECH_ROWS, CrossRepresentationConfig
 from sermo.systems.cross_representation.fusion import score_fusion
 from sermo.systems.cross_representation.model import CrossRepresentation
@@ -97,20 +97,22 @@ def segment_seconds(frames: int, frame_rate: float | None) -> float | None:
     return round(frames / frame_rate, 2) if frame_rate else None
 
 
-def run_fold(ctx) -> list:
+def run_fold(ctx: FoldContext) -> list[RowResult]:
     """The speech rows, the text row(s), the fusion and (first folds) the speaker probe."""
     cfg: CrossRepresentationConfig = ctx.cfg.model
     for name in {SPEECH_ROWS[r][0] for r in cfg.rows if r in SPEECH_ROWS}:
         if name not in cfg.bottlenecks:
             raise ValueError(f"bottleneck {name!r} is not configured; model.bottlenecks has {list(cfg.bottlenecks)}")
-    results, models = [], {}
+    results: list[RowResult] = []
+    models: dict[str, tuple] = {}
     speech_rows = [r for r in cfg.rows if r in SPEECH_ROWS]
     inputs = Inputs(ctx) if speech_rows else None
     for row in speech_rows:
+        assert inputs is not None
         size, kind = SPEECH_ROWS[row]
         src = ctx.audio if kind == "features" else inputs.mel
         why = "the recipe has no audio encoder" if src is None else lacking(ctx, ("audio",))
-        if why:
+        if why or src is None:
             results.append(ctx.skipped_row(row, ("audio",), why))
             continue
         d, f = cfg.bottlenecks[size]
@@ -138,21 +140,22 @@ def run_fold(ctx) -> list:
         if inputs.unaligned:
             info["unaligned"] = len(inputs.unaligned)
         results.append(ctx.row(row, ("audio",), model, preds, info=info, options={"speech_subsample": sub}))
-    text_rows = [("text", None)] if "text" in cfg.rows else []
+    text_rows: list[tuple[str, str | None]] = [("text", None)] if "text" in cfg.rows else []
     text_rows += [(f"text@{name}", name) for name in cfg.text_encoders]
-    for row, name in text_rows:
-        why = "the recipe has no text encoder" if ctx.text is None and name is None else lacking(ctx, ("text",))
+    for row, encoder in text_rows:
+        why = "the recipe has no text encoder" if ctx.text is None and encoder is None else lacking(ctx, ("text",))
         if why:
             results.append(ctx.skipped_row(row, ("text",), why))
             continue
         try:
-            src = ctx.text if name is None else ctx.features(name, ctx.cfg.data.text_layers)
+            src = ctx.text if encoder is None else ctx.features(encoder, ctx.cfg.data.text_layers)
         except (OSError, ValueError, RuntimeError) as exc:  # a Hub model that is not cached here
-            results.append(ctx.skipped_row(row, ("text",), f"text encoder {name!r} unavailable: {exc}"))
+            results.append(ctx.skipped_row(row, ("text",), f"text encoder {encoder!r} unavailable: {exc}"))
             continue
+        assert src is not None  # a missing recipe encoder was skipped above
         ctx.seed(row)
-        model = TextCNN((src.num_layers, src.dim), ctx.num_classes, cfg)
-        model.norm.set(*ctx.feature_stats(src))
+        text_model = TextCNN((src.num_layers, src.dim), ctx.num_classes, cfg)
+        text_model.norm.set(*ctx.feature_stats(src))
 
         def tdata(split, src=src):
             return ctx.dataset(split, text=src)
@@ -161,14 +164,14 @@ def run_fold(ctx) -> list:
                                                          ("lr", cfg.text_lr)) if v is not None})
         train = tdata("train")
         train_cfg, schedule = epochs_for(ctx, cfg.text_iterations, len(train), train_cfg.batch_size, train_cfg)
-        model = ctx.fit(model, re.sub(r"[^A-Za-z0-9_.-]", "_", row), train, tdata("valid"), train_cfg)
-        preds = ctx.predict(model, tdata)
-        models[row] = (model, tdata, preds)
-        results.append(ctx.row(row, ("text",), model, preds, info={"encoder": name or ctx.cfg.data.text_encoder,
+        text_model = ctx.fit(text_model, re.sub(r"[^A-Za-z0-9_.-]", "_", row), train, tdata("valid"), train_cfg)
+        preds = ctx.predict(text_model, tdata)
+        models[row] = (text_model, tdata, preds)
+        results.append(ctx.row(row, ("text",), text_model, preds, info={"encoder": encoder or ctx.cfg.data.text_encoder,
                                                                   **schedule}))
     if "fusion" in cfg.rows:
         results.append(score_fusion(ctx, models, cfg))
-    if ctx.is_analysis_fold(cfg.probe_folds):
+    if ctx.is_analysis_fold(cfg.probe_folds) and inputs is not None:
         probes = {}
         for row in ("speech_small", "speech_large"):
             if row in models:

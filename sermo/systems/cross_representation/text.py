@@ -31,14 +31,14 @@ class TextCNN(nn.Module):
         self.head = nn.Linear(c, num_classes)
 
     def forward(self, batch: Batch) -> Output:
-        mask = word_tokens(batch.text_mask, batch.text_words)
-        h = self.weighting(self.norm(batch.text, mask))
+        mask = word_tokens(batch.need("text_mask"), batch.text_words)
+        h = self.weighting(self.norm(batch.need("text"), mask))
         h = self.convs(h.transpose(1, 2)).transpose(1, 2)
         v = masked_max(h, mask)
         return Output(logits=self.head(self.dropout(v)), embedding=v)
 
     def losses(self, out: Output, batch: Batch) -> dict[str, torch.Tensor]:
-        loss = masked_cross_entropy(out.logits, batch.category)
+        loss = masked_cross_entropy(out.need("logits"), batch.category)
         return {"loss": loss}
 
 

@@ -16,7 +16,7 @@ with oracle and with each ASR engine's transcripts, and the engine's WER).
 
 from __future__ import annotations
 
-from sermo.systems.api import Deviation, FeatureUse, SystemDef, register
+from sermo.systems.definition import Deviation, FeatureUse, SystemDef, register
 from sermo.systems.common import FINETUNED_AUDIO_CAP, FINETUNED_MASKING
 from sermo.systems.distilled.config import DistilledConfig
 from sermo.systems.distilled.model import build_model

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from sermo.evaluation.metrics import DIMENSIONS
@@ -17,14 +19,14 @@ def layer_importance(ctx: FoldContext, rows: Rows) -> dict:
     if names is None:
         names = [n for n in cfg.speech_encoders] + ([ctx.cfg.data.text_encoder] if cfg.text else [])
     train_cfg = ctx.with_train(epochs=cfg.importance_epochs or ctx.cfg.train.epochs)
-    out = {}
+    out: dict[str, dict] = {}
     for name in names:
         is_text = name == ctx.cfg.data.text_encoder
         src = ctx.features(name)
         if src.num_layers < 2:
             out[label(name)] = {"skipped": f"{label(name)} has one hidden state: nothing to weigh"}
             continue
-        weights = {}
+        weights: dict[str, list[float]] = {}
         for j, dim in enumerate(DIMENSIONS):
             stage = f"importance-{slug(label(name))}-{dim}"
             kw = {"text": {"src": src}} if is_text else {"audio_src": src}
@@ -35,6 +37,7 @@ def layer_importance(ctx: FoldContext, rows: Rows) -> dict:
 
             model = ctx.fit(model, stage, data("train"), data("valid"), train_cfg)
             stream = model.text if is_text else model.audio
+            assert stream is not None
             weights[dim] = stream.layers.weights().detach().cpu().tolist()
         out[label(name)] = {"modality": "text" if is_text else "audio", "weights": weights}
     return out
@@ -57,9 +60,9 @@ def transcript_robustness(ctx: FoldContext, rows: Rows) -> dict:
     keep = {u for v in splits.values() for u in v}
     manifest = ctx.manifest
     sub = type(manifest)(manifest.df[manifest.df["id"].isin(keep)].reset_index(drop=True))
-    results = {"encoder": label(name), "utterances": {k: len(v) for k, v in splits.items()}, "rows": []}
+    results: dict[str, Any] = {"encoder": label(name), "utterances": {k: len(v) for k, v in splits.items()}, "rows": []}
     for engine in ["oracle"] + list(cfg.transcript_engines):
-        entry = {"transcripts": engine}
+        entry: dict[str, Any] = {"transcripts": engine}
         if engine == "oracle":
             asr_manifest = sub
             entry["wer"] = 0.0

@@ -7,6 +7,7 @@ from torch import nn
 
 from sermo.data.batch import Batch
 from sermo.data.spec import ModelSpec
+from sermo.encoders.trainable import TrainableEncoder
 from sermo.nn.inputs import hidden_states
 from sermo.nn.layers import LayerWeighting, Standardize
 from sermo.nn.losses import ccc_loss, masked_cross_entropy
@@ -21,7 +22,7 @@ class Stream(nn.Module):
     standardised, weighted over layers (softmax), mean and max over the sequence (padding never
     enters either)."""
 
-    def __init__(self, num_layers: int, dim: int, *, encoder: nn.Module | None = None,
+    def __init__(self, num_layers: int, dim: int, *, encoder: TrainableEncoder | None = None,
                  select: list[int] | None = None, top: int | None = None, pooling: str = "sum"):
         super().__init__()
         self.encoder = encoder
@@ -54,22 +55,22 @@ class DistilledModel(nn.Module):
     """
 
     def __init__(self, *, audio: tuple[int, int] | None, text: tuple[int, int] | None, cfg: DistilledConfig,
-                 speech: nn.Module | None = None, text_model: nn.Module | None = None,
+                 speech: TrainableEncoder | None = None, text_model: TrainableEncoder | None = None,
                  text_top: int | None = None, targets: tuple[int, ...] = (0, 1, 2), speech_top: int | None = None,
-                 audio_stream: Stream | None = None, task: str = "dims", num_classes: int = 0):
+                 audio_stream: Stream | None = None, task: str = "dims", num_classes: int = 0, lr_scale: float = 1.0):
         super().__init__()
         if task not in ("dims", "category") or (task == "category" and num_classes < 2):
             raise ValueError(f"a distilled model predicts dims or category (of 2 classes or more), not {task!r}")
         self.task = task
         self.audio = audio_stream  # an already trained speech stream (the FT=>FRZ comparison)
         if audio_stream is None and (audio is not None or speech is not None):
-            dim = int(speech.config.hidden_size) if speech is not None else audio[1]
+            dim = int(speech.config.hidden_size) if speech is not None else (audio or (0, 0))[1]
             select = cfg.speech_layers if speech is not None else None
             self.audio = Stream(audio[0] if audio else 0, dim, encoder=speech, select=select, top=speech_top,
                                 pooling=cfg.pooling)
         self.text = None
         if text is not None or text_model is not None:
-            dim = text_model.dim if text_model is not None else text[1]
+            dim = int(text_model.config.hidden_size) if text_model is not None else (text or (0, 0))[1]
             select = [-1] if text_model is not None else None
             self.text = Stream(text[0] if text else 0, dim, encoder=text_model, select=select, top=text_top,
                                pooling=cfg.pooling)
@@ -77,7 +78,7 @@ class DistilledModel(nn.Module):
         self.ffn = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(width, cfg.hidden), nn.Tanh(),
                                  nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, len(targets) if task == "dims" else num_classes))
         self.targets = list(targets)
-        self.lr_scale = 1.0
+        self.lr_scale = lr_scale  # fine-tuned encoders' share of the learning rate
 
     def forward(self, batch: Batch) -> Output:
         parts = []
@@ -92,8 +93,8 @@ class DistilledModel(nn.Module):
 
     def losses(self, out: Output, batch: Batch) -> dict[str, torch.Tensor]:
         if self.task == "category":
-            return {"loss": masked_cross_entropy(out.logits, batch.category)}
-        loss = ccc_loss(out.dims, batch.dims[:, self.targets])
+            return {"loss": masked_cross_entropy(out.need("logits"), batch.category)}
+        loss = ccc_loss(out.need("dims"), batch.dims[:, self.targets])
         return {"loss": loss}
 
     def param_groups(self):

@@ -7,22 +7,19 @@ from pathlib import Path
 import numpy as np
 
 from sermo.evaluation.metrics import DIMENSIONS
-from sermo.evaluation.report import fold_analyses
+from sermo.evaluation.runfolder import RunFolder, RunResults
 
 
-def _fold_analyses(out: Path, name: str) -> list:
-    return [data for _, data in fold_analyses(out, name)]
-
-
-def finish(out: Path, results: dict) -> str:
+def finish(out: Path, results: RunResults) -> str:
     """Figures 2 and 3 and Table 2 from the run folder."""
     from sermo.evaluation.report import markdown_table
 
-    sections = []
-    importance = _fold_analyses(out, "layer_importance.json")
+    sections: list[str] = []
+    folder = RunFolder(out)
+    importance = [data for _, data in folder.analyses("layer_importance.json")]
     if importance:
         path = plot_layer_importance(importance, out / "plots" / "layer_importance.png")
-        lines = []
+        lines: list = []
         for name, entry in importance[0].items():
             if "skipped" in entry:
                 lines.append(f"- `{name}`: {entry['skipped']}")
@@ -41,7 +38,7 @@ def finish(out: Path, results: dict) -> str:
                                  "relative gain": f"{g['gain']:+.1%}"} for g in gains])
         sections.append("## Fine-tune vs freeze (Figure 3)\n\nRelative valence CCC gain of audio+text over "
                         f"audio only.\n\n{table}\n" + (f"\n![gains]({path.relative_to(out)})\n" if path else ""))
-    robust = _fold_analyses(out, "transcripts.json")
+    robust = [data for _, data in folder.analyses("transcripts.json")]
     if robust:
         lines = []
         for entry in robust[0]["rows"]:
@@ -61,7 +58,7 @@ def finish(out: Path, results: dict) -> str:
     return "\n".join(sections)
 
 
-def ft_frz_gains(results: dict) -> list[dict]:
+def ft_frz_gains(results: RunResults) -> list[dict]:
     """Relative valence CCC gain of ``+text`` (mode ft) and ``+text@ft_frz`` over the audio row."""
     rows = {r["name"]: r for r in results["rows"] if not r.get("skipped")}
     gains = []

@@ -36,7 +36,7 @@ class Rows:
         """How many top layers of a fine-tuned speech encoder run on the stored state below them
         (``speech_from_store``, where the encoder can: Whisper); ``None``: samples through all of it."""
         k, layers = self.cfg.finetune_layers, self.cfg.speech_layers
-        if (speech is None or not self.cfg.speech_from_store or k is None or not hasattr(speech, "forward_top")
+        if (speech is None or not self.cfg.speech_from_store or k is None or not speech.runs_top
                 or not 0 < k < speech.num_hidden_states - 1 or layers is None or not all(-k - 1 <= i < 0 for i in layers)):
             return None
         return k
@@ -93,8 +93,7 @@ class Rows:
                                text=(src.num_layers, src.dim) if src is not None else None,
                                cfg=self.cfg, speech=speech, text_model=text_model, text_top=text.get("top"),
                                targets=targets, speech_top=self.speech_top(speech), audio_stream=audio_stream,
-                               task=self.task, num_classes=ctx.num_classes)
-        model.lr_scale = ctx.cfg.train.encoder_lr_scale
+                               task=self.task, num_classes=ctx.num_classes, lr_scale=ctx.cfg.train.encoder_lr_scale)
         if audio_stream is None and model.audio is not None and speech is None:
             model.audio.norm.set(*ctx.feature_stats(audio_src))
         if model.text is not None and text_model is None:

@@ -62,18 +62,20 @@ def _encoder_rows(ctx, rows: Rows, name: str) -> list:
     out.append(ctx.row(row_name, ("audio",), audio_model, ctx.predict(audio_model, audio_data), **encoders()))
     if not cfg.text:
         return out
+    text_plans: list[tuple[str, str]]
     if cfg.mode == "ft_frz":
-        plans = [("ft_frz", row_name + "+text")]
+        text_plans = [("ft_frz", row_name + "+text")]
     else:
-        plans = [(cfg.mode, row_name + "+text")]
+        text_plans = [(cfg.mode, row_name + "+text")]
         if cfg.mode == "ft" and cfg.compare_ft_frz:
-            plans.append(("ft_frz", row_name + "+text@ft_frz"))
-    for mode, row in plans:
+            text_plans.append(("ft_frz", row_name + "+text@ft_frz"))
+    for mode, row in text_plans:
         text = rows.text_plan(trainable=mode == "ft")
         if mode == "ft_frz":
             # the audio-only model's stream, fine-tuned above, frozen beside the frozen text encoder
             model = rows.build(row, audio_src=src, text=text, audio_stream=freeze(copy.deepcopy(audio_model.audio)))
-            freeze(model.text)
+            if model.text is not None:
+                freeze(model.text)
         else:
             model = rows.build(row, audio_src=src, text=text, speech=rows.speech(name))
 

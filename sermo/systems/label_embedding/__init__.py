@@ -22,7 +22,7 @@ way the utterance's own tokens are pooled apart from the context's.
 """
 from __future__ import annotations
 
-from sermo.systems.api import Deviation, FeatureUse, SystemDef, recipe_features, register
+from sermo.systems.definition import Deviation, FeatureUse, SystemDef, recipe_features, register
 from sermo.systems.common import FINETUNED_AUDIO_CAP, FINETUNED_MASKING
 from sermo.systems.label_embedding.config import ROWS, LabelEmbeddingConfig
 from sermo.systems.label_embedding.model import build_model

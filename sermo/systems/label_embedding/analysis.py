@@ -20,7 +20,7 @@ def k_grid(ctx, train, audio, models: dict | None = None) -> list[dict]:
     cfg: LabelEmbeddingConfig = ctx.cfg.model
     out = []
     for k in cfg.k_grid:
-        if k == cfg.speech_k and cfg.speech_init == "codebook" and "speech_le" in (models or {}):
+        if k == cfg.speech_k and cfg.speech_init == "codebook" and models and "speech_le" in models:
             out.append({"k": k, **test_scores(ctx, *models["speech_le"])})
             continue
         trained, _ = train(f"kgrid_speech_le_k{k}", speech_src=audio, s_init="codebook", s_k=k)
@@ -50,7 +50,7 @@ def compare_inits(ctx, train, models: dict, context, audio) -> list[dict]:
 def attention_example(ctx, model: LEMER, data, context_manifest=None) -> dict:
     """Figure 4 data: for one test utterance (the first with dialog context), the class-averaged
     ``G_t`` per token (with the token strings) and ``G_s`` per frame."""
-    from sermo.encoders import get_encoder
+    from sermo.encoders.registry import text_tokenizer
 
     ds = data(ctx.tests[0])
     own = ctx.transcripts()
@@ -59,7 +59,7 @@ def attention_example(ctx, model: LEMER, data, context_manifest=None) -> dict:
     batch, out = next(ctx.forward(model, ds.select([uid]), batch_size=1))
     g_t = out.extras["g_t"][0][out.extras["t_mask"][0]].mean(-1).tolist()
     g_s = out.extras["g_s"][0][out.extras["s_mask"][0]].mean(-1).tolist()
-    tok = get_encoder(ctx.cfg.data.text_encoder).tokenizer
+    tok = text_tokenizer(ctx.cfg.data.text_encoder)
 
     def pieces(text):
         if not text:
@@ -69,7 +69,8 @@ def attention_example(ctx, model: LEMER, data, context_manifest=None) -> dict:
     tokens = pieces(previous.get(uid)) + pieces(own.get(uid))
     return {"id": uid, "transcript": own.get(uid), "context": previous.get(uid),
             "tokens": tokens if len(tokens) == len(g_t) else None, "own_tokens": len(pieces(own.get(uid))),
-            "g_t": g_t, "g_s": g_s, "frame_seconds": frame_seconds(model.speech.subsample, ctx.audio)}
+            "g_t": g_t, "g_s": g_s,
+            "frame_seconds": frame_seconds(model.speech.subsample if model.speech is not None else 1, ctx.audio)}
 
 
 def frame_seconds(subsample: int, src) -> float:

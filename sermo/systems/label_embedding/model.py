@@ -4,12 +4,14 @@ cross-attention and its constraint, and the loss."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 
 from sermo.data.batch import Batch
 from sermo.data.spec import ModelSpec
+from sermo.encoders.trainable import TrainableEncoder
 from sermo.nn.inputs import hidden_states
 from sermo.nn.layers import Standardize, average_frames, frames_left
 from sermo.nn.losses import masked_cross_entropy
@@ -25,7 +27,7 @@ class Modality(nn.Module):
     in the input space, projected the same way."""
 
     def __init__(self, dim_in: int, dim: int | None, *, num_classes: int, subsample: int = 1, dropout: float = 0.1,
-                 labels: torch.Tensor | None = None, encoder: nn.Module | None = None):
+                 labels: torch.Tensor | None = None, encoder: TrainableEncoder | None = None):
         super().__init__()
         self.encoder = encoder
         self.norm = Standardize(1, dim_in)
@@ -123,9 +125,9 @@ class LEMER(nn.Module):
 
     def __init__(self, *, text: tuple[int, int] | None, speech: tuple[int, int] | None, num_classes: int,
                  cfg: LabelEmbeddingConfig, fusion: str | None = None, text_labels=None, speech_labels=None,
-                 text_model: nn.Module | None = None, speech_model: nn.Module | None = None):
+                 text_model: TrainableEncoder | None = None, speech_model: TrainableEncoder | None = None):
         super().__init__()
-        mk = dict(num_classes=num_classes, dropout=cfg.dropout)
+        mk: dict[str, Any] = dict(num_classes=num_classes, dropout=cfg.dropout)
         dim = cfg.dim if cfg.projection == "mlp" else None
         self.text = Modality(text[1], dim, labels=text_labels, encoder=text_model, **mk) if text else None
         self.speech = Modality(speech[1], dim, subsample=cfg.speech_subsample, labels=speech_labels,
@@ -133,14 +135,16 @@ class LEMER(nn.Module):
         self.lr_scales = {"text": cfg.text_lr_scale, "audio": cfg.speech_lr_scale}
         self.fusion = fusion
         if fusion is not None:  # W of Eq. 7, between the two widths (the identity where they agree)
+            assert self.text is not None and self.speech is not None, "a fusion reads both modalities"
             dt, ds = self.text.width, self.speech.width
             self.w = nn.Parameter(torch.eye(dt, ds) + 0.01 * torch.randn(dt, ds))
         # pool "split": frozen token features cannot tell the utterance from its context (a
         # fine-tuned BERT learns to), so the utterance's own tokens and its context are
         # max-pooled apart; "sequence": H_m over the whole sequence (the paper)
         self.split = cfg.pool == "split" and text is not None
-        width = (self.text.width if text else 0) + (self.speech.width if speech and (fusion or not text) else 0)
-        self.head = nn.Linear(width + (self.text.width if self.split else 0), num_classes)
+        wt = self.text.width if self.text is not None else 0
+        width = wt + (self.speech.width if self.speech is not None and (fusion or not text) else 0)
+        self.head = nn.Linear(width + (wt if self.split else 0), num_classes)
         self.mu = list(cfg.mu)
         self.temperature = cfg.attention_temperature
 
@@ -159,18 +163,26 @@ class LEMER(nn.Module):
         if ht is not None and not self.split:
             own = t_mask  # the whole sequence
         if self.fusion is None:
-            v = masked_max(ht, own) if ht is not None else masked_max(hs, s_mask)
+            if ht is not None:
+                v = masked_max(ht, own)
+            else:
+                assert hs is not None
+                v = masked_max(hs, s_mask)
         else:
+            assert ht is not None and hs is not None, "a fusion reads both modalities"
             a_r = cross_attention(ht, hs, self.w, t_mask, s_mask) if self.fusion != "al" else None
             a_l = label_guided_attention(extras["g_t"], extras["g_s"], t_mask, s_mask,
                                          temperature=self.temperature) if "g_t" in extras and "g_s" in extras else None
             if self.fusion in ("sum", "al") and a_l is None:
                 raise ValueError(f"fusion {self.fusion!r} needs label embeddings for both modalities")
-            attn = a_l if self.fusion == "al" else (a_r + a_l if self.fusion == "sum" else a_r)
+            attn = a_l if self.fusion == "al" else (a_r + a_l if self.fusion == "sum" and a_r is not None
+                                                    and a_l is not None else a_r)
+            assert attn is not None
             aligned = attn @ hs  # (B, Tt, d): H_s'
             v = masked_max(torch.cat([ht, aligned], dim=-1), own)
             extras.update(a_r=a_r, a_l=a_l, t_mask=t_mask, s_mask=s_mask)
         if self.split:
+            assert ht is not None
             v = torch.cat([v, masked_max(ht, t_mask & ~own)], dim=-1)
         if "g_t" in extras:  # mean over the sequence: class scores
             extras["p_g_t"] = masked_mean(extras["g_t"], t_mask)
@@ -185,7 +197,7 @@ class LEMER(nn.Module):
 
     def losses(self, out: Output, batch: Batch) -> dict[str, torch.Tensor]:
         mu1, mu2, mu3, mu4 = self.mu
-        parts = {"m": masked_cross_entropy(out.logits, batch.category)}
+        parts = {"m": masked_cross_entropy(out.need("logits"), batch.category)}
         total = mu1 * parts["m"]
         ex = out.extras
         if self.fusion == "constraint" and ex.get("a_l") is not None:
@@ -209,14 +221,15 @@ def build_model(row: str, cfg: LabelEmbeddingConfig, spec: ModelSpec) -> LEMER:
     speech_model = load_trainable(spec.speech_model) if uses_speech and spec.speech_model else None
     text_model = load_trainable(spec.text_model) if uses_text and spec.text_model else None
     # a fine-tuned encoder's width is its own; stored features' the spec's
-    text = (1, text_model.dim) if text_model is not None else (spec.text if uses_text else None)
+    text = (1, int(text_model.config.hidden_size)) if text_model is not None else (spec.text if uses_text else None)
     speech = (1, int(speech_model.config.hidden_size)) if speech_model is not None else \
         (spec.audio if uses_speech else None)
     le_t = base.endswith("_le") and base.startswith("text") or base in FUSION
     le_s = base.endswith("_le") and base.startswith("speech") or base in FUSION
     c = spec.num_classes
     dims = spec.options.get("label_dims") or {}  # label embeddings of their own width (quantizer codevectors)
-    return LEMER(text=tuple(text) if text else None, speech=tuple(speech) if speech else None, num_classes=c,
+    return LEMER(text=(int(text[0]), int(text[1])) if text else None,
+                 speech=(int(speech[0]), int(speech[1])) if speech else None, num_classes=c,
                  cfg=cfg, fusion=FUSION.get(base), speech_model=speech_model, text_model=text_model,
                  text_labels=torch.zeros(c, dims.get("text", text[1] if text else 0)) if le_t and text else None,
                  speech_labels=torch.zeros(c, dims.get("audio", speech[1] if speech else 0)) if le_s and speech else None)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sermo.evaluation.report import fold_analyses
+from sermo.evaluation.runfolder import RunFolder, RunResults
 
 
-def finish(out: Path, results: dict) -> str:
+def finish(out: Path, results: RunResults) -> str:
     """The K grid (Figure 3), the attention example (Figure 4) and what the label embeddings hold."""
     import matplotlib.pyplot as plt
 
@@ -17,7 +17,7 @@ def finish(out: Path, results: dict) -> str:
     from sermo.evaluation.report import markdown_table
 
     sections = []
-    grids = [g for _, g in fold_analyses(out, "k_grid.json")]
+    grids = [g for _, g in RunFolder(out).analyses("k_grid.json")]
     if grids:
         ks = [g["k"] for g in grids[0]]
         ua = [float(np.mean([g[i]["ua"] for g in grids])) for i in range(len(ks))]
@@ -34,7 +34,7 @@ def finish(out: Path, results: dict) -> str:
                         "set of the first fold(s).\n\n" + markdown_table([{"K": k, "UA": u, "WA": w} for k, u, w in
                                                                           zip(ks, ua, wa)])
                         + f"\n![K grid]({path.relative_to(out)})\n")
-    inits = [i for _, i in fold_analyses(out, "inits.json")]
+    inits = [i for _, i in RunFolder(out).analyses("inits.json")]
     if inits:
         names = {"tfidf": "TF-IDF keywords (A5)", "label_words": "label word (A4)", "random": "random (A3/B3)",
                  "codebook": "speech units (B5)", "text": "text embedding of the label (B4)"}
@@ -48,7 +48,7 @@ def finish(out: Path, results: dict) -> str:
                           "note": "" if scored else entry.get("skipped", "")})
         sections.append("## Label embedding initialisations (Table 1, A3-A5 and B3-B5)\n\nOn the test set of the "
                         "first fold(s).\n\n" + markdown_table(table))
-    att = fold_analyses(out, "attention.json")
+    att = RunFolder(out).analyses("attention.json")
     if att:
         ex = att[0][1]
         fig, axes = plt.subplots(2, 1, figsize=(max(7.0, 0.18 * len(ex["g_t"])), 5.5))

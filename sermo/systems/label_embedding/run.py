@@ -29,14 +29,14 @@ class FoldInputs:
     def context_source(self) -> ContextSource:
         """Token features of the previous turns followed by the utterance's own."""
         if self._context is None:
-            from sermo.encoders import get_encoder
+            from sermo.encoders.registry import text_tokenizer
 
             d = self.ctx.cfg.data
             # counted in the encoder's tokens, four kept for the special tokens of the two parts,
             # so that the batch's max_tokens never cuts the utterance itself
             manifest = context_manifest(self.ctx.manifest, self.cfg.context,
                                         min(self.cfg.context_tokens, d.max_tokens) - 4,
-                                        get_encoder(d.text_encoder).tokenizer)
+                                        text_tokenizer(d.text_encoder))
             previous = self.ctx.features(d.text_encoder, d.text_layers, manifest=manifest)
             self.previous = manifest
             self._context = ContextSource(self.ctx.text, previous)

@@ -13,12 +13,15 @@ Stages per fold: ``multimodal`` (teacher), then ``ts`` and ``cts`` (students), b
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from sermo.data.spec import ModelSpec
 from sermo.evaluation.metrics import DIMENSIONS
-from sermo.systems.api import Deviation, FeatureUse, SystemDef, recipe_features, register
+from sermo.evaluation.runfolder import RunResults
 from sermo.systems.common import FINETUNED_AUDIO_CAP, FINETUNED_MASKING
+from sermo.systems.definition import Deviation, FeatureUse, SystemDef, recipe_features, register
 from sermo.systems.teacher_student.model import (ROWS, Branch, TeacherStudentConfig, TSModel, residual_mask,
                                                  student_l2)
 from sermo.systems.teacher_student.run import run_fold
@@ -27,7 +30,7 @@ __all__ = ["ROWS", "Branch", "TeacherStudentConfig", "TSModel", "residual_mask",
            "build_model", "finish", "comparisons"]
 
 
-def finish(out, results: dict) -> str:
+def finish(out: Path, results: RunResults) -> str:
     """The share of training utterances the conditional student left out of the L2 term, and
     the teacher's CCC and Pearson on the training set (paper Table 1), averaged over folds."""
     row = next((r for r in results["rows"] if r["name"] == "cts"), None)

@@ -10,6 +10,7 @@ from torch import nn
 
 from sermo.config import setting
 from sermo.data.batch import Batch, lengths_mask
+from sermo.encoders.trainable import TrainableEncoder
 from sermo.nn.inputs import hidden_states
 from sermo.nn.layers import GRUEncoder, LayerWeighting, Standardize, average_frames, frames_left
 from sermo.nn.losses import ccc_loss, masked_cross_entropy
@@ -94,9 +95,10 @@ class TSModel(nn.Module):
     """
 
     def __init__(self, *, audio: tuple[int, int] | None, text: tuple[int, int] | None, cfg: TeacherStudentConfig,
-                 speech: nn.Module | None = None, lam: float = 0.0, speech_layers: list[int] | None = None,
-                 speech_top: int | None = None, task: str = "dims", num_classes: int = 0):
+                 speech: TrainableEncoder | None = None, lam: float = 0.0, speech_layers: list[int] | None = None,
+                 speech_top: int | None = None, task: str = "dims", num_classes: int = 0, lr_scale: float = 0.25):
         super().__init__()
+        self.lr_scale = lr_scale  # a fine-tuned speech encoder's share of the learning rate
         if cfg.emo_reduction not in ("sum", "mean"):
             raise ValueError(f"model.emo_reduction {cfg.emo_reduction!r}; known: sum, mean")
         if task not in ("dims", "category") or (task == "category" and num_classes < 2):
@@ -116,7 +118,7 @@ class TSModel(nn.Module):
 
     def _audio_input(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         if self.speech is None:
-            return batch.audio, batch.audio_mask
+            return batch.need("audio"), batch.need("audio_mask")
         if self.speech_top is not None:  # the top layers on the stored state below them
             hidden, mask = hidden_states(batch, "audio", self.speech, top=self.speech_top)
         else:
@@ -138,16 +140,16 @@ class TSModel(nn.Module):
         return Output(dims=self.predict(emb), embedding=emb)
 
     def losses(self, out: Output, batch: Batch) -> dict[str, torch.Tensor]:
-        emo = ccc_loss(out.dims, batch.dims, reduction=self.reduction) if self.task == "dims" else \
-            masked_cross_entropy(out.logits, batch.category)
+        emo = ccc_loss(out.need("dims"), batch.dims, reduction=self.reduction) if self.task == "dims" else \
+            masked_cross_entropy(out.need("logits"), batch.category)
         if "teacher_emb" not in batch.extras:
             return {"loss": emo, "emo": emo}
-        stu = student_l2(out.embedding, batch.extras["teacher_emb"], batch.extras["ts_keep"])
+        stu = student_l2(out.need("embedding"), batch.extras["teacher_emb"], batch.extras["ts_keep"])
         return {"loss": emo + self.lam * stu, "emo": emo, "stu": stu}
 
     def param_groups(self):
         """A fine-tuned speech encoder learns at ``lr_scale`` of the head's rate (paper: 1/4)."""
-        return lr_groups(self, [(self.speech, getattr(self, "lr_scale", 0.25))])
+        return lr_groups(self, [(self.speech, self.lr_scale)])
 
 
 def student_l2(student: torch.Tensor, teacher: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -173,7 +175,7 @@ def residual_mask(pred: np.ndarray, labels: np.ndarray, sigmas: float = 2.0) -> 
     """
     n = pred.shape[0]
     keep = np.ones(n, dtype=bool)
-    info = {"w": [], "b": [], "std": [], "dropped_by_dim": []}
+    info: dict[str, list] = {"w": [], "b": [], "std": [], "dropped_by_dim": []}
     for j in range(pred.shape[1]):
         ok = np.isfinite(labels[:, j])
         r = np.zeros(n)

@@ -64,7 +64,7 @@ def run_fold(ctx) -> list:
         reads waveforms through the whole encoder)."""
         k = cfg.finetune_layers
         reachable = layers is not None and all(-k - 1 <= i < 0 for i in layers)
-        if cfg.finetune_from_store and hasattr(sp, "forward_top") and 0 < k < sp.num_hidden_states - 1 and reachable:
+        if cfg.finetune_from_store and sp.runs_top and 0 < k < sp.num_hidden_states - 1 and reachable:
             return k
         return None
 
@@ -77,11 +77,10 @@ def run_fold(ctx) -> list:
         t = ctx.text if text else None
         model = TSModel(audio=(audio_src.num_layers, audio_src.dim) if audio_src is not None else None,
                         text=(t.num_layers, t.dim) if t else None, cfg=cfg, speech=sp, lam=lam, speech_layers=layers,
-                        speech_top=top, task=task, num_classes=ctx.num_classes)
-        model.lr_scale = ctx.cfg.train.encoder_lr_scale
-        if audio_src is not None and sp is None:
+                        speech_top=top, task=task, num_classes=ctx.num_classes, lr_scale=ctx.cfg.train.encoder_lr_scale)
+        if audio_src is not None and sp is None and model.audio is not None:
             model.audio.norm.set(*ctx.feature_stats(audio_src))
-        if text:
+        if text and model.text is not None and ctx.text is not None:
             model.text.norm.set(*ctx.feature_stats(ctx.text))
         if sp is None:
             return model, audio_src
@@ -139,7 +138,8 @@ def run_fold(ctx) -> list:
         students = []
     if students:
         teacher = trained["multimodal"]
-        emb, pred = {}, {}
+        emb: dict[str, np.ndarray] = {}
+        pred: dict[str, np.ndarray] = {}
         for split in ("train", "valid"):  # utterances without a transcript have no teacher embedding
             ids, e, p = _embed(ctx, teacher, data(split, audio_src=teacher_src, text=True))
             emb.update(zip(ids, e))

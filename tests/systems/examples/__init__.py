@@ -1,0 +1,1 @@
+"""Each system's contract examples, one module per system (``tests/systems/contract.py``)."""
