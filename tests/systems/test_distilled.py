@@ -142,7 +142,8 @@ def test_each_mode_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path, mode):
     spec = config["spec"]
     # (both are local checkpoint folders: their architectures travel in the bundle, their weights are its own)
     assert spec["speech_model"] == "./encoders/speech" and spec["inputs"]["wave"] and spec["inputs"]["audio"] is None
-    assert spec["text_model"] == "./encoders/text" and spec["options"] == {"text_top": 1, "task": "dims"}
+    assert spec["text_model"] == "./encoders/text"
+    assert spec["options"] == {"text_top": 1, "task": "dims", "architecture": "audio+text"}
     bundle = out / "bundles" / (speech + "+text")
     assert json.loads((bundle / "encoders" / "speech" / "config.json").read_text()) == \
         json.loads((__import__("pathlib").Path(folder) / "config.json").read_text())

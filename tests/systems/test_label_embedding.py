@@ -397,3 +397,19 @@ def test_a_copied_bundle_of_a_row_on_the_continued_speech_encoder_predicts(tmp_p
     torch.testing.assert_close(rebuilt.eval()(b).logits, expected)
     prediction = Predictor.from_pretrained(copy).predict(str(write_tone(tmp_path / "tone.wav", seconds=1.0)))
     assert set(prediction.categories) == set(get_label_space("iemocap-4").classes) and prediction.category
+
+
+def test_every_row_is_an_architecture_of_the_table_and_no_name_is_parsed():
+    """What a row's model is comes from one table, not from its name: every row that trains a model
+    is there, score_fusion (a combination) is not, and a made-up name is refused by name."""
+    import pytest
+
+    from sermo.systems.label_embedding.config import ARCHITECTURES, FUSION, ROWS
+    from sermo.systems.label_embedding.model import build_model
+    from tests.systems.contract import feats, spec
+
+    assert set(ARCHITECTURES) == set(ROWS) - {"score_fusion"}
+    assert all(ARCHITECTURES[r].fusion == FUSION[r] and ARCHITECTURES[r].context for r in FUSION)
+    assert not ARCHITECTURES["speech"].second_stage and ARCHITECTURES["speech_2nd"].second_stage
+    with pytest.raises(ValueError, match="no model for row 'speech_le_k64'"):
+        build_model("speech_le_k64", CFG, spec(audio=feats(1, 6)))

@@ -35,7 +35,8 @@ from sermo.systems.cross_representation.text import TextCNN
 
 
 def build_model(row: str, cfg: CrossRepresentationConfig, spec: ModelSpec) -> nn.Module:
-    """A row's model for a bundle."""
+    """A row's model for a bundle: a speech row's bottleneck model, or ``text`` (the architecture
+    every text row records, ``text@<encoder>`` too)."""
     if row in SPEECH_ROWS:
         if spec.audio is None:
             raise ValueError(f"cross_representation row {row!r} reads audio features; its spec has none")
@@ -43,7 +44,7 @@ def build_model(row: str, cfg: CrossRepresentationConfig, spec: ModelSpec) -> nn
         sub = int(spec.options.get("speech_subsample", cfg.speech_subsample))  # the mel row's own clock
         return CrossRepresentation(spec.audio, spec.num_classes, dataclasses.replace(cfg, speech_subsample=sub),
                                    d=d, f=f)
-    if (row == "text" or row.startswith("text@")) and spec.text is not None:
+    if row == "text" and spec.text is not None:
         return TextCNN(spec.text, spec.num_classes, cfg)
     raise ValueError(f"cross_representation has no model for row {row!r}")
 

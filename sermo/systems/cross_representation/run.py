@@ -167,8 +167,9 @@ def run_fold(ctx: FoldContext) -> list[RowResult]:
         text_model = ctx.fit(text_model, re.sub(r"[^A-Za-z0-9_.-]", "_", row), train, tdata("valid"), train_cfg)
         preds = ctx.predict(text_model, tdata)
         models[row] = (text_model, tdata, preds)
-        results.append(ctx.row(row, ("text",), text_model, preds, info={"encoder": encoder or ctx.cfg.data.text_encoder,
-                                                                  **schedule}))
+        # every text row (text@<encoder> too) is the text CNN: its bundle says so
+        results.append(ctx.row(row, ("text",), text_model, preds, options={"architecture": "text"},
+                               info={"encoder": encoder or ctx.cfg.data.text_encoder, **schedule}))
     if "fusion" in cfg.rows:
         results.append(score_fusion(ctx, models, cfg))
     if ctx.is_analysis_fold(cfg.probe_folds) and inputs is not None:

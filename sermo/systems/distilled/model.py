@@ -109,13 +109,16 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
-def build_model(row: str, cfg: DistilledConfig, spec: ModelSpec) -> DistilledModel:
-    """A row's model for a bundle: fine-tuned encoders (``spec.speech_model``/``text_model``) are
-    rebuilt from their architecture before the weights are loaded; option ``text_top``: the text
-    model runs its top layers on the stored state below them."""
+def build_model(architecture: str, cfg: DistilledConfig, spec: ModelSpec) -> DistilledModel:
+    """A row's model for a bundle, ``audio`` or ``audio+text`` (the architecture its bundle records):
+    fine-tuned encoders (``spec.speech_model``/``text_model``) are rebuilt from their checkpoint
+    before the weights are loaded; option ``text_top``: the text model runs its top layers on the
+    stored state below them."""
     from sermo.encoders.registry import load_trainable
 
-    with_text = "+text" in row
+    if architecture not in ("audio", "audio+text"):
+        raise ValueError(f"distilled has no model {architecture!r}; known: audio, audio+text")
+    with_text = architecture == "audio+text"
     speech = load_trainable(spec.speech_model) if spec.speech_model else None
     text_model = load_trainable(spec.text_model) if spec.text_model and with_text else None
     return DistilledModel(audio=spec.audio, text=spec.text if with_text else None, cfg=cfg, speech=speech,

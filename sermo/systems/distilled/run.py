@@ -50,11 +50,13 @@ def _encoder_rows(ctx, rows: Rows, name: str) -> list:
     def audio_data(split):
         return rows.data(split, audio_src=src)
 
-    def encoders(text=None) -> dict:
-        """What a row's bundle needs to rebuild its fine-tuned encoders."""
+    def encoders(text=None, architecture: str = "audio") -> dict:
+        """What a row's bundle needs to rebuild its model (``audio`` or ``audio+text``) and its
+        fine-tuned encoders."""
         options = {k: v for k, v in (("speech_top", rows.speech_top(speech)), ("text_top", (text or {}).get("top")))
                    if v is not None}
-        return {"speech_model": name if tuned else None, "options": {**options, "task": rows.task},
+        return {"speech_model": name if tuned else None,
+                "options": {**options, "task": rows.task, "architecture": architecture},
                 "text_model": ctx.cfg.data.text_encoder if (text or {}).get("model") is not None else None}
 
     audio_model = ctx.fit(rows.build(row_name, audio_src=src, speech=speech), slug(row_name), audio_data("train"),
@@ -84,5 +86,5 @@ def _encoder_rows(ctx, rows: Rows, name: str) -> list:
 
         model = ctx.fit(model, slug(row), data("train"), data("valid"))
         out.append(ctx.row(row, ("audio", "text"), model, ctx.predict(model, data), info={"mode": mode},
-                           **encoders(text)))
+                           **encoders(text, "audio+text")))
     return out

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from sermo.systems.definition import Deviation, FeatureUse, SystemDef, recipe_features, register
 from sermo.systems.common import FINETUNED_AUDIO_CAP, FINETUNED_MASKING
-from sermo.systems.label_embedding.config import ROWS, LabelEmbeddingConfig
+from sermo.systems.label_embedding.config import ARCHITECTURES, ROWS, LabelEmbeddingConfig
 from sermo.systems.label_embedding.model import build_model
 from sermo.systems.label_embedding.report import finish
 from sermo.systems.label_embedding.run import run_fold
@@ -45,8 +45,8 @@ def features(cfg) -> list[FeatureUse]:
     even when the encoders are fine-tuned; frozen rows read them every epoch) and the text
     features of each utterance's dialog context."""
     m = cfg.model
-    speech_rows = [r for r in m.rows if r.startswith("speech") or r in ("le_mer",) or r.startswith("fusion_")]
-    text_rows = [r for r in m.rows if r.startswith("text") or r == "le_mer" or r.startswith("fusion_")]
+    speech_rows = [r for r in m.rows if r in ARCHITECTURES and ARCHITECTURES[r].speech]
+    text_rows = [r for r in m.rows if r in ARCHITECTURES and ARCHITECTURES[r].text]
     readers = lambda rows: 1 if m.finetune else max(len(rows), 1)  # noqa: E731
     out = recipe_features(cfg, audio_readers=readers(speech_rows), text_readers=readers(text_rows))
     if cfg.data.text_encoder and any(r != "text" for r in text_rows):

@@ -9,6 +9,40 @@ from sermo.config import setting
 ROWS = ("text", "text_context", "text_context_le", "speech", "speech_2nd", "speech_le", "score_fusion", "le_mer",
         "fusion_ar_plus_al", "fusion_al_only", "fusion_ar_only")
 FUSION = {"le_mer": "constraint", "fusion_ar_plus_al": "sum", "fusion_al_only": "al", "fusion_ar_only": "ar"}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What a row's model is: the modalities it reads, where it has label embeddings, its fusion.
+
+    Attributes:
+        text, speech: it reads the transcript / the speech.
+        context: its text is the utterance with its dialog context (the previous turns).
+        text_labels, speech_labels: it has the label embeddings ``L_t`` / ``L_s``.
+        fusion: its cross-modal attention (``FUSION``), or ``None``.
+        second_stage: a fine-tuned speech encoder starts from the 2nd stage of pre-training (B1,
+            ``speech``, reads the encoder as published).
+    """
+
+    text: bool = False
+    speech: bool = False
+    context: bool = False
+    text_labels: bool = False
+    speech_labels: bool = False
+    fusion: str | None = None
+    second_stage: bool = True
+
+
+_LE_MER = dict(text=True, speech=True, context=True, text_labels=True, speech_labels=True)
+ARCHITECTURES = {
+    "text": Architecture(text=True), "text_context": Architecture(text=True, context=True),
+    "text_context_le": Architecture(text=True, context=True, text_labels=True),
+    "speech": Architecture(speech=True, second_stage=False), "speech_2nd": Architecture(speech=True),
+    "speech_le": Architecture(speech=True, speech_labels=True),
+    **{row: Architecture(fusion=fusion, **_LE_MER) for row, fusion in FUSION.items()},
+}
+"""Every row that trains a model (``score_fusion`` combines two rows' predictions), by name: the
+one table the run, the plan and the bundles read (no row name is parsed for what it is)."""
 TEXT_INITS = ("tfidf", "label_words", "random")
 SPEECH_INITS = ("codebook", "text", "random")
 

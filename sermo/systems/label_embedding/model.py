@@ -17,7 +17,7 @@ from sermo.nn.layers import Standardize, average_frames, frames_left
 from sermo.nn.losses import masked_cross_entropy
 from sermo.nn.pooling import masked_max, masked_mean
 from sermo.systems.api import Output, lr_groups
-from sermo.systems.label_embedding.config import FUSION, LabelEmbeddingConfig
+from sermo.systems.label_embedding.config import ARCHITECTURES, LabelEmbeddingConfig
 
 
 class Modality(nn.Module):
@@ -216,20 +216,21 @@ def build_model(row: str, cfg: LabelEmbeddingConfig, spec: ModelSpec) -> LEMER:
     """A row's model for a bundle (label embeddings are parameters: the weights restore them)."""
     from sermo.encoders.registry import load_trainable
 
-    base = row.split("_le_")[0] + ("_le" if "_le_" in row else "")
-    uses_text, uses_speech = base.startswith("text") or base in FUSION, base.startswith("speech") or base in FUSION
+    if row not in ARCHITECTURES:
+        raise ValueError(f"label_embedding has no model for row {row!r}; known: {', '.join(ARCHITECTURES)}")
+    arch = ARCHITECTURES[row]
+    uses_text, uses_speech = arch.text, arch.speech
     speech_model = load_trainable(spec.speech_model) if uses_speech and spec.speech_model else None
     text_model = load_trainable(spec.text_model) if uses_text and spec.text_model else None
     # a fine-tuned encoder's width is its own; stored features' the spec's
     text = (1, int(text_model.config.hidden_size)) if text_model is not None else (spec.text if uses_text else None)
     speech = (1, int(speech_model.config.hidden_size)) if speech_model is not None else \
         (spec.audio if uses_speech else None)
-    le_t = base.endswith("_le") and base.startswith("text") or base in FUSION
-    le_s = base.endswith("_le") and base.startswith("speech") or base in FUSION
+    le_t, le_s = arch.text_labels, arch.speech_labels
     c = spec.num_classes
     dims = spec.options.get("label_dims") or {}  # label embeddings of their own width (quantizer codevectors)
     return LEMER(text=(int(text[0]), int(text[1])) if text else None,
                  speech=(int(speech[0]), int(speech[1])) if speech else None, num_classes=c,
-                 cfg=cfg, fusion=FUSION.get(base), speech_model=speech_model, text_model=text_model,
+                 cfg=cfg, fusion=arch.fusion, speech_model=speech_model, text_model=text_model,
                  text_labels=torch.zeros(c, dims.get("text", text[1] if text else 0)) if le_t and text else None,
                  speech_labels=torch.zeros(c, dims.get("audio", speech[1] if speech else 0)) if le_s and speech else None)

@@ -9,7 +9,7 @@ import numpy as np
 from sermo.systems.common import lacking
 from sermo.systems.common import fuse, softmax
 from sermo.systems.label_embedding.analysis import attention_example, compare_inits, k_grid
-from sermo.systems.label_embedding.config import FUSION, SPEECH_INITS, TEXT_INITS, LabelEmbeddingConfig
+from sermo.systems.label_embedding.config import ARCHITECTURES, SPEECH_INITS, TEXT_INITS, LabelEmbeddingConfig
 from sermo.systems.label_embedding.context import ContextSource, context_manifest
 from sermo.systems.label_embedding.labels import LabelEmbeddings
 from sermo.systems.label_embedding.model import LEMER
@@ -112,7 +112,8 @@ def run_fold(ctx) -> list:
     n = ctx.num_classes
     audio = ctx.audio
     plain_text = ctx.text
-    needs_context = any(r != "text" and not r.startswith("speech") for r in cfg.rows)
+    # score_fusion combines text_context_le's predictions: the context too
+    needs_context = any(ARCHITECTURES[r].context if r in ARCHITECTURES else r == "score_fusion" for r in cfg.rows)
     context = fold.context_source() if needs_context else None
     results, models, info, row_preds = [], {}, {}, {}
 
@@ -148,21 +149,16 @@ def run_fold(ctx) -> list:
 
     plans = []
     for row in cfg.rows:
-        if row == "text":
-            plans.append((row, dict(text_src=plain_text)))
-        elif row == "text_context":
-            plans.append((row, dict(text_src=context)))
-        elif row == "text_context_le":
-            plans.append((row, dict(text_src=context, t_init=cfg.text_init)))
-        elif row == "speech":  # B1: the encoder as published, without the 2nd stage
-            plans.append((row, dict(speech_src=audio, second_stage=False)))
-        elif row == "speech_2nd":  # B2: after the 2nd stage
-            plans.append((row, dict(speech_src=audio)))
-        elif row == "speech_le":
-            plans.append((row, dict(speech_src=audio, s_init=cfg.speech_init)))
-        elif row in FUSION:
-            plans.append((row, dict(text_src=context, speech_src=audio, fusion=FUSION[row], t_init=cfg.text_init,
-                                    s_init=cfg.speech_init)))
+        if row not in ARCHITECTURES:  # score_fusion: below
+            continue
+        arch = ARCHITECTURES[row]
+        kw: dict = {}
+        if arch.text:
+            kw.update(text_src=context if arch.context else plain_text, t_init=cfg.text_init if arch.text_labels else None)
+        if arch.speech:
+            kw.update(speech_src=audio, s_init=cfg.speech_init if arch.speech_labels else None,
+                      second_stage=arch.second_stage)
+        plans.append((row, dict(kw, fusion=arch.fusion)))
     for row, kw in plans:
         mods = tuple(m for m, k in (("text", "text_src"), ("audio", "speech_src")) if kw.get(k) is not None)
         if row == "speech_2nd" and not (cfg.finetune and cfg.pretrain_steps > 0):

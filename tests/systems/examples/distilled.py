@@ -11,7 +11,7 @@ def examples(enc: dict[str, str]) -> list[Example]:
 
     a, t = feats(2, 6), feats(1, 5)
     cfg = Cfg(hidden=8, speech_layers=[-1])
-    return [Example("x", cfg, spec(audio=a)), Example("x+text", cfg, spec(audio=a, text=t)),
-            Example("x+text", cfg, spec(wave=True, tokens=enc["text"], speech_model=enc["speech"],
+    return [Example("audio", cfg, spec(audio=a)), Example("audio+text", cfg, spec(audio=a, text=t)),
+            Example("audio+text", cfg, spec(wave=True, tokens=enc["text"], speech_model=enc["speech"],
                                         text_model=enc["text"])),
-            Example("x+text", cfg, spec(audio=a, text=feats(1, 16), text_model=enc["text"], options={"text_top": 1}))]
+            Example("audio+text", cfg, spec(audio=a, text=feats(1, 16), text_model=enc["text"], options={"text_top": 1}))]
