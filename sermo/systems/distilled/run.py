@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+from sermo.systems.api import FoldContext, RowResult
 from sermo.systems.common import lacking
 from sermo.systems.distilled.analysis import layer_importance, transcript_robustness
 from sermo.systems.distilled.config import MODES, DistilledConfig
@@ -11,7 +12,7 @@ from sermo.systems.distilled.model import freeze
 from sermo.systems.distilled.rows import Rows, label, slug
 
 
-def run_fold(ctx) -> list:
+def run_fold(ctx: FoldContext) -> list[RowResult]:
     """The rows of one fold, then (on the first ``analysis_folds`` folds) the analyses."""
     cfg: DistilledConfig = ctx.cfg.model
     if cfg.mode not in MODES:

@@ -6,8 +6,8 @@ import re
 
 import numpy as np
 
-from sermo.systems.common import lacking
-from sermo.systems.common import fuse, softmax
+from sermo.systems.api import FoldContext, RowResult
+from sermo.systems.common import fuse, lacking, softmax
 from sermo.systems.label_embedding.analysis import attention_example, compare_inits, k_grid
 from sermo.systems.label_embedding.config import ARCHITECTURES, SPEECH_INITS, TEXT_INITS, LabelEmbeddingConfig
 from sermo.systems.label_embedding.context import ContextSource, context_manifest
@@ -102,7 +102,7 @@ class FoldInputs:
         return inputs
 
 
-def run_fold(ctx) -> list:
+def run_fold(ctx: FoldContext) -> list[RowResult]:
     """The rows of one fold, then (on the first folds) the K grid and the attention plot data."""
     cfg: LabelEmbeddingConfig = ctx.cfg.model
     if cfg.text_init not in TEXT_INITS or cfg.speech_init not in SPEECH_INITS:

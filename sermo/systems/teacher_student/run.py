@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from sermo.evaluation.metrics import DIMENSIONS, ccc, pearson, unweighted_accuracy
+from sermo.systems.api import FoldContext, RowResult
 from sermo.systems.common import fold_task, lacking
 from sermo.systems.teacher_student.model import (ROWS, TeacherStudentConfig, TSModel, category_residual_mask,
                                                  residual_mask)
@@ -43,7 +44,7 @@ def teacher_mask(ctx, train_ids: list[str], pred: dict, cfg: TeacherStudentConfi
                                         "dropped_by_dim": fit["dropped_by_dim"], "teacher_train": teacher_train}
 
 
-def run_fold(ctx) -> list:
+def run_fold(ctx: FoldContext) -> list[RowResult]:
     """The rows of one fold: unimodal models, the teacher, then the students."""
     cfg: TeacherStudentConfig = ctx.cfg.model
     if {"ts", "cts"} & set(cfg.rows) and "multimodal" not in cfg.rows:
@@ -85,6 +86,7 @@ def run_fold(ctx) -> list:
         if sp is None:
             return model, audio_src
         # the fine-tuned layers read the state below them frame by frame (unless data.pool_finetuned)
+        assert ctx.cfg.data.audio_encoder, "a fine-tuned speech encoder is the recipe's audio encoder"
         below = ctx.features(ctx.cfg.data.audio_encoder, [sp.num_hidden_states - 1 - top],
                              pooled=ctx.cfg.data.pool_finetuned) if top else "wave"
         return model, below
@@ -109,8 +111,11 @@ def run_fold(ctx) -> list:
         model, _ = build(row, audio_src=a, text=t)
         model = ctx.fit(model, row, data("train", audio_src=a, text=t), data("valid", audio_src=a, text=t))
         trained[row] = model
+        def split_data(s: str, a=a, t=t):
+            return data(s, audio_src=a, text=t)
+
         results.append(ctx.row(row, [m for m, use in (("audio", a is not None), ("text", t)) if use], model,
-                               ctx.predict(model, lambda s, a=a, t=t: data(s, audio_src=a, text=t)),
+                               ctx.predict(model, split_data),
                                options={"task": task}))
     no_audio = lacking(ctx, ("audio",))
     why_not = why_not or no_audio
