@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sermo.systems.api import Features
+
 
 def context_manifest(manifest, n: int, max_tokens: int, tokenizer=None):
     """A copy of ``manifest`` whose transcripts are the up to ``n`` previous utterances of the
@@ -35,10 +37,11 @@ class ContextSource:
     own by the frozen encoder, so the utterance's tokens stay what they are without context);
     the same interface as a stored feature source."""
 
-    def __init__(self, own, previous):
+    def __init__(self, own: Features, previous: Features):
         self.own, self.previous = own, previous
-        for attr in ("name", "modality", "identity", "input", "num_layers", "dim", "frame_rate"):
-            setattr(self, attr, getattr(own, attr))
+        # described as the utterance's own features are (the context adds tokens, not layers or width)
+        self.name, self.input = own.name, own.input
+        self.num_layers, self.dim, self.frame_rate = own.num_layers, own.dim, own.frame_rate
 
     def has(self, uid: str) -> bool:
         return self.own.has(uid)
