@@ -35,7 +35,7 @@ test: $(STAMP) browser
 
 # the paper-path check: every `paper` profile end to end on tiny randomly initialised models saved
 # under the papers' Hub ids (offline), two-process DDP and bf16 runs, and every system on a corpus of one's
-# own (categories only, text only; marked long); about 15 minutes on 2 cores
+# own (categories only, text only; marked long); about 11 minutes alone on 2 cores
 check-paper: $(STAMP)
 	$(PY) -m pytest -q -m "paper or long" tests/paper tests/systems/test_own_corpus.py
 
