@@ -11,11 +11,11 @@ from torch import nn
 
 from sermo.data.audio import SAMPLE_RATE
 from sermo.encoders.base import Encoder, EncoderError, EncoderOutput, file_digest
+from sermo.encoders.hub import load_or_build, load_pretrained, resolve_checkpoint, weight_files
 from sermo.encoders.trainable import TrainableEncoder
 
 if TYPE_CHECKING:
     from sermo.encoders.whisper import WhisperSpeech
-from sermo.encoders.hub import load_or_build, load_pretrained, resolve_checkpoint, weight_files
 
 
 PADDINGS = ("auto", "bucket", "exact")

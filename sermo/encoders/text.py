@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from sermo.encoders.base import Encoder, EncoderOutput, file_digest
-from sermo.encoders.trainable import TrainableEncoder
 from sermo.encoders.hub import load_or_build, load_pretrained, resolve_checkpoint, weight_files
+from sermo.encoders.trainable import TrainableEncoder
 
 
 class HFTextEncoder(Encoder):
@@ -132,10 +132,6 @@ class TextSSL(TrainableEncoder):
     def num_hidden_states(self) -> int:
         """Transformer layers + 1 (index 0 is the embedding output)."""
         return int(self.config.num_hidden_layers) + 1
-
-    @property
-    def dim(self) -> int:
-        return int(self.config.hidden_size)
 
     def transformer_layers(self) -> torch.nn.ModuleList:
         return self.model.encoder.layer

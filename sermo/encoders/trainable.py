@@ -36,6 +36,11 @@ class TrainableEncoder(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} cannot run its top layers alone")
 
     @property
+    def dim(self) -> int:
+        """Width of its hidden states."""
+        return int(self.config.hidden_size)
+
+    @property
     def num_hidden_states(self) -> int:
         """Transformer layers + 1 (index 0 is the input embedding)."""
         return len(self.transformer_layers()) + 1

@@ -29,6 +29,8 @@ from sermo.data.io import atomic_path, write_text_atomic
 
 RECORD, CONFIG, PROTOCOL, PLAN = "made_with.json", "config.yaml", "protocol.json", "PLAN.md"
 RESULTS, REPORT, PLOTS, PREDICTIONS, BUNDLES = "results.json", "REPORT.md", "plots", "predictions", "bundles"
+ANALYSIS = "analysis"
+"""A fold's folder of a system's analyses (``<fold>/analysis/<name>``)."""
 ENTRIES = (RECORD, CONFIG, PROTOCOL, PLAN, RESULTS, REPORT, PLOTS, PREDICTIONS, BUNDLES)
 """What sermo writes at the top of a run folder, beside one folder per fold (protocol.json names them)."""
 
@@ -90,9 +92,6 @@ class RunFolder:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-
-    def __truediv__(self, name: str) -> Path:
-        return self.root / name
 
     # -- where things lie -----------------------------------------------------------------
     @property
@@ -171,7 +170,7 @@ class RunFolder:
     def analyses(self, name: str) -> list[tuple[str, Any]]:
         """Every fold's ``<fold>/analysis/<name>`` JSON: ``[(fold, data), ...]`` in fold order (what
         systems' ``finish`` gather from the first folds' analyses)."""
-        return [(p.parent.parent.name, json.loads(p.read_text())) for p in sorted(self.root.glob(f"*/analysis/{name}"))]
+        return [(p.parent.parent.name, json.loads(p.read_text())) for p in sorted(self.root.glob(f"*/{ANALYSIS}/{name}"))]
 
     def protocol_folds(self) -> list[str]:
         """The fold names ``protocol.json`` lists (none where it is missing)."""

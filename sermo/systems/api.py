@@ -156,8 +156,14 @@ class Row:
 
     @property
     def stage(self) -> str:
-        """Its stage name: the name with every character a folder name should not hold replaced."""
-        return re.sub(r"[^A-Za-z0-9_.+-]", "_", self.name)
+        """Its stage name (:func:`stage_name` of its name)."""
+        return stage_name(self.name)
+
+
+def stage_name(name: str) -> str:
+    """A stage's folder name for a row or stage name: each run of characters a folder name should
+    not hold (``@``, ``/``, spaces) made one ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
 
 
 class Features(Protocol):

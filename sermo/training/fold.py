@@ -24,6 +24,7 @@ from sermo.data.spec import InputSpec, ModelSpec
 from sermo.encoders.text import TextSSL
 from sermo.encoders.trainable import TrainableEncoder
 from sermo.evaluation.metrics import score_predictions
+from sermo.evaluation.runfolder import ANALYSIS
 from sermo.features.pipeline import ManifestUtterances, UtteranceDataset
 from sermo.systems.api import Dataset, Features, M, Predictions, Row, RowResult
 from sermo.systems.common import softmax
@@ -67,7 +68,7 @@ class FoldRun:
         return self.index <= count
 
     def analysis_folder(self) -> Path:
-        path = self.folder / "analysis"
+        path = self.folder / ANALYSIS
         path.mkdir(exist_ok=True)
         return path
 

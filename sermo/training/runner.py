@@ -23,8 +23,7 @@ from sermo.data.manifest import DIMENSIONS, Manifest
 from sermo.data.protocols import Fold, Protocol, build_protocol, protocol_for
 from sermo.evaluation.metrics import METRIC_KEYS, score_predictions
 from sermo.evaluation.runfolder import (CONFIG, PLAN, PROTOCOL, RECORD, FoldRow, RowSummary, RunFolder, RunResults,
-                                         TestSummary,
-                                         write_parquet)
+                                         TestSummary, write_parquet)
 from sermo.features import FeatureStore, default_store_root
 from sermo.systems import get_system
 from sermo.systems.api import FoldContext, RowResult
@@ -277,7 +276,7 @@ def _evaluate_row(r: RowResult, ctx: FoldContext, folder: RunFolder) -> FoldRow:
         classes = list(ctx.space.classes)
         # class indices (what the metrics read) and the class names beside them
         table: dict[str, Any] = {"id": ids, "category_true": truth_cls,
-                 "class_true": [classes[c] if c >= 0 else None for c in truth_cls]}
+                                 "class_true": [classes[c] if c >= 0 else None for c in truth_cls]}
         if pred.dims is not None:
             for j, d in enumerate(DIMENSIONS):
                 table[f"{d}_true"], table[f"{d}_pred"] = truth_dims[:, j], pred.dims[:, j]

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import re
-
 import numpy as np
 
 from sermo.systems.common import lacking
-from sermo.systems.api import FoldContext, RowResult, sequence
+from sermo.systems.api import FoldContext, RowResult, sequence, stage_name
 from sermo.systems.cross_representation.config import SPEECH_ROWS, CrossRepresentationConfig
 from sermo.systems.cross_representation.fusion import score_fusion
 from sermo.systems.cross_representation.model import CrossRepresentation
@@ -164,7 +162,7 @@ def run_fold(ctx: FoldContext) -> list[RowResult]:
                                                          ("lr", cfg.text_lr)) if v is not None})
         train = tdata("train")
         train_cfg, schedule = epochs_for(ctx, cfg.text_iterations, len(train), train_cfg.batch_size, train_cfg)
-        text_model = ctx.fit(text_model, re.sub(r"[^A-Za-z0-9_.-]", "_", row), train, tdata("valid"), train_cfg)
+        text_model = ctx.fit(text_model, stage_name(row), train, tdata("valid"), train_cfg)
         preds = ctx.predict(text_model, tdata)
         models[row] = (text_model, tdata, preds)
         # every text row (text@<encoder> too) is the text CNN: its bundle says so

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from sermo.evaluation.metrics import DIMENSIONS
-from sermo.systems.api import FoldContext
-from sermo.systems.distilled.rows import Rows, label, slug
+from sermo.systems.api import FoldContext, stage_name
+from sermo.systems.distilled.rows import Rows, label
 
 
 def layer_importance(ctx: FoldContext, rows: Rows) -> dict:
@@ -28,7 +28,7 @@ def layer_importance(ctx: FoldContext, rows: Rows) -> dict:
             continue
         weights: dict[str, list[float]] = {}
         for j, dim in enumerate(DIMENSIONS):
-            stage = f"importance-{slug(label(name))}-{dim}"
+            stage = f"importance-{stage_name(label(name))}-{dim}"
             kw = {"text": {"src": src}} if is_text else {"audio_src": src}
             model = rows.build(stage, targets=(j,), **kw)
 
@@ -78,7 +78,7 @@ def transcript_robustness(ctx: FoldContext, rows: Rows) -> dict:
         transcripts = dict(zip(asr_manifest.df["id"], asr_manifest.df["transcript"]))
         speech = rows.speech(name)
         src = rows.speech_source(name, speech)
-        stage = f"transcripts-{slug(engine)}"
+        stage = f"transcripts-{stage_name(engine)}"
         model = rows.build(stage, audio_src=src, text=text, speech=speech)
 
         def data(split, text=text, transcripts=transcripts, src=src):

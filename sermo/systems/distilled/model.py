@@ -64,13 +64,13 @@ class DistilledModel(nn.Module):
         self.task = task
         self.audio = audio_stream  # an already trained speech stream (the FT=>FRZ comparison)
         if audio_stream is None and (audio is not None or speech is not None):
-            dim = int(speech.config.hidden_size) if speech is not None else (audio or (0, 0))[1]
+            dim = speech.dim if speech is not None else (audio or (0, 0))[1]
             select = cfg.speech_layers if speech is not None else None
             self.audio = Stream(audio[0] if audio else 0, dim, encoder=speech, select=select, top=speech_top,
                                 pooling=cfg.pooling)
         self.text = None
         if text is not None or text_model is not None:
-            dim = int(text_model.config.hidden_size) if text_model is not None else (text or (0, 0))[1]
+            dim = text_model.dim if text_model is not None else (text or (0, 0))[1]
             select = [-1] if text_model is not None else None
             self.text = Stream(text[0] if text else 0, dim, encoder=text_model, select=select, top=text_top,
                                pooling=cfg.pooling)

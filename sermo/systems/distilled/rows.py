@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from sermo.systems.common import fold_task
@@ -12,10 +11,6 @@ from sermo.systems.distilled.model import DistilledModel
 def label(name: str) -> str:
     """A row name for an encoder: the registry name, or a Hub id's / folder's last part."""
     return Path(name.rstrip("/")).name if "/" in name else name
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
 
 
 class Rows:

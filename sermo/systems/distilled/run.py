@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 
-from sermo.systems.api import FoldContext, RowResult
+from sermo.systems.api import FoldContext, RowResult, stage_name
 from sermo.systems.common import lacking
 from sermo.systems.distilled.analysis import layer_importance, transcript_robustness
 from sermo.systems.distilled.config import MODES, DistilledConfig
 from sermo.systems.distilled.model import freeze
-from sermo.systems.distilled.rows import Rows, label, slug
+from sermo.systems.distilled.rows import Rows, label
 
 
 def run_fold(ctx: FoldContext) -> list[RowResult]:
@@ -60,7 +60,7 @@ def _encoder_rows(ctx, rows: Rows, name: str) -> list:
                 "options": {**options, "task": rows.task, "architecture": architecture},
                 "text_model": ctx.cfg.data.text_encoder if (text or {}).get("model") is not None else None}
 
-    audio_model = ctx.fit(rows.build(row_name, audio_src=src, speech=speech), slug(row_name), audio_data("train"),
+    audio_model = ctx.fit(rows.build(row_name, audio_src=src, speech=speech), stage_name(row_name), audio_data("train"),
                           audio_data("valid"))
     out.append(ctx.row(row_name, ("audio",), audio_model, ctx.predict(audio_model, audio_data), **encoders()))
     if not cfg.text:
@@ -85,7 +85,7 @@ def _encoder_rows(ctx, rows: Rows, name: str) -> list:
         def data(split, text=text):
             return rows.data(split, audio_src=src, text=text)
 
-        model = ctx.fit(model, slug(row), data("train"), data("valid"))
+        model = ctx.fit(model, stage_name(row), data("train"), data("valid"))
         out.append(ctx.row(row, ("audio", "text"), model, ctx.predict(model, data), info={"mode": mode},
                            **encoders(text, "audio+text")))
     return out

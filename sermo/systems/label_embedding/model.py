@@ -223,14 +223,13 @@ def build_model(row: str, cfg: LabelEmbeddingConfig, spec: ModelSpec) -> LEMER:
     speech_model = load_trainable(spec.speech_model) if uses_speech and spec.speech_model else None
     text_model = load_trainable(spec.text_model) if uses_text and spec.text_model else None
     # a fine-tuned encoder's width is its own; stored features' the spec's
-    text = (1, int(text_model.config.hidden_size)) if text_model is not None else (spec.text if uses_text else None)
-    speech = (1, int(speech_model.config.hidden_size)) if speech_model is not None else \
+    text = (1, text_model.dim) if text_model is not None else (spec.text if uses_text else None)
+    speech = (1, speech_model.dim) if speech_model is not None else \
         (spec.audio if uses_speech else None)
     le_t, le_s = arch.text_labels, arch.speech_labels
     c = spec.num_classes
     dims = spec.options.get("label_dims") or {}  # label embeddings of their own width (quantizer codevectors)
-    return LEMER(text=(int(text[0]), int(text[1])) if text else None,
-                 speech=(int(speech[0]), int(speech[1])) if speech else None, num_classes=c,
+    return LEMER(text=text, speech=speech, num_classes=c,
                  cfg=cfg, fusion=arch.fusion, speech_model=speech_model, text_model=text_model,
                  text_labels=torch.zeros(c, dims.get("text", text[1] if text else 0)) if le_t and text else None,
                  speech_labels=torch.zeros(c, dims.get("audio", speech[1] if speech else 0)) if le_s and speech else None)

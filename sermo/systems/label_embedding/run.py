@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
-from sermo.systems.api import FoldContext, RowResult
+from sermo.systems.api import FoldContext, RowResult, stage_name
 from sermo.systems.common import fuse, lacking, softmax
 from sermo.systems.label_embedding.analysis import attention_example, compare_inits, k_grid
 from sermo.systems.label_embedding.config import ARCHITECTURES, SPEECH_INITS, TEXT_INITS, LabelEmbeddingConfig
@@ -144,7 +142,7 @@ def run_fold(ctx: FoldContext) -> list[RowResult]:
         def data(split):
             return ctx.dataset(split, **inputs)
 
-        model = ctx.fit(model, re.sub(r"[^A-Za-z0-9_.-]", "_", row), data("train"), data("valid"))
+        model = ctx.fit(model, stage_name(row), data("train"), data("valid"))
         return (model, data), ""
 
     plans = []

@@ -108,7 +108,7 @@ class TSModel(nn.Module):
         self.speech_layers = list(speech_layers) if speech is not None and speech_layers is not None else None
         if speech is not None:
             layers = len(self.speech_layers) if self.speech_layers is not None else speech.num_hidden_states
-            audio = (layers, int(speech.config.hidden_size))
+            audio = (layers, speech.dim)
         self.audio = Branch(*audio, cfg) if audio else None
         self.text = Branch(*text, cfg) if text else None
         width = cfg.hidden * ((self.audio is not None) + (self.text is not None))
