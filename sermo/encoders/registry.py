@@ -282,3 +282,21 @@ def encoder_dtype(name: str) -> str:
     """How an encoder's features are stored unless a run says otherwise."""
     spec = REGISTRY.get(name)
     return spec.dtype if spec is not None else "float16"
+
+
+def top_input(name: str, k: int | None) -> int | None:
+    """The hidden state below encoder ``name``'s top ``k`` layers, where a trainable copy runs
+    those layers on that stored state (Whisper and text encoders do; other speech encoders read
+    samples through every layer); ``None`` where it cannot, or the encoder is unknown here."""
+    from sermo.encoders.whisper import is_whisper
+
+    if k is None:
+        return None
+    spec = REGISTRY.get(name)
+    whisper = (spec is not None and spec.kind == "whisper") or (spec is None and is_whisper(name))
+    try:
+        text = spec.kind == "text" if spec is not None else encoder_modality(name) == "text"
+        hidden_states = encoder_shape(name)[0]
+    except EncoderError:
+        return None
+    return hidden_states - 1 - k if (whisper or text) and 0 < k < hidden_states - 1 else None

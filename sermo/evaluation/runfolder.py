@@ -82,6 +82,7 @@ class RunResults(TypedDict, total=False):
     classes: list[str]
     left_out: Any
     transcripts: dict[str, Any]
+    unplanned: list[str]
     seconds_this_session: float
     seconds_earlier: float
     seconds: float

@@ -111,11 +111,47 @@ Stats = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
+class FeatureRead:
+    """Frozen features of one encoder that a row or an analysis reads besides the recipe's own.
+
+    Attributes:
+        encoder: the encoder's name.
+        layers: the hidden states kept (``None``: all).
+        readers: models that read them every epoch (0: read once, e.g. for statistics).
+        pooled: averaged by ``data.frame_pool`` (false: frame by frame, the input of fine-tuned top layers).
+        corpus: read for every utterance of the corpus, labelled or not (speaker embeddings).
+        what: what reads them, in a few words.
+    """
+
+    encoder: str
+    layers: tuple[int, ...] | None = None
+    readers: int = 1
+    pooled: bool = True
+    corpus: bool = False
+    what: str = ""
+
+
+@dataclass(frozen=True)
 class Reads:
-    """What a row's model reads: the recipe's frozen ``audio`` and ``text`` features."""
+    """What a row's model reads: the recipe's frozen ``audio`` and ``text`` features every epoch,
+    and ``other`` encoders' features (its own speech encoder, the dialog context, ...)."""
 
     audio: bool = False
     text: bool = False
+    other: tuple[FeatureRead, ...] = ()
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """An analysis a system runs on its first analysis folds, declared with what it reads.
+
+    Attributes:
+        name: its name (its file in ``<fold>/analysis/``).
+        reads: the frozen features it reads.
+    """
+
+    name: str
+    reads: tuple[FeatureRead, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,7 +168,8 @@ class Row:
             recorded in its bundle): several rows may share one.
         build: ``(ModelSpec, Stats) -> nn.Module``: the model for the spec's input shapes and
             classes, standardising its inputs with the statistics (empty for a bundle's model,
-            whose weights hold them).
+            whose weights hold them); ``None``: the system's ``run_fold`` builds and trains it
+            (a student after its teacher, a model around a fine-tuned encoder).
         reads: its inputs (default: the recipe's features of its modalities).
         options: the system's own build arguments, kept in its bundle's spec.
         slower: ``(submodule, lr_scale)``: submodules that learn at a share of the learning
@@ -143,7 +180,7 @@ class Row:
     name: str
     modalities: tuple[str, ...]
     architecture: str
-    build: Callable[[ModelSpec, Stats], torch.nn.Module]
+    build: Callable[[ModelSpec, Stats], torch.nn.Module] | None = None
     reads: Reads | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     slower: tuple[tuple[str, float], ...] = ()

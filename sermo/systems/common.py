@@ -59,9 +59,9 @@ def lacking(ctx, modalities) -> str:
     no encoder for one of them, or no utterance of the training split has it (a text-only table,
     a corpus without transcripts). Read from the manifest and the run's transcripts: asking a
     feature source would extract features that rows reading waveforms never use."""
-    reasons, train = [], set(ctx.ids("train"))
+    reasons, train, data = [], set(ctx.ids("train")), ctx.cfg.data
     for modality in modalities:
-        if (ctx.audio if modality == "audio" else ctx.text) is None:
+        if not (data.audio_encoder if modality == "audio" else data.text_encoder):
             reasons.append(f"the recipe has no {modality} encoder")
         elif modality == "audio":
             df = ctx.manifest.df

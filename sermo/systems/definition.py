@@ -12,7 +12,7 @@ import torch
 
 from sermo.config import ConfigError, RunConfig
 from sermo.data.spec import ModelSpec
-from sermo.systems.api import FoldContext, Row, RowResult
+from sermo.systems.api import Analysis, FeatureRead, FoldContext, Row, RowResult
 
 
 @dataclass(frozen=True)
@@ -42,25 +42,13 @@ class Deviation:
 
 
 @dataclass(frozen=True)
-class FeatureUse:
-    """Frozen-encoder features a system reads (what ``sermo run --plan`` sizes before a run).
+class FeatureUse(FeatureRead):
+    """Frozen-encoder features a run reads, as ``sermo run --plan`` sizes them: a row's or an
+    analysis's :class:`~sermo.systems.api.FeatureRead` (``readers``: models per fold that read
+    them every epoch, each running the encoder when the features are computed live instead of
+    stored), and whether only the analysis folds read them (``analysis``)."""
 
-    Attributes:
-        encoder: the encoder's name.
-        layers: the hidden states kept (``None``: all).
-        readers: models per fold that read them every epoch (each runs the encoder when the
-            features are computed live instead of stored).
-        analysis: read on the analysis folds only.
-        corpus: read for every utterance of the corpus, labelled or not (speaker embeddings).
-        what: what reads them, in a few words.
-    """
-
-    encoder: str
-    layers: tuple[int, ...] | None = None
-    readers: int = 1
     analysis: bool = False
-    corpus: bool = False
-    what: str = ""
 
 
 def recipe_features(cfg: RunConfig, *, audio_readers: int = 1, text_readers: int = 1) -> list[FeatureUse]:
@@ -73,6 +61,10 @@ def recipe_features(cfg: RunConfig, *, audio_readers: int = 1, text_readers: int
     if d.text_encoder and text_readers:
         out.append(FeatureUse(d.text_encoder, _layers(d.text_layers), text_readers, what="text"))
     return out
+
+
+def _use(read: FeatureRead, what: str, analysis: bool = False) -> FeatureUse:
+    return FeatureUse(read.encoder, read.layers, read.readers, read.pooled, read.corpus, what, analysis=analysis)
 
 
 def _layers(layers: Iterable[int] | None) -> tuple[int, ...] | None:
@@ -92,7 +84,9 @@ class SystemDef:
             :class:`~sermo.systems.api.Row` names (bundles record it), else the row's name.
         declare: ``(RunConfig) -> list[Row]``: the rows a recipe trains, as typed declarations. The
             plan's feature uses, the default per-row routine (:meth:`FoldContext.train`) and the
-            bundles derive from them; a system without it writes ``features`` by hand.
+            bundles derive from them (without it: one model reads the recipe's audio and text).
+        analyses: ``(RunConfig) -> list[Analysis]``: the analyses a recipe runs on its analysis
+            folds, with what they read (the plan sizes it).
         rows: the row names the system knows; a recipe's ``model.rows`` must be among them (a
             row name may extend one with ``@...``).
         recipe: its YAML recipe (default ``sermo/recipes/<name>.yaml``).
@@ -104,8 +98,6 @@ class SystemDef:
         order: its place in listings and in the demo (the papers' order).
         targets: what its rows learn from (``dims``, ``category``): a run reads only the
             utterances that carry one of them.
-        features: ``(RunConfig) -> list[FeatureUse]``: the frozen features a run reads (default:
-            the recipe's audio and text encoders, one model each).
         deviations: where the system's runs differ from the paper (REPORT.md lists them).
         comparisons: the pairs of rows the paper compares, ``(a, b, metric)`` (on the run's main
             test set) or ``(a, b, metric, test_sets)`` (on each of those test sets), or
@@ -119,6 +111,7 @@ class SystemDef:
     run_fold: Callable[[FoldContext], list[RowResult]]
     build_model: Callable[..., torch.nn.Module]
     declare: Callable[[RunConfig], list[Row]] | None = None
+    analyses: Callable[[RunConfig], list[Analysis]] | None = None
     rows: tuple[str, ...] = ()
     recipe: Path | None = None
     paper: dict = field(default_factory=dict)
@@ -128,7 +121,6 @@ class SystemDef:
     demo_extra: tuple[tuple[str, ...], ...] = ()
     order: float = 100.0
     targets: tuple[str, ...] = ("dims", "category")
-    features: Callable[[RunConfig], list[FeatureUse]] | None = None
     deviations: tuple[Deviation, ...] = ()
     comparisons: tuple[tuple, ...] | Callable[[RunConfig], list] = ()
     plan_epochs: Callable[[RunConfig, str, int], int] | None = None
@@ -142,13 +134,22 @@ class SystemDef:
         return [d for d in self.deviations if d.applies(profile, corpora)]
 
     def feature_uses(self, cfg: RunConfig) -> list[FeatureUse]:
-        """The frozen features a run of this recipe reads: its declared rows' reads, else what
-        ``features`` says, else the recipe's encoders read by one model each."""
-        if self.declare is not None:
-            rows = self.declare(cfg)
-            return recipe_features(cfg, audio_readers=sum(r.reading.audio for r in rows),
-                                   text_readers=sum(r.reading.text for r in rows))
-        return self.features(cfg) if self.features is not None else recipe_features(cfg)
+        """The frozen features a run of this recipe reads: what its declared rows and analyses
+        read (without declared rows: the recipe's encoders, read by one model each)."""
+        if self.declare is None:
+            return recipe_features(cfg)
+        d = cfg.data
+        out = []
+        for row in self.declare(cfg):  # each read named by the row that reads it (the plan's "for")
+            reads = row.reading
+            if reads.audio and d.audio_encoder:
+                out.append(FeatureUse(d.audio_encoder, _layers(d.audio_layers), what=row.name))
+            if reads.text and d.text_encoder:
+                out.append(FeatureUse(d.text_encoder, _layers(d.text_layers), what=row.name))
+            out += [_use(read, f"{row.name} ({read.what})" if read.what else row.name) for read in reads.other]
+        for analysis in self.analyses(cfg) if self.analyses is not None else []:
+            out += [_use(read, analysis.name, analysis=True) for read in analysis.reads]
+        return out
 
     def model_for(self, row: str, model_cfg: Any, spec: ModelSpec) -> torch.nn.Module:
         """A bundle's model, untrained: the architecture its spec records (else the row's name)."""

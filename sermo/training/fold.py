@@ -269,6 +269,8 @@ class FoldRun:
 
     def train(self, row: Row, *, prepare: Callable[[torch.nn.Module], None] | None = None,
               info: dict | None = None, labels: Labels | None = None, only: Collection[str] | None = None) -> RowResult:
+        if row.build is None:
+            raise ValueError(f"row {row.name!r} declares no build: its system's run_fold trains it itself")
         reads = row.reading
         sources = {"audio": self.audio if reads.audio else None, "text": self.text if reads.text else None}
         # the statistics first: reading them may extract features, which the seed below then does not see

@@ -92,6 +92,11 @@ class Plan:
         """Whether the stored features fit in the store's free space (with headroom)."""
         return self.free_bytes is None or self.stored_bytes <= HEADROOM * self.free_bytes
 
+    def sizes(self, encoder: str, layers) -> bool:
+        """Whether the plan has an entry for an encoder's features (these hidden states)."""
+        key = (encoder, tuple(int(i) for i in layers) if layers is not None else None)
+        return any(e.key == key for e in self.entries)
+
     def mode(self, encoder: str, layers) -> str:
         """``stored`` or ``live`` for an encoder's features (``stored`` for any the plan lacks)."""
         key = (encoder, tuple(int(i) for i in layers) if layers is not None else None)
@@ -118,7 +123,7 @@ class Plan:
             once, every = hours[id(e)]
             rows.append({
                 "encoder": e.encoder + (f" {list(e.layers)}" if e.layers is not None else ""),
-                "for": ", ".join(e.what), "layers x dim": f"{e.shape[0]} x {e.shape[1]}",
+                "for": ", ".join(dict.fromkeys(e.what)), "layers x dim": f"{e.shape[0]} x {e.shape[1]}",
                 "utterances": f"{e.utterances:,}", "hours": f"{e.hours:.1f}",
                 "bytes to store": "0 (live)" if live else human(e.bytes), "mode": e.mode,
                 "passes per epoch": f"{e.passes_per_epoch:,}" if live else "0 (1 extraction pass)",

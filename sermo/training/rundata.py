@@ -49,6 +49,7 @@ class RunData:
         self._samples: dict[str, int] = {}
         self._rows = manifest.df.set_index("id")
         self.shared: dict = {}
+        self.unplanned: set[str] = set()  # features read that the plan did not size (a system's declarations lack them)
 
     def restrict(self, manifest: Manifest) -> Manifest:
         """The rows of ``manifest`` the run uses, in its order."""
@@ -63,6 +64,7 @@ class RunData:
         by ``data.frame_pool`` unless not ``pooled``."""
         pool = self.cfg.data.frame_pool if pooled else 1
         key = (name, tuple(layers) if layers is not None else None, pool)
+        self.check_planned(name, layers)
         mode = self.plan.mode(name, layers) if self.plan is not None else "stored"
         if manifest is not None:
             manifest = self.restrict(manifest)
@@ -70,6 +72,11 @@ class RunData:
         if key not in self._sources:
             self._sources[key] = self._make_source(mode, name, layers, self.used, pool)
         return self._sources[key]
+
+    def check_planned(self, name: str, layers: Sequence[int] | None) -> None:
+        """Note features the plan did not size (``results.json`` lists them as ``unplanned``)."""
+        if self.plan is not None and not self.plan.sizes(name, layers):
+            self.unplanned.add(name + ("" if layers is None else f" layers {list(layers)}"))
 
     @property
     def audio(self) -> Features | None:
@@ -126,6 +133,7 @@ class RunData:
             chosen = chosen_utterances(speakers, readable, max_utterances=max_utterances, seed=self.cfg.train.seed)
             need = {u for ids in chosen.values() for u in ids}
             need |= {u for u in self.usable if speakers.get(u) is None and u in readable}
+            self.check_planned("resemblyzer", None)
             src = FeatureSource("resemblyzer", None, self.manifest.subset([u for u in df["id"] if u in need]),
                                 self.store, progress=self.progress, device=self.device)
             own = {u: np.asarray(src.get(u), dtype=np.float32).ravel() for u in need if src.has(u)}

@@ -230,6 +230,8 @@ def run_system(system: str, corpora: list[tuple[str, Path]], *, profile: str = "
         "category"])
     if prep.transcripts:
         results["transcripts"] = prep.transcripts
+    # features the run read that its system's declared rows and analyses did not (the plan missed them)
+    results["unplanned"] = sorted(run.unplanned)
     # a resumed run's time: this session's, plus what the folds an earlier session finished took
     results["seconds_this_session"] = round(time.time() - t0, 1)
     results["seconds_earlier"] = round(earlier, 1)

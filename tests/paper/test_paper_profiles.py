@@ -89,6 +89,8 @@ def run_and_check(paper_env, name, system, profile, layouts, sets, skips, expect
 
     results = results_of(out)
     assert results["profile"] == profile
+    # the plan sized every feature the run read: the system's declared rows and analyses say all it reads
+    assert results["unplanned"] == [], f"read but not declared (so not planned): {results['unplanned']}"
     rows = {r["name"]: r for r in results["rows"]}
     sysdef = get_system(system)
     cfg = load_recipe(system, profile, sysdef.config_cls, path=sysdef.recipe_path)

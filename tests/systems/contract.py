@@ -129,3 +129,17 @@ def check_example(sysdef: SystemDef, k: int, ex: Example, tmp_path: Path) -> Non
         out2 = again(plain)
     for x, y in ((out.dims, out2.dims), (out.logits, out2.logits)):
         assert (x is None) == (y is None) and (x is None or torch.allclose(x, y, atol=1e-6)), where
+
+
+def planned(system: str, profile: str, *sets: str) -> dict[tuple, tuple[int, bool, bool]]:
+    """What the plan sizes for a recipe, merged as the plan merges it: ``(encoder, layers) ->
+    (models reading it every epoch, read on the analysis folds only, read for the whole corpus)``."""
+    from sermo.config import load_recipe
+    from sermo.systems import get_system
+
+    sysdef = get_system(system)
+    out: dict[tuple, tuple[int, bool, bool]] = {}
+    for use in sysdef.feature_uses(load_recipe(system, profile, sysdef.config_cls, list(sets))):
+        readers, analysis, corpus = out.get((use.encoder, use.layers), (0, True, False))
+        out[(use.encoder, use.layers)] = (readers + use.readers, analysis and use.analysis, corpus or use.corpus)
+    return out

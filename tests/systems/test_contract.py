@@ -62,3 +62,36 @@ def test_a_system_written_outside_sermo_declares_rows_runs_and_serves(iemocap_sy
         assert pred.category in ("neutral", "happy", "angry", "sad") and 1.0 <= pred.valence <= 5.0
     finally:
         SYSTEMS.pop("toy", None)
+
+
+def test_a_run_lists_the_features_it_read_that_its_declarations_did_not_plan(iemocap_synth, tmp_path):
+    """The plan sizes what the declared rows read; a fold that reads anything else (here the
+    toy's log-mel at one layer, declared nowhere) is listed in results.json as ``unplanned``."""
+    import json
+
+    from sermo.cli import main
+    from sermo.systems import SYSTEMS
+    from sermo.systems.definition import SystemDef, register
+    from tests.conftest import small_iemocap
+    from tests.systems import toy_system
+
+    def sneaky(ctx):
+        ctx.features("logmel", [0])  # read, never declared
+        return toy_system.run_fold(ctx)
+
+    recipe = tmp_path / "toy.yaml"
+    recipe.write_text("system: toy\nprofiles:\n  demo:\n    data: {audio_encoder: logmel, text_encoder: null}\n"
+                      "    train: {epochs: 1, batch_size: 8}\n    model: {rows: [pooled]}\n")
+    small = small_iemocap(iemocap_synth, tmp_path / "small.parquet", 4)
+    unplanned = {}
+    try:
+        for name, run_fold in (("honest", toy_system.run_fold), ("sneaky", sneaky)):
+            register(SystemDef(name="toy", config_cls=toy_system.ToyConfig, run_fold=run_fold,
+                               build_model=toy_system.build_model, declare=toy_system.rows, rows=("pooled",),
+                               recipe=recipe))
+            assert main(["run", "toy", "--profile", "demo", "--corpus", f"iemocap={small}", "--folds", "1",
+                         "--out", str(tmp_path / name), "--store", str(tmp_path / "store"), "--quiet"]) == 0
+            unplanned[name] = json.loads((tmp_path / name / "results.json").read_text())["unplanned"]
+    finally:
+        SYSTEMS.pop("toy", None)
+    assert unplanned == {"honest": [], "sneaky": ["logmel layers [0]"]}

@@ -231,3 +231,15 @@ def test_a_table_corpus_of_ones_own_trains_a_step(tmp_path):
     assert results["classes"] == ["bored", "calm", "joyful"]
     rows = {r["name"]: r for r in results["rows"]}
     assert all("ua" in rows[r]["mean"] for r in ("speech_small", "speech_mel_input", "text", "fusion")), rows
+
+
+def test_declared_rows_plan_the_mel_target_the_speaker_embeddings_and_each_text_encoder():
+    """Every speech row reads the mel spectrogram (target; the mel-input row's input too) and the
+    whole corpus's speaker embeddings (once); the wav2vec rows the recipe's speech features;
+    each Table 4 row its own text encoder."""
+    from tests.systems.contract import planned
+
+    uses = planned("cross_representation", "demo", "model.text_encoders=[bert-base]")
+    assert uses[("logmel", None)] == (3, False, False) and uses[("resemblyzer", None)] == (0, False, True)
+    assert uses[("whisper-tiny.en", None)] == (2, False, False)
+    assert uses[("minilm", (-1,))] == (1, False, False) and uses[("bert-base", (-1,))] == (1, False, False)

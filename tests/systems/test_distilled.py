@@ -182,3 +182,19 @@ def test_fine_tuned_rows_are_bucketed_by_waveform_length():
     ds = UtteranceDataset(list(waves), utterances=GivenUtterances(waves, {}), wave=True,
                           length_of=lambda u: len(waves[u]))
     assert [ds.length(i) for i in range(3)] == [16000, 4000, 9000]
+
+
+def test_declared_rows_and_analyses_plan_what_the_demo_reads():
+    """The demo fine-tunes Whisper's and MiniLM's top layers on the stored states below them:
+    every row reads the speech state (three rows), the fine-tuned +text row the text state, the
+    FT=>FRZ row MiniLM's frozen last layer; the analyses (layer importance: every hidden state,
+    three models; transcripts: the oracle's and one engine's) are planned on the analysis folds."""
+    from tests.systems.contract import planned
+
+    uses = planned("distilled", "demo")
+    assert uses[("whisper-tiny.en", (3,))] == (3 + 2, False, False)
+    assert uses[("minilm", (4,))] == (1 + 2, False, False) and uses[("minilm", (-1,))] == (1, False, False)
+    assert uses[("whisper-tiny.en", None)] == (3, True, False) and uses[("minilm", None)] == (3, True, False)
+    frozen = planned("distilled", "demo", "model.mode=frozen", "model.layer_importance=false",
+                     "model.transcript_engines=[]")
+    assert frozen == {("whisper-tiny.en", (-1,)): (2, False, False), ("minilm", (-1,)): (1, False, False)}

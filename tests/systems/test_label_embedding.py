@@ -413,3 +413,19 @@ def test_every_row_is_an_architecture_of_the_table_and_no_name_is_parsed():
     assert not ARCHITECTURES["speech"].second_stage and ARCHITECTURES["speech_2nd"].second_stage
     with pytest.raises(ValueError, match="no model for row 'speech_le_k64'"):
         build_model("speech_le_k64", CFG, spec(audio=feats(1, 6)))
+
+
+def test_declared_rows_plan_features_read_every_epoch_or_once_when_fine_tuned():
+    """Frozen, every row's model reads its modalities' features every epoch (the context rows the
+    dialog context's too); fine-tuned, the stored features are read once (standardisation, the
+    label embeddings' start): planned with no reader per epoch."""
+    from tests.systems.contract import planned
+
+    rows = ["model.rows=[text,text_context,speech]", "model.k_grid=[]", "model.compare_inits=false"]
+    assert planned("label_embedding", "demo", *rows, "model.finetune=false") == {
+        ("minilm", (-1,)): (3, False, False), ("whisper-tiny.en", (-1,)): (1, False, False)}
+    assert planned("label_embedding", "demo", *rows, "model.finetune=true") == {
+        ("minilm", (-1,)): (0, False, False), ("whisper-tiny.en", (-1,)): (0, False, False)}
+    grid = planned("label_embedding", "demo", "model.rows=[speech_le]", "model.k_grid=[10,20]",
+                   "model.compare_inits=false", "model.finetune=false")
+    assert grid == {("whisper-tiny.en", (-1,)): (1 + 2, False, False)}

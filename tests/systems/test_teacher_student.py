@@ -208,3 +208,18 @@ def test_every_stage_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path):
     for row in ("audio_ft", "cts"):
         pred = Predictor.from_pretrained(out / "bundles" / row).predict(wav)
         assert 1.0 <= pred.valence <= 5.0 and pred.transcript is None
+
+
+def test_declared_rows_plan_the_teacher_and_the_state_below_the_fine_tuned_layers():
+    """The demo fine-tunes Whisper's top layer on the stored state below it (audio_ft and both
+    students): the plan sizes that state, read by three models, beside the last layer the audio
+    row and the teacher read; students on frozen features read the last layer instead."""
+    from tests.systems.contract import planned
+
+    uses = planned("teacher_student", "demo")
+    assert uses[("whisper-tiny.en", (3,))] == (3, False, False)
+    assert uses[("whisper-tiny.en", (-1,))] == (2, False, False) and uses[("minilm", (-1,))] == (2, False, False)
+    frozen = planned("teacher_student", "demo", "model.student_finetune=false")
+    assert frozen[("whisper-tiny.en", (3,))][0] == 1 and frozen[("whisper-tiny.en", (-1,))][0] == 4
+    own = planned("teacher_student", "paper-msp")  # HuBERT Large teaches: the teacher reads its own encoder
+    assert own[("hubert-large", (-1,))] == (1, False, False)

@@ -16,7 +16,9 @@ def test_the_paper_plan_sizes_every_encoder_without_weights(iemocap_synth, tmp_p
     assert main(["run", "cross_representation", "--profile", "paper", "--corpus", f"iemocap={iemocap_synth}",
                  "--plan", "--store", str(tmp_path / "store")]) == 0
     table = capsys.readouterr().out
-    assert "| wav2vec2-large | speech (weighted layers) | 25 x 1024 |" in table and "fits" in table
+    # each encoder's line names the rows that read it
+    assert "| wav2vec2-large | speech_small, speech_large | 25 x 1024 |" in table and "fits" in table
+    assert "| resemblyzer | speech_small (speaker embeddings), speech_large (speaker embeddings)" in table
     assert not (tmp_path / "store" / "content.sqlite").exists() or not any((tmp_path / "store").glob("*/identity.json"))
     plan = plan_system("cross_representation", [("iemocap", iemocap_synth)], profile="paper")
     w2v = next(e for e in plan.entries if e.encoder == "wav2vec2-large")

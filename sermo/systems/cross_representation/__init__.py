@@ -26,8 +26,8 @@ import dataclasses
 from torch import nn
 
 from sermo.data.spec import ModelSpec
-from sermo.systems.definition import Deviation, FeatureUse, SystemDef, register
-from sermo.systems.cross_representation.config import ROWS, SPEECH_ROWS, CrossRepresentationConfig
+from sermo.systems.definition import Deviation, SystemDef, register
+from sermo.systems.cross_representation.config import ROWS, SPEECH_ROWS, CrossRepresentationConfig, declare
 from sermo.systems.cross_representation.model import CrossRepresentation
 from sermo.systems.cross_representation.report import finish
 from sermo.systems.cross_representation.run import plan_epochs, run_fold
@@ -63,27 +63,6 @@ PAPER = {
     },
 }
 
-def features(cfg) -> list[FeatureUse]:
-    """Every hidden state of the speech encoder (Eq. 1) for the bottleneck rows, the mel
-    spectrogram (reconstruction target, and the mel-input row's input), every utterance's
-    speaker embedding, and the token features of each text encoder."""
-    m, d = cfg.model, cfg.data
-    speech = [r for r in m.rows if r in SPEECH_ROWS]
-    out = []
-    feature_rows = sum(SPEECH_ROWS[r][1] == "features" for r in speech)
-    if d.audio_encoder and feature_rows:
-        out.append(FeatureUse(d.audio_encoder, tuple(d.audio_layers) if d.audio_layers else None, feature_rows,
-                              what="speech (weighted layers)"))
-    if speech:
-        out += [FeatureUse(m.mel_encoder, None, len(speech), what="mel target / input"),
-                FeatureUse("resemblyzer", None, 0, corpus=True, what="speaker embeddings")]
-    layers = tuple(d.text_layers) if d.text_layers else None
-    if "text" in m.rows and d.text_encoder:
-        out.append(FeatureUse(d.text_encoder, layers, 1, what="text"))
-    out += [FeatureUse(name, layers, 1, what="text (Table 4)") for name in m.text_encoders]
-    return out
-
-
 DEVIATIONS = (
     Deviation("Phones come from pocketsphinx forced alignment.", "The paper used Gentle (not a Python package).",
               "The decoder's phone input; the emotion features are the codes either way."),
@@ -117,6 +96,6 @@ COMPARISONS = (("speech_small", "fusion", "wa"), ("text", "fusion", "wa"), ("spe
 register(SystemDef(
     name="cross_representation", config_cls=CrossRepresentationConfig, run_fold=run_fold,
     build_model=build_model, rows=ROWS, paper=PAPER, finish=finish, order=5, targets=("category",),
-    features=features, deviations=DEVIATIONS, comparisons=COMPARISONS, plan_epochs=plan_epochs,
+    declare=declare, deviations=DEVIATIONS, comparisons=COMPARISONS, plan_epochs=plan_epochs,
     title="Cross-representation speech model, CNN text model and score fusion (Makiuchi et al., ASRU 2021)",
 ))

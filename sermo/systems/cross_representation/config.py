@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sermo.config import setting
+from sermo.config import RunConfig, setting
+from sermo.systems.api import FeatureRead, Reads, Row
 
 ROWS = ("speech_small", "speech_large", "speech_mel_input", "text", "fusion")
 SPEECH_ROWS = {"speech_small": ("small", "features"), "speech_large": ("large", "features"),
@@ -81,3 +82,21 @@ class CrossRepresentationConfig:
     probe_lr: float = setting(1e-4, gt=0)
     probe_share: float = setting(0.8, gt=0, lt=1)
     probe_folds: int = setting(5, min=0)
+
+
+def declare(cfg: RunConfig) -> list[Row]:
+    """The recipe's speech rows, ``text``, ``text@<encoder>`` per Table 4 encoder, then
+    ``fusion``, with what each reads: every speech row reads the mel spectrogram (its target, the
+    mel-input row's input too) and the speaker embeddings of the whole corpus; ``run_fold``
+    trains them."""
+    m, d = cfg.model, cfg.data
+    layers = tuple(int(i) for i in d.text_layers) if d.text_layers else None
+    around = (FeatureRead(m.mel_encoder, None, what="mel target / input"),
+              FeatureRead("resemblyzer", None, readers=0, corpus=True, what="speaker embeddings"))
+    out = [Row(r, ("audio",), r, reads=Reads(audio=SPEECH_ROWS[r][1] == "features", other=around))
+           for r in m.rows if r in SPEECH_ROWS]
+    out += [Row("text", ("text",), "text", reads=Reads(text=True))] * ("text" in m.rows)
+    out += [Row(f"text@{name}", ("text",), "text", reads=Reads(other=(FeatureRead(name, layers, what="text (Table 4)"),)))
+            for name in m.text_encoders]
+    out += [Row("fusion", ("audio", "text"), "fusion", reads=Reads())] * ("fusion" in m.rows)
+    return out

@@ -7,7 +7,7 @@ import numpy as np
 
 from sermo.systems.common import lacking
 from sermo.systems.api import FoldContext, RowResult, sequence, stage_name
-from sermo.systems.cross_representation.config import SPEECH_ROWS, CrossRepresentationConfig
+from sermo.systems.cross_representation.config import SPEECH_ROWS, CrossRepresentationConfig, declare
 from sermo.systems.cross_representation.fusion import score_fusion
 from sermo.systems.cross_representation.model import CrossRepresentation
 from sermo.systems.cross_representation.probe import speaker_probe
@@ -103,12 +103,13 @@ def run_fold(ctx: FoldContext) -> list[RowResult]:
             raise ValueError(f"bottleneck {name!r} is not configured; model.bottlenecks has {list(cfg.bottlenecks)}")
     results: list[RowResult] = []
     models: dict[str, tuple] = {}
-    speech_rows = [r for r in cfg.rows if r in SPEECH_ROWS]
+    declared = declare(ctx.cfg)
+    speech_rows = [r for r in declared if r.name in SPEECH_ROWS]
     inputs = Inputs(ctx) if speech_rows else None
-    for row in speech_rows:
+    for decl in speech_rows:
         assert inputs is not None
-        size, kind = SPEECH_ROWS[row]
-        src = ctx.audio if kind == "features" else inputs.mel
+        row, (size, kind) = decl.name, SPEECH_ROWS[decl.name]
+        src = ctx.audio if decl.reading.audio else inputs.mel
         why = "the recipe has no audio encoder" if src is None else lacking(ctx, ("audio",))
         if why or src is None:
             results.append(ctx.skipped_row(row, ("audio",), why))
@@ -137,9 +138,9 @@ def run_fold(ctx: FoldContext) -> list[RowResult]:
                 "layer_weights": [round(float(w), 4) for w in model.encoder.weighting.weights().detach()]}
         if inputs.unaligned:
             info["unaligned"] = len(inputs.unaligned)
-        results.append(ctx.row(row, ("audio",), model, preds, info=info, options={"speech_subsample": sub}))
-    text_rows: list[tuple[str, str | None]] = [("text", None)] if "text" in cfg.rows else []
-    text_rows += [(f"text@{name}", name) for name in cfg.text_encoders]
+        results.append(ctx.row(row, decl.modalities, model, preds, info=info, options={"speech_subsample": sub}))
+    # the recipe's text encoder (``text``), or the one a Table 4 row reads
+    text_rows = [(r.name, next((f.encoder for f in r.reading.other), None)) for r in declared if r.modalities == ("text",)]
     for row, encoder in text_rows:
         why = "the recipe has no text encoder" if ctx.text is None and encoder is None else lacking(ctx, ("text",))
         if why:
@@ -168,7 +169,7 @@ def run_fold(ctx: FoldContext) -> list[RowResult]:
         # every text row (text@<encoder> too) is the text CNN: its bundle says so
         results.append(ctx.row(row, ("text",), text_model, preds, options={"architecture": "text"},
                                info={"encoder": encoder or ctx.cfg.data.text_encoder, **schedule}))
-    if "fusion" in cfg.rows:
+    if any(r.name == "fusion" for r in declared):
         results.append(score_fusion(ctx, models, cfg))
     if ctx.is_analysis_fold(cfg.probe_folds) and inputs is not None:
         probes = {}

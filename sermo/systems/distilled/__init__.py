@@ -16,11 +16,12 @@ with oracle and with each ASR engine's transcripts, and the engine's WER).
 
 from __future__ import annotations
 
-from sermo.systems.definition import Deviation, FeatureUse, SystemDef, register
+from sermo.systems.definition import Deviation, SystemDef, register
 from sermo.systems.common import FINETUNED_AUDIO_CAP, FINETUNED_MASKING
 from sermo.systems.distilled.config import DistilledConfig
 from sermo.systems.distilled.model import build_model
 from sermo.systems.distilled.report import finish
+from sermo.systems.distilled.rows import analyses, declare
 from sermo.systems.distilled.run import run_fold
 
 PAPER = {
@@ -85,33 +86,9 @@ def comparisons(cfg) -> list:
         out += [(row, row + "+text", "ua"), (row, row + "+text@ft_frz", "ua")]
     return out
 
-def features(cfg) -> list[FeatureUse]:
-    """Frozen speech features only in frozen mode (fine-tuned rows read samples); text features
-    for the rows whose text encoder is frozen, or the hidden state below the fine-tuned top
-    layers; every hidden state of the layer-importance encoders on the analysis folds."""
-    from sermo.encoders.registry import encoder_shape
-
-    m, d = cfg.model, cfg.data
-    layers = tuple(m.speech_layers) if m.speech_layers is not None else None
-    out = [FeatureUse(name, layers, 1 + int(m.text), what="speech") for name in m.speech_encoders
-           if m.mode == "frozen"]
-    if m.text and d.text_encoder:
-        frozen_rows = len(m.speech_encoders) * ((m.mode in ("frozen", "ft_frz")) + (m.mode == "ft" and m.compare_ft_frz))
-        if frozen_rows:
-            out.append(FeatureUse(d.text_encoder, tuple(d.text_layers) if d.text_layers else None, frozen_rows,
-                                  what="text (frozen)"))
-        if m.mode == "ft" and m.text_finetune_layers is not None and m.text_from_store:
-            below = encoder_shape(d.text_encoder)[0] - 1 - m.text_finetune_layers
-            out.append(FeatureUse(d.text_encoder, (below,), len(m.speech_encoders), what="text below the tuned layers"))
-    if m.layer_importance:
-        names = m.importance_encoders or [*m.speech_encoders, *([d.text_encoder] if m.text else [])]
-        out += [FeatureUse(name, None, 3, analysis=True, what="layer importance") for name in names]
-    return out
-
-
 register(SystemDef(
     name="distilled", config_cls=DistilledConfig, run_fold=run_fold, build_model=build_model, paper=PAPER,
-    finish=finish, order=2, targets=("dims", "category"), features=features, deviations=DEVIATIONS,
+    finish=finish, order=2, targets=("dims", "category"), declare=declare, analyses=analyses, deviations=DEVIATIONS,
     comparisons=comparisons,
     title="Audio-textual distilled SSL models (de Oliveira, Prabhu, Gerkmann, Interspeech 2023)",
 ))

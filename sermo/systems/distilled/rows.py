@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sermo.config import RunConfig
+from sermo.encoders.base import EncoderError
+from sermo.encoders.registry import encoder_shape, top_input
+from sermo.systems.api import Analysis, FeatureRead, Reads, Row
 from sermo.systems.common import fold_task
 from sermo.systems.distilled.model import DistilledModel
 
@@ -11,6 +15,75 @@ from sermo.systems.distilled.model import DistilledModel
 def label(name: str) -> str:
     """A row name for an encoder: the registry name, or a Hub id's / folder's last part."""
     return Path(name.rstrip("/")).name if "/" in name else name
+
+
+def declare(cfg: RunConfig) -> list[Row]:
+    """Per speech encoder, in the recipe's order: ``<encoder>`` (architecture ``audio``) and
+    ``<encoder>+text`` in the recipe's mode (and, fine-tuning with ``compare_ft_frz``,
+    ``<encoder>+text@ft_frz``), with what each reads. ``options`` name the row's speech encoder
+    and how its text is read (``text_mode``); ``run_fold`` trains them."""
+    m = cfg.model
+    text_modes = [] if not m.text else ["ft_frz"] if m.mode == "ft_frz" else \
+        [m.mode] + ["ft_frz"] * (m.mode == "ft" and m.compare_ft_frz)
+    out = []
+    for name in m.speech_encoders:
+        speech = _speech_reads(cfg, name)
+        out.append(Row(label(name), ("audio",), "audio", reads=Reads(other=speech), options={"speech_encoder": name}))
+        for i, mode in enumerate(text_modes):
+            row = label(name) + "+text" + ("@ft_frz" if i else "")
+            reads = Reads(text=mode != "ft", other=speech + (_tuned_text(cfg) if mode == "ft" else ()))
+            out.append(Row(row, ("audio", "text"), "audio+text", reads=reads,
+                           options={"speech_encoder": name, "text_mode": mode}))
+    return out
+
+
+def analyses(cfg: RunConfig) -> list[Analysis]:
+    """Layer importance (Figure 2: every hidden state of each encoder, one model per dimension)
+    and transcript robustness (Table 2: the audio+text model once per transcript source)."""
+    m, d = cfg.model, cfg.data
+    out = []
+    if m.layer_importance:
+        names = m.importance_encoders or [*m.speech_encoders, *([d.text_encoder] if m.text and d.text_encoder else [])]
+        out.append(Analysis("layer_importance.json", tuple(FeatureRead(n, None, readers=3) for n in names)))
+    if m.text and m.transcript_engines and d.text_encoder and m.speech_encoders:
+        sources = 1 + len(m.transcript_engines)
+        name = m.robustness_encoder or m.speech_encoders[-1]
+        text = (FeatureRead(d.text_encoder, _layers(d.text_layers), readers=sources),) if m.mode != "ft" else \
+            tuple(FeatureRead(t.encoder, t.layers, readers=sources) for t in _tuned_text(cfg))
+        out.append(Analysis("transcripts.json", tuple(FeatureRead(s.encoder, s.layers, readers=sources, pooled=s.pooled)
+                                                      for s in _speech_reads(cfg, name)) + text))
+    return out
+
+
+def _speech_reads(cfg: RunConfig, name: str) -> tuple[FeatureRead, ...]:
+    """What a row of speech encoder ``name`` reads: its frozen features, the state below its
+    fine-tuned top layers (``speech_from_store``, where the encoder runs them apart), or nothing
+    stored (samples through the whole encoder)."""
+    m = cfg.model
+    if m.mode == "frozen":
+        return (FeatureRead(name, _layers(m.speech_layers)),)
+    k, layers = m.finetune_layers, m.speech_layers
+    below = top_input(name, k) if m.speech_from_store else None
+    if below is None or k is None or layers is None or not all(-k - 1 <= i < 0 for i in layers):
+        return ()
+    return (FeatureRead(name, (below,), pooled=cfg.data.pool_finetuned, what="speech below the tuned layers"),)
+
+
+def _tuned_text(cfg: RunConfig) -> tuple[FeatureRead, ...]:
+    """What a row with a fine-tuned text encoder reads: the stored state below its tuned top
+    layers (``text_from_store``), else nothing stored (token ids through the whole encoder)."""
+    m, d = cfg.model, cfg.data
+    if m.text_finetune_layers is None or not m.text_from_store or not d.text_encoder:
+        return ()
+    try:
+        below = encoder_shape(d.text_encoder)[0] - 1 - m.text_finetune_layers
+    except EncoderError:  # not here: the row says so when it runs
+        return ()
+    return (FeatureRead(d.text_encoder, (below,), what="text below the tuned layers"),)
+
+
+def _layers(layers) -> tuple[int, ...] | None:
+    return tuple(int(i) for i in layers) if layers is not None else None
 
 
 class Rows:

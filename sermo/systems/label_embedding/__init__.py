@@ -22,9 +22,9 @@ way the utterance's own tokens are pooled apart from the context's.
 """
 from __future__ import annotations
 
-from sermo.systems.definition import Deviation, FeatureUse, SystemDef, recipe_features, register
+from sermo.systems.definition import Deviation, SystemDef, register
 from sermo.systems.common import FINETUNED_AUDIO_CAP, FINETUNED_MASKING
-from sermo.systems.label_embedding.config import ARCHITECTURES, ROWS, LabelEmbeddingConfig
+from sermo.systems.label_embedding.config import ROWS, LabelEmbeddingConfig, analyses, declare
 from sermo.systems.label_embedding.model import build_model
 from sermo.systems.label_embedding.report import finish
 from sermo.systems.label_embedding.run import run_fold
@@ -39,21 +39,6 @@ PAPER = {
         "fusion_al_only": {"wa": 0.8129, "ua": 0.8137}, "fusion_ar_only": {"wa": 0.8108, "ua": 0.8168},
     },
 }
-
-def features(cfg) -> list[FeatureUse]:
-    """The recipe's speech and text features (they standardise and start the label embeddings
-    even when the encoders are fine-tuned; frozen rows read them every epoch) and the text
-    features of each utterance's dialog context."""
-    m = cfg.model
-    speech_rows = [r for r in m.rows if r in ARCHITECTURES and ARCHITECTURES[r].speech]
-    text_rows = [r for r in m.rows if r in ARCHITECTURES and ARCHITECTURES[r].text]
-    readers = lambda rows: 1 if m.finetune else max(len(rows), 1)  # noqa: E731
-    out = recipe_features(cfg, audio_readers=readers(speech_rows), text_readers=readers(text_rows))
-    if cfg.data.text_encoder and any(r != "text" for r in text_rows):
-        out.append(FeatureUse(cfg.data.text_encoder, tuple(cfg.data.text_layers) if cfg.data.text_layers else None,
-                              readers(text_rows), what="dialog context (previous turns)"))
-    return out
-
 
 DEVIATIONS = (
     Deviation("The speech encoder is wav2vec 2.0 Large (LV-60).",
@@ -111,7 +96,7 @@ COMPARISONS = (("text", "text_context", "ua"), ("text_context", "text_context_le
 
 register(SystemDef(
     name="label_embedding", config_cls=LabelEmbeddingConfig, run_fold=run_fold, build_model=build_model,
-    rows=ROWS, paper=PAPER, finish=finish, order=4, targets=("category",), features=features,
+    rows=ROWS, paper=PAPER, finish=finish, order=4, targets=("category",), declare=declare, analyses=analyses,
     deviations=DEVIATIONS, comparisons=COMPARISONS,
     title="LE-MER: label embeddings and label-guided cross-attention (Wang et al., Interspeech 2023)",
 ))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sermo.config import setting
+from sermo.config import RunConfig, setting
+from sermo.systems.api import Analysis, FeatureRead, Reads, Row
 
 ROWS = ("text", "text_context", "text_context_le", "speech", "speech_2nd", "speech_le", "score_fusion", "le_mer",
         "fusion_ar_plus_al", "fusion_al_only", "fusion_ar_only")
@@ -120,3 +121,61 @@ class LabelEmbeddingConfig:
     finetune: bool = False
     speech_lr_scale: float = setting(0.02, min=0)
     text_lr_scale: float = setting(0.1, min=0)
+
+
+def declare(cfg: RunConfig) -> list[Row]:
+    """The recipe's rows with what each reads: the recipe's speech and text features every epoch
+    (once, for the standardisation and the label embeddings' starting points, where the encoders
+    are fine-tuned), and the text features of the dialog context for the rows that read it;
+    ``score_fusion`` reads nothing of its own. ``run_fold`` trains them."""
+    m = cfg.model
+    out = []
+    for name in m.rows:
+        if name not in ARCHITECTURES:  # score_fusion: two rows' predictions combined
+            out.append(Row(name, ("text", "audio"), name, reads=Reads()))
+            continue
+        out.append(Row(name, _modalities(ARCHITECTURES[name]), name, reads=_reads(cfg, ARCHITECTURES[name])))
+    return out
+
+
+def analyses(cfg: RunConfig) -> list[Analysis]:
+    """The K grid (Figure 3: ``speech_le`` once per K but its own) and the initialisations
+    (Table 1 A3-A4, B3-B4: ``text_context_le`` and ``speech_le`` once per other start), with what
+    their models read."""
+    m = cfg.model
+    own = m.speech_init == "codebook" and "speech_le" in m.rows
+    grid = sum(1 for k in m.k_grid if not (own and k == m.speech_k))
+    out = []
+    if grid:
+        out.append(Analysis("k_grid.json", _reads(cfg, ARCHITECTURES["speech_le"], grid).other))
+    if m.compare_inits:
+        reads: tuple[FeatureRead, ...] = ()
+        for row, inits in (("text_context_le", TEXT_INITS), ("speech_le", SPEECH_INITS)):
+            models = len(inits) - (row in m.rows)
+            reads += _reads(cfg, ARCHITECTURES[row], models).other
+        out.append(Analysis("inits.json", reads))
+    return out
+
+
+def _modalities(arch: Architecture) -> tuple[str, ...]:
+    return ("text",) * arch.text + ("audio",) * arch.speech
+
+
+def _reads(cfg: RunConfig, arch: Architecture, models: int = 1) -> Reads:
+    """What ``models`` models of an architecture read, all as ``other`` reads of the recipe's
+    encoders (every epoch, or once where the encoders are fine-tuned)."""
+    d = cfg.data
+    every = 0 if cfg.model.finetune else models
+    reads = []
+    if arch.speech and d.audio_encoder:
+        reads.append(FeatureRead(d.audio_encoder, _layers(d.audio_layers), readers=every))
+    if arch.text and d.text_encoder:
+        reads.append(FeatureRead(d.text_encoder, _layers(d.text_layers), readers=every))
+        if arch.context:
+            reads.append(FeatureRead(d.text_encoder, _layers(d.text_layers), readers=every,
+                                     what="dialog context (previous turns)"))
+    return Reads(other=tuple(reads))
+
+
+def _layers(layers) -> tuple[int, ...] | None:
+    return tuple(int(i) for i in layers) if layers is not None else None

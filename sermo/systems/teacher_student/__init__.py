@@ -21,13 +21,14 @@ from sermo.data.spec import ModelSpec
 from sermo.evaluation.metrics import DIMENSIONS
 from sermo.evaluation.runfolder import RunResults
 from sermo.systems.common import FINETUNED_AUDIO_CAP, FINETUNED_MASKING
-from sermo.systems.definition import Deviation, FeatureUse, SystemDef, recipe_features, register
+from sermo.systems.definition import Deviation, SystemDef, register
 from sermo.systems.teacher_student.model import (ROWS, Branch, TeacherStudentConfig, TSModel, residual_mask,
                                                  student_l2)
+from sermo.systems.teacher_student.rows import declare, tuned_input
 from sermo.systems.teacher_student.run import run_fold
 
 __all__ = ["ROWS", "Branch", "TeacherStudentConfig", "TSModel", "residual_mask", "student_l2", "run_fold",
-           "build_model", "finish", "comparisons"]
+           "build_model", "finish", "comparisons", "declare", "tuned_input"]
 
 
 def finish(out: Path, results: RunResults) -> str:
@@ -88,20 +89,6 @@ PAPER = {
     },
 }
 
-def features(cfg) -> list:
-    """Frozen speech features for the audio row, the teacher (its own encoder, where it has one)
-    and (unless fine-tuned) the students; text features for the text row and the teacher."""
-    m = cfg.model
-    teacher = "multimodal" in m.rows
-    audio = ("audio" in m.rows) + (teacher and not m.teacher_audio_encoder) + \
-        (0 if m.student_finetune else sum(r in m.rows for r in ("ts", "cts")))
-    out = recipe_features(cfg, audio_readers=audio, text_readers=sum(r in m.rows for r in ("text", "multimodal")))
-    if teacher and m.teacher_audio_encoder:
-        layers = tuple(cfg.data.audio_layers) if cfg.data.audio_layers is not None else None
-        out.append(FeatureUse(m.teacher_audio_encoder, layers, 1, what="the teacher's audio"))
-    return out
-
-
 DEVIATIONS = (
     Deviation("The students start from the teacher's prediction layer.",
               "The paper does not say how the student's prediction layer starts; from scratch, an embedding that "
@@ -143,7 +130,7 @@ def comparisons(cfg) -> list:
 
 register(SystemDef(
     name="teacher_student", config_cls=TeacherStudentConfig, run_fold=run_fold, build_model=build_model,
-    rows=ROWS, paper=PAPER, finish=finish, order=1, targets=("dims", "category"), features=features,
+    rows=ROWS, paper=PAPER, finish=finish, order=1, targets=("dims", "category"), declare=declare,
     deviations=DEVIATIONS,
     comparisons=comparisons,
     title="Cross-modal conditional teacher-student training (Srinivasan, Huang, Kirchhoff, ICASSP 2022)",

@@ -6,10 +6,11 @@ import numpy as np
 import torch
 
 from sermo.evaluation.metrics import DIMENSIONS, ccc, pearson, unweighted_accuracy
-from sermo.systems.api import FoldContext, RowResult
+from sermo.systems.api import Features, FoldContext, Row, RowResult
 from sermo.systems.common import fold_task, lacking
-from sermo.systems.teacher_student.model import (ROWS, TeacherStudentConfig, TSModel, category_residual_mask,
+from sermo.systems.teacher_student.model import (TeacherStudentConfig, TSModel, category_residual_mask,
                                                  residual_mask)
+from sermo.systems.teacher_student.rows import declare
 
 def _embed(ctx, model: TSModel, dataset) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Each utterance's embedding and prediction: A/V/D, or class probabilities."""
@@ -57,8 +58,16 @@ def run_fold(ctx: FoldContext) -> list[RowResult]:
         _, why_not = ctx.trainable_encoder("speech")
 
     layers = ctx.cfg.data.audio_layers
-    # the teacher may have its own speech encoder (MSP-Podcast: HuBERT Large teaching HuBERT Base)
-    teacher_src = ctx.features(cfg.teacher_audio_encoder, layers) if cfg.teacher_audio_encoder else ctx.audio
+    declared = {r.name: r for r in declare(ctx.cfg)}
+
+    def audio_of(row: Row) -> Features | None:
+        """The frozen speech features a declared row reads: the recipe's, or its own encoder's
+        (the teacher's, MSP-Podcast: HuBERT Large teaching HuBERT Base)."""
+        reads = row.reading
+        own = [ctx.features(f.encoder, f.layers) for f in reads.other]
+        return ctx.audio if reads.audio else own[0] if own else None
+
+    teacher_src = audio_of(declared["multimodal"]) if "multimodal" in declared else None
 
     def top_layers(sp) -> int | None:
         """How many top layers a fine-tuned row runs on the stored state below them (``None``: it
@@ -100,23 +109,21 @@ def run_fold(ctx: FoldContext) -> list[RowResult]:
         return {"speech_model": ctx.cfg.data.audio_encoder,
                 "options": {"speech_layers": layers, "speech_top": model.speech_top, "task": task}}
 
-    plain = {"audio": (ctx.audio, False), "text": (None, True), "multimodal": (teacher_src, True)}
     trained: dict[str, TSModel] = {}
-    for row in [r for r in ROWS if r in plain and r in cfg.rows]:
-        a, t = plain[row]
-        why = lacking(ctx, ("audio",) * (row != "text") + ("text",) * t)
+    for decl in [r for r in declared.values() if r.name in ("audio", "text", "multimodal")]:
+        row, t = decl.name, decl.reading.text
+        why = lacking(ctx, decl.modalities)
         if why:  # a text-only table, or one without transcripts
-            results.append(ctx.skipped_row(row, ("text",) if row == "text" else ("audio",) + ("text",) * t, why))
+            results.append(ctx.skipped_row(row, decl.modalities, why))
             continue
+        a = audio_of(decl)
         model, _ = build(row, audio_src=a, text=t)
         model = ctx.fit(model, row, data("train", audio_src=a, text=t), data("valid", audio_src=a, text=t))
         trained[row] = model
         def split_data(s: str, a=a, t=t):
             return data(s, audio_src=a, text=t)
 
-        results.append(ctx.row(row, [m for m, use in (("audio", a is not None), ("text", t)) if use], model,
-                               ctx.predict(model, split_data),
-                               options={"task": task}))
+        results.append(ctx.row(row, decl.modalities, model, ctx.predict(model, split_data), options={"task": task}))
     no_audio = lacking(ctx, ("audio",))
     why_not = why_not or no_audio
     can_finetune = finetuning and not why_not
