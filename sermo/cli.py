@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sermo.cli_args import (Parser, UsageError, fold_numbers, json_quote, number, one_line_warnings, scale,
                             system_names)
+from sermo.cli_serving import add_serving_commands
 
 DEMO_DIR = Path("runs/demo")
 
@@ -145,7 +146,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         from sermo.bench.predict import run_predict_bench
 
-        report = run_predict_bench(Path(args.out))
+        report = run_predict_bench(Path(args.out), bundle=args.bundle)
     print(report.read_text())
     print(f"written to {report}")
     return 0
@@ -187,44 +188,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for r in skipped:  # a row that produced nothing is not a result: say so, and exit with 1
         print(f"sermo: row {r['name']} produced nothing: {r['skipped']}", file=sys.stderr)
     return 1 if skipped else 0
-
-
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from sermo.data.audio import AudioError
-    from sermo.serving.output import format_predictions
-    from sermo.serving.files import audio_files
-    from sermo.serving.predictor import Predictor
-
-    predictor = Predictor.from_pretrained(args.bundle, asr=args.asr, accelerator=args.accelerator)
-    files = audio_files(args.inputs)
-    if not files:
-        raise UsageError(f"no audio files in {' '.join(args.inputs)} (looked for .wav .flac .ogg .mp3 .opus .aif)")
-    rows, skipped, summaries = [], 0, {}
-    for path in files:
-        try:
-            if args.segment:
-                preds, summary = predictor.predict_long(path, max_seconds=args.max_seconds)
-                summaries[str(path)] = summary
-            else:
-                preds = [predictor.predict(str(path), transcript=args.transcript)]
-        except AudioError as exc:  # a broken file is reported; the others still get results
-            print(f"sermo: skipped {exc}", file=sys.stderr)
-            skipped += 1
-            continue
-        rows += preds
-    if rows or args.format == "json":
-        print(format_predictions(rows, summaries, args.format, bundle=str(args.bundle)), end="")
-    if skipped:
-        print(f"sermo: {skipped} of {len(files)} file(s) skipped", file=sys.stderr)
-    return 0 if rows or not files else 1
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from sermo.serving.service import serve
-
-    serve(args.bundle, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
-          max_seconds=args.max_seconds, accelerator=args.accelerator)
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,50 +296,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("predict", help="predict emotion for audio files with a trained model bundle",
-                       description="Predict arousal, valence, dominance (on the scale the model was trained on) and "
-                                   "category probabilities for audio files or folders. An unreadable file is skipped. A "
-                                   "model for real speech comes from `sermo run` on real speech (demo bundles: synthetic).")
-    p.add_argument("bundle", help="a bundle folder, e.g. runs/baselines/iemocap-demo/bundles/fusion")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders")
-    p.add_argument("--transcript", default=None,
-                   help="the words spoken (models that read text otherwise transcribe with their ASR engine)")
-    p.add_argument("--asr", default=None,
-                   help="ASR engine for text models (default: the bundle's, else whisper-tiny.en)")
-    p.add_argument("--segment", action="store_true",
-                   help="long recordings: cut by voice activity into segments, one result per segment + a summary")
-    p.add_argument("--max-seconds", type=number(float, positive=True), default=10.0,
-                   help="longest segment with --segment (default 10)")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"],
-                   help="where models run (default auto: the GPU when there is one)")
-    p.set_defaults(func=_cmd_predict)
-
-    p = sub.add_parser("serve", help="HTTP service and web page for a model bundle",
-                       description="POST /predict (multipart: file, optional transcript), GET /health, the OpenAPI "
-                                   "schema at /docs, and a web page at / to upload or record audio.")
-    p.add_argument("bundle", help="a bundle folder")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=number(int, low=1, high=65535, what="a port number"), default=8000)
-    p.add_argument("--max-upload-mb", type=number(float, positive=True), default=20.0,
-                   help="largest accepted upload (default 20 MB)")
-    p.add_argument("--max-seconds", type=number(float, positive=True), default=60.0,
-                   help="longest accepted audio (default 60 s); longer audio is refused with 413")
-    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"],
-                   help="where models run (default auto: the GPU when there is one)")
-    p.set_defaults(func=_cmd_serve)
+    add_serving_commands(sub)
 
     p = sub.add_parser("bench", help="measure speed: feature extraction, prediction, padded batches",
                        description="Benchmarks whose figures go in issue notes; nothing here asserts a time.")
     p.add_argument("what", choices=["extract", "predict", "plan", "padding"],
                    help="extract: encoders' first vs cached runs, batched vs plain loop (and the throughput later plans "
                         "count encoder hours with); predict: latency, throughput and the service's requests per "
-                        "second; plan: every paper profile's plan on manifests the size of IEMOCAP and MSP-Podcast "
+                        "second, and the torch path against the exported ONNX one; plan: every paper profile's plan on manifests the size of IEMOCAP and MSP-Podcast "
                         "v1.10 with a 64 GB store; padding: a HuBERT-shaped model without an attention mask, padded "
                         "batches against one utterance at a time (feature agreement, a probe's UA, training steps/s)")
     p.add_argument("--utterances", type=number(int, positive=True, what="a whole number"), default=60, help="utterances of the built-in corpus (default 60)")
     p.add_argument("--corpus", default=None, help="an IEMOCAP-layout corpus to use instead of a fresh built-in one")
     p.add_argument("--out", default="runs/bench", help="folder for the report (default runs/bench)")
+    p.add_argument("--bundle", default=None, help="predict: the bundle whose torch and ONNX paths are compared "
+                   "(default: the benchmark's HuBERT-sized one), e.g. runs/demo/baselines/bundles/audio")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("demo", help="synthesise the built-in corpus and run every system on it",

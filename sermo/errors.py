@@ -13,6 +13,7 @@ from sermo.data.protocols import ProtocolError
 from sermo.data.synth.corpus import SynthError
 from sermo.encoders.base import EncoderError
 from sermo.config import ConfigError, RunError
+from sermo.serving.core import ExportError
 
 
 class ServeError(OSError):
@@ -22,7 +23,7 @@ class ServeError(OSError):
 USER_ERRORS: tuple[type[BaseException], ...] = (
     AudioError, IemocapLayoutError, MspLayoutError, TableLayoutError, ManifestError, ProtocolError,
     SynthError, EncoderError, ConfigError, FileNotFoundError, BundleError, AcceleratorError,
-    RunError, CorpusError, ServeError, LabelSpaceError,
+    RunError, CorpusError, ServeError, LabelSpaceError, ExportError,
 )
 
 

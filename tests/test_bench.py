@@ -29,5 +29,10 @@ def test_bench_predict_measures_latency_throughput_and_the_service(tmp_path, mon
     assert "Prediction / encoder forward" in report.read_text()
     facts = json.loads((tmp_path / "out" / "predict.json").read_text())
     assert facts["ratio_p50"] > 0 and facts["service_rps"] > 0 and facts["throughput_files_per_s"] > 0
-    assert [r["measure"].split(",")[0] for r in facts["rows"]] == ["encoder forward", "Predictor.predict",
+    assert [r["measure"].split(",")[0] for r in facts["rows"]] == ["encoder forward", "Predictor.predict_signal",
                                                                     "HTTP /predict"]
+    # the same files through the torch and the exported paths, each timed, their outputs compared
+    onnx = facts["onnx"]
+    assert [r["path"] for r in onnx["rows"]] == ["torch Predictor", "ONNX runtime (no torch)"]
+    assert all(r["files/s"] > 0 and r["real-time factor"] > 0 for r in onnx["rows"])
+    assert onnx["folder_mb"] > 0 and onnx["max_difference"] < 1e-4 and "ONNX model" in report.read_text()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Callable
 
 import numpy as np
 import torch
 
 from sermo.data.audio import SAMPLE_RATE
 from sermo.encoders.base import Encoder, EncoderOutput
+from sermo.encoders.spectrum import stft_power
 
 
 def mel_filterbank(n_mels: int = 80, n_fft: int = 512, sr: int = SAMPLE_RATE, fmin: float = 0.0,
@@ -31,10 +33,16 @@ def log_mel(samples: np.ndarray, *, n_mels: int = 80, win: int = 400, hop: int =
     x = torch.from_numpy(np.asarray(samples, dtype=np.float32))
     if x.numel() < win:
         x = torch.nn.functional.pad(x, (0, win - x.numel()))
-    spec = torch.stft(x, n_fft=n_fft, hop_length=hop, win_length=win, window=torch.hann_window(win),
-                      center=True, return_complex=True).abs() ** 2  # (freq, frames)
+    return log_mel_tensor(x, n_mels=n_mels, win=win, hop=hop, n_fft=n_fft).numpy()
+
+
+def log_mel_tensor(x: torch.Tensor, *, n_mels: int = 80, win: int = 400, hop: int = 160, n_fft: int = 512,
+                   power: Callable = stft_power) -> torch.Tensor:
+    """:func:`log_mel` of at least ``win`` samples as a tensor function (``sermo export`` exports
+    it; ``power``: how the spectrum is computed)."""
+    spec = power(x, n_fft, hop, torch.hann_window(win))  # (freq, frames)
     fb = torch.from_numpy(mel_filterbank(n_mels, n_fft))
-    return torch.log(fb @ spec + 1e-6).T.numpy()
+    return torch.log(fb @ spec + 1e-6).T
 
 
 class LogMelEncoder(Encoder):

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 
 from sermo.data.audio import SAMPLE_RATE
+from sermo.data.vad import pkg_resources_shim
 from sermo.encoders.base import Encoder, EncoderOutput, file_digest
-
-
-def _pkg_resources_shim() -> None:
-    """webrtcvad (a Resemblyzer dependency) imports pkg_resources, which setuptools >= 77
-    no longer ships; give it the one function it uses."""
-    try:
-        import pkg_resources  # noqa: F401
-    except ImportError:
-        from importlib import metadata
-
-        shim = types.ModuleType("pkg_resources")
-        shim.get_distribution = lambda name: types.SimpleNamespace(version=metadata.version(name))  # type: ignore[attr-defined]
-        sys.modules["pkg_resources"] = shim
 
 
 class ResemblyzerEncoder(Encoder):
@@ -36,7 +22,7 @@ class ResemblyzerEncoder(Encoder):
 
     def __init__(self, *, layers=None, dtype: str = "float16", device: str = "cpu"):
         super().__init__(layers=layers, dtype=dtype)
-        _pkg_resources_shim()
+        pkg_resources_shim()
         import resemblyzer
 
         self._resemblyzer = resemblyzer

@@ -12,6 +12,7 @@ from torch import nn
 from sermo.data.audio import SAMPLE_RATE
 from sermo.encoders.base import Encoder, EncoderError, EncoderOutput, file_digest
 from sermo.encoders.hub import load_or_build, load_pretrained, resolve_checkpoint, weight_files
+from sermo.data.frames import bucket_length
 from sermo.encoders.trainable import TrainableEncoder
 
 if TYPE_CHECKING:
@@ -19,14 +20,6 @@ if TYPE_CHECKING:
 
 
 PADDINGS = ("auto", "bucket", "exact")
-BUCKET_SAMPLES = 4000
-"""Checkpoints without an attention mask are batched by lengths rounded up to 0.25 s (see
-:func:`bucket_length`)."""
-
-
-def bucket_length(samples: int) -> int:
-    """``samples`` rounded up to the next multiple of :data:`BUCKET_SAMPLES` (0.25 s at 16 kHz)."""
-    return -(-int(samples) // BUCKET_SAMPLES) * BUCKET_SAMPLES
 
 
 class SpeechSSL(TrainableEncoder):
@@ -127,6 +120,19 @@ class SpeechSSL(TrainableEncoder):
             for i, (h, f) in enumerate(outs):
                 hidden[i, :, : int(f)] = h[0, :, : int(f)]
             return hidden, frames
+        return self._encode(x, lengths, mask)
+
+    def encode_padded(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` on a batch as it is padded (what frozen features with ``bucket``
+        padding computed; one traceable path, which ``sermo export`` exports)."""
+        x = self.prepare(waveforms, lengths)
+        mask = None
+        if self.use_attention_mask:
+            mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).long()
+        return self._encode(x, lengths, mask)
+
+    def _encode(self, x: torch.Tensor, lengths: torch.Tensor,
+                mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(x, attention_mask=mask, output_hidden_states=True)
         hidden = torch.stack(out.hidden_states, dim=1)  # (batch, layers, frames, dim)
         frames = self.model._get_feat_extract_output_lengths(lengths).clamp(max=hidden.shape[2])

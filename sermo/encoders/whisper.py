@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from torch import nn
 
 from sermo.data.audio import SAMPLE_RATE
 from sermo.encoders.base import EncoderError
+from sermo.encoders.spectrum import stft_power
 from sermo.encoders.trainable import TrainableEncoder
 
 HOP = 160
@@ -187,11 +189,10 @@ def mel_filters(n_mels: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(WhisperFeatureExtractor(feature_size=n_mels).mel_filters.T, np.float32))
 
 
-def log_mel(wave: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+def log_mel(wave: torch.Tensor, filters: torch.Tensor, power: Callable = stft_power) -> torch.Tensor:
     """Whisper's log-mel spectrogram of one waveform ``(S,)``: ``(n_mels, S // 160)``, floored 8
-    below its maximum and scaled as Whisper reads it."""
-    window = torch.hann_window(400, device=wave.device)
-    spec = torch.stft(wave, 400, HOP, window=window, return_complex=True)[..., :-1].abs() ** 2
+    below its maximum and scaled as Whisper reads it (``power``: how the spectrum is computed)."""
+    spec = power(wave, 400, HOP, torch.hann_window(400, device=wave.device))[..., :-1]
     mel = (filters.to(wave.device) @ spec).clamp(min=1e-10).log10()
     return (torch.maximum(mel, mel.max() - 8.0) + 4.0) / 4.0
 
@@ -262,13 +263,14 @@ class WhisperSpeech(TrainableEncoder):
         full, rest = divmod(samples, step)
         return full * self.window + ((rest // HOP + 1) // 2 if rest >= 2 * HOP else 0)
 
-    def _window(self, wave: torch.Tensor) -> torch.Tensor:
-        """Hidden states ``(layers + 1, frames, dim)`` of one window of at most 30 s of samples."""
+    def _window(self, wave: torch.Tensor, power: Callable = stft_power) -> torch.Tensor:
+        """Hidden states ``(layers + 1, frames, dim)`` of one window of at most 30 s of samples
+        (``power``: how the spectrum is computed)."""
         enc = self.encoder
         n = (wave.shape[0] // HOP + 1) // 2  # frames of the real samples
         if self.pad:  # as Whisper was trained: the samples padded with silence to 30 s
             wave = nn.functional.pad(wave, (0, WINDOW_SECONDS * SAMPLE_RATE - wave.shape[0]))
-        mel = log_mel(wave, self.filters)
+        mel = log_mel(wave, self.filters, power)
         x = nn.functional.gelu(enc.conv1(mel[None]))
         x = nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)  # (1, frames, dim)
         x = x + enc.embed_positions.weight[: x.shape[1]]

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from sermo.data.frames import pool_frames
 from sermo.data.manifest import Manifest
 from sermo.data.spec import FeatureInput
 from sermo.encoders.base import EncoderIdentity
@@ -44,20 +45,6 @@ def frame_pool(encoder, pool: int) -> int:
     """The pooling that applies to an encoder: ``pool`` for a speech encoder's frames, 1 for text
     tokens and utterance-level features (no frame rate)."""
     return max(1, int(pool)) if encoder.modality == "audio" and encoder.frame_rate else 1
-
-
-def pool_frames(x: np.ndarray, n: int) -> np.ndarray:
-    """``(L, T, D) -> (L, ceil(T / n), D)``: the mean of every ``n`` consecutive frames (the last
-    of what remains), in ``x``'s dtype; the same frames :func:`sermo.nn.layers.average_frames`
-    gives inside a model, computed once in the data path instead of every epoch."""
-    if n <= 1:
-        return x
-    whole = x.shape[1] // n * n
-    x32 = np.asarray(x, dtype=np.float32)
-    out = x32[:, :whole].reshape(x.shape[0], whole // n, n, x.shape[2]).mean(2)
-    if whole < x.shape[1]:
-        out = np.concatenate([out, x32[:, whole:].mean(1, keepdims=True)], axis=1)
-    return out.astype(x.dtype)
 
 
 class MemoryBudget:

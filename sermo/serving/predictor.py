@@ -1,84 +1,37 @@
-"""Predictions for new audio from a model bundle: ``Predictor.from_pretrained(path).predict(...)``.
+"""Predictions for new audio from a model bundle: ``Predictor.from_pretrained(path)`` with one
+method per kind of input (``predict_signal``, ``predict_file``, ``predict_files``,
+``predict_folder``; :class:`~sermo.serving.segment.Segmenter` for long recordings).
 
 A bundle names the system, the row, exactly what its model reads and the label space and
 scale (see :mod:`sermo.data.bundle`). The predictor rebuilds the model (from the system's
 code, never from the bundle), turns audio (and a transcript, or the configured ASR engine's)
 into the model's inputs through the same input pipeline training used
 (:mod:`sermo.features.pipeline`, with live encoders in place of the feature store), and
-returns typed results on the label scale the model was trained on.
+returns typed results on the label scale the model was trained on. ``sermo export`` writes the
+same model as ONNX graphs that :mod:`sermo.serving.runtime` runs without torch.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from sermo.data.audio import SAMPLE_RATE, AudioError, load_audio, prepare_waveform
+from sermo.data.audio import SAMPLE_RATE, load_audio, prepare_waveform
 from sermo.data.bundle import SYNTHETIC_CAVEAT, BundleConfig, BundleError, check_shapes
 from sermo.data.spec import FeatureInput
+from sermo.serving.core import (MIN_SECONDS, BasePredictor, Prediction, check_duration, combine,  # noqa: F401
+                                outputs_to_result, summarise)
 
 
-@dataclass
-class Prediction:
-    """Emotion predicted for one input (a file, an array, or a segment of a recording).
-
-    Attributes:
-        source: the file path, or ``array[i]`` for arrays.
-        arousal, valence, dominance: on ``scale`` (``None`` when the model predicts no dimensions);
-            a model output beyond the scale is clipped to its ends.
-        scale: ``(min, max)`` of the label scale the model was trained on (the corpus's).
-        categories: class -> probability (``None`` when the model predicts no categories).
-        category: the most probable class.
-        modalities: what the model read (``audio``, ``text``).
-        transcript: the transcript used (``None`` for audio-only models).
-        transcript_source: ``given`` or ``asr:<engine>`` (``None`` for audio-only models).
-        start, end: seconds within the recording for segments (``None`` for whole inputs).
-        duration: seconds of audio.
-        windows: the windows the audio was read in: audio longer than the model reads at once
-            (its ``max_frames``) is cut into equal windows, predicted each, and their outputs
-            averaged weighted by duration (1: read whole).
-    """
-
-    source: str
-    arousal: float | None = None
-    valence: float | None = None
-    dominance: float | None = None
-    scale: tuple[float, float] | None = None
-    categories: dict[str, float] | None = None
-    category: str | None = None
-    modalities: list[str] = field(default_factory=list)
-    transcript: str | None = None
-    transcript_source: str | None = None
-    start: float | None = None
-    end: float | None = None
-    duration: float = 0.0
-    windows: int = 1
-
-    def to_dict(self) -> dict:
-        """JSON-ready form."""
-        d = asdict(self)
-        d["scale"] = list(self.scale) if self.scale else None
-        return d
-
-    def flat(self) -> dict:
-        """One flat row (categories as ``p_<class>`` columns) for tables and CSV."""
-        d = self.to_dict()
-        cats = d.pop("categories") or {}
-        d["scale"] = f"{self.scale[0]:g}-{self.scale[1]:g}" if self.scale else None
-        d["modalities"] = "+".join(self.modalities)
-        d.update({f"p_{k}": v for k, v in cats.items()})
-        return d
-
-
-class Predictor:
+class Predictor(BasePredictor):
     """A trained sermo model ready to predict emotion for any audio.
 
     >>> p = Predictor.from_pretrained("runs/baselines/iemocap-demo/bundles/fusion")  # doctest: +SKIP
-    >>> p.predict("speech.wav").valence  # doctest: +SKIP
+    >>> p.predict_file("speech.wav").valence  # doctest: +SKIP
     """
 
     def __init__(self, config: BundleConfig, weights: dict[str, torch.Tensor], *, asr: str | None = None,
@@ -138,8 +91,6 @@ class Predictor:
         self.asr_engine = asr or (engine if engine != "oracle" else DEFAULT_ASR)
         self._asr: Any = None
         if self.caveat:  # once the bundle has loaded whole
-            import warnings
-
             warnings.warn(f"{where}: {self.caveat}", stacklevel=3)
 
     @classmethod
@@ -170,8 +121,6 @@ class Predictor:
         enc = get_encoder(entry.encoder, layers=entry.layers, dtype=entry.dtype, device=str(self.device),
                           padding=entry.padding)
         if entry.weights is not None and enc.identity.weights != entry.weights:
-            import warnings
-
             warnings.warn(f"the encoder {entry.encoder!r} here has other weights than the one the model was "
                           "trained with: predictions may be off", stacklevel=3)
         return enc
@@ -185,22 +134,6 @@ class Predictor:
             self._asr = get_asr(self.asr_engine, device=str(self.device))
         return str(self._asr.transcribe(wave))
 
-    def _as_waves(self, audio, sampling_rate) -> list[tuple[str, np.ndarray]]:
-        items = audio if isinstance(audio, (list, tuple)) else [audio]
-        out = []
-        for i, item in enumerate(items):
-            if isinstance(item, (str, Path)):
-                name, wave = str(item), load_audio(item)
-            else:
-                if sampling_rate is None:
-                    raise ValueError("predict() got an array without sampling_rate: pass sampling_rate=16000 (or "
-                                     "the array's rate)")
-                name = f"array[{i}]"
-                wave = prepare_waveform(item, int(sampling_rate), name=name)
-            check_duration(name, wave)
-            out.append((name, wave))
-        return out
-
     @property
     def window_seconds(self) -> float | None:
         """The most audio the model reads at once (``None``: no limit): its ``max_frames`` of
@@ -212,18 +145,6 @@ class Predictor:
         if spec.wave and spec.max_wave_seconds:
             limits.append(float(spec.max_wave_seconds))
         return min(limits) if limits else None
-
-    def _windows(self, source: str, wave: np.ndarray, transcript) -> list[np.ndarray]:
-        """``wave`` in equal windows the model reads whole (one when it fits)."""
-        limit = self.window_seconds
-        if limit is None or len(wave) <= limit * SAMPLE_RATE:
-            return [wave]
-        if transcript is not None:
-            raise AudioError(source, f"{len(wave) / SAMPLE_RATE:.1f} s of audio is longer than the {limit:g} s the "
-                                     "model reads at once, and one transcript cannot be split across windows: leave "
-                                     "the transcript out (each window is transcribed) or cut the audio (sermo predict "
-                                     "--segment)")
-        return list(np.array_split(wave, int(np.ceil(len(wave) / (limit * SAMPLE_RATE)))))
 
     @torch.inference_mode()
     def _run(self, waves: list[np.ndarray], transcripts: list[str | None]) -> tuple[list[dict], list[tuple]]:
@@ -247,40 +168,19 @@ class Predictor:
             speaker=SpeakerEmbeddings(live(self.speaker_encoder)) if self.speaker_encoder is not None else None,
             max_frames=spec.max_frames, max_tokens=spec.max_tokens)
         out = self.model(collate_for(dataset)(dataset.__getitems__(list(range(n)))).to(self.device))
-        results = []
-        for i in range(n):
-            r: dict = {}
-            if out.dims is not None and out.dims.shape[1] == 3:
-                d = out.dims[i].float().clamp(0.0, 1.0).cpu().numpy()  # never off the stated scale
-                lo, hi = self.scale or (0.0, 1.0)
-                r.update(zip(("arousal", "valence", "dominance"), (float(lo + v * (hi - lo)) for v in d)))
-            if out.logits is not None:
-                p = torch.softmax(out.logits[i].float(), dim=-1).cpu().numpy()
-                r["categories"] = {c: float(v) for c, v in zip(self.space.classes, p)}
-                r["category"] = self.space.classes[int(p.argmax())]
-            results.append(r)
-        return results, used
+        dims = out.dims.float().cpu().numpy() if out.dims is not None and out.dims.shape[1] == 3 else None
+        probs = torch.softmax(out.logits.float(), dim=-1).cpu().numpy() if out.logits is not None else None
+        return [outputs_to_result(dims[i] if dims is not None else None, probs[i] if probs is not None else None,
+                                  self.scale, self.space.classes) for i in range(n)], used
 
-    # -- public ---------------------------------------------------------------------------
+    # -- the old polymorphic entry points, kept for one release ----------------------------
 
     def predict(self, audio, sampling_rate: int | None = None, transcript=None, *, batch_size: int = 8):
-        """Emotion for a path, an array, or a list of them.
-
-        Args:
-            audio: a file path, a waveform array (with ``sampling_rate``), or a list of either.
-            sampling_rate: the arrays' rate (files carry their own).
-            transcript: the words spoken (a string, or a list matching ``audio``); models that
-                read text transcribe with their ASR engine when it is missing or blank (as the
-                service does with an empty form field).
-            batch_size: inputs per model call.
-
-        Returns:
-            One :class:`Prediction` for a single input; a pandas DataFrame (one row per input)
-            for a list.
-
-        Raises:
-            AudioError: an unreadable file or a bad array (the message names it).
-        """
+        """Deprecated: ``predict_file`` / ``predict_signal`` (one input) or ``predict_files``
+        (several) say what they return. A path or array gives one :class:`Prediction`; a list
+        gives a pandas DataFrame, one row per input."""
+        warnings.warn("Predictor.predict is deprecated: use predict_file, predict_signal, predict_files or "
+                      "predict_folder", DeprecationWarning, stacklevel=2)
         single = not isinstance(audio, (list, tuple))
         items = self._as_waves(audio, sampling_rate)
         texts = transcript if isinstance(transcript, (list, tuple)) else [transcript] * len(items)
@@ -298,91 +198,28 @@ class Predictor:
 
         return pd.DataFrame([p.flat() for p in preds])
 
-    def _predictions(self, sources, waves, texts, spans=None, batch_size: int = 8) -> list[Prediction]:
-        pieces = [(j, x) for j, (src, w, t) in enumerate(zip(sources, waves, texts)) for x in self._windows(src, w, t)]
-        results: list[dict] = []
-        used: list[tuple] = []
-        for k in range(0, len(pieces), batch_size):
-            part = pieces[k:k + batch_size]
-            r, u = self._run([x for _, x in part], [texts[j] for j, _ in part])
-            results += r
-            used += u
+    def _as_waves(self, audio, sampling_rate) -> list[tuple[str, np.ndarray]]:
+        items = audio if isinstance(audio, (list, tuple)) else [audio]
         out = []
-        for j, (src, w) in enumerate(zip(sources, waves)):
-            mine = [i for i, (owner, _) in enumerate(pieces) if owner == j]
-            joined = combine([results[i] for i in mine], [len(pieces[i][1]) for i in mine])
-            words = [used[i][0] for i in mine if used[i][0]]
-            start, end = spans[j] if spans else (None, None)
-            out.append(Prediction(source=src, scale=self.scale, modalities=self.modalities,
-                                  transcript=" ".join(words) if words else used[mine[0]][0],
-                                  transcript_source=used[mine[0]][1], start=start, end=end,
-                                  duration=len(w) / SAMPLE_RATE, windows=len(mine), **joined))
+        for i, item in enumerate(items):
+            if isinstance(item, (str, Path)):
+                name, wave = str(item), load_audio(item)
+            else:
+                if sampling_rate is None:
+                    raise ValueError("predict() got an array without sampling_rate: pass sampling_rate=16000 (or "
+                                     "the array's rate)")
+                name = f"array[{i}]"
+                wave = prepare_waveform(item, int(sampling_rate), name=name)
+            check_duration(name, wave)
+            out.append((name, wave))
         return out
 
     def predict_long(self, path: str | Path, *, max_seconds: float = 10.0, batch_size: int = 8,
                      aggressiveness: int = 2) -> tuple[list[Prediction], dict]:
-        """A long recording, segmented by voice activity into utterances of at most
-        ``max_seconds``; memory stays bounded by the segment length, not the file's.
+        """Deprecated: ``Segmenter(max_seconds=...).predict_file(predictor, path)``."""
+        from sermo.serving.segment import Segmenter
 
-        Returns:
-            ``(per-segment predictions with start and end, summary)``; the summary holds the
-            duration-weighted means of the dimensions and category probabilities, the
-            dominant category, the number of segments and the speech seconds.
-        """
-        from sermo.serving.segment import speech_segments
-
-        preds: list[Prediction] = []
-        pending: list[tuple[float, float, np.ndarray]] = []
-        for seg in speech_segments(path, max_seconds=max_seconds, aggressiveness=aggressiveness):
-            pending.append(seg)
-            if len(pending) == batch_size:
-                preds += self._segment_batch(str(path), pending)
-                pending = []
-        if pending:
-            preds += self._segment_batch(str(path), pending)
-        return preds, summarise(preds)
-
-    def _segment_batch(self, source: str, segs) -> list[Prediction]:
-        return self._predictions([source] * len(segs), [w for _, _, w in segs], [None] * len(segs),
-                                 spans=[(round(s, 3), round(e, 3)) for s, e, _ in segs])
-
-
-MIN_SECONDS = 0.25
-"""The shortest audio a prediction is made for: below it there is no utterance to judge."""
-
-
-def check_duration(source: str, wave: np.ndarray) -> None:
-    """Raise :class:`AudioError` for audio shorter than :data:`MIN_SECONDS`."""
-    if len(wave) < MIN_SECONDS * SAMPLE_RATE:
-        raise AudioError(source, f"is {len(wave) / SAMPLE_RATE:.3f} s long; a prediction needs at least "
-                                 f"{MIN_SECONDS:g} s of audio")
-
-
-def combine(results: list[dict], weights) -> dict:
-    """The outputs of a recording's windows as one: dimensions and category probabilities
-    averaged weighted by the windows' lengths."""
-    if len(results) == 1:
-        return results[0]
-    w = np.asarray(weights, dtype=float)
-    out: dict = {}
-    for d in ("arousal", "valence", "dominance"):
-        if d in results[0]:
-            out[d] = float(np.average([r[d] for r in results], weights=w))
-    if "categories" in results[0]:
-        classes = list(results[0]["categories"])
-        probs = np.average([[r["categories"][c] for c in classes] for r in results], axis=0, weights=w)
-        out["categories"] = {c: float(v) for c, v in zip(classes, probs)}
-        out["category"] = classes[int(np.argmax(probs))]
-    return out
-
-
-def summarise(preds: list[Prediction]) -> dict:
-    """Duration-weighted means over segments, the dominant category, counts."""
-    if not preds:
-        return {"segments": 0, "speech_seconds": 0.0}
-    out: dict = {"segments": len(preds), "speech_seconds": round(float(sum(p.duration for p in preds)), 2)}
-    fields = ("arousal", "valence", "dominance", "categories", "category")
-    outputs = [{k: getattr(p, k) for k in fields if getattr(p, k) is not None} for p in preds]
-    out.update(combine(outputs, [p.duration for p in preds]))
-    out["scale"] = list(preds[0].scale) if preds[0].scale else None
-    return out
+        warnings.warn("Predictor.predict_long is deprecated: use Segmenter(...).predict_file(predictor, path)",
+                      DeprecationWarning, stacklevel=2)
+        result = Segmenter(max_seconds, aggressiveness=aggressiveness, batch_size=batch_size).predict_file(self, path)
+        return result.segments, result.summary

@@ -174,13 +174,12 @@ def create_app(predictor, *, max_upload_mb: float = 20.0, max_seconds: float = 6
                 with decoding:
                     wave = load_audio(tmp, max_seconds=max_seconds)
                 with lock:
-                    result = predictor.predict(wave, sampling_rate=SAMPLE_RATE, transcript=transcript or None)
+                    result = predictor.predict_signal(wave, SAMPLE_RATE, transcript or None, source=name)
             except AudioTooLong as exc:
                 raise HTTPException(413, f"{name}: {exc.problem.replace(tmp, name)}; cut it, or use "
                                          "`sermo predict --segment`") from None
             except AudioError as exc:
                 raise HTTPException(422, f"{name}: {exc.problem.replace(tmp, name)}") from None
-            result.source = name
             return result.to_dict()
         finally:
             Path(tmp).unlink(missing_ok=True)

@@ -9,7 +9,8 @@ from sermo.data.corpora import prepare
 from sermo.data.spec import FeatureInput
 from sermo.features import FeatureStore
 from sermo.features.pipeline import UtteranceDataset, collate_for
-from sermo.features.source import FeatureSource, MemoryBudget, pool_frames
+from sermo.data.frames import pool_frames
+from sermo.features.source import FeatureSource, MemoryBudget
 from sermo.nn.layers import average_frames, frames_left
 
 

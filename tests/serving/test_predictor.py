@@ -11,7 +11,7 @@ import soundfile as sf
 import sermo
 from sermo.data.audio import AudioError, load_audio
 from sermo.data.corpora import prepare
-from sermo.serving import BundleError, Prediction, Predictor
+from sermo.serving import BundleError, Prediction, Predictor, Segmenter
 
 
 def test_fusion_bundle_reproduces_the_runs_own_predictions(baselines_run, iemocap_synth):
@@ -19,14 +19,19 @@ def test_fusion_bundle_reproduces_the_runs_own_predictions(baselines_run, iemoca
     manifest = prepare("iemocap", iemocap_synth).df.set_index("id")
     predictor = sermo.Predictor.from_pretrained(baselines_run / "bundles" / "fusion")
     ids = preds["id"].tolist()[:4]
-    table = predictor.predict([manifest.loc[u, "audio"] for u in ids],
-                              transcript=[manifest.loc[u, "transcript"] for u in ids])
+    with pytest.warns(DeprecationWarning, match="predict_files"):  # the old entry point, kept for one release
+        table = predictor.predict([manifest.loc[u, "audio"] for u in ids],
+                                  transcript=[manifest.loc[u, "transcript"] for u in ids])
     assert isinstance(table, pd.DataFrame) and len(table) == 4
+    files = predictor.predict_files([manifest.loc[u, "audio"] for u in ids],
+                                    [manifest.loc[u, "transcript"] for u in ids], batch_size=3)
+    assert [p.source for p in files] == [str(manifest.loc[u, "audio"]) for u in ids]
+    assert np.allclose([p.valence for p in files], table["valence"].to_numpy(), atol=1e-6)
     stored = preds.set_index("id").loc[ids]
     for d in ("arousal", "valence", "dominance"):
         # the predictor keeps predictions on the scale; the run's files keep the raw values
         assert np.allclose(table[d].to_numpy(), np.clip(stored[f"{d}_pred"].to_numpy(), 1, 5), atol=1e-4)
-    one = predictor.predict(manifest.loc[ids[0], "audio"], transcript=manifest.loc[ids[0], "transcript"])
+    one = predictor.predict_file(manifest.loc[ids[0], "audio"], transcript=manifest.loc[ids[0], "transcript"])
     assert isinstance(one, Prediction) and one.scale == (1.0, 5.0)
     assert one.transcript_source == "given" and one.modalities == ["audio", "text"]
     assert abs(sum(one.categories.values()) - 1.0) < 1e-5 and one.category in one.categories
@@ -36,32 +41,30 @@ def test_arrays_and_resampling_and_audio_only_models(baselines_run, iemocap_synt
     manifest = prepare("iemocap", iemocap_synth).df
     path = manifest["audio"].iloc[0]
     predictor = Predictor.from_pretrained(baselines_run / "bundles" / "audio")
-    from_file = predictor.predict(path)
+    from_file = predictor.predict_file(path)
     wave = load_audio(path)
-    from_array = predictor.predict(wave, sampling_rate=16000)
+    from_array = predictor.predict_signal(wave, 16000)
     assert from_file.transcript is None and from_file.transcript_source is None  # audio-only: no ASR
     assert from_array.arousal == pytest.approx(from_file.arousal, abs=1e-4)
     stereo = np.stack([wave, wave], axis=1)
-    assert predictor.predict(stereo, sampling_rate=16000).arousal == pytest.approx(from_file.arousal, abs=1e-4)
+    assert predictor.predict_signal(stereo, 16000).arousal == pytest.approx(from_file.arousal, abs=1e-4)
     import soxr
 
     upsampled = soxr.resample(wave, 16000, 44100)
-    assert predictor.predict(upsampled, sampling_rate=44100).arousal == pytest.approx(from_file.arousal, abs=0.1)
+    assert predictor.predict_signal(upsampled, 44100).arousal == pytest.approx(from_file.arousal, abs=0.1)
     assert 1.0 <= from_file.arousal <= 5.0  # always on the stated scale
-    with pytest.raises(ValueError, match="sampling_rate"):
-        predictor.predict(wave)
     with pytest.raises(AudioError, match="NaN"):
-        predictor.predict(np.full(1600, np.nan), sampling_rate=16000)
+        predictor.predict_signal(np.full(1600, np.nan), 16000)
 
 
 def test_text_model_transcribes_when_no_transcript_is_given(baselines_run, iemocap_synth):
     path = prepare("iemocap", iemocap_synth).df["audio"].iloc[0]
     predictor = Predictor.from_pretrained(baselines_run / "bundles" / "text")
-    result = predictor.predict(path)
+    result = predictor.predict_file(path)
     assert result.transcript_source == "asr:whisper-tiny.en" and isinstance(result.transcript, str)
     assert len(result.transcript.split()) >= 2  # Whisper hears the words
     # a blank transcript is none (as the service's empty form field): reliability review N12h
-    blank = predictor.predict(path, transcript="  ")
+    blank = predictor.predict_file(path, transcript="  ")
     assert blank.transcript_source == "asr:whisper-tiny.en" and blank.transcript == result.transcript
 
 
@@ -79,7 +82,7 @@ def test_cli_json_matches_the_python_api_and_skips_a_corrupt_file(baselines_run,
     out = json.loads(proc.stdout)
     assert [Path(p["source"]).name for p in out["predictions"]] == ["u0.wav", "u1.wav"]
     assert "broken.wav" in proc.stderr and "skipped" in proc.stderr
-    api = Predictor.from_pretrained(bundle).predict(str(folder / "u0.wav"))
+    api = Predictor.from_pretrained(bundle).predict_file(folder / "u0.wav")
     assert out["predictions"][0]["valence"] == pytest.approx(api.valence, abs=1e-6)
     assert out["predictions"][0]["categories"] == pytest.approx(api.categories, abs=1e-6)
 
@@ -188,7 +191,8 @@ def test_long_recording_is_segmented(baselines_run, iemocap_synth, tmp_path):
         parts += [load_audio(path), np.zeros(16000, dtype=np.float32)]  # 1 s pauses
     long = tmp_path / "long.wav"
     sf.write(long, np.concatenate(parts), 16000)
-    preds, summary = Predictor.from_pretrained(baselines_run / "bundles" / "audio").predict_long(long, max_seconds=4)
+    result = Segmenter(max_seconds=4).predict_file(Predictor.from_pretrained(baselines_run / "bundles" / "audio"), long)
+    preds, summary = result.segments, result.summary
     assert 4 <= len(preds) <= 12 and summary["segments"] == len(preds)
     assert all(p.end - p.start <= 4.5 and p.start < p.end for p in preds)
     assert all(a.end <= b.start + 1e-6 for a, b in zip(preds, preds[1:]))
@@ -218,7 +222,7 @@ def test_ten_minute_recording_is_predicted_with_bounded_memory(baselines_run, ie
 
     def peak_of(path: Path) -> tuple[int, dict]:
         tracemalloc.start()
-        _, summary = predictor.predict_long(path, max_seconds=8)
+        summary = Segmenter(max_seconds=8).predict_file(predictor, path).summary
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         return peak, summary
@@ -251,17 +255,17 @@ def test_audio_longer_than_the_model_reads_is_windowed_not_cut(baselines_run, ie
     wave = np.concatenate(parts)
     long = tmp_path / "long.wav"
     sf.write(long, wave, 16000)
-    result = predictor.predict(str(long))
+    result = predictor.predict_file(long)
     assert result.windows == 3 and result.duration == pytest.approx(len(wave) / 16000, abs=0.01)
     # the answer reads the whole file: it is not the answer for its first window
-    first = predictor.predict(wave[: int(limit * 16000)], sampling_rate=16000)
+    first = predictor.predict_signal(wave[: int(limit * 16000)], 16000)
     assert first.windows == 1
     assert max([abs(result.arousal - first.arousal)]
                + [abs(result.categories[c] - first.categories[c]) for c in first.categories]) > 1e-4
     fusion = Predictor.from_pretrained(baselines_run / "bundles" / "fusion")
     fusion.inputs = dataclasses.replace(fusion.inputs, max_frames=100)
     with pytest.raises(AudioError, match="one transcript cannot be split"):
-        fusion.predict(str(long), transcript="one transcript for a long file")
+        fusion.predict_file(long, transcript="one transcript for a long file")
 
 
 def test_a_bundle_with_a_changed_tensor_shape_is_one_error_line(baselines_run, tmp_path, capsys):
@@ -312,3 +316,29 @@ def test_a_model_trained_on_synthetic_speech_says_so_wherever_it_predicts(baseli
     assert main(["predict", str(baselines_run / "bundles" / "audio"), str(wav)]) == 0
     err = capsys.readouterr().err
     assert "sermo: warning:" in err and "synthetic corpus" in err and "`sermo run`" in err
+
+
+def test_one_method_per_input_kind_each_with_one_return_type(baselines_run, iemocap_synth, tmp_path):
+    """predict_file and predict_signal give a Prediction; predict_files and predict_folder a list
+    in order, a broken file raising (predict_files) or reported and left out (predict_folder,
+    skip_errors)."""
+    manifest = prepare("iemocap", iemocap_synth).df
+    predictor = Predictor.from_pretrained(baselines_run / "bundles" / "audio")
+    folder = tmp_path / "recordings"
+    (folder / "sub").mkdir(parents=True)
+    paths = [folder / "a.wav", folder / "sub" / "b.wav"]
+    for src, dst in zip(manifest["audio"].iloc[:2], paths):
+        sf.write(dst, load_audio(src), 16000)
+    (folder / "broken.wav").write_bytes(b"RIFF not audio")
+    one = predictor.predict_file(paths[0])
+    signal = predictor.predict_signal(load_audio(paths[0]), 16000)
+    assert isinstance(one, Prediction) and one.source == str(paths[0]) and signal.source == "signal"
+    assert signal.valence == pytest.approx(one.valence, abs=1e-6)
+    with pytest.raises(AudioError, match="broken.wav"):
+        predictor.predict_files([paths[0], folder / "broken.wav"])
+    with pytest.warns(UserWarning, match="broken.wav"):
+        found = predictor.predict_folder(folder)
+    assert [p.source for p in found] == [str(paths[0]), str(paths[1])]
+    assert found[0].valence == pytest.approx(one.valence, abs=1e-6)
+    with pytest.raises(AudioError, match="not a folder"):
+        predictor.predict_folder(paths[0])

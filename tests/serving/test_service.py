@@ -64,8 +64,7 @@ def test_concurrent_requests_get_their_own_answers(server, baselines_run, iemoca
     df = prepare("iemocap", iemocap_synth).df
     paths = [Path(p) for p in df["audio"].iloc[:6]]
     texts = df["transcript"].iloc[:6].tolist()
-    expected = Predictor.from_pretrained(baselines_run / "bundles" / "fusion").predict(
-        [str(p) for p in paths], transcript=texts)
+    expected = Predictor.from_pretrained(baselines_run / "bundles" / "fusion").predict_files(paths, texts)
 
     def ask(i):
         return httpx.post(f"{server}/predict", files={"file": (paths[i].name, paths[i].read_bytes(), "audio/wav")},
@@ -75,7 +74,7 @@ def test_concurrent_requests_get_their_own_answers(server, baselines_run, iemoca
         answers = list(pool.map(ask, range(6)))
     for i, a in enumerate(answers):
         assert a["source"] == paths[i].name
-        assert a["valence"] == pytest.approx(expected["valence"].iloc[i], abs=1e-4)
+        assert a["valence"] == pytest.approx(expected[i].valence, abs=1e-4)
 
 
 def _browser():

@@ -58,7 +58,7 @@ def test_a_system_written_outside_sermo_declares_rows_runs_and_serves(iemocap_sy
         assert main(["run", "toy", "--profile", "demo", "--corpus", f"iemocap={small}", "--set", "model.rows=[other]",
                      "--out", str(tmp_path / "bad"), "--store", str(tmp_path / "store"), "--quiet"]) == 2
         wav = sorted(iemocap_synth.rglob("*.wav"))[0]
-        pred = Predictor.from_pretrained(tmp_path / "run" / "bundles" / "pooled").predict(wav)
+        pred = Predictor.from_pretrained(tmp_path / "run" / "bundles" / "pooled").predict_file(wav)
         assert pred.category in ("neutral", "happy", "angry", "sad") and 1.0 <= pred.valence <= 5.0
     finally:
         SYSTEMS.pop("toy", None)

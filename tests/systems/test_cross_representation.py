@@ -190,7 +190,7 @@ def test_both_configurations_and_the_text_model_run_one_step(iemocap_synth, tmp_
     from sermo.serving.predictor import Predictor
 
     wav = next(iter(sorted(iemocap_synth.rglob("*.wav"))))
-    pred = Predictor.from_pretrained(out / "bundles" / "speech_small").predict(wav)
+    pred = Predictor.from_pretrained(out / "bundles" / "speech_small").predict_file(wav)
     assert abs(sum(pred.categories.values()) - 1) < 1e-4 and pred.transcript is None
 
 

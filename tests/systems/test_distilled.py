@@ -151,7 +151,7 @@ def test_each_mode_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path, mode):
     from sermo.serving.predictor import Predictor
 
     wav = next(iter(sorted(iemocap_synth.rglob("*.wav"))))
-    pred = Predictor.from_pretrained(out / "bundles" / (speech + "+text")).predict(wav, transcript="i am so glad")
+    pred = Predictor.from_pretrained(out / "bundles" / (speech + "+text")).predict_file(wav, transcript="i am so glad")
     assert pred.valence is not None and pred.transcript_source == "given"
 
 

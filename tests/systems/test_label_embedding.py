@@ -201,7 +201,7 @@ def test_every_row_runs_one_step_with_tiny_hf_encoders(iemocap_synth, tmp_path):
     from sermo.serving.predictor import Predictor
 
     wav = next(iter(sorted(iemocap_synth.rglob("*.wav"))))
-    pred = Predictor.from_pretrained(out / "bundles" / "le_mer").predict(wav, transcript="I am so happy today")
+    pred = Predictor.from_pretrained(out / "bundles" / "le_mer").predict_file(wav, transcript="I am so happy today")
     assert abs(sum(pred.categories.values()) - 1) < 1e-4
 
 
@@ -244,7 +244,7 @@ def test_fine_tuned_encoders_train_inside_the_model(iemocap_synth, tmp_path):
     from sermo.serving.predictor import Predictor
 
     wav = next(iter(sorted(iemocap_synth.rglob("*.wav"))))
-    pred = Predictor.from_pretrained(out / "bundles" / "le_mer").predict(wav, transcript="what a lovely day")
+    pred = Predictor.from_pretrained(out / "bundles" / "le_mer").predict_file(wav, transcript="what a lovely day")
     assert abs(sum(pred.categories.values()) - 1) < 1e-4
 
 
@@ -395,7 +395,7 @@ def test_a_copied_bundle_of_a_row_on_the_continued_speech_encoder_predicts(tmp_p
     rebuilt = build_model(config.row, CFG, config.spec)
     rebuilt.load_state_dict(weights)
     torch.testing.assert_close(rebuilt.eval()(b).logits, expected)
-    prediction = Predictor.from_pretrained(copy).predict(str(write_tone(tmp_path / "tone.wav", seconds=1.0)))
+    prediction = Predictor.from_pretrained(copy).predict_file(str(write_tone(tmp_path / "tone.wav", seconds=1.0)))
     assert set(prediction.categories) == set(get_label_space("iemocap-4").classes) and prediction.category
 
 

@@ -206,7 +206,7 @@ def test_every_stage_runs_with_tiny_hf_encoders(iemocap_synth, tmp_path):
 
     wav = sorted(iemocap_synth.rglob("*.wav"))[0]
     for row in ("audio_ft", "cts"):
-        pred = Predictor.from_pretrained(out / "bundles" / row).predict(wav)
+        pred = Predictor.from_pretrained(out / "bundles" / row).predict_file(wav)
         assert 1.0 <= pred.valence <= 5.0 and pred.transcript is None
 
 
