@@ -14,7 +14,8 @@ def load_predictor(path: str, *, asr: str | None = None, accelerator: str = "aut
     :class:`~sermo.serving.runtime.OnnxPredictor` (``sermo export`` wrote ``sermo.json``)."""
     if (Path(path) / "sermo.json").is_file():
         if asr:
-            raise UsageError(f"{path} is an exported model (audio only): --asr does not apply")
+            raise UsageError(f"{path} is an exported model, which has no speech recogniser: --asr does not apply "
+                             "(a model that reads text takes --transcript)")
         from sermo.serving.runtime import OnnxPredictor
 
         return OnnxPredictor(path)
@@ -109,13 +110,14 @@ def add_serving_commands(sub) -> None:
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("export", help="export a model bundle as ONNX graphs that predict without torch",
-                       description="Write BUNDLE as two ONNX graphs (16 kHz samples -> the features the model "
-                                   "reads; the features -> A/V/D and class probabilities) and sermo.json (sample "
-                                   "rate, scale, classes, what it was trained on) to --out. Rows over frozen "
-                                   "log-mel, Whisper or speech SSL features export; rows that read text, a "
-                                   "speaker embedding or fine-tune an encoder are refused with the reason. Predict "
-                                   "with `sermo predict OUT FILE` or sermo.serving.runtime.OnnxPredictor (onnxruntime, "
-                                   "no torch).")
+                       description="Write BUNDLE as ONNX graphs (16 kHz samples -> the audio features the model "
+                                   "reads; token ids -> the text features, with the text encoder's tokenizer.json; "
+                                   "the features -> A/V/D and class probabilities) and sermo.json (sample rate, "
+                                   "scale, classes, what it was trained on) to --out. Rows over frozen log-mel, "
+                                   "Whisper, speech SSL and text features export; rows that read a speaker "
+                                   "embedding or fine-tune an encoder are refused with the reason. Predict with "
+                                   "`sermo predict OUT FILE [--transcript TEXT]` or "
+                                   "sermo.serving.runtime.OnnxPredictor (onnxruntime, no torch).")
     p.add_argument("bundle", help="a bundle folder, e.g. runs/demo/baselines/bundles/audio")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="the export format (onnx)")
     p.add_argument("--out", required=True, help="the folder to write (new, empty, or an earlier export's, replaced)")

@@ -1,20 +1,25 @@
 """``sermo export BUNDLE --format onnx --out DIR``: a bundle as ONNX graphs that predict without
 sermo's training code or torch (:mod:`sermo.serving.runtime` reads them).
 
-Two graphs, because the frozen features between them are stored in training at a lower
+Separate graphs, because the frozen features between them are stored in training at a lower
 precision and averaged over frames, which the runtime repeats exactly as the feature store did:
 
 - ``encoder.onnx``: 16 kHz mono samples ``(samples,)`` to the kept hidden states
   ``(layers, frames, dim)`` (Whisper: one window of at most 30 s; the runtime joins windows as
   sermo's encoder does; a speech SSL model: the samples zero-padded as its features were;
   log-mel: the spectrogram), with a dynamic number of samples;
-- ``head.onnx``: the features ``(1, layers, frames, dim)`` and their mask ``(1, frames)`` to
-  ``dims`` (``(1, 3)`` on [0, 1]) and/or ``probs`` (``(1, classes)``), frames dynamic.
+- ``text_encoder.onnx`` (rows that read a transcript): token ids ``(1, tokens)`` and their
+  attention mask to the kept hidden states ``(layers, tokens, dim)``, with ``tokenizer.json``,
+  the text encoder's own tokenizer (the ``tokenizers`` library reads it, no torch): the text
+  side is the transcript, split on whitespace as sermo splits it, tokenized, encoded;
+- ``head.onnx``: the features (``audio`` ``(1, layers, frames, dim)`` with ``audio_mask``;
+  ``text`` ``(1, layers, tokens, dim)`` with ``text_mask`` and ``text_words``, each token's word
+  index or -1) to ``dims`` (``(1, 3)`` on [0, 1]) and/or ``probs`` (``(1, classes)``).
 
-``sermo.json`` beside them says what the runtime needs: the sample rate, the feature's storage
+``sermo.json`` beside them says what the runtime needs: the sample rate, the features' storage
 dtype, frame pooling and cap, the label scale, class names, what the model was trained on.
-Rows that read text, a speaker embedding, or fine-tune an encoder on samples are refused by
-name (see :func:`exportable`).
+Rows that read a speaker embedding, fine-tune an encoder inside the model, or read text through
+a byte-level BPE tokenizer are refused by name (see :func:`exportable`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,26 +38,36 @@ from sermo.serving.core import ExportError
 
 FORMAT_VERSION = 1
 """The exported folder's layout version (``sermo.json``'s ``format``)."""
-PARTS = ("encoder.onnx", "head.onnx", "sermo.json")
+PARTS = ("encoder.onnx", "text_encoder.onnx", "tokenizer.json", "head.onnx", "sermo.json")
 """What an exported folder holds."""
 
 
 def exportable(predictor) -> str:
     """Why a loaded :class:`~sermo.serving.predictor.Predictor` cannot be exported ("" when it can)."""
+    from sermo.encoders.text import HFTextEncoder
+
     spec = predictor.inputs
-    if spec.text is not None or spec.tokens:
-        return ("it reads text (a transcript's token features): sermo exports rows that read audio features only; "
-                "a text row needs the text encoder and its tokenizer beside the graph")
-    if spec.wave:
-        return "it fine-tunes a speech encoder on samples inside the model: only rows over frozen features export"
+    if spec.wave or spec.tokens:
+        return ("it fine-tunes an encoder inside the model (samples or token ids): only rows over frozen features "
+                "export")
     if spec.speaker:
         return "it reads a speaker embedding (Resemblyzer), which has no ONNX export here"
-    if spec.audio is None:
-        return "it reads no audio"
-    kind = _encoder_kind(predictor.audio_encoder)
-    if kind is None:
+    if spec.audio is None and spec.text is None:
+        return "it reads no features"
+    if spec.audio is not None and _encoder_kind(predictor.audio_encoder) is None:
         return f"its audio encoder {spec.audio.encoder!r} has no ONNX export here (log-mel, Whisper and speech SSL models do)"
+    if spec.text is not None:
+        enc = predictor.text_encoder
+        if not isinstance(enc, HFTextEncoder) or not getattr(enc.tokenizer, "is_fast", False):
+            return f"its text encoder {spec.text.encoder!r} has no fast tokenizer to ship beside the graph"
+        if enc.config.model_type in BPE_PREFIX:
+            return (f"its text encoder {spec.text.encoder!r} tokenizes with byte-level BPE and a prefix space, which "
+                    "the exported tokenizer does not reproduce yet")
     return ""
+
+
+BPE_PREFIX = ("roberta", "gpt2", "bart", "longformer", "deberta")
+"""Text models whose tokenizer sermo calls with ``add_prefix_space`` (not exported)."""
 
 
 def _encoder_kind(encoder) -> str | None:
@@ -98,16 +114,29 @@ class _SSLGraph(nn.Module):
         return hidden[0, self.keep], frames
 
 
-class _HeadGraph(nn.Module):
-    def __init__(self, model: nn.Module, pool: int, outputs: tuple[str, ...]):
+class _TextGraph(nn.Module):
+    def __init__(self, model, keep: list[int]):
         super().__init__()
-        self.model, self.pool, self.outputs = model, pool, outputs
+        self.model, self.keep = model, keep
 
-    def forward(self, audio: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return torch.stack(out.hidden_states, dim=1)[0, self.keep]  # (layers, tokens, dim)
+
+
+class _HeadGraph(nn.Module):
+    """The row's model on a batch of one, built from the named input tensors."""
+
+    def __init__(self, model: nn.Module, pool: int, inputs: tuple[str, ...], outputs: tuple[str, ...]):
+        super().__init__()
+        self.model, self.pool, self.inputs, self.outputs = model, pool, inputs, outputs
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from sermo.data.batch import Batch
 
-        batch = Batch(ids=["x"], dims=torch.zeros(1, 3), category=torch.zeros(1, dtype=torch.long), audio=audio,
-                      audio_mask=mask, audio_pool=self.pool)
+        named: dict[str, Any] = dict(zip(self.inputs, tensors))
+        batch = Batch(ids=["x"], dims=torch.zeros(1, 3), category=torch.zeros(1, dtype=torch.long),
+                      audio_pool=self.pool, **named)
         out = self.model(batch)
         result = []
         if "dims" in self.outputs:
@@ -142,29 +171,31 @@ def export_bundle(bundle: str | Path, out: str | Path, *, fmt: str = "onnx") -> 
     if why:
         raise ExportError(f"{bundle}: cannot export row {predictor.config.row!r} of {predictor.config.system}: {why}")
     spec, enc = predictor.inputs, predictor.audio_encoder
-    kind, audio = _encoder_kind(enc), spec.audio
-    assert audio is not None, "exportable() checked that the row reads audio features"
-    keep = [int(i) for i in enc.layers]
+    kind, audio = (_encoder_kind(enc) if enc is not None else None), spec.audio
+    keep = [int(i) for i in enc.layers] if enc is not None else []
     tmp = out.with_name(out.name + ".partial")  # sermo's own scratch folder beside the export
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         outputs = _write_graphs(predictor, kind, audio, keep, tmp)
-    except ExportError:
+    except ExportError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        raise ExportError(f"{bundle}: cannot export row {predictor.config.row!r} of {predictor.config.system}: "
+                          f"{exc}") from None
     except Exception as exc:  # the exporter's own errors: an operator or a shape it cannot trace
         shutil.rmtree(tmp, ignore_errors=True)
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"{bundle}: row {predictor.config.row!r} of {predictor.config.system} could not be traced "
-                          f"to ONNX ({first})") from exc
+                          f"to ONNX ({_first_line(exc)})") from exc
     cfg = predictor.config
     meta = {"format": FORMAT_VERSION, "system": cfg.system, "row": cfg.row, "sample_rate": SAMPLE_RATE,
             "modalities": list(predictor.modalities), "outputs": list(outputs),
             "scale": list(predictor.scale) if predictor.scale else None, "classes": list(predictor.space.classes),
             "encoder": {"kind": kind, "name": audio.encoder, "layers": keep, "dtype": audio.dtype,
                         "pool": int(audio.pool), "padding": getattr(enc, "padding", None),
-                        "frame_rate": audio.frame_rate},
+                        "frame_rate": audio.frame_rate} if audio is not None else None,
+            "text": {"name": spec.text.encoder, "layers": [int(i) for i in predictor.text_encoder.layers],
+                     "dtype": spec.text.dtype, "max_tokens": int(predictor.text_encoder.max_tokens),
+                     "words": "the transcript split on whitespace"} if spec.text is not None else None,
             "max_frames": int(spec.max_frames), "window_seconds": predictor.window_seconds,
             "trained_on": predictor.trained_on, "caveat": predictor.caveat}
     write_text_atomic(tmp / "sermo.json", json.dumps(meta, indent=1))
@@ -175,8 +206,8 @@ def export_bundle(bundle: str | Path, out: str | Path, *, fmt: str = "onnx") -> 
 
 
 def _write_graphs(predictor, kind: str | None, audio, keep: list[int], folder: Path) -> tuple[str, ...]:
-    """``encoder.onnx`` and ``head.onnx`` in ``folder``; the head's outputs (``dims``, ``probs``)."""
-    enc = predictor.audio_encoder
+    """The graphs (and the tokenizer) in ``folder``; the head's outputs (``dims``, ``probs``)."""
+    enc, text = predictor.audio_encoder, predictor.inputs.text
     samples = torch.randn(2 * SAMPLE_RATE) * 0.1
     n = torch.export.Dim("samples", min=400, max=30 * SAMPLE_RATE if kind == "whisper" else 3600 * SAMPLE_RATE)
     if kind == "logmel":
@@ -184,28 +215,83 @@ def _write_graphs(predictor, kind: str | None, audio, keep: list[int], folder: P
     elif kind == "whisper":
         _export(_WhisperGraph(enc.module, keep).eval(), (samples,), folder / "encoder.onnx", ["samples"], ["hidden"],
                 ({0: n},))
-    else:
+    elif kind == "ssl":
         _export(_SSLGraph(enc.module, keep).eval(), (samples, torch.tensor([len(samples)])), folder / "encoder.onnx",
                 ["samples", "length"], ["hidden", "frames"], ({0: n}, None))
+    example: dict[str, Any] = {}
+    dynamic: list[dict] = []
+    if audio is not None:
+        frames = torch.export.Dim("frames", min=2, max=max(int(predictor.inputs.max_frames), 3))
+        example.update(audio=torch.randn(1, audio.num_layers, 40, audio.dim),
+                       audio_mask=torch.ones(1, 40, dtype=torch.bool))
+        dynamic += [{2: frames}, {1: frames}]
+    if text is not None:
+        tenc = predictor.text_encoder
+        tokens = torch.export.Dim("tokens", min=2, max=max(int(tenc.max_tokens), 3))
+        ids = torch.tensor([tenc.tokenizer("an example sentence of several words".split(),
+                                           is_split_into_words=True)["input_ids"]])
+        _export(_TextGraph(tenc.model, [int(i) for i in tenc.layers]).eval(), (ids, torch.ones_like(ids)),
+                folder / "text_encoder.onnx", ["input_ids", "attention_mask"], ["hidden"],
+                ({1: tokens}, {1: tokens}))
+        tenc.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
+        example.update(text=torch.randn(1, text.num_layers, 12, text.dim), text_mask=torch.ones(1, 12, dtype=torch.bool),
+                       text_words=torch.arange(12)[None] - 1)
+        dynamic += [{2: tokens}, {1: tokens}, {1: tokens}]
     model = predictor.model.float().eval()
     with torch.inference_mode():
-        probe = model(_probe_batch(audio))
+        probe = model(_batch(example, audio.pool if audio is not None else 1))
     outputs = tuple(name for name, present in (("dims", probe.dims is not None and probe.dims.shape[1] == 3),
                                                ("probs", probe.logits is not None)) if present)
-    frames = torch.export.Dim("frames", min=2, max=max(int(predictor.inputs.max_frames), 3))
-    features = torch.randn(1, audio.num_layers, 40, audio.dim)
-    _export(_HeadGraph(model, audio.pool, outputs).eval(), (features, torch.ones(1, 40, dtype=torch.bool)),
-            folder / "head.onnx", ["audio", "mask"], list(outputs), ({2: frames}, {1: frames}))
+    head = _HeadGraph(model, audio.pool if audio is not None else 1, tuple(example), outputs).eval()
+    _export(head, tuple(example.values()), folder / "head.onnx", list(example), list(outputs),
+            (tuple(dynamic),))  # forward(*tensors): one argument, a tuple
+    with torch.inference_mode():
+        expected = [t.numpy() for t in head(*example.values())]
+    _check_runs(folder, {k: v.numpy() for k, v in example.items()}, expected)
     return outputs
 
 
-def _probe_batch(audio):
-    """A batch of random features shaped as the row reads them (to see which outputs it gives)."""
+def _check_runs(folder: Path, example: dict, expected: list) -> None:
+    """onnxruntime loads every graph and the head gives the torch head's outputs on the example
+    (within 1e-3: the same function; the precision on real inputs is what the tests measure), else
+    :class:`ExportError` (a graph with an operator onnxruntime lacks, or one traced wrong)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    for name in ("encoder.onnx", "text_encoder.onnx", "head.onnx"):
+        if not (folder / name).is_file():
+            continue
+        try:
+            session = ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own error types
+            raise ExportError(f"onnxruntime cannot run its {name} ({_first_line(exc)})") from exc
+        if name == "head.onnx":
+            got = session.run(None, example)
+            worst = max(float(np.abs(g - e).max()) for g, e in zip(got, expected))
+            if worst > 1e-3:
+                raise ExportError(f"its exported head differs from the model by {worst:.1e} on an example")
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's first line, and its root cause's, without terminal colour codes."""
+    import re
+
+    def line(e: BaseException) -> str:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+        return text.splitlines()[0][:200] if text else type(e).__name__
+
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    return line(exc) + (f"; {type(root).__name__}: {line(root)}" if root is not exc else "")
+
+
+def _batch(example: dict[str, Any], pool: int):
+    """A batch of one made of the head's example inputs (to see which outputs the row gives)."""
     from sermo.data.batch import Batch
 
-    return Batch(ids=["x"], dims=torch.zeros(1, 3), category=torch.zeros(1, dtype=torch.long),
-                 audio=torch.randn(1, audio.num_layers, 40, audio.dim),
-                 audio_mask=torch.ones(1, 40, dtype=torch.bool), audio_pool=audio.pool)
+    return Batch(ids=["x"], dims=torch.zeros(1, 3), category=torch.zeros(1, dtype=torch.long), audio_pool=pool,
+                 **example)
 
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic) -> None:

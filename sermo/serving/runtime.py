@@ -3,6 +3,7 @@ numpy, soundfile and soxr only (a test imports this module in a process without 
 
 >>> from sermo.serving.runtime import OnnxPredictor  # doctest: +SKIP
 >>> OnnxPredictor("exported/").predict_file("speech.wav").valence  # doctest: +SKIP
+>>> OnnxPredictor("exported-fusion/").predict_file("speech.wav", transcript="the words").valence  # doctest: +SKIP
 
 The runtime repeats what sermo's feature path does between the two graphs: Whisper's 30 s
 windows joined, a speech SSL model's samples zero-padded to the quarter second its features were
@@ -55,16 +56,24 @@ class OnnxPredictor(BasePredictor):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        enc, text = self.meta.get("encoder"), self.meta.get("text")
+
+        def session(name: str):
+            return ort.InferenceSession(str(self.folder / name), options, providers=["CPUExecutionProvider"])
+
         try:
-            self.encoder = ort.InferenceSession(str(self.folder / "encoder.onnx"), options,
-                                                providers=["CPUExecutionProvider"])
-            self.head = ort.InferenceSession(str(self.folder / "head.onnx"), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own types for missing or damaged graphs
-            raise ExportError(f"{self.folder}: a graph cannot be loaded ({str(exc).splitlines()[0][:200]})") \
-                from None
-        enc = self.meta["encoder"]
-        self.kind, self.dtype, self.pool = enc["kind"], np.dtype(enc["dtype"]), int(enc["pool"])
-        self.padding = enc.get("padding")
+            self.encoder = session("encoder.onnx") if enc else None
+            self.text_encoder = session("text_encoder.onnx") if text else None
+            self.head = session("head.onnx")
+            self.tokenizer = _tokenizer(self.folder / "tokenizer.json", int(text["max_tokens"])) if text else None
+        except Exception as exc:  # onnxruntime and tokenizers raise their own types for missing or damaged parts
+            raise ExportError(f"{self.folder}: a part cannot be loaded ({str(exc).splitlines()[0][:200]}); export "
+                              "the bundle again") from None
+        self.kind = enc["kind"] if enc else None
+        self.dtype = np.dtype(enc["dtype"]) if enc else None
+        self.pool = int(enc["pool"]) if enc else 1
+        self.padding = enc.get("padding") if enc else None
+        self.text_dtype = np.dtype(text["dtype"]) if text else None
         self.max_frames = int(self.meta["max_frames"])
         scale = self.meta.get("scale")
         self.scale = (float(scale[0]), float(scale[1])) if scale else None
@@ -82,10 +91,22 @@ class OnnxPredictor(BasePredictor):
         value = self.meta.get("window_seconds")
         return float(value) if value else None
 
+    def text_features(self, transcript: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(layers, tokens, dim)`` float32 and each token's word index (-1: a special token) of
+        a transcript, as the feature store would hold them."""
+        assert self.tokenizer is not None and self.text_encoder is not None and self.text_dtype is not None
+        enc = self.tokenizer.encode(str(transcript).split(), is_pretokenized=True)
+        ids = np.asarray([enc.ids], dtype=np.int64)
+        hidden = self.text_encoder.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
+        words = np.asarray([-1 if w is None else int(w) for w in enc.word_ids], dtype=np.int64)
+        return np.asarray(hidden, dtype=np.float32).astype(self.text_dtype).astype(np.float32), words
+
     def features(self, wave: np.ndarray) -> np.ndarray:
         """``(layers, frames, dim)`` float32: the model's input for 16 kHz samples, as the feature
         store would hold and hand them over."""
         wave = np.asarray(wave, dtype=np.float32)
+        if self.encoder is None:
+            raise ExportError(f"{self.folder}: this exported model reads no audio features")
         if self.kind == "whisper":
             hidden = self._whisper(wave)
         elif self.kind == "ssl":
@@ -102,6 +123,7 @@ class OnnxPredictor(BasePredictor):
     def _whisper(self, wave: np.ndarray) -> np.ndarray:
         """Whisper's hidden states of every 30 s window, joined (a window shorter than one
         encoder frame left out; audio shorter than one frame padded to one)."""
+        assert self.encoder is not None
         if len(wave) < 2 * WHISPER_HOP:
             wave = np.pad(wave, (0, 2 * WHISPER_HOP - len(wave)))
         parts = [self.encoder.run(None, {"samples": wave[i:i + WHISPER_WINDOW]})[0]
@@ -109,12 +131,32 @@ class OnnxPredictor(BasePredictor):
         return np.concatenate(parts, axis=1)
 
     def _run(self, waves: list[np.ndarray], transcripts: list[str | None]) -> tuple[list[dict], list[tuple]]:
+        if self.text_encoder is not None and any(t is None for t in transcripts):
+            raise ExportError(f"{self.folder}: this exported model reads a transcript and the runtime has no speech "
+                              "recogniser: give each input's transcript (transcript=..., sermo predict --transcript)")
         results = []
-        for wave in waves:
-            x = self.features(wave)[None]
-            mask = np.ones((1, x.shape[2]), dtype=bool)
-            out = dict(zip(self.outputs, self.head.run(None, {"audio": x, "mask": mask})))
+        for wave, transcript in zip(waves, transcripts):
+            inputs: dict[str, np.ndarray] = {}
+            if self.encoder is not None:
+                x = self.features(wave)[None]
+                inputs.update(audio=x, audio_mask=np.ones((1, x.shape[2]), dtype=bool))
+            if self.text_encoder is not None:
+                t, words = self.text_features(str(transcript))
+                inputs.update(text=t[None], text_mask=np.ones((1, t.shape[1]), dtype=bool), text_words=words[None])
+            out = dict(zip(self.outputs, self.head.run(None, inputs)))
             dims = out["dims"][0] if "dims" in out else None
             probs = out["probs"][0] if "probs" in out else None
             results.append(outputs_to_result(dims, probs, self.scale, self.classes))
-        return results, [(None, None)] * len(waves)
+        used = [(t, "given") if self.text_encoder is not None else (None, None) for t in transcripts]
+        return results, used
+
+
+def _tokenizer(path: Path, max_tokens: int):
+    """The text encoder's own tokenizer (the ``tokenizers`` library: no torch), truncating as
+    sermo's text encoder does and never padding (one transcript at a time)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path))
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_tokens)
+    return tok
