@@ -37,7 +37,7 @@ test: $(STAMP) browser
 # under the papers' Hub ids (offline), two-process DDP and bf16 runs, and every system on a corpus of one's
 # own (categories only, text only; marked long); about 11 minutes alone on 2 cores
 check-paper: $(STAMP)
-	$(PY) -m pytest -q -m "paper or long" tests/paper tests/systems/test_own_corpus.py
+	$(PY) -m pytest -q -m "paper or long" tests/paper tests/systems/test_own_corpus.py tests/serving/test_export.py
 
 clean:
 	rm -rf runs/demo .pytest_cache

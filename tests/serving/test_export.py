@@ -97,7 +97,7 @@ def test_the_exported_audio_bundle_predicts_the_built_in_corpus_as_torch_does_wi
     assert meta["classes"] == list(torch_path.space.classes) and meta["encoder"]["kind"] == "whisper"
 
 
-@pytest.mark.parametrize("row", ["fusion", "text"])
+@pytest.mark.parametrize("row", ["fusion", pytest.param("text", marks=pytest.mark.long)])
 def test_rows_that_read_the_transcript_export_their_text_side_and_match(row, baselines_run, iemocap_synth, tmp_path):
     """The text encoder's graph and its own tokenizer ship beside the head: given the transcript,
     the exported fusion and text rows predict what the torch Predictor does, without torch; with
@@ -119,6 +119,8 @@ def test_rows_that_read_the_transcript_export_their_text_side_and_match(row, bas
         OnnxPredictor(folder).predict_file(files[0])
 
 
+# make test has the Whisper path above; the paper-path check (CI too) runs these as well
+@pytest.mark.long
 @pytest.mark.parametrize("encoder", ["logmel", "wav2vec2", "wav2vec2-mask"])
 def test_log_mel_and_speech_ssl_rows_export_and_match(encoder, tmp_path):
     """The other feature kinds a row may read: log-mel, and a speech SSL model without an
