@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from sermo.data.audio import SAMPLE_RATE
 from sermo.encoders.base import Encoder, EncoderError
@@ -284,13 +284,15 @@ def encoder_dtype(name: str) -> str:
     return spec.dtype if spec is not None else "float16"
 
 
-def top_input(name: str, k: int | None) -> int | None:
+def top_input(name: str, k: int | None, reads: Sequence[int] | None) -> int | None:
     """The hidden state below encoder ``name``'s top ``k`` layers, where a trainable copy runs
     those layers on that stored state (Whisper and text encoders do; other speech encoders read
-    samples through every layer); ``None`` where it cannot, or the encoder is unknown here."""
+    samples through every layer); ``None`` where it cannot, where the hidden states a model
+    ``reads`` (negative indices; ``None``: every one) are not all among those top layers'
+    outputs, or where the encoder is unknown here."""
     from sermo.encoders.whisper import is_whisper
 
-    if k is None:
+    if k is None or reads is None or not all(-k - 1 <= i < 0 for i in reads):
         return None
     spec = REGISTRY.get(name)
     whisper = (spec is not None and spec.kind == "whisper") or (spec is None and is_whisper(name))

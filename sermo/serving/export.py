@@ -192,7 +192,7 @@ def export_bundle(bundle: str | Path, out: str | Path, *, fmt: str = "onnx") -> 
             "scale": list(predictor.scale) if predictor.scale else None, "classes": list(predictor.space.classes),
             "encoder": {"kind": kind, "name": audio.encoder, "layers": keep, "dtype": audio.dtype,
                         "pool": int(audio.pool), "padding": getattr(enc, "padding", None),
-                        "frame_rate": audio.frame_rate} if audio is not None else None,
+                        "frame_rate": audio.frame_rate, **_windows(kind)} if audio is not None else None,
             "text": {"name": spec.text.encoder, "layers": [int(i) for i in predictor.text_encoder.layers],
                      "dtype": spec.text.dtype, "max_tokens": int(predictor.text_encoder.max_tokens),
                      "words": "the transcript split on whitespace"} if spec.text is not None else None,
@@ -284,6 +284,14 @@ def _first_line(exc: BaseException) -> str:
     while root.__cause__ is not None:
         root = root.__cause__
     return line(exc) + (f"; {type(root).__name__}: {line(root)}" if root is not exc else "")
+
+
+def _windows(kind: str | None) -> dict:
+    """How the runtime feeds Whisper's graph: windows of at most ``window_samples`` joined, each
+    of at least ``min_samples`` (one encoder frame), as :class:`~sermo.encoders.whisper.WhisperSpeech` does."""
+    from sermo.encoders.whisper import HOP, WINDOW_SECONDS
+
+    return {"window_samples": WINDOW_SECONDS * SAMPLE_RATE, "min_samples": 2 * HOP} if kind == "whisper" else {}
 
 
 def _batch(example: dict[str, Any], pool: int):

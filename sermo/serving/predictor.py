@@ -187,11 +187,8 @@ class Predictor(BasePredictor):
         if len(texts) != len(items):
             raise ValueError(f"{len(texts)} transcripts for {len(items)} inputs")
         texts = [t if isinstance(t, str) and t.strip() else None for t in texts]  # blank: not given
-        preds = []
-        for k in range(0, len(items), batch_size):
-            chunk = items[k:k + batch_size]
-            preds += self._predictions([s for s, _ in chunk], [w for _, w in chunk], texts[k:k + batch_size],
-                                       batch_size=batch_size)
+        # every input is already in memory: the windows go through the model batch_size at a time
+        preds = self._predictions([s for s, _ in items], [w for _, w in items], texts, batch_size=batch_size)
         if single:
             return preds[0]
         import pandas as pd

@@ -20,13 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sermo.data.audio import SAMPLE_RATE
 from sermo.data.frames import bucket_length, pool_frames
 from sermo.serving.core import BasePredictor, ExportError, outputs_to_result
-
-WHISPER_WINDOW = 30 * SAMPLE_RATE
-"""Samples of one Whisper window (its encoder reads at most 30 s at once)."""
-WHISPER_HOP = 160
 
 
 class OnnxPredictor(BasePredictor):
@@ -73,6 +68,9 @@ class OnnxPredictor(BasePredictor):
         self.dtype = np.dtype(enc["dtype"]) if enc else None
         self.pool = int(enc["pool"]) if enc else 1
         self.padding = enc.get("padding") if enc else None
+        # Whisper's windows, as the export says sermo's encoder cuts them
+        self.window, self.min_samples = (int(enc["window_samples"]), int(enc["min_samples"])) \
+            if enc and self.kind == "whisper" else (0, 0)
         self.text_dtype = np.dtype(text["dtype"]) if text else None
         self.max_frames = int(self.meta["max_frames"])
         scale = self.meta.get("scale")
@@ -124,10 +122,11 @@ class OnnxPredictor(BasePredictor):
         """Whisper's hidden states of every 30 s window, joined (a window shorter than one
         encoder frame left out; audio shorter than one frame padded to one)."""
         assert self.encoder is not None
-        if len(wave) < 2 * WHISPER_HOP:
-            wave = np.pad(wave, (0, 2 * WHISPER_HOP - len(wave)))
-        parts = [self.encoder.run(None, {"samples": wave[i:i + WHISPER_WINDOW]})[0]
-                 for i in range(0, len(wave), WHISPER_WINDOW) if len(wave[i:i + WHISPER_WINDOW]) >= 2 * WHISPER_HOP]
+        if len(wave) < self.min_samples:
+            wave = np.pad(wave, (0, self.min_samples - len(wave)))
+        step = self.window
+        parts = [self.encoder.run(None, {"samples": wave[i:i + step]})[0]
+                 for i in range(0, len(wave), step) if len(wave[i:i + step]) >= self.min_samples]
         return np.concatenate(parts, axis=1)
 
     def _run(self, waves: list[np.ndarray], transcripts: list[str | None]) -> tuple[list[dict], list[tuple]]:

@@ -110,6 +110,11 @@ Stats = Mapping[str, tuple[np.ndarray, np.ndarray]]
 """Per modality (``audio``, ``text``): the training split's per-layer feature mean and std ``(L, D)``."""
 
 
+def layer_tuple(layers: Iterable[int] | None) -> tuple[int, ...] | None:
+    """A recipe's hidden-state indices as a tuple (``None``: all), as feature reads and the plan key them."""
+    return tuple(int(i) for i in layers) if layers is not None else None
+
+
 @dataclass(frozen=True)
 class FeatureRead:
     """Frozen features of one encoder that a row or an analysis reads besides the recipe's own.

@@ -12,7 +12,7 @@ import torch
 
 from sermo.config import ConfigError, RunConfig
 from sermo.data.spec import ModelSpec
-from sermo.systems.api import Analysis, FeatureRead, FoldContext, Row, RowResult
+from sermo.systems.api import Analysis, FeatureRead, FoldContext, Row, RowResult, layer_tuple
 
 
 @dataclass(frozen=True)
@@ -57,18 +57,14 @@ def recipe_features(cfg: RunConfig, *, audio_readers: int = 1, text_readers: int
     d = cfg.data
     out = []
     if d.audio_encoder and audio_readers:
-        out.append(FeatureUse(d.audio_encoder, _layers(d.audio_layers), audio_readers, what="audio"))
+        out.append(FeatureUse(d.audio_encoder, layer_tuple(d.audio_layers), audio_readers, what="audio"))
     if d.text_encoder and text_readers:
-        out.append(FeatureUse(d.text_encoder, _layers(d.text_layers), text_readers, what="text"))
+        out.append(FeatureUse(d.text_encoder, layer_tuple(d.text_layers), text_readers, what="text"))
     return out
 
 
 def _use(read: FeatureRead, what: str, analysis: bool = False) -> FeatureUse:
     return FeatureUse(read.encoder, read.layers, read.readers, read.pooled, read.corpus, what, analysis=analysis)
-
-
-def _layers(layers: Iterable[int] | None) -> tuple[int, ...] | None:
-    return tuple(int(i) for i in layers) if layers is not None else None
 
 
 @dataclass(frozen=True)
@@ -143,9 +139,9 @@ class SystemDef:
         for row in self.declare(cfg):  # each read named by the row that reads it (the plan's "for")
             reads = row.reading
             if reads.audio and d.audio_encoder:
-                out.append(FeatureUse(d.audio_encoder, _layers(d.audio_layers), what=row.name))
+                out.append(FeatureUse(d.audio_encoder, layer_tuple(d.audio_layers), what=row.name))
             if reads.text and d.text_encoder:
-                out.append(FeatureUse(d.text_encoder, _layers(d.text_layers), what=row.name))
+                out.append(FeatureUse(d.text_encoder, layer_tuple(d.text_layers), what=row.name))
             out += [_use(read, f"{row.name} ({read.what})" if read.what else row.name) for read in reads.other]
         for analysis in self.analyses(cfg) if self.analyses is not None else []:
             out += [_use(read, analysis.name, analysis=True) for read in analysis.reads]

@@ -92,15 +92,15 @@ class Plan:
         """Whether the stored features fit in the store's free space (with headroom)."""
         return self.free_bytes is None or self.stored_bytes <= HEADROOM * self.free_bytes
 
-    def sizes(self, encoder: str, layers) -> bool:
-        """Whether the plan has an entry for an encoder's features (these hidden states)."""
+    def entry(self, encoder: str, layers) -> PlanEntry | None:
+        """The plan's entry for an encoder's features (these hidden states), if it sized them."""
         key = (encoder, tuple(int(i) for i in layers) if layers is not None else None)
-        return any(e.key == key for e in self.entries)
+        return next((e for e in self.entries if e.key == key), None)
 
     def mode(self, encoder: str, layers) -> str:
         """``stored`` or ``live`` for an encoder's features (``stored`` for any the plan lacks)."""
-        key = (encoder, tuple(int(i) for i in layers) if layers is not None else None)
-        return next((e.mode for e in self.entries if e.key == key), "stored")
+        entry = self.entry(encoder, layers)
+        return entry.mode if entry is not None else "stored"
 
     def device_hours(self) -> tuple[float, float]:
         """``(stored, live)`` device hours of the run as planned: one extraction pass over what is

@@ -75,7 +75,7 @@ class RunData:
 
     def check_planned(self, name: str, layers: Sequence[int] | None) -> None:
         """Note features the plan did not size (``results.json`` lists them as ``unplanned``)."""
-        if self.plan is not None and not self.plan.sizes(name, layers):
+        if self.plan is not None and self.plan.entry(name, layers) is None:
             self.unplanned.add(name + ("" if layers is None else f" layers {list(layers)}"))
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sermo.config import RunConfig, setting
-from sermo.systems.api import FeatureRead, Reads, Row
+from sermo.systems.api import FeatureRead, Reads, Row, layer_tuple
 
 ROWS = ("speech_small", "speech_large", "speech_mel_input", "text", "fusion")
 SPEECH_ROWS = {"speech_small": ("small", "features"), "speech_large": ("large", "features"),
@@ -90,7 +90,7 @@ def declare(cfg: RunConfig) -> list[Row]:
     mel-input row's input too) and the speaker embeddings of the whole corpus; ``run_fold``
     trains them."""
     m, d = cfg.model, cfg.data
-    layers = tuple(int(i) for i in d.text_layers) if d.text_layers else None
+    layers = layer_tuple(d.text_layers)
     around = (FeatureRead(m.mel_encoder, None, what="mel target / input"),
               FeatureRead("resemblyzer", None, readers=0, corpus=True, what="speaker embeddings"))
     out = [Row(r, ("audio",), r, reads=Reads(audio=SPEECH_ROWS[r][1] == "features", other=around))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from sermo.config import RunConfig
 from sermo.encoders.base import EncoderError
 from sermo.encoders.registry import encoder_shape, top_input
-from sermo.systems.api import Analysis, FeatureRead, Reads, Row
+from sermo.systems.api import Analysis, FeatureRead, Reads, Row, layer_tuple
 from sermo.systems.common import fold_task
 from sermo.systems.distilled.model import DistilledModel
 
@@ -48,10 +49,9 @@ def analyses(cfg: RunConfig) -> list[Analysis]:
     if m.text and m.transcript_engines and d.text_encoder and m.speech_encoders:
         sources = 1 + len(m.transcript_engines)
         name = m.robustness_encoder or m.speech_encoders[-1]
-        text = (FeatureRead(d.text_encoder, _layers(d.text_layers), readers=sources),) if m.mode != "ft" else \
-            tuple(FeatureRead(t.encoder, t.layers, readers=sources) for t in _tuned_text(cfg))
-        out.append(Analysis("transcripts.json", tuple(FeatureRead(s.encoder, s.layers, readers=sources, pooled=s.pooled)
-                                                      for s in _speech_reads(cfg, name)) + text))
+        text = (FeatureRead(d.text_encoder, layer_tuple(d.text_layers)),) if m.mode != "ft" else _tuned_text(cfg)
+        out.append(Analysis("transcripts.json", tuple(replace(read, readers=sources)
+                                                      for read in _speech_reads(cfg, name) + text)))
     return out
 
 
@@ -61,10 +61,9 @@ def _speech_reads(cfg: RunConfig, name: str) -> tuple[FeatureRead, ...]:
     stored (samples through the whole encoder)."""
     m = cfg.model
     if m.mode == "frozen":
-        return (FeatureRead(name, _layers(m.speech_layers)),)
-    k, layers = m.finetune_layers, m.speech_layers
-    below = top_input(name, k) if m.speech_from_store else None
-    if below is None or k is None or layers is None or not all(-k - 1 <= i < 0 for i in layers):
+        return (FeatureRead(name, layer_tuple(m.speech_layers)),)
+    below = top_input(name, m.finetune_layers, m.speech_layers) if m.speech_from_store else None
+    if below is None:
         return ()
     return (FeatureRead(name, (below,), pooled=cfg.data.pool_finetuned, what="speech below the tuned layers"),)
 
@@ -80,10 +79,6 @@ def _tuned_text(cfg: RunConfig) -> tuple[FeatureRead, ...]:
     except EncoderError:  # not here: the row says so when it runs
         return ()
     return (FeatureRead(d.text_encoder, (below,), what="text below the tuned layers"),)
-
-
-def _layers(layers) -> tuple[int, ...] | None:
-    return tuple(int(i) for i in layers) if layers is not None else None
 
 
 class Rows:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sermo.config import RunConfig, setting
-from sermo.systems.api import Analysis, FeatureRead, Reads, Row
+from sermo.systems.api import Analysis, FeatureRead, Reads, Row, layer_tuple
 
 ROWS = ("text", "text_context", "text_context_le", "speech", "speech_2nd", "speech_le", "score_fusion", "le_mer",
         "fusion_ar_plus_al", "fusion_al_only", "fusion_ar_only")
@@ -168,14 +168,10 @@ def _reads(cfg: RunConfig, arch: Architecture, models: int = 1) -> Reads:
     every = 0 if cfg.model.finetune else models
     reads = []
     if arch.speech and d.audio_encoder:
-        reads.append(FeatureRead(d.audio_encoder, _layers(d.audio_layers), readers=every))
+        reads.append(FeatureRead(d.audio_encoder, layer_tuple(d.audio_layers), readers=every))
     if arch.text and d.text_encoder:
-        reads.append(FeatureRead(d.text_encoder, _layers(d.text_layers), readers=every))
+        reads.append(FeatureRead(d.text_encoder, layer_tuple(d.text_layers), readers=every))
         if arch.context:
-            reads.append(FeatureRead(d.text_encoder, _layers(d.text_layers), readers=every,
+            reads.append(FeatureRead(d.text_encoder, layer_tuple(d.text_layers), readers=every,
                                      what="dialog context (previous turns)"))
     return Reads(other=tuple(reads))
-
-
-def _layers(layers) -> tuple[int, ...] | None:
-    return tuple(int(i) for i in layers) if layers is not None else None

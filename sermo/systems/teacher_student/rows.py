@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sermo.config import RunConfig
 from sermo.encoders.registry import top_input
-from sermo.systems.api import FeatureRead, Reads, Row
+from sermo.systems.api import FeatureRead, Reads, Row, layer_tuple
 from sermo.systems.teacher_student.model import ROWS
 
 
@@ -13,7 +13,7 @@ def declare(cfg: RunConfig) -> list[Row]:
     trains them: the students after the teacher). The teacher reads its own speech encoder where
     it has one; a fine-tuned row reads the stored state below its tuned layers, or samples."""
     m, d = cfg.model, cfg.data
-    layers = tuple(int(i) for i in d.audio_layers) if d.audio_layers is not None else None
+    layers = layer_tuple(d.audio_layers)
     tuned = tuned_input(cfg)
     own = (FeatureRead(m.teacher_audio_encoder, layers, what="the teacher's audio"),) if m.teacher_audio_encoder else ()
     reads = {"audio": Reads(audio=True), "text": Reads(text=True),
@@ -30,9 +30,8 @@ def tuned_input(cfg: RunConfig) -> tuple[FeatureRead, ...]:
     encoder runs them apart (``finetune_from_store``; they reach every layer the rows read),
     else nothing stored (samples through the whole encoder)."""
     m, d = cfg.model, cfg.data
-    k, layers, encoder = m.finetune_layers, d.audio_layers, d.audio_encoder
-    below = top_input(encoder, k) if encoder else None
-    if (encoder is None or below is None or not m.finetune_from_store or layers is None
-            or not all(-k - 1 <= i < 0 for i in layers)):
+    encoder = d.audio_encoder
+    below = top_input(encoder, m.finetune_layers, d.audio_layers) if encoder and m.finetune_from_store else None
+    if encoder is None or below is None:
         return ()
     return (FeatureRead(encoder, (below,), pooled=d.pool_finetuned, what="below the fine-tuned layers"),)
